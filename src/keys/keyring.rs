@@ -1,0 +1,131 @@
+//! The keyring: an immutable snapshot of everything trusted at one moment.
+//!
+//! A reload builds a whole new `Keyring` off the request path and publishes it at once
+//! (arc-swap), so a request sees either the old or the new trust, never a mix.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::VerifyingKey;
+
+/// A key trusted for one identity (or, for the shared secret, for any identity).
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// The identity this key may speak for: the key file's name up to the first `.`.
+    /// `None` only for the shared secret of shared-key mode, whose holders can claim
+    /// any identity (documented as the weaker mode).
+    pub identity: Option<String>,
+    pub key: VerifyingKey,
+    /// The file the key was read from.
+    pub source: PathBuf,
+}
+
+/// One file that could not be loaded, and why. Reported in logs, metrics and `/trust`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileProblem {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Keyring {
+    keys: HashMap<String, Arc<TrustedKey>>,
+    revoked: HashSet<String>,
+    problems: Vec<FileProblem>,
+}
+
+impl Keyring {
+    /// Builds a snapshot. A kid claimed by two different identities is trusted for
+    /// neither (one of the two files is wrong, and we cannot tell which): both files are
+    /// reported. The same key listed twice for the same identity is kept once.
+    pub fn new(
+        keys: Vec<TrustedKey>,
+        revoked: HashSet<String>,
+        mut problems: Vec<FileProblem>,
+    ) -> Self {
+        let mut map: HashMap<String, Arc<TrustedKey>> = HashMap::with_capacity(keys.len());
+        let mut conflicted: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        for key in keys {
+            let kid = key.key.kid.clone();
+            match map.get(&kid) {
+                Some(existing) if existing.identity != key.identity => {
+                    conflicted
+                        .entry(kid)
+                        .or_insert_with(|| vec![existing.source.clone()])
+                        .push(key.source);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(files) = conflicted.get_mut(&kid) {
+                        files.push(key.source);
+                    } else {
+                        map.insert(kid, Arc::new(key));
+                    }
+                }
+            }
+        }
+        let mut conflicted: Vec<_> = conflicted.into_iter().collect();
+        conflicted.sort();
+        for (kid, files) in conflicted {
+            map.remove(&kid);
+            for file in &files {
+                problems.push(FileProblem {
+                    file: file.clone(),
+                    reason: format!(
+                        "key {kid} is claimed by more than one identity ({}); trusted for none",
+                        files
+                            .iter()
+                            .map(|f| f.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        problems.sort_by(|a, b| a.file.cmp(&b.file));
+        Keyring {
+            keys: map,
+            revoked,
+            problems,
+        }
+    }
+
+    /// The trusted key with this kid. A revoked key is still returned (so that the
+    /// rejection can say `revoked` rather than `unknown_key`); check [`Self::is_revoked`].
+    pub fn get(&self, kid: &str) -> Option<&Arc<TrustedKey>> {
+        self.keys.get(kid)
+    }
+
+    pub fn is_revoked(&self, kid: &str) -> bool {
+        self.revoked.contains(kid)
+    }
+
+    /// Number of usable keys: trusted and not revoked.
+    pub fn len(&self) -> usize {
+        self.keys
+            .keys()
+            .filter(|k| !self.revoked.contains(*k))
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every trusted key (revoked ones included), sorted by identity then kid.
+    pub fn keys(&self) -> Vec<&Arc<TrustedKey>> {
+        let mut v: Vec<_> = self.keys.values().collect();
+        v.sort_by(|a, b| (&a.identity, &a.key.kid).cmp(&(&b.identity, &b.key.kid)));
+        v
+    }
+
+    pub fn revoked(&self) -> &HashSet<String> {
+        &self.revoked
+    }
+
+    /// Files that could not be loaded into this snapshot.
+    pub fn problems(&self) -> &[FileProblem] {
+        &self.problems
+    }
+}
