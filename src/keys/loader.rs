@@ -1,8 +1,14 @@
 //! The authorized_keys directory and the revocation list.
+//!
+//! SSH semantics: a key is trusted because its file is in the directory, for the identity
+//! the file is named after. Entries starting with `.` are skipped, which skips
+//! Kubernetes' `..data` machinery while following the symlinks it makes. One bad file
+//! never stops the others: it becomes a [`FileProblem`] and the rest still load.
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{FileProblem, KeyError, TrustedKey};
+use super::format::{parse_public_keys, read_key_file};
+use super::{is_valid_identity, FileProblem, KeyError, TrustedKey};
 
 /// What one pass over an authorized_keys directory found.
 #[derive(Debug, Default)]
@@ -11,10 +17,111 @@ pub struct DirLoad {
     pub problems: Vec<FileProblem>,
 }
 
+/// Reads every key file in `dir`. Fails only when the directory itself cannot be read;
+/// everything wrong with a single entry is reported in [`DirLoad::problems`].
 pub fn load_dir(dir: &Path) -> Result<DirLoad, KeyError> {
-    Err(KeyError::invalid(dir, "not yet implemented"))
+    let io = |source| KeyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !std::fs::metadata(dir).map_err(io)?.is_dir() {
+        return Err(KeyError::invalid(dir, "is not a directory"));
+    }
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+
+    let mut load = DirLoad::default();
+    for entry in entries {
+        let path = entry.path();
+        let problem = |reason: String| FileProblem {
+            file: path.clone(),
+            reason,
+        };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            load.problems
+                .push(problem("file name is not UTF-8; skipped".into()));
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let identity = name.split('.').next().unwrap_or_default();
+        if !is_valid_identity(identity) {
+            load.problems.push(problem(format!(
+                "\"{identity}\" is not a valid identity (file names start with a DNS label: \
+                 lower-case letters, digits and '-'); skipped"
+            )));
+            continue;
+        }
+        // `metadata` follows symlinks; a link to nowhere is worth its own sentence.
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                load.problems
+                    .push(problem("is a dangling symlink; skipped".into()));
+                continue;
+            }
+            Err(e) => {
+                load.problems.push(problem(format!("cannot be read: {e}")));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            load.problems
+                .push(problem("is a directory, not a key file; skipped".into()));
+            continue;
+        }
+        if !meta.is_file() {
+            load.problems
+                .push(problem("is not a regular file; skipped".into()));
+            continue;
+        }
+        let parsed = read_key_file(&path).and_then(|bytes| parse_public_keys(&bytes, &path));
+        match parsed {
+            Ok(keys) => load.keys.extend(keys.into_iter().map(|key| TrustedKey {
+                identity: Some(identity.to_owned()),
+                key,
+                source: path.clone(),
+            })),
+            Err(e) => load.problems.push(problem(reason_of(e))),
+        }
+    }
+    Ok(load)
 }
 
+/// The reason alone: the file is already named by [`FileProblem::file`].
+fn reason_of(e: KeyError) -> String {
+    match e {
+        KeyError::Invalid { reason, .. } => reason,
+        KeyError::Io { source, .. } => format!("cannot be read: {source}"),
+        KeyError::Sign(s) => s,
+    }
+}
+
+/// Reads the revocation list: one kid per line, `#` starts a comment.
 pub fn load_revoked(path: &Path) -> Result<HashSet<String>, KeyError> {
-    Err(KeyError::invalid(path, "not yet implemented"))
+    let bytes = read_key_file(path)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| KeyError::invalid(path, "holds binary data, not a list of kids"))?;
+    let mut kids = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let valid = line
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid || line.contains(char::is_whitespace) {
+            return Err(KeyError::invalid(
+                path,
+                format!("line {}: \"{line}\" is not a kid (base64url)", n + 1),
+            ));
+        }
+        kids.insert(line.to_owned());
+    }
+    Ok(kids)
 }

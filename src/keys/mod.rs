@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::DecodingKey;
 
@@ -156,7 +156,7 @@ pub(crate) enum Signer {
     Es256(EcdsaKeyPair),
     EdDsa(Ed25519KeyPair),
     Rs256(RsaKeyPair),
-    Hs256(aws_lc_rs::hmac::Key),
+    Hs256(Box<aws_lc_rs::hmac::Key>),
 }
 
 /// This service's signing key.
@@ -222,16 +222,6 @@ impl SigningKey {
         match self.alg {
             KeyAlg::Hs256 => None,
             _ => self.verifying.jwk.as_ref(),
-        }
-    }
-
-    /// The uncompressed public point / raw public key bytes, for tests and tooling.
-    pub(crate) fn public_key_bytes(&self) -> Option<Vec<u8>> {
-        match &self.signer {
-            Signer::Es256(k) => Some(k.public_key().as_ref().to_vec()),
-            Signer::EdDsa(k) => Some(k.public_key().as_ref().to_vec()),
-            Signer::Rs256(k) => Some(k.public_key().as_ref().to_vec()),
-            Signer::Hs256(_) => None,
         }
     }
 }
