@@ -1,1 +1,393 @@
-//! Commands.
+//! The command line: `run`, `demo` and the offline tools (`keygen`, `token`, `verify`,
+//! `keys`, `check`).
+//!
+//! Exit codes are part of the contract: 0 ok, 1 rejected or invalid, 2 usage (clap's own
+//! code for bad arguments). Errors are one sentence on stderr naming the file or key
+//! concerned; private keys and tokens are never written to logs (a token is printed on
+//! stdout only by `token`, whose whole purpose is to print one).
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config;
+use crate::keys::{self, KeyAlg, Keyring, OutputFormat};
+use crate::token::{self, TokenSigner, VerifyPolicy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trustgate",
+    version,
+    about = "A sidecar reverse proxy that lets services trust each other by signed tokens"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, env = "TRUSTGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (`info`, `debug`, `trustgate=debug,hyper=info`, ...).
+    #[arg(long, global = true, env = "TRUSTGATE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file.
+        #[arg(
+            long,
+            env = "TRUSTGATE_CONFIG",
+            default_value = "/etc/trustgate/trustgate.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Two services and their sidecars on loopback with fresh keys: a trusted call, a
+    /// forged one, an unknown key and a policy denial, with what each side saw.
+    Demo,
+    /// Generate a key pair: `<name>.key` (private, mode 0600) and `<name>.pub`.
+    Keygen {
+        /// The identity the key is for (a DNS label).
+        name: String,
+        #[arg(long, value_enum, default_value = "ES256")]
+        alg: GenAlg,
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "pem")]
+        format: KeyFormat,
+    },
+    /// Print a token signed with a private key (for curl).
+    Token {
+        /// Private key file (PKCS#8/SEC1 PEM or private JWK), or with --shared a shared secret.
+        #[arg(long)]
+        key: PathBuf,
+        /// The key file is a shared-key-mode secret (HS256).
+        #[arg(long)]
+        shared: bool,
+        /// Issuer: the caller identity.
+        #[arg(long)]
+        iss: String,
+        /// Audience: the called identity.
+        #[arg(long)]
+        aud: String,
+        /// Lifetime.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Signed context claim, `name=value` (repeatable).
+        #[arg(long = "ctx", value_parser = parse_kv)]
+        ctx: Vec<(String, String)>,
+        /// Bind the token to a request: method and path-and-query, e.g. `GET /orders?id=1`.
+        #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"])]
+        bind: Option<Vec<String>>,
+    },
+    /// Verify a token against an authorized_keys directory: print the caller and claims,
+    /// or the reason it is rejected (exit 1).
+    Verify {
+        #[arg(long, required_unless_present = "shared_key")]
+        authorized_keys: Option<PathBuf>,
+        /// Trust a shared-key-mode secret as well.
+        #[arg(long)]
+        shared_key: Option<PathBuf>,
+        /// Revocation list (one kid per line).
+        #[arg(long)]
+        revoked: Option<PathBuf>,
+        /// The identity of the service receiving the token.
+        #[arg(long)]
+        aud: String,
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        leeway: Duration,
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        max_ttl: Duration,
+        /// Check the clock as if it were this Unix time (for replaying old tokens).
+        #[arg(long, hide = true)]
+        now: Option<u64>,
+        /// The token, `-` or nothing to read it from stdin. A `Bearer ` prefix is accepted.
+        token: Option<String>,
+    },
+    /// List the identities, kids, algorithms and problems of an authorized_keys directory.
+    Keys {
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a configuration and its key files.
+    Check {
+        #[arg(long, env = "TRUSTGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GenAlg {
+    #[value(name = "ES256", alias = "es256")]
+    Es256,
+    #[value(name = "EdDSA", alias = "eddsa")]
+    EdDsa,
+    #[value(name = "RS256", alias = "rs256")]
+    Rs256,
+}
+
+impl From<GenAlg> for KeyAlg {
+    fn from(a: GenAlg) -> Self {
+        match a {
+            GenAlg::Es256 => KeyAlg::Es256,
+            GenAlg::EdDsa => KeyAlg::EdDsa,
+            GenAlg::Rs256 => KeyAlg::Rs256,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyFormat {
+    Pem,
+    Jwk,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. \"60s\", \"500ms\")"))
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\" is not name=value"))?;
+    Ok((k.to_ascii_lowercase(), v.to_owned()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs an offline command. `run` and `demo` are dispatched by `main` (they need a
+/// runtime); they are rejected here.
+pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Keygen {
+            name,
+            alg,
+            out,
+            format,
+        } => keygen(&name, alg.into(), &out, format),
+        Command::Token {
+            key,
+            shared,
+            iss,
+            aud,
+            ttl,
+            ctx,
+            bind,
+        } => token_cmd(&key, shared, iss, &aud, ttl, ctx, bind),
+        Command::Verify {
+            authorized_keys,
+            shared_key,
+            revoked,
+            aud,
+            leeway,
+            max_ttl,
+            now,
+            token,
+        } => verify_cmd(VerifyArgs {
+            authorized_keys,
+            shared_key,
+            revoked,
+            policy: VerifyPolicy {
+                audience: aud,
+                leeway,
+                max_ttl,
+            },
+            now: now.unwrap_or_else(unix_now),
+            token,
+        }),
+        Command::Keys { dir, json } => keys_cmd(&dir, json),
+        Command::Check { config } => check(&config),
+        Command::Run { .. } | Command::Demo => {
+            anyhow::bail!("run and demo need the proxy runtime; call them through main")
+        }
+    }
+}
+
+fn keygen(name: &str, alg: KeyAlg, out: &Path, format: KeyFormat) -> anyhow::Result<ExitCode> {
+    let format = match format {
+        KeyFormat::Pem => OutputFormat::Pem,
+        KeyFormat::Jwk => OutputFormat::Jwk,
+    };
+    let files = keys::write_keypair(name, alg, out, format)?;
+    eprintln!(
+        "wrote {} (private, mode 0600: keep it in this service only)",
+        files.private.display()
+    );
+    eprintln!(
+        "wrote {} (public: copy it into the authorized_keys of every service {name} calls)",
+        files.public.display()
+    );
+    println!("{}", files.kid);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_cmd(
+    key: &Path,
+    shared: bool,
+    iss: String,
+    aud: &str,
+    ttl: Duration,
+    ctx: Vec<(String, String)>,
+    bind: Option<Vec<String>>,
+) -> anyhow::Result<ExitCode> {
+    for (what, name) in [("--iss", iss.as_str()), ("--aud", aud)] {
+        if !keys::is_valid_identity(name) {
+            anyhow::bail!("{what} \"{name}\" is not a valid identity (a DNS label)");
+        }
+    }
+    let key = if shared {
+        keys::load_shared_key(key)?
+    } else {
+        keys::load_signing_key(key)?
+    };
+    let signer = TokenSigner::new(iss, Arc::new(key), ttl);
+    let ctx: BTreeMap<String, String> = ctx.into_iter().collect();
+    let binding = bind.as_ref().map(|b| (b[0].as_str(), b[1].as_str()));
+    let token = signer.sign(aud, (!ctx.is_empty()).then_some(&ctx), binding, unix_now())?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+struct VerifyArgs {
+    authorized_keys: Option<PathBuf>,
+    shared_key: Option<PathBuf>,
+    revoked: Option<PathBuf>,
+    policy: VerifyPolicy,
+    now: u64,
+    token: Option<String>,
+}
+
+fn verify_cmd(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut trusted = Vec::new();
+    let mut problems = Vec::new();
+    if let Some(dir) = &args.authorized_keys {
+        let load = keys::load_dir(dir)?;
+        trusted.extend(load.keys);
+        problems.extend(load.problems);
+    }
+    if let Some(path) = &args.shared_key {
+        let key = keys::load_shared_key(path)?;
+        trusted.push(keys::TrustedKey {
+            identity: None,
+            key: key.verifying_key().clone(),
+            source: path.clone(),
+        });
+    }
+    let revoked = match &args.revoked {
+        Some(p) => keys::load_revoked(p)?,
+        None => Default::default(),
+    };
+    let ring = Keyring::new(trusted, revoked, problems);
+    for p in ring.problems() {
+        eprintln!("warning: {}: {}", p.file.display(), p.reason);
+    }
+    let token = match args.token.as_deref() {
+        None | Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .take(token::MAX_TOKEN_BYTES as u64 * 2)
+                .read_to_string(&mut s)?;
+            s
+        }
+        Some(t) => t.to_owned(),
+    };
+    let token = token.trim();
+    let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
+    match token::verify(token, &ring, &args.policy, args.now) {
+        Ok(v) => {
+            println!("caller: {}", v.caller);
+            println!("kid: {}", v.kid);
+            println!("alg: {}", v.alg);
+            println!("claims: {}", serde_json::to_string_pretty(&v.claims)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(rejection) => {
+            eprintln!("rejected: {}", rejection.reason());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn keys_cmd(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let load = keys::load_dir(dir)?;
+    let ring = Keyring::new(load.keys, Default::default(), load.problems);
+    if json {
+        let keys: Vec<_> = ring
+            .keys()
+            .into_iter()
+            .map(|k| {
+                serde_json::json!({
+                    "identity": k.identity,
+                    "kid": k.key.kid,
+                    "alg": k.key.alg.as_str(),
+                    "file": k.source,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({ "keys": keys, "problems": ring.problems() });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{:<24} {:<44} {:<6} FILE", "IDENTITY", "KID", "ALG");
+        for k in ring.keys() {
+            println!(
+                "{:<24} {:<44} {:<6} {}",
+                k.identity.as_deref().unwrap_or("*"),
+                k.key.kid,
+                k.key.alg,
+                k.source.display()
+            );
+        }
+        for p in ring.problems() {
+            eprintln!("problem: {}: {}", p.file.display(), p.reason);
+        }
+    }
+    Ok(if ring.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(path, std::env::vars()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let files = config::validate_files(&cfg);
+    for w in &files.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &files.errors {
+        eprintln!("error: {e}");
+    }
+    if files.errors.is_empty() {
+        println!("{}: configuration is valid", path.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}

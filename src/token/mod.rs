@@ -1,1 +1,16 @@
-//! Tokens.
+//! Tokens: the claims trustgate puts in a JWT, signing them, and verifying them in the
+//! contract's order with a typed reason for every refusal.
+//!
+//! The algorithm is always taken from the key the `kid` names, never from the token, and
+//! everything that can be refused without cryptography (size, structure, `alg`, `crit`,
+//! unknown kid) is refused before any signature work. Time is passed in (`now`, Unix
+//! seconds) so that tests can replay fixed tokens.
+mod cache;
+mod claims;
+mod sign;
+mod verify;
+
+pub use cache::{OutboundTokenCache, ReplayCache, VerifiedCache};
+pub use claims::{Audience, Claims};
+pub use sign::TokenSigner;
+pub use verify::{verify, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};

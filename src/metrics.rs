@@ -1,0 +1,124 @@
+//! Every metric trustgate exports, registered on a registry the caller passes in (never
+//! the global one, so tests and embedders can run several proxies in one process).
+//!
+//! Label values are bounded: `direction` is `inbound`/`outbound`, `outcome` a fixed list,
+//! `reason` one of [`crate::token::Rejection`]'s reasons or a policy/infrastructure word.
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// `direction` × `outcome` (`ok`, `rejected`, `denied`, `audit`, `public`,
+    /// `upstream_error`, `timeout`, `no_route`, `passthrough`).
+    pub requests: IntCounterVec,
+    pub inbound_rejections: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub trusted_keys: IntGauge,
+    pub keyring_reloads: IntCounterVec,
+    pub tokens_signed: IntCounter,
+    pub token_cache_hits: IntCounter,
+    pub verified_cache_hits: IntCounter,
+    pub open_connections: prometheus::IntGaugeVec,
+    pub reload_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new("trustgate_requests_total", "Requests handled, by direction and outcome."),
+            &["direction", "outcome"],
+        )?;
+        let inbound_rejections = IntCounterVec::new(
+            Opts::new(
+                "trustgate_inbound_rejections_total",
+                "Inbound requests refused (or, in audit mode, that would have been), by reason.",
+            ),
+            &["reason"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "trustgate_request_duration_seconds",
+                "Time from request received to response headers sent, by direction.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["direction"],
+        )?;
+        let trusted_keys = IntGauge::new(
+            "trustgate_trusted_keys",
+            "Keys in the current keyring that are trusted and not revoked.",
+        )?;
+        let keyring_reloads = IntCounterVec::new(
+            Opts::new(
+                "trustgate_keyring_reloads_total",
+                "Rebuilds of the trust state from disk, by result (ok or error).",
+            ),
+            &["result"],
+        )?;
+        let tokens_signed = IntCounter::new(
+            "trustgate_tokens_signed_total",
+            "Tokens signed for outbound calls.",
+        )?;
+        let token_cache_hits = IntCounter::new(
+            "trustgate_token_cache_hits_total",
+            "Outbound calls that reused a cached token instead of signing.",
+        )?;
+        let verified_cache_hits = IntCounter::new(
+            "trustgate_verified_cache_hits_total",
+            "Inbound tokens accepted from the verified-token cache without a signature check.",
+        )?;
+        let open_connections = prometheus::IntGaugeVec::new(
+            Opts::new("trustgate_open_connections", "Open downstream connections, by listener."),
+            &["listener"],
+        )?;
+        let reload_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "trustgate_keyring_reload_duration_seconds",
+                "Time to rebuild the trust state from disk.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(inbound_rejections.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(trusted_keys.clone()))?;
+        registry.register(Box::new(keyring_reloads.clone()))?;
+        registry.register(Box::new(tokens_signed.clone()))?;
+        registry.register(Box::new(token_cache_hits.clone()))?;
+        registry.register(Box::new(verified_cache_hits.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(reload_duration.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            inbound_rejections,
+            request_duration,
+            trusted_keys,
+            keyring_reloads,
+            tokens_signed,
+            token_cache_hits,
+            verified_cache_hits,
+            open_connections,
+            reload_duration,
+        })
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on a malformed metric family, which the typed
+        // constructors above cannot produce; an empty page is the fallback.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            buf.clear();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

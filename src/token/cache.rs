@@ -1,0 +1,232 @@
+//! The three caches of the token path, each bounded:
+//!
+//! - [`OutboundTokenCache`]: one token per (key, audience, signed context), reused until it
+//!   nears expiry, so signing is amortised across calls.
+//! - [`VerifiedCache`]: the answer for the same token bytes is the same until `exp`, so a
+//!   caller reusing its token costs a SHA-256 and a map lookup, not a signature check.
+//!   Entries belong to one keyring generation: a new keyring (a key removed or revoked)
+//!   invalidates them all at once.
+//! - [`ReplayCache`]: `jti`s of request-bound tokens seen, until they expire.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use aws_lc_rs::digest;
+
+use super::sign::TokenSigner;
+use super::verify::{Rejection, Verified};
+use crate::keys::KeyError;
+
+/// Locks a cache map. A panic while holding one of these locks leaves only a cache
+/// behind, never a half-updated security decision, so a poisoned lock is simply reused.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+type OutboundKey = (String, String, Option<BTreeMap<String, String>>);
+
+struct CachedToken {
+    token: Arc<str>,
+    renew_at: u64,
+}
+
+pub struct OutboundTokenCache {
+    capacity: usize,
+    entries: Mutex<HashMap<OutboundKey, CachedToken>>,
+}
+
+impl OutboundTokenCache {
+    pub fn new(capacity: usize) -> Self {
+        OutboundTokenCache {
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached token for (`signer`'s kid, `aud`, `ctx`), or a fresh one. The bool says
+    /// whether it was a hit. A token is renewed once less than max(ttl/4, 5 s) of its
+    /// lifetime is left, so a receiver never sees one about to expire.
+    pub fn get_or_sign(
+        &self,
+        signer: &TokenSigner,
+        aud: &str,
+        ctx: Option<&BTreeMap<String, String>>,
+        now: u64,
+    ) -> Result<(Arc<str>, bool), KeyError> {
+        let ctx = ctx.filter(|c| !c.is_empty());
+        let key: OutboundKey = (signer.kid().to_owned(), aud.to_owned(), ctx.cloned());
+        if let Some(hit) = lock(&self.entries).get(&key) {
+            if now < hit.renew_at {
+                return Ok((hit.token.clone(), true));
+            }
+        }
+        // Sign outside the lock: concurrent misses may both sign, which costs one extra
+        // signature and never blocks other audiences.
+        let token: Arc<str> = signer.sign(aud, ctx, None, now)?.into();
+        let ttl = signer.ttl().as_secs();
+        let margin = (ttl / 4).max(5).min(ttl);
+        let renew_at = now + ttl - margin;
+        let mut entries = lock(&self.entries);
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, v| now < v.renew_at);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            CachedToken {
+                token: token.clone(),
+                renew_at,
+            },
+        );
+        Ok((token, false))
+    }
+
+    /// Forget every token (after the signing key changed).
+    pub fn clear(&self) {
+        lock(&self.entries).clear();
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct VerifiedEntry {
+    verified: Arc<Verified>,
+    exp: u64,
+    generation: u64,
+}
+
+pub struct VerifiedCache {
+    capacity: usize,
+    entries: Mutex<HashMap<[u8; 32], VerifiedEntry>>,
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl VerifiedCache {
+    pub fn new(capacity: usize) -> Self {
+        VerifiedCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The earlier verification of these exact bytes, if it was made against keyring
+    /// `generation` and the token has not expired. No leeway is granted here: a cached
+    /// answer never outlives `exp`.
+    pub fn get(&self, token: &str, generation: u64, now: u64) -> Option<Arc<Verified>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let hash = token_hash(token);
+        let entries = lock(&self.entries);
+        let e = entries.get(&hash)?;
+        (e.generation == generation && now <= e.exp).then(|| e.verified.clone())
+    }
+
+    pub fn insert(&self, token: &str, verified: Arc<Verified>, generation: u64, now: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let exp = verified.claims.exp;
+        let hash = token_hash(token);
+        let mut entries = lock(&self.entries);
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| e.generation == generation && now <= e.exp);
+            if entries.len() >= self.capacity {
+                // Still full of live entries: drop an arbitrary tenth rather than refuse
+                // to cache, so the cost stays bounded and the hot set re-enters.
+                let drop: Vec<_> = entries
+                    .keys()
+                    .take((self.capacity / 10).max(1))
+                    .copied()
+                    .collect();
+                for k in drop {
+                    entries.remove(&k);
+                }
+            }
+        }
+        entries.insert(
+            hash,
+            VerifiedEntry {
+                verified,
+                exp,
+                generation,
+            },
+        );
+    }
+
+    pub fn clear(&self) {
+        lock(&self.entries).clear();
+    }
+
+    /// Drops the entries of one key (removed or revoked).
+    pub fn remove_kid(&self, kid: &str) {
+        lock(&self.entries).retain(|_, e| e.verified.kid != kid);
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct ReplayCache {
+    capacity: usize,
+    leeway: u64,
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl ReplayCache {
+    pub fn new(capacity: usize, leeway: std::time::Duration) -> Self {
+        ReplayCache {
+            capacity,
+            leeway: leeway.as_secs(),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records `jti`; refuses it if it was seen before and could still be accepted.
+    ///
+    /// When the cache is full of live `jti`s the token is refused: accepting it without
+    /// remembering it would make replay possible, so under such a flood bound tokens fail
+    /// closed until older entries expire.
+    pub fn check_and_insert(&self, jti: &str, exp: u64, now: u64) -> Result<(), Rejection> {
+        let mut seen = lock(&self.seen);
+        if let Some(&until) = seen.get(jti) {
+            if now <= until {
+                return Err(Rejection::Replayed);
+            }
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, until| now <= *until);
+            if seen.len() >= self.capacity {
+                return Err(Rejection::Replayed);
+            }
+        }
+        seen.insert(jti.to_owned(), exp.saturating_add(self.leeway));
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.seen).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,276 @@
+//! Verification in the contract's order (DESIGN.md "Inbound: what is checked"), failing
+//! closed. Cheap refusals come first: nothing is base64-decoded before the size check and
+//! no signature is computed before the header names a trusted key whose algorithm matches.
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::claims::Claims;
+use crate::keys::{is_valid_identity, KeyAlg, Keyring};
+
+/// Tokens above this size are refused before they are parsed.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// Why a token was refused. The reason strings are stable: they are the
+/// `error_description` of 401 answers and the `reason` label of metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing")]
+    Missing,
+    #[error("multiple_tokens")]
+    MultipleTokens,
+    #[error("too_large")]
+    TooLarge,
+    #[error("malformed")]
+    Malformed,
+    #[error("unsupported_alg")]
+    UnsupportedAlg,
+    #[error("unknown_crit")]
+    UnknownCrit,
+    #[error("unknown_key")]
+    UnknownKey,
+    #[error("bad_signature")]
+    BadSignature,
+    #[error("issuer_mismatch")]
+    IssuerMismatch,
+    #[error("wrong_audience")]
+    WrongAudience,
+    #[error("expired")]
+    Expired,
+    #[error("not_yet_valid")]
+    NotYetValid,
+    #[error("lifetime_too_long")]
+    LifetimeTooLong,
+    #[error("revoked")]
+    Revoked,
+    #[error("replayed")]
+    Replayed,
+    #[error("binding_missing")]
+    BindingMissing,
+    #[error("binding_mismatch")]
+    BindingMismatch,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 17] = [
+        Rejection::Missing,
+        Rejection::MultipleTokens,
+        Rejection::TooLarge,
+        Rejection::Malformed,
+        Rejection::UnsupportedAlg,
+        Rejection::UnknownCrit,
+        Rejection::UnknownKey,
+        Rejection::BadSignature,
+        Rejection::IssuerMismatch,
+        Rejection::WrongAudience,
+        Rejection::Expired,
+        Rejection::NotYetValid,
+        Rejection::LifetimeTooLong,
+        Rejection::Revoked,
+        Rejection::Replayed,
+        Rejection::BindingMissing,
+        Rejection::BindingMismatch,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::MultipleTokens => "multiple_tokens",
+            Rejection::TooLarge => "too_large",
+            Rejection::Malformed => "malformed",
+            Rejection::UnsupportedAlg => "unsupported_alg",
+            Rejection::UnknownCrit => "unknown_crit",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::IssuerMismatch => "issuer_mismatch",
+            Rejection::WrongAudience => "wrong_audience",
+            Rejection::Expired => "expired",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::LifetimeTooLong => "lifetime_too_long",
+            Rejection::Revoked => "revoked",
+            Rejection::Replayed => "replayed",
+            Rejection::BindingMissing => "binding_missing",
+            Rejection::BindingMismatch => "binding_mismatch",
+        }
+    }
+}
+
+/// What the receiving side requires of a token.
+#[derive(Clone, Debug)]
+pub struct VerifyPolicy {
+    /// This service's identity; `aud` must contain it.
+    pub audience: String,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// Longest `exp - iat` accepted: a stolen long-lived token is a long-lived problem.
+    pub max_ttl: Duration,
+}
+
+impl VerifyPolicy {
+    pub fn new(audience: String) -> Self {
+        VerifyPolicy {
+            audience,
+            leeway: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A token that passed every check.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The identity the signing key is trusted for (= `iss` = `sub`).
+    pub caller: String,
+    pub kid: String,
+    pub alg: KeyAlg,
+    pub claims: Claims,
+}
+
+impl Verified {
+    /// Request binding: the token's `htm`/`htu` must name this request. `htu` may be the
+    /// path and query, or an absolute URL whose path and query are these.
+    pub fn check_binding(&self, method: &str, path_and_query: &str) -> Result<(), Rejection> {
+        let (Some(htm), Some(htu)) = (&self.claims.htm, &self.claims.htu) else {
+            return Err(Rejection::BindingMissing);
+        };
+        if htm != method {
+            return Err(Rejection::BindingMismatch);
+        }
+        let matches = if htu.starts_with('/') {
+            htu == path_and_query
+        } else {
+            match htu.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme().is_some() => {
+                    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/") == path_and_query
+                }
+                _ => false,
+            }
+        };
+        if matches {
+            Ok(())
+        } else {
+            Err(Rejection::BindingMismatch)
+        }
+    }
+}
+
+/// Verifies `token` against `keyring` at time `now` (Unix seconds).
+pub fn verify(
+    token: &str,
+    keyring: &Keyring,
+    policy: &VerifyPolicy,
+    now: u64,
+) -> Result<Verified, Rejection> {
+    // 2. Size and shape.
+    if token.is_empty() {
+        return Err(Rejection::Missing);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Rejection::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Rejection::Malformed);
+    };
+    let header: Value = decode_json(header_b64)?;
+    let header = header.as_object().ok_or(Rejection::Malformed)?;
+
+    // 3. Header: alg, crit, typ, kid. `jku`, `jwk`, `x5u` and `x5c` are never looked at.
+    let alg = match header.get("alg").and_then(Value::as_str) {
+        Some(name) => KeyAlg::from_jose(name).ok_or(Rejection::UnsupportedAlg)?,
+        None => return Err(Rejection::UnsupportedAlg),
+    };
+    if header.contains_key("crit") {
+        // RFC 7515 §4.1.11: a recipient must reject extensions it does not understand,
+        // and trustgate understands none.
+        return Err(Rejection::UnknownCrit);
+    }
+    if let Some(typ) = header.get("typ") {
+        match typ.as_str() {
+            Some(t) if t.eq_ignore_ascii_case("JWT") => {}
+            _ => return Err(Rejection::Malformed),
+        }
+    }
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(Rejection::UnknownKey)?;
+    // A kid is only ever a map key: never a path, a URL or a query.
+    let trusted = keyring.get(kid).ok_or(Rejection::UnknownKey)?;
+    if trusted.key.alg != alg {
+        return Err(Rejection::UnsupportedAlg);
+    }
+
+    // 4. Signature, with the key's own algorithm.
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let valid = jsonwebtoken::crypto::verify(
+        signature_b64,
+        signing_input.as_bytes(),
+        &trusted.key.decoding,
+        trusted.key.alg.jwt_alg(),
+    )
+    .unwrap_or(false);
+    if !valid {
+        return Err(Rejection::BadSignature);
+    }
+    let claims: Claims = decode_json(payload_b64)?;
+
+    // 5. Who: the key speaks for one identity only.
+    let caller = match &trusted.identity {
+        Some(identity) => {
+            if claims.iss != *identity || claims.sub != *identity {
+                return Err(Rejection::IssuerMismatch);
+            }
+            identity.clone()
+        }
+        // Shared-key mode: any holder can claim any (well-formed) identity.
+        None => {
+            if claims.iss != claims.sub || !is_valid_identity(&claims.iss) {
+                return Err(Rejection::IssuerMismatch);
+            }
+            claims.iss.clone()
+        }
+    };
+    if !claims.aud.contains(&policy.audience) {
+        return Err(Rejection::WrongAudience);
+    }
+
+    // 6. When.
+    let leeway = policy.leeway.as_secs();
+    if now > claims.exp.saturating_add(leeway) {
+        return Err(Rejection::Expired);
+    }
+    if let Some(nbf) = claims.nbf {
+        if now.saturating_add(leeway) < nbf {
+            return Err(Rejection::NotYetValid);
+        }
+    }
+    if now.saturating_add(leeway) < claims.iat {
+        return Err(Rejection::NotYetValid);
+    }
+    if claims.exp < claims.iat || claims.exp - claims.iat > policy.max_ttl.as_secs() {
+        return Err(Rejection::LifetimeTooLong);
+    }
+
+    // 7. Revocation (binding and replay are the caller's, they need the request).
+    if keyring.is_revoked(kid) {
+        return Err(Rejection::Revoked);
+    }
+    Ok(Verified {
+        caller,
+        kid: trusted.key.kid.clone(),
+        alg,
+        claims,
+    })
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|_| Rejection::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
+}

@@ -1,0 +1,375 @@
+//! The real binary, as a user runs it: outputs, files and exit codes of every command.
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn trustgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustgate"))
+        .args(args)
+        .env_remove("TRUSTGATE_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the trustgate binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// keygen for `name` into `dir`, returning the printed kid.
+fn keygen(dir: &Path, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["keygen", name, "--out", p(dir)];
+    args.extend_from_slice(extra);
+    let o = trustgate(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
+#[test]
+fn keygen_token_verify_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let trusted = tmp.path().join("authorized_keys");
+    std::fs::create_dir(&trusted).unwrap();
+    for (name, alg) in [
+        ("orders", "ES256"),
+        ("payments", "EdDSA"),
+        ("search", "RS256"),
+    ] {
+        let kid = keygen(&keys, name, &["--alg", alg]);
+        assert_eq!(kid.len(), 43, "kid is a base64url SHA-256: {kid}");
+        let private = keys.join(format!("{name}.key"));
+        let text = std::fs::read_to_string(&private).unwrap();
+        assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::copy(
+            keys.join(format!("{name}.pub")),
+            trusted.join(format!("{name}.pub")),
+        )
+        .unwrap();
+
+        let o = trustgate(&[
+            "token",
+            "--key",
+            p(&private),
+            "--iss",
+            name,
+            "--aud",
+            "billing",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let token = stdout(&o).trim().to_owned();
+        assert_eq!(token.split('.').count(), 3);
+        assert!(!stderr(&o).contains(&token), "a token is never logged");
+
+        let o = trustgate(&[
+            "verify",
+            "--authorized-keys",
+            p(&trusted),
+            "--aud",
+            "billing",
+            &token,
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("caller: {name}")), "{out}");
+        assert!(out.contains(&format!("kid: {kid}")), "{out}");
+        assert!(out.contains(&format!("alg: {alg}")), "{out}");
+
+        let o = trustgate(&[
+            "verify",
+            "--authorized-keys",
+            p(&trusted),
+            "--aud",
+            "other",
+            &token,
+        ]);
+        assert_eq!(code(&o), 1);
+        assert!(
+            stderr(&o).contains("rejected: wrong_audience"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_writes_jwk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kid = keygen(tmp.path(), "orders", &["--format", "jwk"]);
+    let public: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("orders.pub")).unwrap()).unwrap();
+    assert_eq!(public["kid"], kid.as_str());
+    assert_eq!(public["alg"], "ES256");
+    assert_eq!(public["use"], "sig");
+    assert!(public.get("d").is_none());
+    let private: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("orders.key")).unwrap()).unwrap();
+    assert!(private.get("d").is_some());
+
+    let o = trustgate(&["keygen", "orders", "--out", p(tmp.path())]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["keygen"],
+        vec!["keygen", "x", "--alg", "HS256"],
+        vec!["token", "--key", "k"],
+        vec!["verify", "--aud", "x"],
+        vec!["no-such-command"],
+        vec![
+            "token", "--key", "k", "--iss", "a", "--aud", "b", "--ttl", "soon",
+        ],
+    ] {
+        let o = trustgate(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn invalid_identity_and_bad_key_exit_1_with_the_file_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = trustgate(&["keygen", "Not_A_Label", "--out", p(tmp.path())]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("not a valid identity"),
+        "{}",
+        stderr(&o)
+    );
+
+    let bad = tmp.path().join("bad.key");
+    std::fs::write(&bad, "not a key").unwrap();
+    let o = trustgate(&["token", "--key", p(&bad), "--iss", "a", "--aud", "b"]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(err.contains("bad.key") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn verify_reads_stdin_and_reports_rejections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let trusted = tmp.path().join("trusted");
+    std::fs::create_dir(&trusted).unwrap();
+    keygen(&keys, "orders", &[]);
+    keygen(&keys, "mallory", &[]);
+    std::fs::copy(keys.join("orders.pub"), trusted.join("orders.pub")).unwrap();
+
+    // A token from a key nobody trusts.
+    let o = trustgate(&[
+        "token",
+        "--key",
+        p(&keys.join("mallory.key")),
+        "--iss",
+        "orders",
+        "--aud",
+        "billing",
+    ]);
+    let forged = stdout(&o).trim().to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustgate"))
+        .args([
+            "verify",
+            "--authorized-keys",
+            p(&trusted),
+            "--aud",
+            "billing",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("Bearer {forged}\n").as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("rejected: unknown_key"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(&forged));
+
+    // Expired, via the hidden clock override.
+    let o = trustgate(&[
+        "token",
+        "--key",
+        p(&keys.join("orders.key")),
+        "--iss",
+        "orders",
+        "--aud",
+        "billing",
+    ]);
+    let token = stdout(&o).trim().to_owned();
+    let later = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600)
+        .to_string();
+    let o = trustgate(&[
+        "verify",
+        "--authorized-keys",
+        p(&trusted),
+        "--aud",
+        "billing",
+        "--now",
+        &later,
+        &token,
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("rejected: expired"), "{}", stderr(&o));
+
+    // Revoked.
+    let kid = trustgate(&["keys", p(&trusted), "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&kid.stdout).unwrap();
+    let kid = listing["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let revoked = tmp.path().join("revoked");
+    std::fs::write(&revoked, format!("{kid}  # leaked\n")).unwrap();
+    let o = trustgate(&[
+        "verify",
+        "--authorized-keys",
+        p(&trusted),
+        "--revoked",
+        p(&revoked),
+        "--aud",
+        "billing",
+        &token,
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("rejected: revoked"), "{}", stderr(&o));
+}
+
+#[test]
+fn keys_lists_identities_and_problems() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    let kid = keygen(&keys, "orders", &["--alg", "EdDSA"]);
+    std::fs::copy(keys.join("orders.pub"), dir.join("orders.pub")).unwrap();
+    let o = trustgate(&["keys", p(&dir)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("orders") && out.contains(&kid) && out.contains("EdDSA"),
+        "{out}"
+    );
+
+    std::fs::copy(keys.join("orders.key"), dir.join("leak.key")).unwrap();
+    let o = trustgate(&["keys", p(&dir)]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains(&kid), "good keys still listed");
+    let err = stderr(&o);
+    assert!(
+        err.contains("leak.key") && err.contains("private key material"),
+        "{err}"
+    );
+
+    let o = trustgate(&["keys", p(&tmp.path().join("missing"))]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+}
+
+#[test]
+fn shared_key_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let join = tmp.path().join("join.key");
+    std::fs::write(&join, "8f2a1c5e9b7d3f604a1e2c3b4d5f6a7b\n").unwrap();
+    let o = trustgate(&[
+        "token",
+        "--shared",
+        "--key",
+        p(&join),
+        "--iss",
+        "orders",
+        "--aud",
+        "billing",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    let o = trustgate(&[
+        "verify",
+        "--shared-key",
+        p(&join),
+        "--aud",
+        "billing",
+        &token,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("caller: orders"));
+    assert!(stdout(&o).contains("alg: HS256"));
+}
+
+#[test]
+fn check_validates_a_config_and_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let trusted = tmp.path().join("authorized_keys");
+    std::fs::create_dir(&trusted).unwrap();
+    keygen(&keys, "orders", &[]);
+    let config = tmp.path().join("trustgate.toml");
+    let good = format!(
+        "[identity]\nname = \"orders\"\nprivate_key = \"{}\"\n\n[trust]\nauthorized_keys = \"{}\"\n\n[inbound]\n",
+        p(&keys.join("orders.key")),
+        p(&trusted)
+    );
+    std::fs::write(&config, &good).unwrap();
+    let o = trustgate(&["check", "--config", p(&config)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    std::fs::write(&config, format!("{good}listen = \"nowhere\"\nbogus = 1\n")).unwrap();
+    let o = trustgate(&["check", "--config", p(&config)]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("inbound.listen") && err.contains("inbound.bogus"),
+        "{err}"
+    );
+
+    std::fs::remove_dir(&trusted).unwrap();
+    std::fs::write(&config, &good).unwrap();
+    let o = trustgate(&["check", "--config", p(&config)]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("authorized_keys"), "{}", stderr(&o));
+
+    let o = trustgate(&["check", "--config", p(&tmp.path().join("absent.toml"))]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("absent.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_and_demo_say_they_are_not_there_yet() {
+    for args in [vec!["run", "--config", "/nonexistent"], vec!["demo"]] {
+        let o = trustgate(&args);
+        assert_ne!(code(&o), 0, "{args:?} must not pretend to work");
+        assert!(stderr(&o).contains("not"), "{}", stderr(&o));
+    }
+}
