@@ -6,7 +6,11 @@
 //! offline commands).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod keys;
+pub mod metrics;
+pub mod proxy;
 pub mod token;

@@ -1,17 +1,27 @@
 //! The `trustgate` binary: parse the command line, set up logging, hand over to the library.
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use trustgate::cli::{self, Cli, Command, LogFormat};
+use trustgate::config;
+use trustgate::proxy::server::Proxy;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
-        Command::Run { .. } | Command::Demo => Err(anyhow::anyhow!(
-            "`run` and `demo` are not available yet in this build: they arrive with the proxy (issue #5)"
-        )),
-        offline => cli::run_offline(offline),
+        Command::Run { config } => run(&config, cli.log_format, cli.log_level.as_deref()),
+        Command::Demo => {
+            init_logging(
+                cli.log_format,
+                Some(cli.log_level.as_deref().unwrap_or("warn")),
+            );
+            demo()
+        }
+        offline => {
+            init_logging(cli.log_format, cli.log_level.as_deref());
+            cli::run_offline(offline)
+        }
     };
     match result {
         Ok(code) => code,
@@ -20,6 +30,85 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `trustgate run`: configuration and key files are checked whole before any port is
+/// bound; then serve until SIGTERM or SIGINT, drain, and exit 0.
+fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(path, std::env::vars()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let format = format.unwrap_or(match cfg.log.format {
+        config::LogFormat::Json => LogFormat::Json,
+        config::LogFormat::Text => LogFormat::Text,
+    });
+    init_logging(Some(format), Some(level.unwrap_or(&cfg.log.level)));
+    let files = config::validate_files(&cfg);
+    for w in &files.warnings {
+        tracing::warn!("{w}");
+    }
+    if !files.errors.is_empty() {
+        for e in &files.errors {
+            eprintln!("error: {e}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    runtime()?.block_on(async {
+        let proxy = Proxy::bind(cfg, prometheus::Registry::new()).await?;
+        let addrs = proxy.addrs();
+        tracing::info!(
+            inbound = ?addrs.inbound,
+            outbound = ?addrs.outbound,
+            admin = %addrs.admin,
+            "listening"
+        );
+        proxy.serve(shutdown_signal()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn demo() -> anyhow::Result<ExitCode> {
+    let ok = runtime()?.block_on(trustgate::demo::run())?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Logs go to stderr so that commands printing a token or kid keep stdout clean.

@@ -28,7 +28,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let requests = IntCounterVec::new(
-            Opts::new("trustgate_requests_total", "Requests handled, by direction and outcome."),
+            Opts::new(
+                "trustgate_requests_total",
+                "Requests handled, by direction and outcome.",
+            ),
             &["direction", "outcome"],
         )?;
         let inbound_rejections = IntCounterVec::new(
@@ -44,8 +47,8 @@ impl Metrics {
                 "Time from request received to response headers sent, by direction.",
             )
             .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
             ]),
             &["direction"],
         )?;
@@ -73,7 +76,10 @@ impl Metrics {
             "Inbound tokens accepted from the verified-token cache without a signature check.",
         )?;
         let open_connections = prometheus::IntGaugeVec::new(
-            Opts::new("trustgate_open_connections", "Open downstream connections, by listener."),
+            Opts::new(
+                "trustgate_open_connections",
+                "Open downstream connections, by listener.",
+            ),
             &["listener"],
         )?;
         let reload_duration = Histogram::with_opts(
@@ -81,7 +87,9 @@ impl Metrics {
                 "trustgate_keyring_reload_duration_seconds",
                 "Time to rebuild the trust state from disk.",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(inbound_rejections.clone()))?;

@@ -366,10 +366,36 @@ fn check_validates_a_config_and_its_files() {
 }
 
 #[test]
-fn run_and_demo_say_they_are_not_there_yet() {
-    for args in [vec!["run", "--config", "/nonexistent"], vec!["demo"]] {
-        let o = trustgate(&args);
-        assert_ne!(code(&o), 0, "{args:?} must not pretend to work");
-        assert!(stderr(&o).contains("not"), "{}", stderr(&o));
-    }
+fn run_refuses_a_missing_or_bad_config_before_binding() {
+    let o = trustgate(&["run", "--config", "/nonexistent/trustgate.toml"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("/nonexistent/trustgate.toml"),
+        "{}",
+        stderr(&o)
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("t.toml");
+    std::fs::write(&config, "[identity]\nname = \"a\"\n[inbound]\nlisten = \"127.0.0.1:0\"\n[trust]\nauthorized_keys = \"missing-dir\"\n").unwrap();
+    let o = trustgate(&["run", "--config", p(&config)]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("trust.authorized_keys") && stderr(&o).contains("missing-dir"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn demo_runs_every_scenario_and_exits_0() {
+    let o = trustgate(&["demo"]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
+    assert!(out.contains("x-service-caller\":\"orders\""), "{out}");
+    assert!(
+        out.contains("bad_signature") && out.contains("unknown_key"),
+        "{out}"
+    );
+    assert!(out.contains("403"), "{out}");
+    assert!(out.contains("demo complete"), "{out}");
 }

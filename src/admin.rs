@@ -1,0 +1,102 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`,
+//! `/trust`. It shows what is loaded now and never a secret: public keys and kids only,
+//! and nothing at all of a shared secret.
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::proxy::http::{full, json_response, Body};
+use crate::proxy::State;
+
+pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "GET only",
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if state.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        "/metrics" => {
+            let mut resp = Response::new(full(state.metrics.render()));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        "/.well-known/jwks.json" => json(&jwks(state)),
+        "/trust" => json(&trust(state)),
+        _ => not_found(),
+    }
+}
+
+pub fn not_found() -> Response<Body> {
+    json_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(value.to_string()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// This service's public key(s). Empty in shared-key mode: a secret is never published.
+pub fn jwks(state: &State) -> serde_json::Value {
+    let keys: Vec<_> = state
+        .signer
+        .load_full()
+        .and_then(|s| s.key().public_jwk().cloned())
+        .into_iter()
+        .collect();
+    serde_json::json!({ "keys": keys })
+}
+
+/// What is trusted now, and what could not be loaded.
+pub fn trust(state: &State) -> serde_json::Value {
+    let snapshot = state.trust.load();
+    let ring = &snapshot.keyring;
+    let keys: Vec<_> = ring
+        .keys()
+        .into_iter()
+        .map(|k| {
+            serde_json::json!({
+                "identity": k.identity.as_deref().unwrap_or("*"),
+                "kid": k.key.kid,
+                "alg": k.key.alg.as_str(),
+                "file": k.source,
+                "revoked": ring.is_revoked(&k.key.kid),
+            })
+        })
+        .collect();
+    let mut revoked: Vec<_> = ring.revoked().iter().collect();
+    revoked.sort();
+    serde_json::json!({
+        "identity": state.cfg.identity.name,
+        "generation": snapshot.generation,
+        "trusted_keys": ring.len(),
+        "keys": keys,
+        "revoked": revoked,
+        "problems": ring.problems(),
+        "signing_kid": state.signer.load().as_ref().map(|s| s.kid().to_owned()),
+    })
+}

@@ -1,0 +1,168 @@
+//! The forwarding client: pooled keep-alive connections to upstreams, `https://` by
+//! rustls (aws-lc), and the typed errors that become 502/504 in one place.
+//!
+//! Two pools: HTTP/1.1 (or HTTP/2 when a TLS upstream picks it by ALPN) and HTTP/2-only
+//! (cleartext prior knowledge, or ALPN h2). A request goes upstream in the protocol it
+//! arrived in, so gRPC (always HTTP/2) stays HTTP/2 end to end and an HTTP/1.1 upgrade
+//! stays HTTP/1.1.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::http::Body;
+
+/// Why a request did not get an upstream response. Mapped to a status in
+/// [`super::rescue`], nowhere else.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_err(path: &Path, reason: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "holds no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+pub(crate) fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
+}
+
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Options of the forwarding client.
+pub struct ClientOptions<'a> {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub ca_file: Option<&'a Path>,
+    pub client_cert: Option<(&'a Path, &'a Path)>,
+}
+
+#[derive(Clone)]
+pub struct Upstreams {
+    http1: Client<HttpsConnector<HttpConnector>, Body>,
+    http2: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl Upstreams {
+    pub fn new(opts: &ClientOptions<'_>) -> Result<Self, TlsSetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match opts.ca_file {
+            Some(path) => {
+                for cert in load_certs(path)? {
+                    roots.add(cert).map_err(|e| file_err(path, e))?;
+                }
+            }
+            None => {
+                // System roots; unreadable ones are skipped (as every TLS client does).
+                let native = rustls_native_certs::load_native_certs();
+                for cert in native.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let tls = match opts.client_cert {
+            Some((cert, key)) => {
+                builder.with_client_auth_cert(load_certs(cert)?, load_private_key(key)?)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let connector = |h2_only: bool| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(opts.connect_timeout));
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http();
+            if h2_only {
+                b.enable_http2().wrap_connector(http)
+            } else {
+                b.enable_http1().enable_http2().wrap_connector(http)
+            }
+        };
+        let http1 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(opts.idle_timeout)
+            .build(connector(false));
+        let http2 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(opts.idle_timeout)
+            .http2_only(true)
+            .build(connector(true));
+        Ok(Upstreams { http1, http2 })
+    }
+
+    /// Sends `req` (absolute URI) and waits at most `timeout` for the response head.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let client = if req.version() == Version::HTTP_2 {
+            &self.http2
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            &self.http1
+        };
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
+        }
+    }
+}
+
+/// The whole cause chain in one line, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

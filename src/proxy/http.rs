@@ -1,0 +1,163 @@
+//! HTTP plumbing shared by both sides: the body type, header hygiene (RFC 9110 §7.6.1
+//! hop-by-hop fields, `x-forwarded-for`/`forwarded`), and short JSON responses.
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body trustgate sends: a streamed upstream/downstream body or a small JSON one.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A short JSON answer `{"error": ..., "reason": ...}`. Details go to the log, not here.
+pub fn json_response(status: StatusCode, error: &str, reason: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
+pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes the hop-by-hop fields of RFC 9110 §7.6.1: those named in `Connection`, and the
+/// classic set. `te: trailers` survives (gRPC over HTTP/2 needs it end to end); an
+/// upgrade's `Upgrade`/`Connection: upgrade` survive when `upgrade` is set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        if let Some(v) = upgrade_value {
+            headers.insert(header::UPGRADE, v);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+}
+
+/// Appends the peer to `x-forwarded-for` and `forwarded` (RFC 7239).
+pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool) {
+    let ip = peer.ip();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    let node = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let proto = if tls { "https" } else { "http" };
+    let element = format!("for={node};proto={proto}");
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
+        _ => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers, deflate".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::PROXY_AUTHORIZATION, "Basic x".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-keep"], "1");
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade, keep-alive".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_is_appended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        append_forwarded(&mut h, "[::1]:5000".parse().unwrap(), false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+}

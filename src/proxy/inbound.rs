@@ -1,0 +1,315 @@
+//! Inbound: a caller → trustgate → this service's app.
+//!
+//! In order (DESIGN.md "Inbound: what is checked"): identity headers a client sent are
+//! removed first, on every path; public paths are forwarded without a token; otherwise
+//! exactly one token is extracted, verified against the keyring snapshot of *this*
+//! request (so a revocation applies to open keep-alive connections), request binding and
+//! replay are checked where required, then the allow rules. The app receives the caller
+//! in plain headers and never the token.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::forward::{forward, HostHeader};
+use super::http::Body;
+use super::rescue::Failure;
+use super::{unix_now, State};
+use crate::config::{Inbound, InboundMode};
+use crate::token::{self, Rejection, Verified, MAX_TOKEN_BYTES};
+
+pub const CALLER: HeaderName = HeaderName::from_static("x-service-caller");
+pub const CALLER_ROLES: HeaderName = HeaderName::from_static("x-service-caller-roles");
+
+pub async fn handle(
+    state: Arc<State>,
+    inbound: &Inbound,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    scrub(req.headers_mut(), &inbound.signed_headers);
+
+    let mut caller: Option<String> = None;
+    let (outcome, reason, result) = if inbound.public_paths.contains(&path) {
+        let r = forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep).await;
+        ("public", None, r)
+    } else {
+        match authorize(&state, inbound, &req, unix_now()) {
+            Ok(verified) => {
+                caller = Some(verified.caller.clone());
+                present_caller(&state, inbound, req.headers_mut(), &verified);
+                let r = forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep).await;
+                ("ok", None, r)
+            }
+            Err(failure) => {
+                state
+                    .metrics
+                    .inbound_rejections
+                    .with_label_values(&[failure.reason()])
+                    .inc();
+                match inbound.mode {
+                    InboundMode::Enforce => {
+                        (failure.outcome(), Some(failure.reason()), Err(failure))
+                    }
+                    InboundMode::Audit => {
+                        // Forwarded without identity headers: the app sees an anonymous
+                        // call, exactly as if trustgate were not there.
+                        tracing::warn!(
+                            method = %method, path = %path, reason = failure.reason(),
+                            "audit mode: would have refused this request"
+                        );
+                        req.headers_mut().remove(&inbound.token_header);
+                        let r =
+                            forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep)
+                                .await;
+                        ("audit", Some(failure.reason()), r)
+                    }
+                }
+            }
+        }
+    };
+
+    let (outcome, reason, response) = match result {
+        Ok(resp) => (outcome, reason, resp),
+        Err(failure) => {
+            if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
+                tracing::warn!(error = %failure, "inbound request failed");
+            }
+            let (o, r) = (failure.outcome(), failure.reason());
+            (o, Some(r), failure.into_response())
+        }
+    };
+    let elapsed = start.elapsed();
+    state
+        .metrics
+        .requests
+        .with_label_values(&["inbound", outcome])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&["inbound"])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "trustgate::access",
+        direction = "inbound",
+        %method,
+        path = %path,
+        status = response.status().as_u16(),
+        caller = caller.as_deref().unwrap_or("-"),
+        outcome,
+        reason = reason.unwrap_or("-"),
+        latency_us = elapsed.as_micros() as u64,
+    );
+    response
+}
+
+/// Identity cannot be spoofed: any `x-service-caller*` header and any unsigned copy of a
+/// signed-context header is dropped before anything else looks at the request.
+fn scrub(headers: &mut HeaderMap, signed: &[HeaderName]) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-service-caller"))
+        .cloned()
+        .collect();
+    for name in spoofed.iter().chain(signed) {
+        headers.remove(name);
+    }
+}
+
+/// Steps 2–8 of the contract: token, verification, binding/replay, policy.
+fn authorize(
+    state: &State,
+    inbound: &Inbound,
+    req: &Request<Incoming>,
+    now: u64,
+) -> Result<Arc<Verified>, Failure> {
+    let verified = authenticate(state, inbound, req, now).map_err(Failure::Unauthenticated)?;
+    if !inbound.allow.is_empty() {
+        let roles = state
+            .roles
+            .get(&verified.caller)
+            .map(|(r, _)| r.as_slice())
+            .unwrap_or(&[]);
+        let path = req.uri().path();
+        if !inbound
+            .allow
+            .iter()
+            .any(|rule| rule.matches(&verified.caller, roles, req.method(), path))
+        {
+            return Err(Failure::Forbidden {
+                caller: verified.caller.clone(),
+                method: req.method().to_string(),
+                path: path.to_owned(),
+            });
+        }
+    }
+    Ok(verified)
+}
+
+fn authenticate(
+    state: &State,
+    inbound: &Inbound,
+    req: &Request<Incoming>,
+    now: u64,
+) -> Result<Arc<Verified>, Rejection> {
+    let token = extract_token(req.headers(), &inbound.token_header)?;
+    // One snapshot for the whole decision.
+    let trust = state.trust.load();
+    if inbound.require_request_binding {
+        // Bound tokens are single-use: nothing to cache, the replay check is the point.
+        let v = token::verify(token, &trust.keyring, &state.policy, now)?;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        v.check_binding(req.method().as_str(), pq)?;
+        let jti = v.claims.jti.as_deref().ok_or(Rejection::BindingMissing)?;
+        state.replay.check_and_insert(jti, v.claims.exp, now)?;
+        return Ok(Arc::new(v));
+    }
+    if let Some(v) = state.verified.get(token, trust.generation, now) {
+        state.metrics.verified_cache_hits.inc();
+        return Ok(v);
+    }
+    let v = Arc::new(token::verify(token, &trust.keyring, &state.policy, now)?);
+    state
+        .verified
+        .insert(token, v.clone(), trust.generation, now);
+    Ok(v)
+}
+
+/// Exactly one token. With `authorization` the scheme must be `Bearer`; any other
+/// configured header carries the bare token (a `Bearer ` prefix is tolerated).
+pub fn extract_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Rejection> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or(Rejection::Missing)?;
+    if values.next().is_some() {
+        return Err(Rejection::MultipleTokens);
+    }
+    if value.len() > MAX_TOKEN_BYTES + 16 {
+        return Err(Rejection::TooLarge);
+    }
+    let value = value.to_str().map_err(|_| Rejection::Malformed)?.trim();
+    let token = match bearer(value) {
+        Some(t) => t,
+        None if *name == AUTHORIZATION => return Err(Rejection::Missing),
+        None => value,
+    };
+    if token.is_empty() {
+        return Err(Rejection::Missing);
+    }
+    if token.contains(',') || token.contains(char::is_whitespace) {
+        return Err(Rejection::MultipleTokens);
+    }
+    Ok(token)
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// What the app is told: who called, with which roles, and the signed context.
+fn present_caller(state: &State, inbound: &Inbound, headers: &mut HeaderMap, v: &Verified) {
+    headers.remove(&inbound.token_header);
+    if let Ok(caller) = HeaderValue::from_str(&v.caller) {
+        headers.insert(CALLER, caller);
+    }
+    let roles = state
+        .roles
+        .get(&v.caller)
+        .map(|(_, h)| h.clone())
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    headers.insert(CALLER_ROLES, roles);
+    if let Some(ctx) = &v.claims.ctx {
+        for name in &inbound.signed_headers {
+            if let Some(value) = ctx.get(name.as_str()) {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(name.clone(), value);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn token_extraction() {
+        let a = AUTHORIZATION;
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Bearer abc")]), &a),
+            Ok("abc")
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "bearer  abc ")]), &a),
+            Ok("abc")
+        );
+        assert_eq!(extract_token(&headers(&[]), &a), Err(Rejection::Missing));
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Basic eDp5")]), &a),
+            Err(Rejection::Missing)
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Bearer ")]), &a),
+            Err(Rejection::Missing)
+        );
+        assert_eq!(
+            extract_token(
+                &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+                &a
+            ),
+            Err(Rejection::MultipleTokens)
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Bearer a, Bearer b")]), &a),
+            Err(Rejection::MultipleTokens)
+        );
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 100));
+        assert_eq!(
+            extract_token(&headers(&[("authorization", &big)]), &a),
+            Err(Rejection::TooLarge)
+        );
+        let custom = HeaderName::from_static("x-trustgate-token");
+        assert_eq!(
+            extract_token(&headers(&[("x-trustgate-token", "abc")]), &custom),
+            Ok("abc")
+        );
+    }
+
+    #[test]
+    fn scrub_removes_spoofed_identity() {
+        let mut h = headers(&[
+            ("x-service-caller", "admin"),
+            ("X-Service-Caller-Roles", "root"),
+            ("x-service-caller-anything", "1"),
+            ("x-user-id", "7"),
+            ("x-other", "kept"),
+        ]);
+        scrub(&mut h, &[HeaderName::from_static("x-user-id")]);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-other"], "kept");
+    }
+}

@@ -1,0 +1,186 @@
+//! Outbound: this service's app → trustgate → another service.
+//!
+//! The destination is the request's absolute-form target (trustgate used as
+//! `HTTP_PROXY`) or its `Host` header, looked up in `[[outbound.routes]]`. The token for
+//! the route's audience replaces whatever the app put in the token header: it comes from
+//! the per-(audience, signed context) cache, or is signed per request when requests are
+//! bound.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use super::forward::{forward, HostHeader};
+use super::http::Body;
+use super::rescue::Failure;
+use super::{unix_now, State};
+use crate::config::{Outbound, Route};
+
+pub async fn handle(
+    state: Arc<State>,
+    outbound: &Outbound,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut host_seen = None;
+    let result = route_and_forward(&state, outbound, req, peer, &mut host_seen).await;
+    let (outcome, reason, response) = match result {
+        Ok((outcome, resp)) => (outcome, None, resp),
+        Err(failure) => {
+            if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
+                tracing::warn!(error = %failure, "outbound request failed");
+            }
+            (
+                failure.outcome(),
+                Some(failure.reason()),
+                failure.into_response(),
+            )
+        }
+    };
+    let elapsed = start.elapsed();
+    state
+        .metrics
+        .requests
+        .with_label_values(&["outbound", outcome])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&["outbound"])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "trustgate::access",
+        direction = "outbound",
+        %method,
+        path = %path,
+        host = host_seen.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        outcome,
+        reason = reason.unwrap_or("-"),
+        latency_us = elapsed.as_micros() as u64,
+    );
+    response
+}
+
+async fn route_and_forward(
+    state: &State,
+    outbound: &Outbound,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    host_seen: &mut Option<String>,
+) -> Result<(&'static str, Response<Body>), Failure> {
+    if req.method() == Method::CONNECT {
+        // A CONNECT tunnel would carry TLS we cannot add a token to: apps send plain
+        // http:// and trustgate originates TLS where the route says https://.
+        return Err(Failure::BadRequest(
+            "CONNECT is not supported: send plain http:// requests through trustgate",
+        ));
+    }
+    let authority = destination(&req).ok_or(Failure::BadRequest("no Host header"))?;
+    let host = authority
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    *host_seen = Some(host.clone());
+    let Some(route) = find_route(outbound, &authority, &host) else {
+        if outbound.passthrough_unknown {
+            let target: Uri = format!("http://{authority}")
+                .parse()
+                .map_err(|_| Failure::BadRequest("invalid Host header"))?;
+            let resp = forward(state, req, &target, peer, false, HostHeader::Keep).await?;
+            return Ok(("passthrough", resp));
+        }
+        return Err(Failure::NoRoute(host));
+    };
+
+    let token = token_for(state, outbound, route, &req)?;
+    let value = if outbound.token_header == AUTHORIZATION {
+        format!("Bearer {token}")
+    } else {
+        token.to_string()
+    };
+    let value = HeaderValue::from_str(&value)
+        .map_err(|_| Failure::Internal("token is not a header value".into()))?;
+    req.headers_mut().remove(&outbound.token_header);
+    req.headers_mut()
+        .insert(outbound.token_header.clone(), value);
+    let resp = forward(
+        state,
+        req,
+        &route.upstream,
+        peer,
+        false,
+        HostHeader::Upstream,
+    )
+    .await?;
+    Ok(("ok", resp))
+}
+
+/// `host[:port]` the app wants: the absolute-form target, else the Host header.
+fn destination<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_owned());
+    }
+    let host = req.headers().get(HOST)?.to_str().ok()?.trim();
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+fn find_route<'a>(outbound: &'a Outbound, authority: &str, host: &str) -> Option<&'a Route> {
+    let authority = authority.to_ascii_lowercase();
+    outbound
+        .routes
+        .iter()
+        .find(|r| r.host == authority)
+        .or_else(|| outbound.routes.iter().find(|r| r.host == host))
+}
+
+fn token_for<B>(
+    state: &State,
+    outbound: &Outbound,
+    route: &Route,
+    req: &Request<B>,
+) -> Result<Arc<str>, Failure> {
+    let signer = state
+        .signer
+        .load_full()
+        .ok_or_else(|| Failure::Internal("no signing key loaded".into()))?;
+    let mut ctx = BTreeMap::new();
+    for name in &outbound.signed_headers {
+        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+            ctx.insert(name.as_str().to_owned(), v.to_owned());
+        }
+    }
+    let ctx = (!ctx.is_empty()).then_some(&ctx);
+    let now = unix_now();
+    if outbound.bind_request {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let token = signer
+            .sign(&route.audience, ctx, Some((req.method().as_str(), pq)), now)
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        state.metrics.tokens_signed.inc();
+        return Ok(token.into());
+    }
+    let (token, hit) = state
+        .outbound_tokens
+        .get_or_sign(&signer, &route.audience, ctx, now)
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    if hit {
+        state.metrics.token_cache_hits.inc();
+    } else {
+        state.metrics.tokens_signed.inc();
+    }
+    Ok(token)
+}
