@@ -83,15 +83,20 @@ async fn route_and_forward(
             "CONNECT is not supported: send plain http:// requests through trustgate",
         ));
     }
-    let authority = destination(&req).ok_or(Failure::BadRequest("no Host header"))?;
-    let host = authority
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    *host_seen = Some(host.clone());
-    let Some(route) = find_route(outbound, &authority, &host) else {
+    // The destination: the request target's authority (absolute-form, or HTTP/2
+    // :authority) or the Host header, whichever names a route. Both come from the local
+    // app; the HTTP/2 :authority often names trustgate itself (127.0.0.1:15001).
+    let candidates = destinations(&req);
+    if candidates.is_empty() {
+        return Err(Failure::BadRequest("no Host header"));
+    }
+    let found = candidates.iter().find_map(|authority| {
+        let host = host_of(authority);
+        find_route(outbound, authority, &host).map(|r| (r, host))
+    });
+    let Some((route, host)) = found else {
+        let authority = &candidates[0];
+        *host_seen = Some(host_of(authority));
         if outbound.passthrough_unknown {
             let target: Uri = format!("http://{authority}")
                 .parse()
@@ -99,8 +104,9 @@ async fn route_and_forward(
             let resp = forward(state, req, &target, peer, false, HostHeader::Keep).await?;
             return Ok(("passthrough", resp));
         }
-        return Err(Failure::NoRoute(host));
+        return Err(Failure::NoRoute(host_of(authority)));
     };
+    *host_seen = Some(host);
 
     let token = token_for(state, outbound, route, &req)?;
     let value = if outbound.token_header == AUTHORIZATION {
@@ -125,13 +131,29 @@ async fn route_and_forward(
     Ok(("ok", resp))
 }
 
-/// `host[:port]` the app wants: the absolute-form target, else the Host header.
-fn destination<B>(req: &Request<B>) -> Option<String> {
+/// `host[:port]` candidates the app may mean: the request target's authority, then the
+/// Host header.
+fn destinations<B>(req: &Request<B>) -> Vec<String> {
+    let mut out = Vec::with_capacity(2);
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+        out.push(a.as_str().to_owned());
     }
-    let host = req.headers().get(HOST)?.to_str().ok()?.trim();
-    (!host.is_empty()).then(|| host.to_owned())
+    if let Some(h) = req.headers().get(HOST).and_then(|v| v.to_str().ok()) {
+        let h = h.trim();
+        if !h.is_empty() && !out.iter().any(|a| a.eq_ignore_ascii_case(h)) {
+            out.push(h.to_owned());
+        }
+    }
+    out
+}
+
+fn host_of(authority: &str) -> String {
+    let host = match authority.strip_prefix('[') {
+        // An IPv6 literal: [::1]:8080
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn find_route<'a>(outbound: &'a Outbound, authority: &str, host: &str) -> Option<&'a Route> {

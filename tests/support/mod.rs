@@ -1,0 +1,322 @@
+//! Shared helpers of the integration tests: a test app, sidecars started in-process on
+//! `127.0.0.1:0`, the real binary for process-level tests, and small HTTP clients.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use trustgate::keys::{self, GeneratedFiles, KeyAlg, OutputFormat};
+use trustgate::proxy::server::{Addrs, Proxy};
+use trustgate::proxy::State;
+
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub fn body(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into()).boxed()
+}
+
+/// Polls `f` until it returns true or `deadline` passes.
+pub async fn eventually(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+/// A directory of keys for a test: `<name>.key`/`<name>.pub` per identity.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        Keys {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn make(&self, name: &str) -> GeneratedFiles {
+        keys::write_keypair(
+            name,
+            KeyAlg::Es256,
+            &self.path().join("keys"),
+            OutputFormat::Pem,
+        )
+        .unwrap()
+    }
+
+    /// An authorized_keys directory named `dir` trusting the public keys of `names`.
+    pub fn trust_dir(&self, dir: &str, names: &[&GeneratedFiles]) -> PathBuf {
+        let d = self.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in names {
+            std::fs::copy(&f.public, d.join(f.public.file_name().unwrap())).unwrap();
+        }
+        d
+    }
+}
+
+/// The test app: echoes what it received as JSON, and a few behaviours by path.
+///
+/// - `/slow/<ms>`: answers after that many milliseconds;
+/// - `/count` (any method): reads the whole body as a stream, answers its length;
+/// - `/stream/<bytes>`: streams that many bytes in 64 KiB chunks;
+/// - `/ws`: a WebSocket echo server;
+/// - anything else: `{"method","path","query","version","headers":{...}}`.
+pub async fn spawn_app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn app(mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(body("slow done")));
+    }
+    if path == "/count" {
+        let mut n = 0usize;
+        let mut b = req.into_body();
+        while let Some(frame) = b.frame().await {
+            match frame {
+                Ok(f) => n += f.data_ref().map_or(0, |d| d.len()),
+                Err(_) => break,
+            }
+        }
+        return Ok(Response::new(body(n.to_string())));
+    }
+    if let Some(n) = path.strip_prefix("/stream/") {
+        let total: usize = n.parse().unwrap_or(0);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_util::stream::unfold(total, move |left| {
+            let chunk = chunk.clone();
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let n = left.min(chunk.len());
+                Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..n))), left - n))
+            }
+        });
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    if path == "/ws" {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static(""));
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            use futures_util::{SinkExt as _, StreamExt as _};
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut resp = Response::new(body(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert("upgrade", http::HeaderValue::from_static("websocket"));
+        resp.headers_mut()
+            .insert("connection", http::HeaderValue::from_static("upgrade"));
+        resp.headers_mut()
+            .insert("sec-websocket-accept", accept.parse().unwrap());
+        return Ok(resp);
+    }
+    let mut headers = serde_json::Map::new();
+    for name in req.headers().keys() {
+        let values: Vec<_> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        headers.insert(name.as_str().to_owned(), values.join(", ").into());
+    }
+    let echo = serde_json::json!({
+        "method": req.method().as_str(),
+        "path": path,
+        "query": req.uri().query(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    Ok(Response::new(body(echo.to_string())))
+}
+
+/// A sidecar running in this process.
+pub struct Sidecar {
+    pub addrs: Addrs,
+    pub state: Arc<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _config_dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// Starts a sidecar from configuration text (listeners should use port 0).
+    pub async fn start(toml: &str) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trustgate.toml");
+        std::fs::write(&path, toml).unwrap();
+        let cfg = trustgate::config::load(&path, Vec::new())
+            .unwrap_or_else(|e| panic!("test configuration: {e}\n{toml}"));
+        let proxy = Proxy::bind(cfg, prometheus::Registry::new()).await.unwrap();
+        let addrs = proxy.addrs();
+        let state = proxy.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(proxy.serve(async move {
+            let _ = rx.await;
+        }));
+        Sidecar {
+            addrs,
+            state,
+            stop: Some(tx),
+            task: Some(task),
+            _config_dir: dir,
+        }
+    }
+
+    pub fn inbound(&self) -> SocketAddr {
+        self.addrs.inbound.unwrap()
+    }
+
+    pub fn outbound(&self) -> SocketAddr {
+        self.addrs.outbound.unwrap()
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin
+    }
+
+    /// Begins graceful shutdown and waits for it to complete.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub async fn send(client: &Client<HttpConnector, TestBody>, req: Request<TestBody>) -> Answer {
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+pub async fn get(url: String, headers: &[(&str, &str)]) -> Answer {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(&client(), req.body(body(Bytes::new())).unwrap()).await
+}
+
+/// The real binary, running `trustgate run` on a config file; killed on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port, for the real-binary tests that must name their ports in a config
+/// file (the port is released just before the process binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
