@@ -68,9 +68,10 @@ fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::R
     runtime()?.block_on(async {
         let proxy = Proxy::bind(cfg, prometheus::Registry::new()).await?;
         let addrs = proxy.addrs();
+        let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
-            inbound = ?addrs.inbound,
-            outbound = ?addrs.outbound,
+            inbound = %show(addrs.inbound),
+            outbound = %show(addrs.outbound),
             admin = %addrs.admin,
             "listening"
         );

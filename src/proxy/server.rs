@@ -140,7 +140,7 @@ impl Proxy {
             admin_rx,
         ));
         state.set_ready();
-        tracing::info!(addrs = ?format!("{:?}", state.cfg.inbound.as_ref().map(|i| i.listen)), "trustgate ready");
+        tracing::info!("ready");
 
         shutdown.await;
         tracing::info!(
