@@ -36,6 +36,14 @@ pub fn json_response(status: StatusCode, error: &str, reason: &str) -> Response<
     resp
 }
 
+/// Is this a gRPC request? (Its failures are answered in gRPC's own terms.)
+pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 /// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
 pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
     req.version() == http::Version::HTTP_11

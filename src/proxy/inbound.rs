@@ -33,6 +33,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
+    let grpc = super::http::is_grpc(&req);
     let path = req.uri().path().to_owned();
     scrub(req.headers_mut(), &inbound.signed_headers);
 
@@ -83,7 +84,7 @@ pub async fn handle(
                 tracing::warn!(error = %failure, "inbound request failed");
             }
             let (o, r) = (failure.outcome(), failure.reason());
-            (o, Some(r), failure.into_response())
+            (o, Some(r), failure.into_response_for(grpc))
         }
     };
     let elapsed = start.elapsed();

@@ -28,6 +28,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
+    let grpc = super::http::is_grpc(&req);
     let path = req.uri().path().to_owned();
     let mut host_seen = None;
     let result = route_and_forward(&state, outbound, req, peer, &mut host_seen).await;
@@ -40,7 +41,7 @@ pub async fn handle(
             (
                 failure.outcome(),
                 Some(failure.reason()),
-                failure.into_response(),
+                failure.into_response_for(grpc),
             )
         }
     };

@@ -57,6 +57,39 @@ impl Failure {
         }
     }
 
+    /// The answer for a gRPC client: HTTP 200 with the status in `grpc-status` /
+    /// `grpc-message` ("trailers-only"), as gRPC clients expect from a proxy; the HTTP
+    /// headers (`www-authenticate`) are kept.
+    pub fn into_response_for(self, grpc: bool) -> Response<Body> {
+        if !grpc {
+            return self.into_response();
+        }
+        let code = match &self {
+            Failure::Unauthenticated(_) => 16, // UNAUTHENTICATED
+            Failure::Forbidden { .. } => 7,    // PERMISSION_DENIED
+            Failure::Upstream(UpstreamError::Timeout(_)) => 4, // DEADLINE_EXCEEDED
+            Failure::Upstream(_) | Failure::NoRoute(_) => 14, // UNAVAILABLE
+            Failure::BadRequest(_) => 3,       // INVALID_ARGUMENT
+            Failure::Internal(_) => 13,        // INTERNAL
+        };
+        let message = format!("trustgate: {}", self.reason());
+        let plain = self.into_response();
+        let (mut parts, _) = plain.into_parts();
+        parts.status = StatusCode::OK;
+        parts.headers.remove(http::header::CACHE_CONTROL);
+        parts.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        parts
+            .headers
+            .insert("grpc-status", HeaderValue::from(code as u16));
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            parts.headers.insert("grpc-message", v);
+        }
+        Response::from_parts(parts, super::http::empty())
+    }
+
     pub fn into_response(self) -> Response<Body> {
         match self {
             Failure::Unauthenticated(r) => {
