@@ -73,6 +73,8 @@ fn es256_backends(c: &mut Criterion) {
     let sig = kp.sign(&rng, msg).expect("sign");
     let public = kp.public_key().as_ref().to_vec();
     let aws = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public.clone());
+    let parsed = aws_lc_rs::signature::ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
+        .expect("valid point");
     let rc_key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public).expect("p256 key");
     let rc_sig = p256::ecdsa::Signature::from_slice(sig.as_ref()).expect("p256 sig");
     rc_key
@@ -81,6 +83,13 @@ fn es256_backends(c: &mut Criterion) {
     let mut g = c.benchmark_group("es256_backend");
     g.bench_function("aws_lc_rs", |b| {
         b.iter(|| aws.verify(black_box(msg), sig.as_ref()).expect("verify"))
+    });
+    g.bench_function("aws_lc_rs_preparsed_key", |b| {
+        b.iter(|| {
+            parsed
+                .verify_sig(black_box(msg), sig.as_ref())
+                .expect("verify")
+        })
     });
     g.bench_function("p256_rustcrypto", |b| {
         b.iter(|| rc_key.verify(black_box(msg), &rc_sig).expect("verify"))

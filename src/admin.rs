@@ -60,15 +60,10 @@ fn json(value: &serde_json::Value) -> Response<Body> {
     resp
 }
 
-/// This service's public key(s). Empty in shared-key mode: a secret is never published.
+/// This service's public key(s): the current one and, for `trust.jwks_grace` after a
+/// rotation, the previous ones. Empty in shared-key mode: a secret is never published.
 pub fn jwks(state: &State) -> serde_json::Value {
-    let keys: Vec<_> = state
-        .signer
-        .load_full()
-        .and_then(|s| s.key().public_jwk().cloned())
-        .into_iter()
-        .collect();
-    serde_json::json!({ "keys": keys })
+    serde_json::json!({ "keys": state.published_jwks() })
 }
 
 /// What is trusted now, and what could not be loaded.

@@ -91,6 +91,9 @@ pub enum Command {
         /// Bind the token to a request: method and path-and-query, e.g. `GET /orders?id=1`.
         #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"])]
         bind: Option<Vec<String>>,
+        /// Print this many tokens, one per line (for load benchmarks).
+        #[arg(long, default_value_t = 1, hide = true)]
+        count: usize,
     },
     /// Verify a token against an authorized_keys directory: print the caller and claims,
     /// or the reason it is rejected (exit 1).
@@ -192,7 +195,8 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             ttl,
             ctx,
             bind,
-        } => token_cmd(&key, shared, iss, &aud, ttl, ctx, bind),
+            count,
+        } => token_cmd(&key, shared, iss, &aud, ttl, ctx, bind, count),
         Command::Verify {
             authorized_keys,
             shared_key,
@@ -240,6 +244,7 @@ fn keygen(name: &str, alg: KeyAlg, out: &Path, format: KeyFormat) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn token_cmd(
     key: &Path,
     shared: bool,
@@ -248,6 +253,7 @@ fn token_cmd(
     ttl: Duration,
     ctx: Vec<(String, String)>,
     bind: Option<Vec<String>>,
+    count: usize,
 ) -> anyhow::Result<ExitCode> {
     for (what, name) in [("--iss", iss.as_str()), ("--aud", aud)] {
         if !keys::is_valid_identity(name) {
@@ -262,8 +268,13 @@ fn token_cmd(
     let signer = TokenSigner::new(iss, Arc::new(key), ttl);
     let ctx: BTreeMap<String, String> = ctx.into_iter().collect();
     let binding = bind.as_ref().map(|b| (b[0].as_str(), b[1].as_str()));
-    let token = signer.sign(aud, (!ctx.is_empty()).then_some(&ctx), binding, unix_now())?;
-    println!("{token}");
+    let now = unix_now();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for _ in 0..count.max(1) {
+        let token = signer.sign(aud, (!ctx.is_empty()).then_some(&ctx), binding, now)?;
+        use std::io::Write as _;
+        writeln!(out, "{token}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -124,6 +124,20 @@ impl Keyring {
         &self.revoked
     }
 
+    /// Same trusted keys (kid, identity, file), revocations and problems: publishing
+    /// `other` instead of `self` would change nothing a request can see.
+    pub fn same_as(&self, other: &Keyring) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().all(|(kid, k)| {
+                other
+                    .keys
+                    .get(kid)
+                    .is_some_and(|o| o.identity == k.identity && o.source == k.source)
+            })
+            && self.revoked == other.revoked
+            && self.problems == other.problems
+    }
+
     /// Files that could not be loaded into this snapshot.
     pub fn problems(&self) -> &[FileProblem] {
         &self.problems

@@ -19,7 +19,24 @@ pub struct DirLoad {
 
 /// Reads every key file in `dir`. Fails only when the directory itself cannot be read;
 /// everything wrong with a single entry is reported in [`DirLoad::problems`].
+///
+/// A Kubernetes volume (a `..data` symlink in `dir`) is read consistently: `..data` is
+/// read before and after, and the pass is repeated if the kubelet swapped it meanwhile,
+/// so a snapshot never mixes two versions of the Secret.
 pub fn load_dir(dir: &Path) -> Result<DirLoad, KeyError> {
+    let data = dir.join("..data");
+    for _ in 0..5 {
+        let before = std::fs::read_link(&data).ok();
+        let load = load_dir_once(dir)?;
+        if std::fs::read_link(&data).ok() == before {
+            return Ok(load);
+        }
+        tracing::debug!(dir = %dir.display(), "..data changed while reading; reading again");
+    }
+    load_dir_once(dir)
+}
+
+fn load_dir_once(dir: &Path) -> Result<DirLoad, KeyError> {
     let io = |source| KeyError::Io {
         path: dir.to_path_buf(),
         source,

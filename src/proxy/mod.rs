@@ -10,14 +10,15 @@ pub mod forward;
 pub mod http;
 pub mod inbound;
 pub mod outbound;
+pub mod reload;
 pub mod rescue;
 pub mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -67,6 +68,11 @@ pub struct State {
     /// `x-service-caller-roles` values by caller, joined once.
     pub roles: HashMap<String, (Vec<String>, ::http::HeaderValue)>,
     pub upstreams: client::Upstreams,
+    /// Public keys of previous signing keys, published until the instant given, so
+    /// that peers fetching the JWKS during a rotation still find them.
+    previous_jwks: Mutex<Vec<(jsonwebtoken::jwk::Jwk, Instant)>>,
+    /// The inbound TLS certificate, swapped on reload.
+    pub tls_certs: Option<Arc<server::CertResolver>>,
     ready: AtomicBool,
     draining: AtomicBool,
     generation: AtomicU64,
@@ -75,13 +81,17 @@ pub struct State {
 impl State {
     /// Builds the state from a validated configuration: loads the signing key and the
     /// trust material (refusing to start without them) and the TLS client.
-    pub fn new(cfg: Config, metrics: Metrics) -> Result<Arc<Self>, StartError> {
+    pub fn new(
+        cfg: Config,
+        metrics: Metrics,
+        tls_certs: Option<Arc<server::CertResolver>>,
+    ) -> Result<Arc<Self>, StartError> {
         let cfg = Arc::new(cfg);
         let signer = match &cfg.identity.key {
             Some(source) => Some(Arc::new(load_signer(&cfg, source)?)),
             None => None,
         };
-        let keyring = load_trust(&cfg)?;
+        let keyring = load_trust(&cfg, None)?;
         for p in keyring.problems() {
             tracing::warn!(file = %p.file.display(), reason = %p.reason, "key file skipped");
         }
@@ -120,6 +130,8 @@ impl State {
             metrics,
             roles,
             upstreams,
+            previous_jwks: Mutex::new(Vec::new()),
+            tls_certs,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             generation: AtomicU64::new(1),
@@ -152,31 +164,124 @@ impl State {
         self.verified.clear();
     }
 
-    /// Rebuilds the trust material from disk and publishes it; on failure the previous
-    /// snapshot stays in force. Counted either way.
-    pub fn reload_trust(&self) -> Result<(), KeyError> {
+    /// Rebuilds the trust material from disk and publishes it if anything a request
+    /// can see changed. A directory that cannot be read keeps the previous snapshot in
+    /// force; a file that no longer parses keeps the keys it held before (see
+    /// [`load_trust`]). `force_count` counts the attempt even when nothing changed (a
+    /// watcher event), so that every reload an operator caused is visible in metrics.
+    pub fn reload_trust(&self, force_count: bool) -> ReloadOutcome {
         let timer = self.metrics.reload_duration.start_timer();
-        let result = load_trust(&self.cfg);
+        let current = self.trust.load_full();
+        let result = load_trust(&self.cfg, Some(&current.keyring));
         timer.observe_duration();
+        let count = |result: &str| {
+            self.metrics
+                .keyring_reloads
+                .with_label_values(&[result])
+                .inc();
+        };
         match result {
             Ok(keyring) => {
-                self.metrics
-                    .keyring_reloads
-                    .with_label_values(&["ok"])
-                    .inc();
-                self.publish_keyring(keyring);
-                Ok(())
+                let changed = !keyring.same_as(&current.keyring);
+                let has_problems = !keyring.problems().is_empty();
+                if changed || force_count {
+                    count(if has_problems { "error" } else { "ok" });
+                }
+                if changed {
+                    for p in keyring.problems() {
+                        tracing::error!(file = %p.file.display(), reason = %p.reason, "key file problem");
+                    }
+                    tracing::info!(
+                        trusted_keys = keyring.len(),
+                        problems = keyring.problems().len(),
+                        "keyring reloaded"
+                    );
+                    self.publish_keyring(keyring);
+                    ReloadOutcome::Published
+                } else {
+                    ReloadOutcome::Unchanged
+                }
             }
+            Err(e) => {
+                count("error");
+                tracing::error!(
+                    error = %e,
+                    "TRUST MATERIAL UNREADABLE: keeping the previous keyring until it is back"
+                );
+                ReloadOutcome::Failed
+            }
+        }
+    }
+
+    /// Re-reads the signing key; a new kid replaces the signer (new tokens use it at
+    /// once, the outbound cache is emptied) and the old public key stays in the JWKS for
+    /// `trust.jwks_grace`. A key that does not load keeps the current one in force.
+    pub fn reload_signer(&self) -> ReloadOutcome {
+        let Some(source) = &self.cfg.identity.key else {
+            return ReloadOutcome::Unchanged;
+        };
+        let signer = match load_signer(&self.cfg, source) {
+            Ok(s) => s,
             Err(e) => {
                 self.metrics
                     .keyring_reloads
                     .with_label_values(&["error"])
                     .inc();
-                tracing::error!(error = %e, "trust reload failed; keeping the previous keyring");
-                Err(e)
+                tracing::error!(error = %e, "signing key unreadable: keeping the current one");
+                return ReloadOutcome::Failed;
             }
+        };
+        let old = self.signer.load_full();
+        if old.as_ref().is_some_and(|o| o.kid() == signer.kid()) {
+            return ReloadOutcome::Unchanged;
         }
+        if let Some(jwk) = old.as_ref().and_then(|o| o.key().public_jwk().cloned()) {
+            let until = Instant::now() + self.cfg.trust.jwks_grace;
+            let mut prev = self.previous_jwks.lock().unwrap_or_else(|p| p.into_inner());
+            prev.retain(|(j, t)| {
+                *t > Instant::now() && j.common.key_id.as_deref() != Some(signer.kid())
+            });
+            prev.push((jwk, until));
+        }
+        tracing::info!(
+            old_kid = old.as_ref().map(|o| o.kid()).unwrap_or("-"),
+            new_kid = signer.kid(),
+            "signing key rotated"
+        );
+        self.signer.store(Some(Arc::new(signer)));
+        self.outbound_tokens.clear();
+        self.metrics
+            .keyring_reloads
+            .with_label_values(&["ok"])
+            .inc();
+        ReloadOutcome::Published
     }
+
+    /// Public keys to publish: the current signing key, then previous ones in grace.
+    pub fn published_jwks(&self) -> Vec<jsonwebtoken::jwk::Jwk> {
+        let mut keys: Vec<_> = self
+            .signer
+            .load_full()
+            .and_then(|s| s.key().public_jwk().cloned())
+            .into_iter()
+            .collect();
+        let now = Instant::now();
+        let prev = self.previous_jwks.lock().unwrap_or_else(|p| p.into_inner());
+        keys.extend(
+            prev.iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(j, _)| j.clone()),
+        );
+        keys
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Published,
+    Failed,
 }
 
 fn load_signer(cfg: &Config, source: &SigningKeySource) -> Result<TokenSigner, KeyError> {
@@ -192,13 +297,35 @@ fn load_signer(cfg: &Config, source: &SigningKeySource) -> Result<TokenSigner, K
 }
 
 /// Reads authorized_keys, the shared key and the revocation list into one keyring.
-pub fn load_trust(cfg: &Config) -> Result<Keyring, KeyError> {
+///
+/// With a `previous` keyring, a file that fails to load keeps the keys it held in it:
+/// a half-written or broken copy of `orders.pem` must not cut `orders` off. (A file that
+/// is *gone* is a removal, and its keys go.)
+pub fn load_trust(cfg: &Config, previous: Option<&Keyring>) -> Result<Keyring, KeyError> {
     let mut trusted = Vec::new();
     let mut problems = Vec::new();
     if let Some(dir) = &cfg.trust.authorized_keys {
         let load = keys::load_dir(dir)?;
         trusted.extend(load.keys);
-        problems.extend(load.problems);
+        for mut p in load.problems {
+            if let Some(prev) = previous {
+                let kept: Vec<TrustedKey> = prev
+                    .keys()
+                    .into_iter()
+                    .filter(|k| k.source == p.file)
+                    .map(|k| (**k).clone())
+                    .collect();
+                if !kept.is_empty() {
+                    p.reason = format!(
+                        "{}; keeping the {} key(s) it held before",
+                        p.reason,
+                        kept.len()
+                    );
+                    trusted.extend(kept);
+                }
+            }
+            problems.push(p);
+        }
     }
     if let Some(path) = &cfg.trust.shared_key {
         let key = keys::load_shared_key(path)?;

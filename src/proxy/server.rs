@@ -47,6 +47,7 @@ impl Side {
 /// A proxy whose listeners are bound (so their addresses are known) but not yet serving.
 pub struct Proxy {
     state: Arc<State>,
+    watcher: Option<crate::keys::watch::DirWatch>,
     inbound: Option<(TcpListener, Option<TlsAcceptor>)>,
     outbound: Option<TcpListener>,
     admin: TcpListener,
@@ -70,11 +71,15 @@ impl Proxy {
     /// Loads keys and TLS material and binds every listener. Nothing is served yet.
     pub async fn bind(cfg: Config, registry: Registry) -> Result<Proxy, StartError> {
         let metrics = Metrics::new(registry)?;
-        let tls = match cfg.inbound.as_ref().and_then(|i| i.tls.as_ref()) {
-            Some(t) => Some(server_tls(t)?),
-            None => None,
+        let watcher = super::reload::new_watch(&super::reload::watched_dirs(&cfg));
+        let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls.as_ref()) {
+            Some(t) => {
+                let (acceptor, certs) = server_tls(t)?;
+                (Some(acceptor), Some(certs))
+            }
+            None => (None, None),
         };
-        let state = State::new(cfg, metrics)?;
+        let state = State::new(cfg, metrics, certs)?;
         let cfg = &state.cfg;
         let inbound = match &cfg.inbound {
             Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),
@@ -87,6 +92,7 @@ impl Proxy {
         let admin = bind("admin.listen", cfg.admin.listen).await?;
         Ok(Proxy {
             state,
+            watcher,
             inbound,
             outbound,
             admin,
@@ -139,6 +145,12 @@ impl Proxy {
             state.clone(),
             admin_rx,
         ));
+        let (reload_stop_tx, reload_stop_rx) = watch::channel(false);
+        let reloader = tokio::spawn(super::reload::run(
+            state.clone(),
+            self.watcher,
+            reload_stop_rx,
+        ));
         state.set_ready();
         tracing::info!("ready");
 
@@ -152,13 +164,83 @@ impl Proxy {
         for t in traffic {
             let _ = t.await;
         }
+        let _ = reload_stop_tx.send(true);
+        let _ = reloader.await;
         let _ = admin_tx.send(true);
         let _ = admin.await;
         tracing::info!("shutdown complete");
     }
 }
 
-fn server_tls(t: &ServerTls) -> Result<TlsAcceptor, StartError> {
+/// The inbound certificate, behind an atomic pointer so a renewed certificate applies to
+/// the next handshake without a restart.
+#[derive(Debug)]
+pub struct CertResolver {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+    /// The PEM bytes loaded, to tell a real change from a touch.
+    loaded: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+}
+
+impl CertResolver {
+    fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<rustls::sign::CertifiedKey, StartError> {
+        let certs = load_certs(cert)?;
+        let key_der = load_private_key(key)?;
+        let signing = provider()
+            .key_provider
+            .load_private_key(key_der)
+            .map_err(super::client::TlsSetupError::from)?;
+        Ok(rustls::sign::CertifiedKey::new(certs, signing))
+    }
+
+    fn new(t: &ServerTls) -> Result<Self, StartError> {
+        let ck = Self::load(&t.cert, &t.key)?;
+        Ok(CertResolver {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            current: arc_swap::ArcSwap::from_pointee(ck),
+            loaded: std::sync::Mutex::new((
+                std::fs::read(&t.cert).unwrap_or_default(),
+                std::fs::read(&t.key).unwrap_or_default(),
+            )),
+        })
+    }
+
+    /// Re-reads the certificate and key; swaps them in if they changed and load.
+    pub fn reload(&self) -> Result<bool, StartError> {
+        let bytes = (
+            std::fs::read(&self.cert).unwrap_or_default(),
+            std::fs::read(&self.key).unwrap_or_default(),
+        );
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if *loaded == bytes {
+            return Ok(false);
+        }
+        let ck = Self::load(&self.cert, &self.key)?;
+        self.current.store(Arc::new(ck));
+        *loaded = bytes;
+        Ok(true)
+    }
+
+    pub fn paths(&self) -> [&std::path::Path; 2] {
+        [&self.cert, &self.key]
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertResolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn server_tls(t: &ServerTls) -> Result<(TlsAcceptor, Arc<CertResolver>), StartError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(super::client::TlsSetupError::from)?;
@@ -180,11 +262,10 @@ fn server_tls(t: &ServerTls) -> Result<TlsAcceptor, StartError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(load_certs(&t.cert)?, load_private_key(&t.key)?)
-        .map_err(super::client::TlsSetupError::from)?;
+    let resolver = Arc::new(CertResolver::new(t)?);
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), resolver))
 }
 
 fn http_builder(state: &State) -> auto::Builder<TokioExecutor> {
