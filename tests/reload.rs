@@ -303,6 +303,7 @@ async fn twenty_reloads_under_load_fail_no_request() {
         }));
     }
     let state = side.state.clone();
+    let mut took: Vec<Duration> = Vec::new();
     for i in 0..20 {
         let generation = state.trust.load().generation;
         let mut files = vec![("orders.pub", public(&orders))];
@@ -312,14 +313,20 @@ async fn twenty_reloads_under_load_fail_no_request() {
                 files.push((names[j], public(e)));
             }
         }
+        let start = Instant::now();
         kubelet_update(&trusted, &files);
-        assert!(
-            eventually(Duration::from_secs(3), || state.trust.load().generation
-                > generation)
-            .await,
-            "reload {i} not applied"
-        );
+        let applied = eventually(Duration::from_secs(3), || {
+            state.trust.load().generation > generation
+        })
+        .await;
+        assert!(applied, "reload {i} not applied");
+        took.push(start.elapsed());
     }
+    took.sort();
+    eprintln!(
+        "kubelet swap -> new keyring published, median of 20: {:?} (min {:?}, max {:?})",
+        took[10], took[0], took[19]
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
