@@ -1175,17 +1175,40 @@ pub fn validate_files(cfg: &Config) -> FileCheck {
     check
 }
 
+/// A private key readable by others, or by a group we are not in, deserves a warning.
+/// Group-readable by our own group is what Kubernetes does with `fsGroup` (a 0400 Secret
+/// file becomes 0440 root:<fsGroup>), so that alone is not warned about.
 #[cfg(unix)]
 fn loose_permissions(p: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(p).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = std::fs::metadata(p).ok()?;
+    let mode = meta.permissions().mode();
+    let own_group = own_gids().contains(&meta.gid());
+    let loose = mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group);
+    loose.then(|| {
         format!(
-            "{} is readable by group or others (mode {:o}); chmod 600 it",
+            "{} is readable by {} (mode {:o}); chmod 600 it",
             p.display(),
+            if mode & 0o007 != 0 {
+                "others"
+            } else {
+                "a group this process is not in"
+            },
             mode & 0o777
         )
     })
+}
+
+/// Our real, effective and supplementary group ids, from /proc (no libc needed).
+#[cfg(unix)]
+fn own_gids() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("Gid:") || l.starts_with("Groups:"))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 #[cfg(not(unix))]
@@ -1502,6 +1525,23 @@ listen = "127.0.0.1:15000"
         );
         let err = load(&dir.path().join("nope.toml"), Vec::new()).unwrap_err();
         assert!(err.problems[0].contains("nope.toml"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn loose_key_permissions_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "x").unwrap();
+        let mode = |m| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o600);
+        assert!(loose_permissions(&key).is_none());
+        // Group-readable by our own group: the Kubernetes fsGroup layout.
+        mode(0o640);
+        assert!(loose_permissions(&key).is_none());
+        mode(0o644);
+        assert!(loose_permissions(&key).unwrap().contains("others"));
     }
 
     #[test]

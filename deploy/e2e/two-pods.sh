@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# Two "pods" on one machine, as a cluster would run them, with Linux network namespaces:
+#
+#   ns tg-orders  10.77.0.2   app (127.0.0.1:8080) + trustgate (outbound 127.0.0.1:15001)
+#   ns tg-billing 10.77.0.3   app (127.0.0.1:8080) + trustgate (inbound 0.0.0.0:8443)
+#   ns tg-stranger 10.77.0.4  no sidecar, a key nobody trusts
+#   joined by a bridge tg-br0 (10.77.0.1) in the root namespace, like a node's pod network.
+#
+# The real trustgate binary, bound the way deploy/kubernetes binds it, with its keys and
+# config laid out the way the kubelet lays out Secret/ConfigMap volumes (`..data`
+# symlinks). Shows:
+#   1. orders app → its sidecar (HTTP_PROXY) → network → billing sidecar → billing app:
+#      200, and the billing app sees x-service-caller: orders;
+#   2. the stranger namespace is refused (no token: 401 missing; its own key: 401
+#      unknown_key);
+#   3. rotating orders' key by kubelet-style Secret swaps (publish new public key →
+#      switch private key → remove old public key) while orders calls billing in a
+#      loop: not one failed call, and the kid switches.
+# Needs root, iproute2, curl, python3. Fails loudly without network namespace support.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+TG="${TRUSTGATE:-$ROOT/target/debug/trustgate}"
+WORK="$(mktemp -d /tmp/trustgate-e2e.XXXXXX)"
+NS=(tg-orders tg-billing tg-stranger)
+PIDS=()
+
+say() { printf '\n== %s\n' "$*"; }
+fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+    ip link del tg-br0 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces)"
+command -v ip >/dev/null || fail "iproute2 (ip) is not installed"
+command -v curl >/dev/null || fail "curl is not installed"
+[ -x "$TG" ] || fail "no trustgate binary at $TG (cargo build first, or set TRUSTGATE)"
+
+say "network: bridge + three namespaces"
+ip link add tg-br0 type bridge || fail "cannot create a bridge: no network namespace support here"
+ip addr add 10.77.0.1/24 dev tg-br0
+ip link set tg-br0 up
+i=2
+for n in "${NS[@]}"; do
+    ip netns add "$n" || fail "cannot create network namespace $n"
+    ip link add "veth-$i" type veth peer name eth0 netns "$n"
+    ip link set "veth-$i" master tg-br0 up
+    ip -n "$n" addr add "10.77.0.$i/24" dev eth0
+    ip -n "$n" link set eth0 up
+    ip -n "$n" link set lo up
+    i=$((i + 1))
+done
+
+# A Secret/ConfigMap volume as the kubelet writes it: ..<ts>/files, ..data -> ..<ts>,
+# visible names -> ..data/<name>. Updating swaps ..data atomically.
+volume() { # dir file=src...
+    local dir=$1; shift
+    mkdir -p "$dir"
+    local ts="..$(date +%Y_%m_%d_%H_%M_%S).$RANDOM$RANDOM"
+    mkdir "$dir/$ts"
+    local names=()
+    for spec in "$@"; do
+        cp "${spec#*=}" "$dir/$ts/${spec%%=*}"
+        names+=("${spec%%=*}")
+    done
+    chmod 0444 "$dir/$ts"/*
+    local old=""
+    [ -L "$dir/..data" ] && old="$(readlink "$dir/..data")"
+    ln -s "$ts" "$dir/..data_tmp"
+    mv -T "$dir/..data_tmp" "$dir/..data"
+    for n in "${names[@]}"; do
+        [ -e "$dir/$n" ] || [ -L "$dir/$n" ] || ln -s "..data/$n" "$dir/$n"
+    done
+    for f in "$dir"/*; do
+        local b; b="$(basename "$f")"
+        case " ${names[*]} " in *" $b "*) ;; *) rm -f "$f" ;; esac
+    done
+    [ -n "$old" ] && rm -rf "${dir:?}/$old"
+    return 0
+}
+
+say "keys (trustgate keygen), laid out as Secret volumes"
+"$TG" keygen orders --out "$WORK/keys" >/dev/null 2>&1
+"$TG" keygen billing --out "$WORK/keys" >/dev/null 2>&1
+"$TG" keygen orders --out "$WORK/keys-next" >/dev/null 2>&1
+"$TG" keygen stranger --out "$WORK/keys" >/dev/null 2>&1
+kid_of() { # public key file
+    local d="$WORK/kid.$RANDOM"
+    mkdir -p "$d" && cp "$1" "$d/"
+    "$TG" keys "$d" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["kid"])'
+}
+KID_OLD="$(kid_of "$WORK/keys/orders.pub")"
+KID_NEW="$(kid_of "$WORK/keys-next/orders.pub")"
+for svc in orders billing; do
+    volume "$WORK/$svc/identity" "$svc.key=$WORK/keys/$svc.key"
+done
+volume "$WORK/billing/authorized_keys" "orders.pub=$WORK/keys/orders.pub"
+volume "$WORK/orders/authorized_keys" "billing.pub=$WORK/keys/billing.pub"
+
+cat >"$WORK/orders.toml" <<EOF
+[identity]
+name = "orders"
+private_key = "$WORK/orders/identity/orders.key"
+[trust]
+authorized_keys = "$WORK/orders/authorized_keys"
+[inbound]
+listen = "0.0.0.0:8443"
+upstream = "http://127.0.0.1:8080"
+public_paths = ["/healthz"]
+[outbound]
+listen = "127.0.0.1:15001"
+[[outbound.routes]]
+host = "billing"
+upstream = "http://10.77.0.3:8443"
+[admin]
+listen = "0.0.0.0:15000"
+EOF
+cat >"$WORK/billing.toml" <<EOF
+[identity]
+name = "billing"
+private_key = "$WORK/billing/identity/billing.key"
+[trust]
+authorized_keys = "$WORK/billing/authorized_keys"
+[inbound]
+listen = "0.0.0.0:8443"
+upstream = "http://127.0.0.1:8080"
+public_paths = ["/healthz"]
+[[inbound.allow]]
+callers = ["orders"]
+paths = ["/invoices", "/invoices/*"]
+[outbound]
+listen = "127.0.0.1:15001"
+[admin]
+listen = "0.0.0.0:15000"
+EOF
+for svc in orders billing; do
+    volume "$WORK/$svc/config" "trustgate.toml=$WORK/$svc.toml"
+done
+
+cat >"$WORK/app.py" <<'EOF'
+# The app of a pod: listens on 127.0.0.1 only and says who called it.
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"app": sys.argv[1], "path": self.path,
+                           "caller": self.headers.get("x-service-caller"),
+                           "token_seen": "authorization" in self.headers}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", 8080), H).serve_forever()
+EOF
+
+say "pods: app + real trustgate in each namespace"
+for svc in orders billing; do
+    ip netns exec "tg-$svc" python3 "$WORK/app.py" "$svc" &
+    PIDS+=($!)
+    ip netns exec "tg-$svc" "$TG" --log-format json run --config "$WORK/$svc/config/trustgate.toml" \
+        2>"$WORK/$svc.log" &
+    PIDS+=($!)
+done
+ready() { # ns ip
+    for _ in $(seq 1 200); do
+        ip netns exec "$1" curl -fs "http://$2:15000/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    cat "$WORK"/*.log >&2
+    fail "trustgate in $1 never became ready"
+}
+ready tg-orders 10.77.0.2
+ready tg-billing 10.77.0.3
+ip netns exec tg-orders curl -fs http://10.77.0.3:15000/healthz >/dev/null \
+    || fail "pod tg-orders cannot reach pod tg-billing over the bridge"
+# The kubelet probes the app through the sidecar's public path, from the node.
+probe_app() {
+    for _ in $(seq 1 100); do
+        curl -fs --noproxy "*" http://10.77.0.3:8443/healthz >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    curl -s --noproxy "*" -w " %{http_code}" http://10.77.0.3:8443/healthz >&2 || true
+    fail "app probe through public_paths failed"
+}
+probe_app
+
+say "1. orders app → orders sidecar → network → billing sidecar → billing app"
+OUT="$(ip netns exec tg-orders env http_proxy=http://127.0.0.1:15001 curl -s -w ' %{http_code}' http://billing/invoices/1)"
+echo "$OUT"
+case "$OUT" in *'"caller": "orders"'*' 200') ;; *) fail "trusted call: $OUT" ;; esac
+case "$OUT" in *'"token_seen": false'*) ;; *) fail "the token reached the app: $OUT" ;; esac
+
+say "2. a namespace without trusted keys is refused"
+OUT="$(ip netns exec tg-stranger curl -s -w ' %{http_code}' http://10.77.0.3:8443/invoices/1)"
+echo "$OUT"
+case "$OUT" in *'"reason":"missing"'*' 401') ;; *) fail "tokenless call: $OUT" ;; esac
+STRANGER_TOKEN="$("$TG" token --key "$WORK/keys/stranger.key" --iss orders --aud billing)"
+OUT="$(ip netns exec tg-stranger curl -s -w ' %{http_code}' -H "Authorization: Bearer $STRANGER_TOKEN" http://10.77.0.3:8443/invoices/1)"
+echo "$OUT"
+case "$OUT" in *'"reason":"unknown_key"'*' 401') ;; *) fail "stranger's key: $OUT" ;; esac
+
+say "3. key rotation by kubelet Secret swaps while orders keeps calling billing"
+cat >"$WORK/loop.py" <<EOF
+import os, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:15001"}))
+ok = bad = 0
+while not os.path.exists("$WORK/stop"):
+    try:
+        with opener.open("http://billing/invoices/2", timeout=5) as r:
+            ok += r.status == 200
+            bad += r.status != 200
+    except Exception as e:
+        bad += 1
+        print("failed:", e, flush=True)
+print(ok, bad)
+EOF
+ip netns exec tg-orders python3 "$WORK/loop.py" >"$WORK/loop.out" &
+LOOP=$!
+trust_has() { # ns ip text
+    for _ in $(seq 1 100); do
+        ip netns exec "$1" curl -fs "http://$2:15000/trust" | grep -q "$3" && return 0
+        sleep 0.05
+    done
+    fail "$1 /trust never showed $3"
+}
+trust_lacks() {
+    for _ in $(seq 1 100); do
+        ip netns exec "$1" curl -fs "http://$2:15000/trust" | grep -q "$3" || return 0
+        sleep 0.05
+    done
+    fail "$1 /trust still shows $3"
+}
+# Publish the new public key next to the old one.
+volume "$WORK/billing/authorized_keys" "orders.pub=$WORK/keys/orders.pub" "orders.next.pub=$WORK/keys-next/orders.pub"
+trust_has tg-billing 10.77.0.3 "$KID_NEW"
+echo "billing trusts both kids"
+# Switch orders' private key.
+volume "$WORK/orders/identity" "orders.key=$WORK/keys-next/orders.key"
+trust_has tg-orders 10.77.0.2 "\"signing_kid\":\"$KID_NEW\""
+echo "orders signs with $KID_NEW"
+# Remove the old public key once the new one is in use.
+volume "$WORK/billing/authorized_keys" "orders.next.pub=$WORK/keys-next/orders.pub"
+trust_lacks tg-billing 10.77.0.3 "$KID_OLD"
+echo "billing no longer trusts $KID_OLD"
+OUT="$(ip netns exec tg-orders env http_proxy=http://127.0.0.1:15001 curl -s -w ' %{http_code}' http://billing/invoices/3)"
+case "$OUT" in *' 200') ;; *) fail "call after rotation: $OUT" ;; esac
+touch "$WORK/stop"
+wait "$LOOP"
+read -r OK BAD <<<"$(tail -1 "$WORK/loop.out")"
+echo "calls during the rotation: $OK ok, $BAD failed"
+[ "$BAD" = 0 ] || { cat "$WORK/loop.out"; fail "$BAD calls failed during the rotation"; }
+[ "$OK" -gt 10 ] || fail "too few calls during the rotation ($OK)"
+OLD_TOKEN="$("$TG" token --key "$WORK/keys/orders.key" --iss orders --aud billing)"
+OUT="$(ip netns exec tg-stranger curl -s -w ' %{http_code}' -H "Authorization: Bearer $OLD_TOKEN" http://10.77.0.3:8443/invoices/1)"
+case "$OUT" in *'"reason":"unknown_key"'*' 401') ;; *) fail "old key still accepted: $OUT" ;; esac
+
+say "two-pod end-to-end: all checks passed"
