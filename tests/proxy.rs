@@ -679,38 +679,44 @@ async fn admin_endpoints() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
-    let p = pair("", "", "").await;
-    let token = token_as(&p.orders, "orders", "billing");
-    let url = format!("http://{}/slow/500", p.billing_side.inbound());
-    let mut inflight = Vec::new();
+    let keys = Keys::new();
+    let orders = keys.make("orders");
+    let billing = keys.make("billing");
+    let trusted = keys.trust_dir("trusted", &[&orders]);
+    let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = spawn_app_counting(inflight.clone()).await;
+    let side = Sidecar::start(&format!(
+        "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[trust]\nauthorized_keys = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{app}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        billing.private.display(),
+        trusted.display()
+    ))
+    .await;
+    let token = token_as(&orders, "orders", "billing");
+    let url = format!("http://{}/slow/500", side.inbound());
+    let mut requests = Vec::new();
     for _ in 0..5 {
         let (url, token) = (url.clone(), token.clone());
-        inflight.push(tokio::spawn(async move {
+        requests.push(tokio::spawn(async move {
             get(url, &[("authorization", &bearer(&token))]).await.status
         }));
     }
-    // Wait until the app has them (the requests are in flight), then stop.
-    let state = p.billing_side.state.clone();
+    // Wait until all five are at the app (truly in flight), then stop.
     assert!(
         eventually(Duration::from_secs(5), || {
-            state
-                .metrics
-                .open_connections
-                .with_label_values(&["inbound"])
-                .get()
-                >= 5
+            inflight.load(std::sync::atomic::Ordering::SeqCst) == 5
         })
         .await
     );
-    let admin = p.billing_side.admin();
-    let stopping = tokio::spawn(p.billing_side.shutdown());
+    let state = side.state.clone();
+    let admin = side.admin();
+    let stopping = tokio::spawn(side.shutdown());
     assert!(
         eventually(Duration::from_secs(5), || !state.is_ready()).await,
         "readiness turns false first"
     );
     let ready = get(format!("http://{admin}/readyz"), &[]).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    for r in inflight {
+    for r in requests {
         assert_eq!(
             r.await.unwrap(),
             StatusCode::OK,

@@ -465,6 +465,14 @@ fn structure_and_size() {
         reject(&w, &craft(h, claims("orders"), &w.orders)),
         Rejection::UnknownCrit
     );
+    // Claims as a JSON array (serde would read it by position), under a valid signature.
+    let input = format!(
+        "{}.{}",
+        b64(&header(&w.orders)),
+        b64(&json!(["orders", "orders", "billing", NOW, NOW + 60]))
+    );
+    let sig = URL_SAFE_NO_PAD.encode(w.orders.sign(input.as_bytes()).unwrap());
+    assert_eq!(reject(&w, &format!("{input}.{sig}")), Rejection::Malformed);
     // Claims that are not JSON, under a valid signature.
     let input = format!(
         "{}.{}",

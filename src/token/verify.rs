@@ -191,7 +191,9 @@ pub fn verify(
     }
     if let Some(typ) = header.get("typ") {
         match typ.as_str() {
-            Some(t) if t.eq_ignore_ascii_case("JWT") => {}
+            // RFC 7515 §4.1.9: "JWT" and "application/jwt" name the same type.
+            Some(t)
+                if t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt") => {}
             _ => return Err(Rejection::Malformed),
         }
     }
@@ -217,7 +219,7 @@ pub fn verify(
     if !valid {
         return Err(Rejection::BadSignature);
     }
-    let claims: Claims = decode_json(payload_b64)?;
+    let claims: Claims = decode_object(payload_b64)?;
 
     // 5. Who: the key speaks for one identity only.
     let caller = match &trusted.identity {
@@ -266,6 +268,18 @@ pub fn verify(
         alg,
         claims,
     })
+}
+
+/// Claims must be a JSON object: serde would otherwise read an array into the struct by
+/// position.
+fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|_| Rejection::Malformed)?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejection::Malformed);
+    }
+    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,12 @@ impl Keys {
 /// - `/ws`: a WebSocket echo server;
 /// - anything else: `{"method","path","query","version","headers":{...}}`.
 pub async fn spawn_app() -> SocketAddr {
+    spawn_app_counting(Arc::new(AtomicUsize::new(0))).await
+}
+
+/// The test app, counting the `/slow/` requests it is handling in `inflight` (so a test
+/// can wait until requests have really reached the app).
+pub async fn spawn_app_counting(inflight: Arc<AtomicUsize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -90,8 +97,9 @@ pub async fn spawn_app() -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let inflight = inflight.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(app);
+                let svc = hyper::service::service_fn(move |req| app(req, inflight.clone()));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
@@ -101,11 +109,16 @@ pub async fn spawn_app() -> SocketAddr {
     addr
 }
 
-async fn app(mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn app(
+    mut req: Request<Incoming>,
+    inflight: Arc<AtomicUsize>,
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(1000);
+        inflight.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        inflight.fetch_sub(1, Ordering::SeqCst);
         return Ok(Response::new(body("slow done")));
     }
     if path == "/count" {
