@@ -725,3 +725,39 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     }
     stopping.await.unwrap();
 }
+
+/// An accepted connection whose request arrives just as shutdown begins is answered, not
+/// closed as "idle" (the HTTP/1.1 race a graceful shutdown has to settle).
+#[tokio::test]
+async fn a_request_arriving_as_shutdown_begins_is_answered() {
+    let p = pair("", "", "").await;
+    let state = p.billing_side.state.clone();
+    let mut conn = tokio::net::TcpStream::connect(p.billing_side.inbound())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            state
+                .metrics
+                .open_connections
+                .with_label_values(&["inbound"])
+                .get()
+                == 1
+        })
+        .await
+    );
+    let stopping = tokio::spawn(p.billing_side.shutdown());
+    assert!(eventually(Duration::from_secs(5), || !state.is_ready()).await);
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: billing\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    drop(conn);
+    stopping.await.unwrap();
+}

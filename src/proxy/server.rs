@@ -355,13 +355,27 @@ async fn run_listener(
     }
     drop(listener);
     let grace = state.cfg.limits.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    // Settle: an HTTP/1.1 connection whose request bytes have arrived but are not parsed
+    // yet counts as idle, and a graceful shutdown would close it unanswered. Connections
+    // keep being served for a short, bounded moment first (cut short once none is open),
+    // so every request already sent on an accepted connection is answered.
+    let settle = SETTLE.min(grace / 2);
+    let settle_end = tokio::time::Instant::now() + settle;
+    while graceful.count() > 0 && tokio::time::Instant::now() < settle_end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => {
+        _ = tokio::time::sleep_until(deadline) => {
             tracing::warn!(listener = side.name(), ?grace, "shutdown grace expired; closing remaining connections");
         }
     }
 }
+
+/// How long connections keep being served after the listeners close, before idle ones
+/// are closed (see `run_listener`).
+const SETTLE: Duration = Duration::from_millis(500);
 
 async fn serve_conn<I>(
     side: Side,
