@@ -5,7 +5,9 @@
 //! (cleartext prior knowledge, or ALPN h2). A request goes upstream in the protocol it
 //! arrived in, so gRPC (always HTTP/2) stays HTTP/2 end to end and an HTTP/1.1 upgrade
 //! stays HTTP/1.1.
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use tower::timeout::error::Elapsed;
+use tower::timeout::Timeout;
+use tower::{Service as _, ServiceExt as _};
 
 use super::http::Body;
 
@@ -69,15 +75,22 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Options of the forwarding client.
 pub struct ClientOptions<'a> {
     pub connect_timeout: Duration,
+    /// Until the response head arrives (then bodies stream without a limit).
+    pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub ca_file: Option<&'a Path>,
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
+type Pool = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The client stacks: a tower `Timeout` (to the response head) around each hyper-util
+/// pool.
 #[derive(Clone)]
 pub struct Upstreams {
-    http1: Client<HttpsConnector<HttpConnector>, Body>,
-    http2: Client<HttpsConnector<HttpConnector>, Body>,
+    http1: Timeout<Pool>,
+    http2: Timeout<Pool>,
+    request_timeout: Duration,
 }
 
 impl Upstreams {
@@ -131,27 +144,51 @@ impl Upstreams {
             .pool_idle_timeout(opts.idle_timeout)
             .http2_only(true)
             .build(connector(true));
-        Ok(Upstreams { http1, http2 })
+        Ok(Upstreams {
+            http1: Timeout::new(http1, opts.request_timeout),
+            http2: Timeout::new(http2, opts.request_timeout),
+            request_timeout: opts.request_timeout,
+        })
     }
 
-    /// Sends `req` (absolute URI) and waits at most `timeout` for the response head.
-    pub async fn send(
+    /// Sends `req` (absolute URI); the response head must arrive within the request
+    /// timeout. Errors are classified by type, never by message.
+    // Boxed so that the future's `Send` is proven here, where the types are concrete
+    // (the compiler cannot prove it through the generic tower stack at the call site).
+    pub fn send(
         &self,
         mut req: Request<Body>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = if req.version() == Version::HTTP_2 {
-            &self.http2
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>> {
+        let stack = if req.version() == Version::HTTP_2 {
+            self.http2.clone()
         } else {
             *req.version_mut() = Version::HTTP_11;
-            &self.http1
+            self.http1.clone()
         };
-        match tokio::time::timeout(timeout, client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
+        let request_timeout = self.request_timeout;
+        Box::pin(async move {
+            let mut stack = stack;
+            let ready = stack
+                .ready()
+                .await
+                .map_err(|e| classify(e, request_timeout))?;
+            ready
+                .call(req)
+                .await
+                .map_err(|e| classify(e, request_timeout))
+        })
+    }
+}
+
+fn classify(e: tower::BoxError, request_timeout: Duration) -> UpstreamError {
+    if e.is::<Elapsed>() {
+        return UpstreamError::Timeout(request_timeout);
+    }
+    match e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        Some(client_err) if client_err.is_connect() => {
+            UpstreamError::Connect(error_chain(client_err))
         }
+        _ => UpstreamError::Failed(error_chain(&*e)),
     }
 }
 

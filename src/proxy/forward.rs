@@ -74,10 +74,7 @@ pub async fn forward(
     }
 
     let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    let mut resp = state
-        .upstreams
-        .send(req, state.cfg.limits.request_timeout)
-        .await?;
+    let mut resp = state.upstreams.send(req).await?;
 
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -111,6 +111,7 @@ impl State {
         let outbound = cfg.outbound.as_ref();
         let upstreams = client::Upstreams::new(&client::ClientOptions {
             connect_timeout: cfg.limits.connect_timeout,
+            request_timeout: cfg.limits.request_timeout,
             idle_timeout: cfg.limits.idle_timeout,
             ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
             client_cert: outbound
