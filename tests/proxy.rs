@@ -761,3 +761,42 @@ async fn a_request_arriving_as_shutdown_begins_is_answered() {
     drop(conn);
     stopping.await.unwrap();
 }
+
+/// A path the app could resolve differently from the allow rules is refused, not
+/// matched: "/orders/../admin" must not pass a rule for "/orders/*".
+#[tokio::test]
+async fn dot_segments_cannot_slip_past_the_policy() {
+    let p = pair(
+        "[[inbound.allow]]\ncallers = [\"orders\"]\npaths = [\"/orders/*\"]\n",
+        "",
+        "",
+    )
+    .await;
+    let auth = bearer(&token_as(&p.orders, "orders", "billing"));
+    for path in [
+        "/orders/../admin",
+        "/orders/%2e%2e/admin",
+        "/orders/..%2fadmin",
+        "/orders/./x",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(p.billing_side.inbound())
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: billing\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{path}: {out}");
+        assert!(out.contains("non_canonical_path"), "{path}: {out}");
+    }
+    let ok = get(
+        format!("http://{}/orders/7", p.billing_side.inbound()),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+}

@@ -38,7 +38,16 @@ pub async fn handle(
     scrub(req.headers_mut(), &inbound.signed_headers);
 
     let mut caller: Option<String> = None;
-    let (outcome, reason, result) = if inbound.public_paths.contains(&path) {
+    let (outcome, reason, result) = if !is_canonical_path(&path) {
+        // Policy and public paths match the path as written; a path the app could
+        // resolve differently ("/invoices/../admin", "%2e%2e", "%2f") would slip past a
+        // rule. Refused outright (as Envoy does with path normalisation off): fail closed.
+        (
+            "bad_request",
+            Some("non_canonical_path"),
+            Err(Failure::BadRequest("non_canonical_path")),
+        )
+    } else if inbound.public_paths.contains(&path) {
         let r = forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep).await;
         ("public", None, r)
     } else {
@@ -110,6 +119,23 @@ pub async fn handle(
         latency_us = elapsed.as_micros() as u64,
     );
     response
+}
+
+/// A path with no dot segments, no encoded dot, slash or backslash, and no backslash:
+/// what the allow rules see is what the app will route.
+pub fn is_canonical_path(path: &str) -> bool {
+    if !path.starts_with('/') && path != "*" {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
+    {
+        return false;
+    }
+    !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 /// Identity cannot be spoofed: any `x-service-caller*` header and any unsigned copy of a
@@ -298,6 +324,25 @@ mod tests {
             extract_token(&headers(&[("x-trustgate-token", "abc")]), &custom),
             Ok("abc")
         );
+    }
+
+    #[test]
+    fn canonical_paths() {
+        for ok in ["/", "/invoices", "/invoices/7", "/a.b/c..d", "/x?y=../z"] {
+            assert!(is_canonical_path(ok.split('?').next().unwrap()), "{ok}");
+        }
+        for bad in [
+            "/invoices/../admin",
+            "/invoices/..",
+            "/./admin",
+            "/invoices/%2e%2e/admin",
+            "/invoices/%2E%2e/admin",
+            "/invoices%2fadmin",
+            "/invoices\\..\\admin",
+            "relative",
+        ] {
+            assert!(!is_canonical_path(bad), "{bad}");
+        }
     }
 
     #[test]
