@@ -234,7 +234,8 @@ pub fn extract_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'
     if token.is_empty() {
         return Err(Rejection::Missing);
     }
-    if token.contains(',') || token.contains(char::is_whitespace) {
+    // One pass over the bytes (a token is ASCII): a comma or a space means two tokens.
+    if token.bytes().any(|b| b == b',' || b.is_ascii_whitespace()) {
         return Err(Rejection::MultipleTokens);
     }
     Ok(token)
