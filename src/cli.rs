@@ -113,6 +113,9 @@ pub enum Command {
         leeway: Duration,
         #[arg(long, default_value = "300s", value_parser = parse_duration)]
         max_ttl: Duration,
+        /// Accept an `aud` list naming other services too (as `trust.allow_multi_audience`).
+        #[arg(long)]
+        allow_multi_audience: bool,
         /// Check the clock as if it were this Unix time (for replaying old tokens).
         #[arg(long, hide = true)]
         now: Option<u64>,
@@ -204,6 +207,7 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             aud,
             leeway,
             max_ttl,
+            allow_multi_audience,
             now,
             token,
         } => verify_cmd(VerifyArgs {
@@ -214,6 +218,7 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
                 audience: aud,
                 leeway,
                 max_ttl,
+                allow_multi_audience,
             },
             now: now.unwrap_or_else(unix_now),
             token,

@@ -75,12 +75,41 @@ pub struct Trust {
     pub rescan_interval: Duration,
     /// How long the previous signing key stays in `/.well-known/jwks.json` after rotation.
     pub jwks_grace: Duration,
+    /// Accept tokens whose `aud` also names other services (off: such a token could be
+    /// replayed by any of them against this one).
+    pub allow_multi_audience: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InboundMode {
     Enforce,
     Audit,
+}
+
+/// The protocol trustgate speaks to an upstream (`inbound.upstream_protocol`, a route's
+/// `upstream_protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// Inbound: HTTP/2 for gRPC, HTTP/1.1 for everything else (every app server speaks
+    /// it). Outbound: the protocol the app called in, so an HTTP/2 client multiplexes
+    /// over the sidecar link and an HTTP/1.1 one (upgrades included) keeps HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+impl UpstreamProtocol {
+    fn parse(s: Option<&str>) -> Result<Self, String> {
+        match s {
+            None | Some("auto") => Ok(UpstreamProtocol::Auto),
+            Some("http1") => Ok(UpstreamProtocol::Http1),
+            Some("http2") => Ok(UpstreamProtocol::Http2),
+            Some(other) => Err(format!(
+                "\"{other}\" is not \"auto\", \"http1\" or \"http2\""
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +124,7 @@ pub struct ServerTls {
 pub struct Inbound {
     pub listen: SocketAddr,
     pub upstream: Uri,
+    pub upstream_protocol: UpstreamProtocol,
     pub public_paths: Vec<String>,
     pub token_header: HeaderName,
     pub mode: InboundMode,
@@ -183,6 +213,7 @@ pub struct Route {
     /// Lower-case host as the app names it (`billing`, `billing.default.svc`).
     pub host: String,
     pub upstream: Uri,
+    pub upstream_protocol: UpstreamProtocol,
     pub audience: String,
 }
 
@@ -249,6 +280,7 @@ struct RawTrust {
     max_token_ttl: Option<String>,
     rescan_interval: Option<String>,
     jwks_grace: Option<String>,
+    allow_multi_audience: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +288,7 @@ struct RawTrust {
 struct RawInbound {
     listen: Option<String>,
     upstream: Option<String>,
+    upstream_protocol: Option<String>,
     public_paths: Vec<String>,
     token_header: Option<String>,
     mode: Option<String>,
@@ -303,6 +336,7 @@ struct RawOutbound {
 struct RawRoute {
     host: Option<String>,
     upstream: Option<String>,
+    upstream_protocol: Option<String>,
     audience: Option<String>,
 }
 
@@ -356,8 +390,10 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("trust", "max_token_ttl", Kind::Str),
     ("trust", "rescan_interval", Kind::Str),
     ("trust", "jwks_grace", Kind::Str),
+    ("trust", "allow_multi_audience", Kind::Bool),
     ("inbound", "listen", Kind::Str),
     ("inbound", "upstream", Kind::Str),
+    ("inbound", "upstream_protocol", Kind::Str),
     ("inbound", "public_paths", Kind::List),
     ("inbound", "token_header", Kind::Str),
     ("inbound", "mode", Kind::Str),
@@ -693,6 +729,7 @@ impl Validator<'_> {
                 trust.jwks_grace,
                 Duration::from_secs(600),
             ),
+            allow_multi_audience: trust.allow_multi_audience,
             authorized_keys: trust.authorized_keys,
             revoked: trust.revoked,
             shared_key: trust.shared_key,
@@ -876,6 +913,11 @@ impl Validator<'_> {
         let listen = self.addr("inbound.listen", i.listen, "0.0.0.0:8443");
         let upstream_text = i.upstream.unwrap_or_else(|| "http://127.0.0.1:8080".into());
         let upstream = self.upstream("inbound.upstream", &upstream_text);
+        let upstream_protocol = UpstreamProtocol::parse(i.upstream_protocol.as_deref())
+            .unwrap_or_else(|reason| {
+                self.problem("inbound.upstream_protocol", reason);
+                UpstreamProtocol::Auto
+            });
         for p in &i.public_paths {
             if !p.starts_with('/') {
                 self.problem(
@@ -905,7 +947,10 @@ impl Validator<'_> {
             .map(|h| self.header("inbound.signed_headers", h))
             .collect();
         for h in &signed_headers {
-            if h.as_str().starts_with("x-service-caller") || *h == token_header {
+            let name = h.as_str().as_bytes();
+            if crate::proxy::http::name_starts_alike(name, b"x-service-caller")
+                || crate::proxy::http::names_alike(name, token_header.as_str().as_bytes())
+            {
                 self.problem(
                     "inbound.signed_headers",
                     format!("\"{h}\" is reserved for trustgate's own headers"),
@@ -990,6 +1035,7 @@ impl Validator<'_> {
         Inbound {
             listen,
             upstream,
+            upstream_protocol,
             public_paths: i.public_paths,
             token_header,
             mode,
@@ -1061,9 +1107,15 @@ impl Validator<'_> {
                 host.split(['.', ':']).next().unwrap_or_default().to_owned()
             });
             self.identity(&format!("{key}.audience"), &audience);
+            let upstream_protocol = UpstreamProtocol::parse(r.upstream_protocol.as_deref())
+                .unwrap_or_else(|reason| {
+                    self.problem(&format!("{key}.upstream_protocol"), reason);
+                    UpstreamProtocol::Auto
+                });
             routes.push(Route {
                 host,
                 upstream,
+                upstream_protocol,
                 audience,
             });
         }

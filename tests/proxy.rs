@@ -492,8 +492,28 @@ async fn http2_prior_knowledge_both_sides() {
     let a = send(&h2_client(), req).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let seen = a.json();
-    assert_eq!(seen["version"], "HTTP/2.0", "HTTP/2 end to end");
+    // `upstream_protocol = "auto"`: the app gets HTTP/1.1 (what every app speaks) unless
+    // the request is gRPC, whatever the client and the link spoke.
+    assert_eq!(
+        seen["version"], "HTTP/1.1",
+        "the app speaks HTTP/1.1 by default"
+    );
     assert_eq!(seen["headers"]["x-service-caller"], "orders");
+    assert!(seen["headers"]["host"].is_string(), "HTTP/1.1 needs a Host");
+
+    // An app that speaks HTTP/2 only says so.
+    let p = pair(r#"upstream_protocol = "http2""#, "", "").await;
+    let req = Request::get(format!("http://{}/orders", p.orders_side.outbound()))
+        .header("host", "billing")
+        .body(body(Bytes::new()))
+        .unwrap();
+    let a = send(&h2_client(), req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.json()["version"],
+        "HTTP/2.0",
+        "HTTP/2 end to end when configured"
+    );
 }
 
 #[tokio::test]

@@ -105,20 +105,23 @@ async fn https_route_to_a_tls_inbound_http1_and_http2() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let seen = a.json();
     assert_eq!(seen["headers"]["x-service-caller"], "orders");
+    // The TLS link offers ALPN h2, yet an HTTP/1.1 request stays HTTP/1.1 to the app.
+    assert_eq!(seen["version"], "HTTP/1.1");
     // Each hop appends itself: the app's call to orders (http), orders to billing (https).
     assert_eq!(
         seen["headers"]["forwarded"],
         "for=127.0.0.1;proto=http, for=127.0.0.1;proto=https"
     );
 
-    // HTTP/2 from the app → HTTP/2 over TLS (ALPN h2) between the sidecars.
+    // HTTP/2 from the app → HTTP/2 over TLS (ALPN h2) between the sidecars → HTTP/1.1
+    // to the app, which is what `upstream_protocol = "auto"` gives a non-gRPC request.
     let req = Request::get(format!("http://{}/orders", orders_side.outbound()))
         .header("host", "billing")
         .body(body(Bytes::new()))
         .unwrap();
     let a = send(&h2_client(), req).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert_eq!(a.json()["version"], "HTTP/2.0");
+    assert_eq!(a.json()["version"], "HTTP/1.1");
 }
 
 #[tokio::test]

@@ -365,10 +365,17 @@ fn cross_audience_use_is_refused() {
     assert_eq!(reject(&w, &for_payments), Rejection::WrongAudience);
     let mut c = claims("orders");
     c["aud"] = json!(["payments", "billing"]);
+    // Refused by default: payments could replay this token against billing.
+    assert_eq!(
+        reject(&w, &craft(header(&w.orders), c.clone(), &w.orders)),
+        Rejection::MultipleAudiences
+    );
+    let mut lenient = policy();
+    lenient.allow_multi_audience = true;
     assert!(verify(
         &craft(header(&w.orders), c.clone(), &w.orders),
         &w.ring,
-        &policy(),
+        &lenient,
         NOW
     )
     .is_ok());

@@ -1,10 +1,10 @@
 //! The forwarding client: pooled keep-alive connections to upstreams, `https://` by
 //! rustls (aws-lc), and the typed errors that become 502/504 in one place.
 //!
-//! Two pools: HTTP/1.1 (or HTTP/2 when a TLS upstream picks it by ALPN) and HTTP/2-only
-//! (cleartext prior knowledge, or ALPN h2). A request goes upstream in the protocol it
-//! arrived in, so gRPC (always HTTP/2) stays HTTP/2 end to end and an HTTP/1.1 upgrade
-//! stays HTTP/1.1.
+//! Two pools, one per protocol, and each offers by ALPN only its own protocol: a TLS
+//! upstream can never switch an HTTP/1.1 request to HTTP/2 behind the caller's back
+//! (which broke every HTTP/1.1 app behind a TLS sidecar link). Which pool a request
+//! takes is the caller's decision ([`Protocol`], from `upstream_protocol`).
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -84,6 +84,13 @@ pub struct ClientOptions<'a> {
 
 type Pool = Client<HttpsConnector<HttpConnector>, Body>;
 
+/// The protocol a request is sent upstream in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
 /// The client stacks: a tower `Timeout` (to the response head) around each hyper-util
 /// pool.
 #[derive(Clone)]
@@ -130,7 +137,7 @@ impl Upstreams {
             if h2_only {
                 b.enable_http2().wrap_connector(http)
             } else {
-                b.enable_http1().enable_http2().wrap_connector(http)
+                b.enable_http1().wrap_connector(http)
             }
         };
         let http1 = Client::builder(TokioExecutor::new())
@@ -158,12 +165,17 @@ impl Upstreams {
     pub fn send(
         &self,
         mut req: Request<Body>,
+        protocol: Protocol,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>> {
-        let stack = if req.version() == Version::HTTP_2 {
-            self.http2.clone()
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-            self.http1.clone()
+        let stack = match protocol {
+            Protocol::Http2 => {
+                *req.version_mut() = Version::HTTP_2;
+                self.http2.clone()
+            }
+            Protocol::Http1 => {
+                *req.version_mut() = Version::HTTP_11;
+                self.http1.clone()
+            }
         };
         let request_timeout = self.request_timeout;
         Box::pin(async move {

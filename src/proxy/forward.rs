@@ -1,13 +1,19 @@
-//! Forwarding one request upstream: the request target rewritten to the upstream, header
-//! hygiene, the body streamed both ways, and HTTP/1.1 upgrades (WebSocket) tunnelled.
+//! Forwarding one request upstream: the request target rewritten to the upstream, the
+//! protocol chosen for the upstream, the body streamed both ways, and HTTP/1.1 upgrades
+//! (WebSocket) tunnelled.
+//!
+//! Header hygiene on the request (hop-by-hop fields, identity) is done by each side
+//! before it sets its own headers; here only what the protocol change needs is done.
 use std::net::SocketAddr;
 
-use http::header::HOST;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::header::{COOKIE, EXPECT, HOST};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::body::RequestBody;
+use super::client::Protocol;
 use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 use super::rescue::Failure;
 use super::State;
@@ -21,6 +27,15 @@ pub enum HostHeader {
     Upstream,
 }
 
+/// Does this HTTP/1.1 request wait for `100 Continue` before sending its body?
+pub fn expects_continue<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 pub async fn forward(
     state: &State,
     mut req: Request<Incoming>,
@@ -28,8 +43,13 @@ pub async fn forward(
     peer: SocketAddr,
     downstream_tls: bool,
     host: HostHeader,
+    protocol: Protocol,
 ) -> Result<Response<Body>, Failure> {
     let upgrade = is_upgrade(&req);
+    // An upgrade exists only in HTTP/1.1, whatever the route prefers.
+    let protocol = if upgrade { Protocol::Http1 } else { protocol };
+    let downstream_version = req.version();
+    let expect_continue = expects_continue(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
@@ -51,7 +71,6 @@ pub async fn forward(
         .build()
         .map_err(|_| Failure::BadRequest("request target cannot be forwarded"))?;
 
-    strip_hop_by_hop(&mut parts.headers, upgrade);
     append_forwarded(&mut parts.headers, peer, downstream_tls);
     match host {
         HostHeader::Keep => {
@@ -72,9 +91,30 @@ pub async fn forward(
             }
         }
     }
+    if protocol == Protocol::Http1 && downstream_version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
 
-    let req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    let mut resp = state.upstreams.send(req).await?;
+    let (body, body_state) = RequestBody::new(body, expect_continue);
+    let mut req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    if expect_continue {
+        // The app's own `100 Continue` releases the body (HTTP/1.1 upstreams; others
+        // get it after `EXPECT_WAIT`).
+        let opener = body_state.clone();
+        hyper::ext::on_informational(&mut req, move |res| {
+            if res.status() == StatusCode::CONTINUE {
+                opener.open();
+            }
+        });
+    }
+    let mut resp = match state.upstreams.send(req, protocol).await {
+        Ok(resp) => resp,
+        // The client's body broke, not the upstream: the client's fault, answered 400.
+        Err(_) if body_state.downstream_failed() => {
+            return Err(Failure::BadRequest("malformed_body"))
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -93,14 +133,39 @@ pub async fn forward(
             });
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
+            parts.version = Version::HTTP_11;
             return Ok(Response::from_parts(parts, empty()));
         }
     }
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    // An intermediary answers in its own protocol version (RFC 9110 §2.5): HTTP/1.1 to
+    // an HTTP/1.x client even when the app spoke HTTP/1.0 (which would otherwise turn
+    // keep-alive off and the body close-delimited on the client's connection too).
+    parts.version = if downstream_version == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     Ok(Response::from_parts(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
+}
+
+/// HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }

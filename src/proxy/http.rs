@@ -44,11 +44,54 @@ pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+/// Is this gRPC proper (`application/grpc`, `application/grpc+proto`, …), which needs
+/// HTTP/2 to the app? gRPC-Web (`application/grpc-web`) is made for HTTP/1.1 and is not.
+pub fn is_grpc_proper<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+}
+
 /// Is this an HTTP/1.1 upgrade request (WebSocket and friends)?
 pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
     req.version() == http::Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && connection_has(req.headers(), "upgrade")
+}
+
+/// A header name as app servers read it: case-insensitive, and every character other
+/// than a letter or a digit the same as `-`. CGI/WSGI (`HTTP_X_SERVICE_CALLER`), Rack,
+/// PHP and Apache's environment mapping fold `-`, `_` (and Apache any other
+/// punctuation) into one variable, so `x_service_caller` and `X.Service-Caller` are the
+/// same header to the app as `x-service-caller`.
+fn fold(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
+}
+
+/// `name` and `other` are the same header to an app that folds names (see [`fold`]).
+pub fn names_alike(name: &[u8], other: &[u8]) -> bool {
+    name.len() == other.len() && name.iter().zip(other).all(|(&a, &b)| fold(a) == fold(b))
+}
+
+/// `name` starts with `prefix` once both are folded (see [`fold`]).
+pub fn name_starts_alike(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && names_alike(&name[..prefix.len()], prefix)
+}
+
+/// The tokens of every `Connection` header (RFC 9110 §7.6.1), trimmed.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -62,7 +105,11 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes the hop-by-hop fields of RFC 9110 §7.6.1: those named in `Connection`, and the
 /// classic set. `te: trailers` survives (gRPC over HTTP/2 needs it end to end); an
-/// upgrade's `Upgrade`/`Connection: upgrade` survive when `upgrade` is set.
+/// upgrade's `Upgrade`/`Connection: upgrade` survive when `upgrade` is set. `Trailer` is
+/// not hop-by-hop (RFC 9110 §6.6.2): it stays, and hyper writes only declared trailers.
+///
+/// Both sides call this on a request before setting any header of their own, so a
+/// `Connection` header can only ever remove what the client itself sent.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -88,7 +135,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
         header::TE,
-        header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
     ] {
@@ -158,6 +204,26 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn trailer_declaration_is_end_to_end() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TRAILER, "grpc-status, x-checksum".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h[header::TRAILER], "grpc-status, x-checksum");
+    }
+
+    #[test]
+    fn folded_names() {
+        assert!(names_alike(b"x_service_caller", b"x-service-caller"));
+        assert!(names_alike(b"X.Service_CALLER", b"x-service-caller"));
+        assert!(!names_alike(b"x-service-callers", b"x-service-caller"));
+        assert!(name_starts_alike(
+            b"x_service_caller_roles",
+            b"x-service-caller"
+        ));
+        assert!(!name_starts_alike(b"x-service", b"x-service-caller"));
     }
 
     #[test]

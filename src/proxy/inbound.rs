@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
-use super::forward::{forward, HostHeader};
-use super::http::Body;
+use super::client::Protocol;
+use super::forward::{expects_continue, forward, HostHeader};
+use super::http::{
+    connection_tokens, is_upgrade, name_starts_alike, names_alike, strip_hop_by_hop, Body,
+};
 use super::rescue::Failure;
 use super::{unix_now, State};
-use crate::config::{Inbound, InboundMode};
+use crate::config::{Inbound, InboundMode, UpstreamProtocol};
 use crate::token::{self, Rejection, Verified, MAX_TOKEN_BYTES};
 
 pub const CALLER: HeaderName = HeaderName::from_static("x-service-caller");
@@ -35,27 +38,39 @@ pub async fn handle(
     let method = req.method().clone();
     let grpc = super::http::is_grpc(&req);
     let path = req.uri().path().to_owned();
-    scrub(req.headers_mut(), &inbound.signed_headers);
+    let protocol = app_protocol(inbound.upstream_protocol, &req);
 
     let mut caller: Option<String> = None;
-    let (outcome, reason, result) = if !is_canonical_path(&path) {
-        // Policy and public paths match the path as written; a path the app could
-        // resolve differently ("/invoices/../admin", "%2e%2e", "%2f") would slip past a
-        // rule. Refused outright (as Envoy does with path normalisation off): fail closed.
-        (
-            "bad_request",
-            Some("non_canonical_path"),
-            Err(Failure::BadRequest("non_canonical_path")),
-        )
+    let (outcome, reason, result) = if let Err(failure) = screen(inbound, &mut req) {
+        refuse(req);
+        (failure.outcome(), Some(failure.reason()), Err(failure))
     } else if inbound.public_paths.contains(&path) {
-        let r = forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep).await;
+        let r = forward(
+            &state,
+            req,
+            &inbound.upstream,
+            peer,
+            tls,
+            HostHeader::Keep,
+            protocol,
+        )
+        .await;
         ("public", None, r)
     } else {
         match authorize(&state, inbound, &req, unix_now()) {
             Ok(verified) => {
                 caller = Some(verified.caller.clone());
                 present_caller(&state, inbound, req.headers_mut(), &verified);
-                let r = forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep).await;
+                let r = forward(
+                    &state,
+                    req,
+                    &inbound.upstream,
+                    peer,
+                    tls,
+                    HostHeader::Keep,
+                    protocol,
+                )
+                .await;
                 ("ok", None, r)
             }
             Err(failure) => {
@@ -66,6 +81,7 @@ pub async fn handle(
                     .inc();
                 match inbound.mode {
                     InboundMode::Enforce => {
+                        refuse(req);
                         (failure.outcome(), Some(failure.reason()), Err(failure))
                     }
                     InboundMode::Audit => {
@@ -76,9 +92,16 @@ pub async fn handle(
                             "audit mode: would have refused this request"
                         );
                         req.headers_mut().remove(&inbound.token_header);
-                        let r =
-                            forward(&state, req, &inbound.upstream, peer, tls, HostHeader::Keep)
-                                .await;
+                        let r = forward(
+                            &state,
+                            req,
+                            &inbound.upstream,
+                            peer,
+                            tls,
+                            HostHeader::Keep,
+                            protocol,
+                        )
+                        .await;
                         ("audit", Some(failure.reason()), r)
                     }
                 }
@@ -121,32 +144,76 @@ pub async fn handle(
     response
 }
 
-/// A path with no dot segments, no encoded dot, slash or backslash, and no backslash:
-/// what the allow rules see is what the app will route.
-pub fn is_canonical_path(path: &str) -> bool {
-    if !path.starts_with('/') && path != "*" {
-        return false;
+/// What the app speaks: `auto` sends gRPC as HTTP/2 and everything else as HTTP/1.1,
+/// whatever protocol the request arrived in (an h2c client, or the TLS link between
+/// sidecars, must not reach an HTTP/1.1-only app as HTTP/2).
+fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
+    match setting {
+        UpstreamProtocol::Http1 => Protocol::Http1,
+        UpstreamProtocol::Http2 => Protocol::Http2,
+        UpstreamProtocol::Auto if super::http::is_grpc_proper(req) => Protocol::Http2,
+        UpstreamProtocol::Auto => Protocol::Http1,
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-    {
-        return false;
-    }
-    !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-/// Identity cannot be spoofed: any `x-service-caller*` header and any unsigned copy of a
-/// signed-context header is dropped before anything else looks at the request.
+/// A refused request's body: drained in the background so that an HTTP/1.1 client still
+/// uploading reads the refusal instead of a connection reset (see [`super::body`]).
+/// Not for a client waiting for `100 Continue`: it has not sent the body, and reading
+/// would make hyper promise a `100` after all.
+fn refuse(req: Request<Incoming>) {
+    if req.version() != Version::HTTP_2 && !expects_continue(&req) {
+        super::body::linger(req.into_body());
+    }
+}
+
+/// Everything that happens to a request before any decision, in this order:
+///
+/// 1. a `Connection` header naming a header trustgate sets is refused (400): it could
+///    only be there to make a hop-by-hop pass remove the verified identity;
+/// 2. the hop-by-hop fields go, *before* trustgate sets any header of its own;
+/// 3. every header an app could read as an identity header is removed ([`scrub`]);
+/// 4. a path that an app server could route differently from the rules is refused
+///    (400, [`super::path`]).
+fn screen<B>(inbound: &Inbound, req: &mut Request<B>) -> Result<(), Failure> {
+    if connection_tokens(req.headers()).any(|token| is_protected(token, &inbound.signed_headers)) {
+        return Err(Failure::BadRequest("connection_names_protected_header"));
+    }
+    let upgrade = is_upgrade(req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    scrub(req.headers_mut(), &inbound.signed_headers);
+    if let Err(why) = super::path::check(req.uri().path()) {
+        tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
+        return Err(Failure::BadRequest("non_canonical_path"));
+    }
+    Ok(())
+}
+
+/// A header name an app could read as one trustgate sets: `x-service-caller*` or a
+/// signed-context header, in any spelling an app server folds together
+/// ([`super::http::names_alike`]).
+fn is_protected(name: &[u8], signed: &[HeaderName]) -> bool {
+    name_starts_alike(name, CALLER.as_str().as_bytes())
+        || signed
+            .iter()
+            .any(|s| names_alike(name, s.as_str().as_bytes()))
+}
+
+/// A path with no dot segments, no encoded dot, slash or backslash, and no backslash:
+/// what the allow rules see is what the app will route (see [`super::path`]).
+pub fn is_canonical_path(path: &str) -> bool {
+    super::path::check(path).is_ok()
+}
+
+/// Identity cannot be spoofed: every header whose name an app could read as
+/// `x-service-caller*` or as a signed-context header is dropped before anything else
+/// looks at the request, on every path and in every mode.
 fn scrub(headers: &mut HeaderMap, signed: &[HeaderName]) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-service-caller"))
+        .filter(|k| is_protected(k.as_str().as_bytes(), signed))
         .cloned()
         .collect();
-    for name in spoofed.iter().chain(signed) {
+    for name in spoofed {
         headers.remove(name);
     }
 }
@@ -352,7 +419,13 @@ mod tests {
             ("x-service-caller", "admin"),
             ("X-Service-Caller-Roles", "root"),
             ("x-service-caller-anything", "1"),
+            ("x_service_caller", "admin"),
+            ("X_Service_Caller_Roles", "root"),
+            ("x-service_caller", "admin"),
+            ("x.service.caller", "admin"),
             ("x-user-id", "7"),
+            ("x_user_id", "7"),
+            ("X_USER-ID", "7"),
             ("x-other", "kept"),
         ]);
         scrub(&mut h, &[HeaderName::from_static("x-user-id")]);

@@ -5,11 +5,13 @@
 //! with a request, [`client`] forwards it, and [`rescue`] turns every failure into the one
 //! status code it deserves. [`State`] is what all of them share: the current trust
 //! snapshot and signing key (swapped atomically by reloads), caches and metrics.
+pub mod body;
 pub mod client;
 pub mod forward;
 pub mod http;
 pub mod inbound;
 pub mod outbound;
+pub mod path;
 pub mod reload;
 pub mod rescue;
 pub mod server;
@@ -99,6 +101,7 @@ impl State {
         let mut policy = VerifyPolicy::new(cfg.identity.name.clone());
         policy.leeway = cfg.trust.leeway;
         policy.max_ttl = cfg.trust.max_token_ttl;
+        policy.allow_multi_audience = cfg.trust.allow_multi_audience;
         let inbound = cfg.inbound.as_ref();
         let roles = cfg
             .callers

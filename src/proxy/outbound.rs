@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
+use super::client::Protocol;
 use super::forward::{forward, HostHeader};
-use super::http::Body;
+use super::http::{is_upgrade, strip_hop_by_hop, Body};
 use super::rescue::Failure;
 use super::{unix_now, State};
-use crate::config::{Outbound, Route};
+use crate::config::{Outbound, Route, UpstreamProtocol};
 
 pub async fn handle(
     state: Arc<State>,
@@ -84,6 +85,10 @@ async fn route_and_forward(
             "CONNECT is not supported: send plain http:// requests through trustgate",
         ));
     }
+    // Hop-by-hop fields go first, so that `Connection` can never remove the token
+    // header set below.
+    let upgrade = is_upgrade(&req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
     // The destination: the request target's authority (absolute-form, or HTTP/2
     // :authority) or the Host header, whichever names a route. Both come from the local
     // app; the HTTP/2 :authority often names trustgate itself (127.0.0.1:15001).
@@ -102,7 +107,9 @@ async fn route_and_forward(
             let target: Uri = format!("http://{authority}")
                 .parse()
                 .map_err(|_| Failure::BadRequest("invalid Host header"))?;
-            let resp = forward(state, req, &target, peer, false, HostHeader::Keep).await?;
+            let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
+            let resp =
+                forward(state, req, &target, peer, false, HostHeader::Keep, protocol).await?;
             return Ok(("passthrough", resp));
         }
         return Err(Failure::NoRoute(host_of(authority)));
@@ -120,6 +127,7 @@ async fn route_and_forward(
     req.headers_mut().remove(&outbound.token_header);
     req.headers_mut()
         .insert(outbound.token_header.clone(), value);
+    let protocol = link_protocol(route.upstream_protocol, req.version());
     let resp = forward(
         state,
         req,
@@ -127,9 +135,22 @@ async fn route_and_forward(
         peer,
         false,
         HostHeader::Upstream,
+        protocol,
     )
     .await?;
     Ok(("ok", resp))
+}
+
+/// The protocol of the link to the next hop. `auto` keeps the app's own: an HTTP/2
+/// client multiplexes over the link, an HTTP/1.1 one (and its upgrades) stays HTTP/1.1,
+/// and the receiving sidecar restores what its own app speaks.
+fn link_protocol(setting: UpstreamProtocol, downstream: Version) -> Protocol {
+    match setting {
+        UpstreamProtocol::Http1 => Protocol::Http1,
+        UpstreamProtocol::Http2 => Protocol::Http2,
+        UpstreamProtocol::Auto if downstream == Version::HTTP_2 => Protocol::Http2,
+        UpstreamProtocol::Auto => Protocol::Http1,
+    }
 }
 
 /// `host[:port]` candidates the app may mean: the request target's authority, then the

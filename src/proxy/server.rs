@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -293,7 +293,11 @@ async fn run_listener(
     mut stop: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(http_builder(&state));
-    let graceful = GracefulShutdown::new();
+    // Connections are told to finish through `conns_stop`; each holds a clone of
+    // `conns_done`, so `recv()` returns `None` once the last one has ended.
+    let (conns_stop_tx, conns_stop) = watch::channel(false);
+    let (conns_done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let open = Arc::new(AtomicUsize::new(0));
     let limit = Arc::new(Semaphore::new(state.cfg.limits.max_connections));
     let gauge = state
         .metrics
@@ -328,17 +332,39 @@ async fn run_listener(
         let state = state.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        let watcher = graceful.watcher();
         let gauge = gauge.clone();
+        let conn_stop = conns_stop.clone();
+        let done = conns_done.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             gauge.inc();
-            let header_timeout = state.cfg.limits.header_read_timeout;
+            open.fetch_add(1, Ordering::AcqRel);
+            // One clock from accept: the TLS handshake, protocol detection (the HTTP/2
+            // preface) and the first request head all fit in header_read_timeout.
+            let limits = &state.cfg.limits;
+            // Once a connection has served requests, it may idle longer than the
+            // upstream pools of peer sidecars keep theirs (limits.idle_timeout), so the
+            // client side always closes first and never races a server-side close.
+            let activity = Activity::new(
+                limits.header_read_timeout,
+                limits.idle_timeout + limits.header_read_timeout,
+            );
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout_at(
+                        activity.first_deadline(),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(tls_stream)) => {
                             let io = TokioIo::new(tls_stream);
-                            serve_conn(side, &builder, io, state, peer, true, watcher).await
+                            let conn = Conn {
+                                side,
+                                peer,
+                                tls: true,
+                            };
+                            serve_conn(conn, &builder, io, state, activity, conn_stop).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -346,14 +372,22 @@ async fn run_listener(
                 }
                 None => {
                     let io = TokioIo::new(stream);
-                    serve_conn(side, &builder, io, state, peer, false, watcher).await
+                    let conn = Conn {
+                        side,
+                        peer,
+                        tls: false,
+                    };
+                    serve_conn(conn, &builder, io, state, activity, conn_stop).await
                 }
             }
+            open.fetch_sub(1, Ordering::AcqRel);
             gauge.dec();
             drop(permit);
+            drop(done);
         });
     }
     drop(listener);
+    drop(conns_done);
     let grace = state.cfg.limits.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
     // Settle: an HTTP/1.1 connection whose request bytes have arrived but are not parsed
@@ -362,11 +396,12 @@ async fn run_listener(
     // so every request already sent on an accepted connection is answered.
     let settle = SETTLE.min(grace / 2);
     let settle_end = tokio::time::Instant::now() + settle;
-    while graceful.count() > 0 && tokio::time::Instant::now() < settle_end {
+    while open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle_end {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _ = conns_stop_tx.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = all_done.recv() => {}
         _ = tokio::time::sleep_until(deadline) => {
             tracing::warn!(listener = side.name(), ?grace, "shutdown grace expired; closing remaining connections");
         }
@@ -377,26 +412,141 @@ async fn run_listener(
 /// are closed (see `run_listener`).
 const SETTLE: Duration = Duration::from_millis(500);
 
-async fn serve_conn<I>(
+/// Who is on the other end of a connection.
+#[derive(Clone, Copy)]
+struct Conn {
     side: Side,
+    peer: SocketAddr,
+    tls: bool,
+}
+
+/// When a connection last did something useful, for the watchdog in [`serve_conn`].
+///
+/// hyper's own `header_read_timeout` starts only once HTTP/1.1 has been detected, and
+/// HTTP/2 has none: a socket that sends nothing, half a preface, or a HEADERS frame
+/// without END_HEADERS would otherwise hold a connection slot for as long as it likes.
+struct Activity {
+    start: tokio::time::Instant,
+    /// For the first request head (from accept).
+    timeout: Duration,
+    /// Without a request in flight, once at least one was served.
+    idle_timeout: Duration,
+    /// Milliseconds after `start` when the last request ended (or began, while none had).
+    last_ms: AtomicU64,
+    inflight: AtomicUsize,
+    requests: AtomicU64,
+}
+
+impl Activity {
+    fn new(timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(Activity {
+            start: tokio::time::Instant::now(),
+            timeout,
+            idle_timeout,
+            last_ms: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    fn first_deadline(&self) -> tokio::time::Instant {
+        self.start + self.timeout
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A request head has arrived; the guard marks its end.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Resolves when the connection has had no request in flight for its timeout:
+    /// `true` if it never delivered a request at all.
+    async fn idle(&self) -> bool {
+        loop {
+            if self.inflight.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(self.timeout).await;
+                continue;
+            }
+            let timeout = if self.requests.load(Ordering::Relaxed) == 0 {
+                self.timeout
+            } else {
+                self.idle_timeout
+            };
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+            let wake = last + timeout;
+            if tokio::time::Instant::now() >= wake && self.inflight.load(Ordering::Acquire) == 0 {
+                return self.requests.load(Ordering::Relaxed) == 0;
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// One request in flight on a connection (dropped when its response head is produced,
+/// or when the client gives up on it).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Release);
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_conn<I>(
+    who: Conn,
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     state: Arc<State>,
-    peer: SocketAddr,
-    tls: bool,
-    watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
+    mut stop: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let tracker = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(dispatch(side, state, req, peer, tls).await) }
+        let in_flight = tracker.begin();
+        async move {
+            let resp = dispatch(who.side, state, req, who.peer, who.tls).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    tokio::pin!(conn);
+    let peer = who.peer;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            never_requested = activity.idle(), if !closing => {
+                if never_requested {
+                    // Nothing to finish: a slot held without a request is closed at once.
+                    tracing::debug!(%peer, "no complete request head within header_read_timeout; closing");
+                    return;
+                }
+                // Idle: HTTP/2 gets a GOAWAY (streams still open finish), HTTP/1.1 closes.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
     }
 }
 

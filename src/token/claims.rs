@@ -18,6 +18,14 @@ impl Audience {
             Audience::Many(list) => list.iter().any(|a| a == audience),
         }
     }
+
+    /// Names `audience` and no other service.
+    pub fn only(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(a) => a == audience,
+            Audience::Many(list) => !list.is_empty() && list.iter().all(|a| a == audience),
+        }
+    }
 }
 
 /// Claims of a trustgate token. Unknown claims are ignored on input.

@@ -37,6 +37,8 @@ pub enum Rejection {
     IssuerMismatch,
     #[error("wrong_audience")]
     WrongAudience,
+    #[error("multiple_audiences")]
+    MultipleAudiences,
     #[error("expired")]
     Expired,
     #[error("not_yet_valid")]
@@ -54,7 +56,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 17] = [
+    pub const ALL: [Rejection; 18] = [
         Rejection::Missing,
         Rejection::MultipleTokens,
         Rejection::TooLarge,
@@ -65,6 +67,7 @@ impl Rejection {
         Rejection::BadSignature,
         Rejection::IssuerMismatch,
         Rejection::WrongAudience,
+        Rejection::MultipleAudiences,
         Rejection::Expired,
         Rejection::NotYetValid,
         Rejection::LifetimeTooLong,
@@ -86,6 +89,7 @@ impl Rejection {
             Rejection::BadSignature => "bad_signature",
             Rejection::IssuerMismatch => "issuer_mismatch",
             Rejection::WrongAudience => "wrong_audience",
+            Rejection::MultipleAudiences => "multiple_audiences",
             Rejection::Expired => "expired",
             Rejection::NotYetValid => "not_yet_valid",
             Rejection::LifetimeTooLong => "lifetime_too_long",
@@ -106,6 +110,9 @@ pub struct VerifyPolicy {
     pub leeway: Duration,
     /// Longest `exp - iat` accepted: a stolen long-lived token is a long-lived problem.
     pub max_ttl: Duration,
+    /// Accept an `aud` list that names other services besides this one. Off by default:
+    /// a token for `[shipping, billing]` could be replayed by shipping against billing.
+    pub allow_multi_audience: bool,
 }
 
 impl VerifyPolicy {
@@ -114,6 +121,7 @@ impl VerifyPolicy {
             audience,
             leeway: Duration::from_secs(30),
             max_ttl: Duration::from_secs(300),
+            allow_multi_audience: false,
         }
     }
 }
@@ -240,6 +248,9 @@ pub fn verify(
     if !claims.aud.contains(&policy.audience) {
         return Err(Rejection::WrongAudience);
     }
+    if !policy.allow_multi_audience && !claims.aud.only(&policy.audience) {
+        return Err(Rejection::MultipleAudiences);
+    }
 
     // 6. When.
     let leeway = policy.leeway.as_secs();
@@ -279,6 +290,7 @@ fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejecti
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Rejection::Malformed);
     }
+    unique_members(&bytes)?;
     serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
 }
 
@@ -286,5 +298,67 @@ fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection
     let bytes = URL_SAFE_NO_PAD
         .decode(b64)
         .map_err(|_| Rejection::Malformed)?;
+    unique_members(&bytes)?;
     serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
+}
+
+/// RFC 7515 §5.2 / RFC 8725 §3.x: a JOSE header or claims object with a member named
+/// twice means different things to parsers that keep the first and those that keep the
+/// last (`{"alg":"none","alg":"ES256"}`). Refused, at every depth.
+fn unique_members(json: &[u8]) -> Result<(), Rejection> {
+    serde_json::from_slice::<Unique>(json)
+        .map(|_| ())
+        .map_err(|_| Rejection::Malformed)
+}
+
+/// A JSON value walked only to check that no object names a member twice.
+struct Unique;
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom("duplicate member"));
+            }
+            seen.push(key);
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
+    }
 }

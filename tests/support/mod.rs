@@ -2,6 +2,9 @@
 //! `127.0.0.1:0`, the real binary for process-level tests, and small HTTP clients.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod attack;
+pub mod raw;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

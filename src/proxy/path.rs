@@ -1,0 +1,299 @@
+//! Canonical request paths: policy and public paths must see the path as the app will
+//! route it, so any path an app server could resolve to a *different* path is refused
+//! with 400 before anything else looks at it.
+//!
+//! What app servers do to a path before routing, and therefore what is refused here:
+//! - dot segments (`.`, `..`), also once `;parameters` are removed from a segment
+//!   (Tomcat, Jetty, Spring: `/a/..;x=1/b` → `/b`), and segments made only of dots and
+//!   spaces (Windows/IIS trims trailing dots and spaces: `/a/.. /b`, `/a/.../b`);
+//! - the same after percent-decoding, once or repeatedly (`%2e%2e`, `%252e%252e`,
+//!   `..%3bx`), since some stacks decode twice;
+//! - encoded separators `%2f` and `%5c`, and a raw `\` (Windows servers and some
+//!   frameworks treat it as `/`);
+//! - control bytes, raw or encoded (`%00` truncates paths in C-based servers, `%09` …);
+//! - decoded bytes that are not valid UTF-8: this covers overlong forms such as `%c0%ae`
+//!   (a `.` to lenient decoders) and `%c0%af` (a `/`);
+//! - Unicode characters that NFKC folds into `.`, `/` or `\` (fullwidth `．`, `／`, `＼`,
+//!   one-dot leader `․` …), which some frameworks normalise;
+//! - percent-encoding that is malformed (`%zz`, `%4`) or nested deeper than
+//!   [`MAX_DECODE_DEPTH`].
+//!
+//! Left alone, because no app server turns them into a path the rules would treat
+//! differently: empty segments (`//`), case, `+`, and other percent-encoded characters.
+//!
+//! The property the fuzz target `path_policy` checks: a path this module accepts and the
+//! allow rules accept is still accepted by the same rules after any of the
+//! normalisations above ([`normalisations`]).
+
+/// How many rounds of percent-decoding are inspected; a path still changing after that
+/// is refused.
+pub const MAX_DECODE_DEPTH: usize = 3;
+
+/// `Ok` for a path that every common app server routes as written; otherwise a short
+/// description of the problem (for the log; the client's reason is `non_canonical_path`).
+pub fn check(path: &str) -> Result<(), &'static str> {
+    if path == "*" {
+        return Ok(()); // OPTIONS *
+    }
+    if !path.starts_with('/') {
+        return Err("not an absolute path");
+    }
+    let mut current: Vec<u8> = path.as_bytes().to_vec();
+    for depth in 0..=MAX_DECODE_DEPTH {
+        check_bytes(&current)?;
+        if !current.contains(&b'%') {
+            return check_unicode(&current);
+        }
+        if depth == MAX_DECODE_DEPTH {
+            break;
+        }
+        current = percent_decode(&current)?;
+    }
+    Err("percent-encoding nested too deeply")
+}
+
+/// One level of the path (raw or decoded `depth` times).
+fn check_bytes(bytes: &[u8]) -> Result<(), &'static str> {
+    if bytes.contains(&b'\\') {
+        return Err("backslash");
+    }
+    if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err("control character");
+    }
+    // Encoded separators (at any depth: `%252f` is `%2f` to a server that decodes
+    // once more) change the segment structure for some servers and not for others:
+    // the rules cannot know which one the app is.
+    let lower = bytes.to_ascii_lowercase();
+    if lower.windows(3).any(|w| w == b"%2f" || w == b"%5c") {
+        return Err("encoded slash or backslash");
+    }
+    for segment in bytes.split(|&b| b == b'/') {
+        // `;parameters` are removed before routing by servlet containers.
+        let name = match segment.iter().position(|&b| b == b';') {
+            Some(i) => &segment[..i],
+            None => segment,
+        };
+        if !name.is_empty() && name.contains(&b'.') && name.iter().all(|&b| b == b'.' || b == b' ')
+        {
+            return Err("dot segment");
+        }
+    }
+    Ok(())
+}
+
+/// The fully decoded path must be UTF-8 (no overlong forms) without look-alikes of the
+/// separators.
+fn check_unicode(bytes: &[u8]) -> Result<(), &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 once decoded")?;
+    const LOOK_ALIKES: [char; 9] = [
+        '\u{2024}', // ONE DOT LEADER → '.'
+        '\u{2025}', // TWO DOT LEADER → '..'
+        '\u{2026}', // HORIZONTAL ELLIPSIS → '...'
+        '\u{FE52}', // SMALL FULL STOP → '.'
+        '\u{FF0E}', // FULLWIDTH FULL STOP → '.'
+        '\u{FF0F}', // FULLWIDTH SOLIDUS → '/'
+        '\u{FF3C}', // FULLWIDTH REVERSE SOLIDUS → '\'
+        '\u{FE68}', // SMALL REVERSE SOLIDUS → '\'
+        '\u{2215}', // DIVISION SLASH (folded to '/' by some normalisers)
+    ];
+    if text.chars().any(|c| LOOK_ALIKES.contains(&c)) {
+        return Err("look-alike of '.', '/' or '\\'");
+    }
+    Ok(())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One round of percent-decoding; a `%` not followed by two hex digits is refused
+/// (servers disagree on what it means).
+pub fn percent_decode(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err("malformed percent-encoding");
+            };
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// What common app servers do to a path before routing it, as separate steps (each a
+/// string, lossy where bytes are not UTF-8). Used by tests and the fuzz target to check
+/// that [`check`] refuses every path that some step would move to another route.
+pub fn normalisations(path: &str) -> Vec<String> {
+    let decoded = |p: &str| {
+        percent_decode(p.as_bytes())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|_| p.to_owned())
+    };
+    let strip_params = |p: &str| {
+        p.split('/')
+            .map(|s| s.split(';').next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let trim_windows = |p: &str| {
+        p.split('/')
+            .map(|s| s.trim_end_matches(['.', ' ']))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let once = decoded(path);
+    let twice = decoded(&once);
+    let mut out = vec![
+        remove_dot_segments(path),
+        remove_dot_segments(&strip_params(path)),
+        remove_dot_segments(&once),
+        remove_dot_segments(&strip_params(&once)),
+        remove_dot_segments(&twice),
+        remove_dot_segments(&strip_params(&twice)),
+        remove_dot_segments(&once.replace('\\', "/")),
+        remove_dot_segments(&trim_windows(&strip_params(&once))),
+    ];
+    out.dedup();
+    out
+}
+
+/// RFC 3986 §5.2.4, as every server applies it.
+pub fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_pass() {
+        for ok in [
+            "/",
+            "*",
+            "/invoices",
+            "/invoices/7",
+            "/a.b/c..d",
+            "/.well-known/x",
+            "/invoices/7;jsessionid=abc",
+            "/files/%20name",
+            "/caf%C3%A9",
+            "//double",
+            "/a+b",
+            "/.hidden",
+            "/v1.2/x",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn confusable_paths_are_refused() {
+        for bad in [
+            "relative",
+            "/invoices/../admin",
+            "/invoices/..",
+            "/./admin",
+            "/invoices/..;/admin",
+            "/invoices/..;jsessionid=x/admin",
+            "/invoices/.;/admin",
+            "/invoices/%2e%2e/admin",
+            "/invoices/%2E%2e/admin",
+            "/invoices/.%2e/admin",
+            "/invoices/%252e%252e/admin",
+            "/invoices/%25252e%25252e/admin",
+            "/invoices/..%3b/admin",
+            "/invoices/..%253bx/admin",
+            "/invoices%2fadmin",
+            "/invoices%2Fadmin",
+            "/invoices%252fadmin",
+            "/invoices%5cadmin",
+            "/invoices\\..\\admin",
+            "/invoices/%00/admin",
+            "/invoices%00.json",
+            "/invoices/%c0%ae%c0%ae/admin",
+            "/invoices/%c0%af",
+            "/invoices/%e0%80%ae",
+            "/invoices/...",
+            "/invoices/.. /admin",
+            "/invoices/..%20/admin",
+            "/invoices/%ef%bc%8e%ef%bc%8e/admin",
+            "/invoices%ef%bc%8fadmin",
+            "/invoices/%zz",
+            "/invoices/%4",
+            "/invoices/%09",
+            "/invoices/%2525252e%2525252e/admin",
+        ] {
+            assert!(check(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn accepted_paths_are_fixed_points_of_every_normalisation() {
+        for p in [
+            "/invoices/7",
+            "/invoices/7;jsessionid=abc",
+            "/a.b/c..d",
+            "/files/%20name",
+        ] {
+            assert!(check(p).is_ok());
+            for n in normalisations(p) {
+                let n = n.split(';').next().unwrap().to_owned();
+                assert!(
+                    n.starts_with("/invoices/7")
+                        || n.starts_with("/a.b/c..d")
+                        || n.starts_with("/files/ name")
+                        || n.starts_with("/files/%20name"),
+                    "{p} → {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dot_segment_removal() {
+        assert_eq!(remove_dot_segments("/a/b/../c"), "/a/c");
+        assert_eq!(remove_dot_segments("/a/./b/."), "/a/b/");
+        assert_eq!(remove_dot_segments("/../../x"), "/x");
+    }
+}

@@ -1,0 +1,94 @@
+//! The target of the attacker tests: billing's inbound sidecar in front of the raw app,
+//! trusting `orders`, with a signed-context header, allow rules and public paths, and the
+//! tokens an attacker who holds a trusted key (or none) can make.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trustgate::keys::{self, GeneratedFiles};
+use trustgate::token::TokenSigner;
+
+use super::raw::{spawn_raw_app, RawApp};
+use super::{Keys, Sidecar};
+
+pub struct Target {
+    pub keys: Keys,
+    pub orders: GeneratedFiles,
+    pub billing: GeneratedFiles,
+    pub app: RawApp,
+    pub side: Sidecar,
+}
+
+/// `extra_inbound` goes into [inbound], `extra` at the end (its own sections).
+pub async fn target(extra_inbound: &str, extra: &str) -> Target {
+    let keys = Keys::new();
+    let orders = keys.make("orders");
+    let billing = keys.make("billing");
+    let trusted = keys.trust_dir("billing-trusts", &[&orders]);
+    let app = spawn_raw_app().await;
+    let side = Sidecar::start(&format!(
+        r#"
+[identity]
+name = "billing"
+private_key = "{}"
+[trust]
+authorized_keys = "{}"
+[inbound]
+listen = "127.0.0.1:0"
+upstream = "http://{}"
+public_paths = ["/healthz"]
+signed_headers = ["x-user-id"]
+{extra_inbound}
+[[inbound.allow]]
+callers = ["orders"]
+paths = ["/invoices/*", "/healthz"]
+[admin]
+listen = "127.0.0.1:0"
+{extra}
+"#,
+        billing.private.display(),
+        trusted.display(),
+        app.addr,
+    ))
+    .await;
+    Target {
+        keys,
+        orders,
+        billing,
+        app,
+        side,
+    }
+}
+
+impl Target {
+    pub fn inbound(&self) -> SocketAddr {
+        self.side.inbound()
+    }
+
+    /// A valid token from orders for billing.
+    pub fn token(&self) -> String {
+        self.token_with_ctx(None)
+    }
+
+    pub fn token_with_ctx(&self, ctx: Option<&[(&str, &str)]>) -> String {
+        let k = Arc::new(keys::load_signing_key(&self.orders.private).unwrap());
+        let ctx = ctx.map(|pairs| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        });
+        TokenSigner::new("orders".into(), k, Duration::from_secs(60))
+            .sign("billing", ctx.as_ref(), None, trustgate::proxy::unix_now())
+            .unwrap()
+    }
+
+    /// A raw HTTP/1.1 GET with the token and `extra` header lines (each ending "\r\n").
+    pub fn get(&self, path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: billing\r\nauthorization: Bearer {}\r\n{extra}\r\n",
+            self.token()
+        )
+        .into_bytes()
+    }
+}
