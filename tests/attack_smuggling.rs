@@ -99,6 +99,7 @@ async fn two_different_content_lengths_are_refused() {
 async fn malformed_chunked_bodies_are_400_not_502() {
     let t = target("", "").await;
     let token = t.token();
+    let mut refused = 0;
     for body in [
         "zz\r\nhello\r\n0\r\n\r\n",
         "5\r\nhelloXX\r\n0\r\n\r\n",
@@ -132,10 +133,15 @@ async fn malformed_chunked_bodies_are_400_not_502() {
                     "{}",
                     r.body_text()
                 );
+                refused += 1;
             }
         }
         never_smuggled(&t);
     }
+    assert!(
+        refused >= 3,
+        "bad chunk sizes must be answered 400 malformed_body ({refused})"
+    );
     let m = support::get(format!("http://{}/metrics", t.side.admin()), &[]).await;
     assert!(
         !m.body.contains(r#"outcome="upstream_error"} 1"#),
