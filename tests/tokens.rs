@@ -156,6 +156,7 @@ fn rejection_reasons_are_stable_strings() {
             "bad_signature",
             "issuer_mismatch",
             "wrong_audience",
+            "multiple_audiences",
             "expired",
             "not_yet_valid",
             "lifetime_too_long",

@@ -93,7 +93,8 @@ server.on('upgrade', (req, socket) => {
       if (op === 8) { socket.end(Buffer.from([0x88, 0])); return; }
       let hdr;
       if (payload.length < 126) hdr = Buffer.from([0x80 | op, payload.length]);
-      else { hdr = Buffer.alloc(4); hdr[0] = 0x80 | op; hdr[1] = 126; hdr.writeUInt16BE(payload.length, 2); }
+      else if (payload.length < 65536) { hdr = Buffer.alloc(4); hdr[0] = 0x80 | op; hdr[1] = 126; hdr.writeUInt16BE(payload.length, 2); }
+      else { hdr = Buffer.alloc(10); hdr[0] = 0x80 | op; hdr[1] = 127; hdr.writeBigUInt64BE(BigInt(payload.length), 2); }
       socket.write(Buffer.concat([hdr, payload]));
     }
   });

@@ -82,7 +82,12 @@ pub struct ClientOptions<'a> {
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
-type Pool = Client<HttpsConnector<HttpConnector>, Body>;
+type Stream = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+type Connector = tower::util::MapResponse<
+    HttpsConnector<HttpConnector>,
+    fn(Stream) -> super::upstream_io::ForgivingWrites<Stream>,
+>;
+type Pool = Client<Connector, Body>;
 
 /// The protocol a request is sent upstream in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,11 +139,14 @@ impl Upstreams {
             let b = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_or_http();
-            if h2_only {
+            let https = if h2_only {
                 b.enable_http2().wrap_connector(http)
             } else {
                 b.enable_http1().wrap_connector(http)
-            }
+            };
+            let forgiving: fn(Stream) -> super::upstream_io::ForgivingWrites<Stream> =
+                super::upstream_io::ForgivingWrites::new;
+            tower::ServiceExt::map_response(https, forgiving)
         };
         let http1 = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())

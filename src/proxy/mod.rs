@@ -15,6 +15,7 @@ pub mod path;
 pub mod reload;
 pub mod rescue;
 pub mod server;
+pub mod upstream_io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 60), from the committed seed corpus
+# (new inputs go to a scratch copy, so the repository stays clean). A crash stops the
+# run with libFuzzer's report and the input under fuzz/artifacts/TARGET/.
+#   fuzz/run.sh 60         # CI
+#   fuzz/run.sh 14400      # four hours per target
+# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+# FUZZ_SANITIZER=none skips AddressSanitizer (CI does, for build time).
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${1:-60}"
+sanitizer="${FUZZ_SANITIZER:-address}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+for target in token_verify key_files config path_policy; do
+    mkdir -p "$scratch/$target"
+    cp -r "corpus/$target/." "$scratch/$target/"
+    echo "--- fuzz $target for ${secs}s"
+    cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "$scratch/$target" -- \
+        -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+        | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY|Test unit written" || true
+    if [ -n "$(ls -A "artifacts/$target" 2>/dev/null)" ]; then
+        echo "fuzz target $target found a crash: see fuzz/artifacts/$target" >&2
+        exit 1
+    fi
+done
