@@ -16,11 +16,14 @@ for target in token_verify key_files config path_policy; do
     mkdir -p "$scratch/$target"
     cp -r "corpus/$target/." "$scratch/$target/"
     echo "--- fuzz $target for ${secs}s"
+    log="$scratch/$target.log"
+    status=0
     cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "$scratch/$target" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-        | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY|Test unit written" || true
-    if [ -n "$(ls -A "artifacts/$target" 2>/dev/null)" ]; then
-        echo "fuzz target $target found a crash: see fuzz/artifacts/$target" >&2
+        -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
+    grep -E "^stat::(number_of_executed_units|peak_rss_mb)|ERROR|panicked|SUMMARY|Test unit written" "$log" || true
+    if [ "$status" -ne 0 ]; then
+        tail -40 "$log" >&2
+        echo "fuzz target $target failed (exit $status); a crashing input is in fuzz/artifacts/$target" >&2
         exit 1
     fi
 done
