@@ -1409,6 +1409,60 @@ listen = "127.0.0.1:15000"
     }
 
     #[test]
+    fn protocols_and_audiences() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.inbound.unwrap().upstream_protocol, UpstreamProtocol::Auto);
+        assert!(!c.trust.allow_multi_audience, "refused by default");
+        let text = MIN.replace("[inbound]", "[inbound]\nupstream_protocol = \"http2\"")
+            + "[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://b:1\"\nupstream_protocol = \"http1\"\n";
+        let c = parse_env(&text, &[("TRUSTGATE_TRUST_ALLOW_MULTI_AUDIENCE", "true")]).unwrap();
+        assert_eq!(
+            c.inbound.unwrap().upstream_protocol,
+            UpstreamProtocol::Http2
+        );
+        assert_eq!(
+            c.outbound.unwrap().routes[0].upstream_protocol,
+            UpstreamProtocol::Http1
+        );
+        assert!(c.trust.allow_multi_audience);
+
+        let text = MIN.replace("[inbound]", "[inbound]\nupstream_protocol = \"h2c\"")
+            + "[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://b:1\"\nupstream_protocol = \"HTTP/1.1\"\n";
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("t.toml: inbound.upstream_protocol:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("t.toml: outbound.routes[0].upstream_protocol:")),
+            "{p:?}"
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn signed_headers_may_not_fold_onto_reserved_names() {
+        for name in [
+            "x_service_caller",
+            "X.Service-Caller-Roles",
+            "Authorization",
+        ] {
+            let text = MIN.replace(
+                "[inbound]",
+                &format!("[inbound]\nsigned_headers = [\"{name}\"]"),
+            );
+            let p = problems(&text);
+            assert!(
+                p.iter()
+                    .any(|p| p.contains("inbound.signed_headers") && p.contains("reserved")),
+                "{name}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn wrong_types_are_reported() {
         let p = problems("[identity]\nname = 5\n");
         assert!(p[0].contains("t.toml") && p[0].contains("name"), "{p:?}");

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use http::header::{COOKIE, EXPECT, HOST};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
 use super::body::RequestBody;
@@ -95,9 +95,15 @@ pub async fn forward(
         join_cookies(&mut parts.headers);
     }
 
-    let (body, body_state) = RequestBody::new(body, expect_continue);
-    let mut req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    if expect_continue {
+    // A request without a body (most GETs) needs none of RequestBody's duties.
+    let (body, body_state) = if body.is_end_stream() {
+        (body.map_err(BoxError::from).boxed(), None)
+    } else {
+        let (body, state) = RequestBody::new(body, expect_continue);
+        (body.boxed(), Some(state))
+    };
+    let mut req = Request::from_parts(parts, body);
+    if let Some(body_state) = body_state.as_ref().filter(|_| expect_continue) {
         // The app's own `100 Continue` releases the body (HTTP/1.1 upstreams; others
         // get it after `EXPECT_WAIT`).
         let opener = body_state.clone();
@@ -110,7 +116,7 @@ pub async fn forward(
     let mut resp = match state.upstreams.send(req, protocol).await {
         Ok(resp) => resp,
         // The client's body broke, not the upstream: the client's fault, answered 400.
-        Err(_) if body_state.downstream_failed() => {
+        Err(_) if body_state.as_ref().is_some_and(|b| b.downstream_failed()) => {
             return Err(Failure::BadRequest("malformed_body"))
         }
         Err(e) => return Err(e.into()),

@@ -38,7 +38,8 @@ pub fn check(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("not an absolute path");
     }
-    let mut current: Vec<u8> = path.as_bytes().to_vec();
+    // Borrowed until there is something to decode: most paths are checked without a copy.
+    let mut current = std::borrow::Cow::Borrowed(path.as_bytes());
     for depth in 0..=MAX_DECODE_DEPTH {
         check_bytes(&current)?;
         if !current.contains(&b'%') {
@@ -47,7 +48,7 @@ pub fn check(path: &str) -> Result<(), &'static str> {
         if depth == MAX_DECODE_DEPTH {
             break;
         }
-        current = percent_decode(&current)?;
+        current = std::borrow::Cow::Owned(percent_decode(&current)?);
     }
     Err("percent-encoding nested too deeply")
 }
@@ -63,8 +64,10 @@ fn check_bytes(bytes: &[u8]) -> Result<(), &'static str> {
     // Encoded separators (at any depth: `%252f` is `%2f` to a server that decodes
     // once more) change the segment structure for some servers and not for others:
     // the rules cannot know which one the app is.
-    let lower = bytes.to_ascii_lowercase();
-    if lower.windows(3).any(|w| w == b"%2f" || w == b"%5c") {
+    if bytes
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"%2f") || w.eq_ignore_ascii_case(b"%5c"))
+    {
         return Err("encoded slash or backslash");
     }
     for segment in bytes.split(|&b| b == b'/') {

@@ -116,6 +116,61 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Reads a message body framed as `lower_head` (the head, lower-cased) says: chunked
+/// (trailers skipped), Content-Length, or none.
+async fn read_body<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    lower_head: &str,
+) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    if lower_head.contains("\r\ntransfer-encoding: chunked") {
+        loop {
+            let line = read_line(s, buf).await?;
+            let size_text = String::from_utf8_lossy(&line).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            if size == 0 {
+                // Trailer fields until the blank line.
+                while !read_line(s, buf).await?.is_empty() {}
+                return Some(body);
+            }
+            while buf.len() < size + 2 {
+                if !fill(s, buf).await {
+                    return None;
+                }
+            }
+            body.extend(buf.drain(..size));
+            buf.drain(..2);
+        }
+    }
+    if let Some(cl) = lower_head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while buf.len() < cl {
+            if !fill(s, buf).await {
+                return None;
+            }
+        }
+        body = buf.drain(..cl).collect();
+    }
+    Some(body)
+}
+
+/// One CRLF-terminated line, without the CRLF.
+async fn read_line<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    loop {
+        if let Some(i) = find(buf, b"\r\n") {
+            let line: Vec<u8> = buf.drain(..i + 2).collect();
+            return Some(line[..i].to_vec());
+        }
+        if !fill(s, buf).await {
+            return None;
+        }
+    }
+}
+
 /// Reads one HTTP/1.1 request (Content-Length or chunked body) from `s`.
 async fn read_request<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
     let end = loop {
@@ -128,56 +183,7 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Opt
     };
     let head: Vec<u8> = buf.drain(..end).collect();
     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let mut body = Vec::new();
-    if text.contains("\r\ntransfer-encoding: chunked") {
-        loop {
-            let line_end = loop {
-                if let Some(i) = find(buf, b"\r\n") {
-                    break i;
-                }
-                if !fill(s, buf).await {
-                    return None;
-                }
-            };
-            let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-            buf.drain(..line_end + 2);
-            if size == 0 {
-                // Trailers until the blank line.
-                loop {
-                    if let Some(i) = find(buf, b"\r\n") {
-                        let line: Vec<u8> = buf.drain(..i + 2).collect();
-                        if line == b"\r\n" {
-                            break;
-                        }
-                        continue;
-                    }
-                    if !fill(s, buf).await {
-                        return None;
-                    }
-                }
-                break;
-            }
-            while buf.len() < size + 2 {
-                if !fill(s, buf).await {
-                    return None;
-                }
-            }
-            body.extend(buf.drain(..size));
-            buf.drain(..2);
-        }
-    } else if let Some(cl) = text
-        .split("\r\n")
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        while buf.len() < cl {
-            if !fill(s, buf).await {
-                return None;
-            }
-        }
-        body = buf.drain(..cl).collect();
-    }
+    let body = read_body(s, buf, &text).await?;
     Some(Seen { head, body })
 }
 
@@ -224,68 +230,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
             if (100..200).contains(&status) {
                 continue;
             }
-            let lower = head.to_ascii_lowercase();
-            let mut body = Vec::new();
-            if lower.contains("\r\ntransfer-encoding: chunked") {
-                loop {
-                    let line_end = loop {
-                        if let Some(i) = find(buf, b"\r\n") {
-                            break i;
-                        }
-                        if !fill(s, buf).await {
-                            return None;
-                        }
-                    };
-                    let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
-                    let size =
-                        usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-                    buf.drain(..line_end + 2);
-                    if size == 0 {
-                        while find(buf, b"\r\n").is_none() {
-                            if !fill(s, buf).await {
-                                return None;
-                            }
-                        }
-                        // Skip trailers up to the blank line.
-                        while !buf.starts_with(b"\r\n") {
-                            let i = loop {
-                                if let Some(i) = find(buf, b"\r\n") {
-                                    break i;
-                                }
-                                if !fill(s, buf).await {
-                                    return None;
-                                }
-                            };
-                            buf.drain(..i + 2);
-                            while buf.len() < 2 {
-                                if !fill(s, buf).await {
-                                    return None;
-                                }
-                            }
-                        }
-                        buf.drain(..2);
-                        break;
-                    }
-                    while buf.len() < size + 2 {
-                        if !fill(s, buf).await {
-                            return None;
-                        }
-                    }
-                    body.extend(buf.drain(..size));
-                    buf.drain(..2);
-                }
-            } else if let Some(cl) = lower
-                .split("\r\n")
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
-                while buf.len() < cl {
-                    if !fill(s, buf).await {
-                        return None;
-                    }
-                }
-                body = buf.drain(..cl).collect();
-            }
+            let body = read_body(s, buf, &head.to_ascii_lowercase()).await?;
             return Some(RawResponse { status, head, body });
         }
     })
