@@ -90,7 +90,7 @@ impl State {
         tls_certs: Option<Arc<server::CertResolver>>,
     ) -> Result<Arc<Self>, StartError> {
         let cfg = Arc::new(cfg);
-        let signer = match &cfg.identity.key {
+        let signer = match &cfg.identity.key() {
             Some(source) => Some(Arc::new(load_signer(&cfg, source)?)),
             None => None,
         };
@@ -107,9 +107,9 @@ impl State {
         let roles = cfg
             .callers
             .iter()
-            .filter_map(|(caller, roles)| {
-                let joined = ::http::HeaderValue::from_str(&roles.join(",")).ok()?;
-                Some((caller.clone(), (roles.clone(), joined)))
+            .filter_map(|(caller, c)| {
+                let joined = ::http::HeaderValue::from_str(&c.roles.join(",")).ok()?;
+                Some((caller.clone(), (c.roles.clone(), joined)))
             })
             .collect();
         let outbound = cfg.outbound.as_ref();
@@ -118,9 +118,7 @@ impl State {
             request_timeout: cfg.limits.request_timeout,
             idle_timeout: cfg.limits.idle_timeout,
             ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
-            client_cert: outbound
-                .and_then(|o| o.client_cert.as_ref())
-                .map(|(c, k)| (c.as_path(), k.as_path())),
+            client_cert: outbound.and_then(|o| o.client_identity()),
         })?;
         Ok(Arc::new(State {
             policy,
@@ -222,7 +220,7 @@ impl State {
     /// once, the outbound cache is emptied) and the old public key stays in the JWKS for
     /// `trust.jwks_grace`. A key that does not load keeps the current one in force.
     pub fn reload_signer(&self) -> ReloadOutcome {
-        let Some(source) = &self.cfg.identity.key else {
+        let Some(source) = &self.cfg.identity.key() else {
             return ReloadOutcome::Unchanged;
         };
         let signer = match load_signer(&self.cfg, source) {
@@ -337,7 +335,7 @@ pub fn load_trust(cfg: &Config, previous: Option<&Keyring>) -> Result<Keyring, K
         trusted.push(TrustedKey {
             identity: None,
             key: key.verifying_key().clone(),
-            source: path.clone(),
+            source: path.to_path_buf(),
         });
     }
     let revoked = match &cfg.trust.revoked {

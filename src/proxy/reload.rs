@@ -37,17 +37,23 @@ fn parent(p: &Path) -> Option<PathBuf> {
 pub fn watched_dirs(cfg: &Config) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = &cfg.trust.authorized_keys {
-        dirs.push(d.clone());
+        dirs.push(d.to_path_buf());
         dirs.extend(parent(d));
     }
     let files = [
         cfg.trust.revoked.as_deref(),
         cfg.trust.shared_key.as_deref(),
-        cfg.identity.key.as_ref().map(|k| k.path()),
+        cfg.identity.private_key.as_deref(),
+        cfg.identity.shared_key.as_deref(),
     ];
     dirs.extend(files.into_iter().flatten().filter_map(parent));
-    if let Some(tls) = cfg.inbound.as_ref().and_then(|i| i.tls.as_ref()) {
-        dirs.extend([&tls.cert, &tls.key].into_iter().filter_map(|p| parent(p)));
+    if let Some(i) = &cfg.inbound {
+        dirs.extend(
+            [&i.tls_cert, &i.tls_key]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| parent(p)),
+        );
     }
     dirs.sort();
     dirs.dedup();

@@ -72,7 +72,7 @@ impl Proxy {
     pub async fn bind(cfg: Config, registry: Registry) -> Result<Proxy, StartError> {
         let metrics = Metrics::new(registry)?;
         let watcher = super::reload::new_watch(&super::reload::watched_dirs(&cfg));
-        let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls.as_ref()) {
+        let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls()).as_ref() {
             Some(t) => {
                 let (acceptor, certs) = server_tls(t)?;
                 (Some(acceptor), Some(certs))

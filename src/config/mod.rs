@@ -1,0 +1,434 @@
+//! Configuration: one TOML file plus `TRUSTGATE_<SECTION>_<KEY>` environment overrides →
+//! a checked, frozen [`Config`].
+//!
+//! **Each key is declared once, below**, in the section struct that holds it: its type
+//! (serde does the conversion: durations through `humantime-serde`, socket addresses,
+//! URLs, header names, enums), its default, its doc. Everything else is derived from that
+//! declaration: the environment variable that overrides it and how its text is read
+//! ([`parse`]), whether it is a file path resolved against the configuration's directory
+//! ([`FilePath`]), unknown-key reporting. Then one pass, [`check`], looks at what no single
+//! key can know alone (pairs, contradictions, duplicates) and at the files named.
+//!
+//! Every problem is reported at once, each naming the file (or environment variable) and
+//! the key. Nothing binds a port before all of this has passed, so the process never
+//! starts half-configured.
+//!
+//! A new key: a field in its section here (with its default), and the code that uses it.
+mod check;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use serde::Deserialize;
+
+pub use check::{validate_files, FileCheck};
+pub use parse::ConfigError;
+
+/// Reads `path`, applies `env` overrides, checks. Relative paths in the file (and in
+/// the environment) are resolved against the file's directory.
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!(
+            "{}: cannot read configuration: {e}",
+            path.display()
+        )],
+    })?;
+    let mut cfg = parse::parse(&text, &path.display().to_string(), path.parent(), env)?;
+    cfg.source = path.to_path_buf();
+    Ok(cfg)
+}
+
+/// Parses and checks configuration text. `source` names it in messages. Touches no
+/// files: see [`validate_files`] for that.
+pub fn from_toml_str(
+    text: &str,
+    source: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    parse::parse(text, source, None, env)
+}
+
+/// Declares a section: the struct serde fills, with every key's default next to it.
+macro_rules! section {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $default:expr ),* $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Deserialize)]
+        #[serde(default)]
+        pub struct $name { $( $(#[$fmeta])* pub $field: $ty ),* }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $( $field: $default ),* }
+            }
+        }
+    };
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("a literal socket address")
+}
+
+// ---------------------------------------------------------------------------------------
+// The configuration
+
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub source: PathBuf,
+    pub identity: Identity,
+    pub trust: Trust,
+    /// `None` when the `[inbound]` section is absent: no inbound listener.
+    pub inbound: Option<Inbound>,
+    /// `None` when the `[outbound]` section is absent: no outbound listener.
+    pub outbound: Option<Outbound>,
+    /// `[callers.<name>]`, by caller identity.
+    pub callers: BTreeMap<String, Caller>,
+    pub admin: Admin,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+section! {
+    /// `[identity]`: who this service is and what it signs with.
+    pub struct Identity {
+        /// This service's identity, a DNS label (`orders`). Required.
+        #[serde(deserialize_with = "parse::identity")]
+        pub name: String = String::new(),
+        /// PKCS#8 / SEC1 PEM or private JWK.
+        pub private_key: Option<FilePath> = None,
+        /// Shared-key mode (HS256): a file of ≥ 128 bits.
+        pub shared_key: Option<FilePath> = None,
+        #[serde(with = "humantime_serde")]
+        pub token_ttl: Duration = secs(60),
+    }
+}
+
+impl Identity {
+    /// The key this service signs with, if it signs at all.
+    pub fn key(&self) -> Option<SigningKeySource> {
+        match (&self.private_key, &self.shared_key) {
+            (Some(p), _) => Some(SigningKeySource::Private(p.to_path_buf())),
+            (None, Some(p)) => Some(SigningKeySource::Shared(p.to_path_buf())),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigningKeySource {
+    /// `identity.private_key`: PKCS#8 / SEC1 PEM or private JWK.
+    Private(PathBuf),
+    /// `identity.shared_key`: shared-key mode (HS256).
+    Shared(PathBuf),
+}
+
+impl SigningKeySource {
+    pub fn path(&self) -> &Path {
+        match self {
+            SigningKeySource::Private(p) | SigningKeySource::Shared(p) => p,
+        }
+    }
+}
+
+section! {
+    /// `[trust]`: whom this service trusts.
+    pub struct Trust {
+        /// Directory of public keys, one identity per file name (SSH model).
+        pub authorized_keys: Option<FilePath> = None,
+        /// Deny list: one kid per line.
+        pub revoked: Option<FilePath> = None,
+        /// Shared-key mode: the secret every peer holds.
+        pub shared_key: Option<FilePath> = None,
+        #[serde(with = "humantime_serde")]
+        pub leeway: Duration = secs(30),
+        #[serde(with = "humantime_serde")]
+        pub max_token_ttl: Duration = secs(300),
+        /// Full rescan of the trust material even without file events.
+        #[serde(with = "humantime_serde")]
+        pub rescan_interval: Duration = secs(30),
+        /// How long the previous signing key stays in `/.well-known/jwks.json` after
+        /// rotation.
+        #[serde(with = "humantime_serde")]
+        pub jwks_grace: Duration = secs(600),
+        /// Accept tokens whose `aud` also names other services (off: such a token could
+        /// be replayed by any of them against this one).
+        pub allow_multi_audience: bool = false,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundMode {
+    Enforce,
+    Audit,
+}
+
+/// The protocol trustgate speaks to an upstream (`inbound.upstream_protocol`, a route's
+/// `upstream_protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// Inbound: HTTP/2 for gRPC, HTTP/1.1 for everything else (every app server speaks
+    /// it). Outbound: the protocol the app called in, so an HTTP/2 client multiplexes
+    /// over the sidecar link and an HTTP/1.1 one (upgrades included) keeps HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+section! {
+    /// `[inbound]`: callers → this service's app.
+    pub struct Inbound {
+        pub listen: SocketAddr = addr("0.0.0.0:8443"),
+        /// `http://` or `https://`, a host, no path.
+        #[serde(deserialize_with = "parse::upstream")]
+        pub upstream: Uri = Uri::from_static("http://127.0.0.1:8080"),
+        pub upstream_protocol: UpstreamProtocol = UpstreamProtocol::Auto,
+        /// Forwarded without a token (kubelet probes of the app).
+        #[serde(deserialize_with = "parse::absolute_paths")]
+        pub public_paths: Vec<String> = Vec::new(),
+        #[serde(deserialize_with = "parse::header")]
+        pub token_header: HeaderName = http::header::AUTHORIZATION,
+        pub mode: InboundMode = InboundMode::Enforce,
+        /// Headers re-created from the token's `ctx` claim only.
+        #[serde(deserialize_with = "parse::headers")]
+        pub signed_headers: Vec<HeaderName> = Vec::new(),
+        pub require_request_binding: bool = false,
+        pub tls_cert: Option<FilePath> = None,
+        pub tls_key: Option<FilePath> = None,
+        /// When set, clients must present a certificate signed by this CA.
+        pub client_ca: Option<FilePath> = None,
+        pub verified_cache_size: usize = 10_000,
+        pub replay_cache_size: usize = 100_000,
+        /// `[[inbound.allow]]`: when rules exist, a caller must match one.
+        pub allow: Vec<AllowRule> = Vec::new(),
+    }
+}
+
+impl Inbound {
+    /// The listener's TLS, when `tls_cert` and `tls_key` are set ([`check`] makes sure
+    /// they come as a pair).
+    pub fn tls(&self) -> Option<ServerTls> {
+        Some(ServerTls {
+            cert: self.tls_cert.as_ref()?.to_path_buf(),
+            key: self.tls_key.as_ref()?.to_path_buf(),
+            client_ca: self.client_ca.as_ref().map(|p| p.to_path_buf()),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One `[[inbound.allow]]` rule: every non-empty field must match.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AllowRule {
+    #[serde(deserialize_with = "parse::identities")]
+    pub callers: Vec<String>,
+    pub roles: Vec<String>,
+    #[serde(deserialize_with = "parse::methods")]
+    pub methods: Vec<Method>,
+    pub paths: Vec<PathPattern>,
+}
+
+impl AllowRule {
+    pub fn matches(&self, caller: &str, roles: &[String], method: &Method, path: &str) -> bool {
+        (self.callers.is_empty() || self.callers.iter().any(|c| c == caller))
+            && (self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r)))
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+    }
+}
+
+/// A path pattern: `*` (any), `/prefix/*` (the prefix itself and anything under it), or
+/// an exact path.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum PathPattern {
+    Any,
+    Prefix(String),
+    Exact(String),
+}
+
+impl TryFrom<String> for PathPattern {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl PathPattern {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(PathPattern::Any);
+        }
+        if !s.starts_with('/') {
+            return Err(format!("\"{s}\" must start with '/' (or be \"*\")"));
+        }
+        if let Some(prefix) = s.strip_suffix("/*") {
+            if prefix.contains('*') {
+                return Err(format!("\"{s}\": '*' is only allowed as the last segment"));
+            }
+            return Ok(PathPattern::Prefix(prefix.to_owned()));
+        }
+        if s.contains('*') {
+            return Err(format!("\"{s}\": '*' is only allowed as a final \"/*\""));
+        }
+        Ok(PathPattern::Exact(s.to_owned()))
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Any => true,
+            PathPattern::Exact(p) => path == p,
+            PathPattern::Prefix(p) => {
+                path == p
+                    || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+            }
+        }
+    }
+}
+
+/// `[callers.<name>]`: what this service grants a caller.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Caller {
+    /// Sent to the app in `x-service-caller-roles`; matched by `[[inbound.allow]].roles`.
+    pub roles: Vec<String>,
+}
+
+section! {
+    /// `[outbound]`: this service's app → other services.
+    pub struct Outbound {
+        pub listen: SocketAddr = addr("127.0.0.1:15001"),
+        #[serde(deserialize_with = "parse::header")]
+        pub token_header: HeaderName = http::header::AUTHORIZATION,
+        /// Forward requests for hosts without a route, without a token.
+        pub passthrough_unknown: bool = false,
+        /// Request headers whose values are signed into the token's `ctx` claim.
+        #[serde(deserialize_with = "parse::headers")]
+        pub signed_headers: Vec<HeaderName> = Vec::new(),
+        /// Tokens bound to method and path, signed per request (RFC 9449 `htm`/`htu`).
+        pub bind_request: bool = false,
+        /// CA bundle for `https://` upstreams (default: the system roots).
+        pub ca_file: Option<FilePath> = None,
+        /// Client certificate chain and key for `https://` upstreams that want one.
+        pub client_cert: Option<FilePath> = None,
+        pub client_key: Option<FilePath> = None,
+        pub routes: Vec<Route> = Vec::new(),
+    }
+}
+
+impl Outbound {
+    /// (certificate chain, private key), when both are set.
+    pub fn client_identity(&self) -> Option<(&Path, &Path)> {
+        Some((self.client_cert.as_deref()?, self.client_key.as_deref()?))
+    }
+}
+
+/// One `[[outbound.routes]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Route {
+    /// Lower-case host as the app names it (`billing`, `billing.default.svc`).
+    #[serde(deserialize_with = "parse::host")]
+    pub host: String,
+    #[serde(deserialize_with = "parse::upstream")]
+    pub upstream: Uri,
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// Default: the host's first label (`billing` for `billing.default.svc`), filled in
+    /// by [`check`].
+    #[serde(default, deserialize_with = "parse::identity")]
+    pub audience: String,
+}
+
+section! {
+    /// `[admin]`: health, readiness, metrics, JWKS, trust listing.
+    pub struct Admin {
+        pub listen: SocketAddr = addr("127.0.0.1:15000"),
+    }
+}
+
+section! {
+    /// `[limits]`: time and size bounds of the listeners and the forwarding client.
+    pub struct Limits {
+        /// From accept to a complete first request head (TLS handshake included).
+        #[serde(with = "humantime_serde")]
+        pub header_read_timeout: Duration = secs(10),
+        #[serde(with = "humantime_serde")]
+        pub connect_timeout: Duration = secs(5),
+        #[serde(with = "humantime_serde")]
+        pub request_timeout: Duration = secs(60),
+        #[serde(with = "humantime_serde")]
+        pub idle_timeout: Duration = secs(90),
+        #[serde(with = "humantime_serde")]
+        pub shutdown_grace: Duration = secs(20),
+        pub max_header_bytes: usize = 64 * 1024,
+        pub max_connections: usize = 10_000,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+section! {
+    /// `[log]`
+    pub struct Log {
+        pub format: LogFormat = LogFormat::Text,
+        /// A `tracing` filter: `info`, `trustgate=debug,warn`.
+        pub level: String = "info".into(),
+    }
+}
+
+/// A file the configuration names. Relative paths are resolved against the directory of
+/// the configuration file (the environment's too); the type is what tells [`parse`]
+/// which keys those are.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct FilePath(PathBuf);
+
+impl FilePath {
+    /// The name serde sees, by which [`parse`] recognises path keys.
+    pub(crate) const NAME: &'static str = "FilePath";
+}
+
+impl std::ops::Deref for FilePath {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for FilePath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

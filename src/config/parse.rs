@@ -1,0 +1,683 @@
+//! From text to [`Config`]: TOML, environment overrides, one section at a time through
+//! serde, every problem collected.
+//!
+//! serde stops at a section's first bad value; to report *every* problem, the bad value
+//! is taken out and the section parsed again (its default stands in), until it parses.
+//! The environment variables a section accepts, and how their text is read, are derived
+//! from the section's own declaration by [`shape`].
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use http::{HeaderName, Method, Uri};
+use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer as _, Visitor};
+use serde::Deserialize;
+
+use super::{Admin, Config, FilePath, Identity, Inbound, Limits, Log, Outbound, Trust};
+use crate::keys::is_valid_identity;
+
+/// Every problem found, one sentence each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// Problems, keyed, as they are found.
+pub(super) struct Problems<'a> {
+    source: &'a str,
+    list: Vec<String>,
+    /// Keys whose value was refused (a later "is required" for them says nothing new).
+    failed: BTreeSet<String>,
+    /// Array elements taken out, by array key, as original indices: later messages name
+    /// elements as the user numbered them.
+    removed: BTreeMap<String, Vec<usize>>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(source: &'a str) -> Self {
+        Problems {
+            source,
+            list: Vec::new(),
+            failed: BTreeSet::new(),
+            removed: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, key: &str, reason: impl std::fmt::Display) {
+        self.list.push(format!("{}: {key}: {reason}", self.source));
+    }
+
+    fn env(&mut self, var: &str, reason: impl std::fmt::Display) {
+        self.list
+            .push(format!("environment variable {var}: {reason}"));
+    }
+
+    pub(super) fn failed(&self, key: &str) -> bool {
+        self.failed.contains(key)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// `array[index]` with the index the user wrote, elements taken out counted back in.
+    pub(super) fn element(&self, array: &str, index: usize) -> String {
+        let mut original = index;
+        for &r in self.removed.get(array).map(Vec::as_slice).unwrap_or(&[]) {
+            if r <= original {
+                original += 1;
+            }
+        }
+        format!("{array}[{original}]")
+    }
+}
+
+pub(super) fn parse(
+    text: &str,
+    source: &str,
+    base: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+        problems: vec![
+            format!("{source}: not valid TOML: {}", e.message())
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        ],
+    })?;
+    let mut p = Problems::new(source);
+    apply_env(&mut table, env, &mut p);
+    if let Some(base) = base {
+        resolve_paths(&mut table, base);
+    }
+
+    let mut cfg = Config {
+        source: source.into(),
+        ..Config::default()
+    };
+    for (name, value) in table {
+        match name.as_str() {
+            "identity" => cfg.identity = section(&mut p, &name, value).unwrap_or_default(),
+            "trust" => cfg.trust = section(&mut p, &name, value).unwrap_or_default(),
+            "inbound" => cfg.inbound = section(&mut p, &name, value),
+            "outbound" => cfg.outbound = section(&mut p, &name, value),
+            "callers" => cfg.callers = section(&mut p, &name, value).unwrap_or_default(),
+            "admin" => cfg.admin = section(&mut p, &name, value).unwrap_or_default(),
+            "limits" => cfg.limits = section(&mut p, &name, value).unwrap_or_default(),
+            "log" => cfg.log = section(&mut p, &name, value).unwrap_or_default(),
+            _ => p.add(&name, "unknown key"),
+        }
+    }
+    super::check::check(&mut cfg, &mut p);
+    if p.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems: p.list })
+    }
+}
+
+/// Parses one section, reporting unknown keys and every bad value. `None` when nothing
+/// of it could be read.
+fn section<T: DeserializeOwned>(p: &mut Problems, name: &str, mut value: toml::Value) -> Option<T> {
+    // Each round takes one bad value out; a section has far fewer values than this.
+    for _ in 0..256 {
+        let mut unknown = Vec::new();
+        let result: Result<T, _> = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(value.clone(), &mut |path: serde_ignored::Path| {
+                unknown.push(ignored_key(&path))
+            }),
+        );
+        let err = match result {
+            Ok(parsed) => {
+                for key in unknown {
+                    p.add(&format!("{name}{key}"), "unknown key");
+                }
+                return Some(parsed);
+            }
+            Err(e) => e,
+        };
+        let segments: Vec<_> = err.path().iter().cloned().collect();
+        let key = name.to_owned() + &user_key(p, name, &segments);
+        let message = err.into_inner().to_string();
+        if let Some(field) = missing_field(&message) {
+            let key = format!("{key}.{field}");
+            if !p.failed(&key) {
+                p.add(&key, "is required");
+            }
+        } else {
+            p.add(&key, message.trim_end_matches('.'));
+            p.failed.insert(key.clone());
+        }
+        if segments.is_empty() || !take_out(p, name, &mut value, &segments) {
+            return None;
+        }
+    }
+    None
+}
+
+/// `.routes[2].upstream`, as the user numbered the elements.
+fn user_key(p: &Problems, name: &str, segments: &[serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment as S;
+    let mut key = String::new();
+    for s in segments {
+        match s {
+            S::Map { key: k } => {
+                key.push('.');
+                key.push_str(k);
+            }
+            S::Seq { index } => {
+                let full = name.to_owned() + &key;
+                key = p.element(&full, *index)[name.len()..].to_owned();
+            }
+            S::Enum { .. } | S::Unknown => {}
+        }
+    }
+    key
+}
+
+/// Removes the value at `segments` (current numbering); `false` if it is not there.
+fn take_out(
+    p: &mut Problems,
+    name: &str,
+    value: &mut toml::Value,
+    segments: &[serde_path_to_error::Segment],
+) -> bool {
+    use serde_path_to_error::Segment as S;
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for s in parents {
+        at = match (s, at) {
+            (S::Map { key }, toml::Value::Table(t)) => match t.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (S::Seq { index }, toml::Value::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, at) {
+        (S::Map { key }, toml::Value::Table(t)) => t.remove(key).is_some(),
+        (S::Seq { index }, toml::Value::Array(a)) if *index < a.len() => {
+            a.remove(*index);
+            let array = name.to_owned() + &user_key(p, name, parents);
+            let original = p.element(&array, *index);
+            let original: usize = original[array.len() + 1..original.len() - 1]
+                .parse()
+                .unwrap_or(*index);
+            let removed = p.removed.entry(array).or_default();
+            removed.push(original);
+            removed.sort_unstable();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The field of serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// `.allow[0].methodz`, relative to the section (serde_ignored's own Display shows
+/// `Option` layers as `?`).
+fn ignored_key(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", ignored_key(parent)),
+        P::Map { parent, key } => format!("{}.{key}", ignored_key(parent)),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_key(parent)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The sections' shapes: environment overrides and file paths
+
+/// How a key's text is read from an environment variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Bool,
+    Int,
+    /// Comma-separated, or a TOML array.
+    List,
+    /// A [`FilePath`]: text, resolved against the configuration's directory.
+    Path,
+    /// A table or an array of tables: a structure, file-only.
+    Table,
+}
+
+/// The sections whose keys the environment may override. `[callers.*]` is file-only: its
+/// keys are names, not declarations.
+fn sections() -> [(&'static str, Vec<(&'static str, Kind)>); 7] {
+    [
+        ("identity", shape::<Identity>()),
+        ("trust", shape::<Trust>()),
+        ("inbound", shape::<Inbound>()),
+        ("outbound", shape::<Outbound>()),
+        ("admin", shape::<Admin>()),
+        ("limits", shape::<Limits>()),
+        ("log", shape::<Log>()),
+    ]
+}
+
+/// Variables with the prefix that are not configuration keys.
+fn env_ignored(name: &str) -> bool {
+    name == "TRUSTGATE_CONFIG"
+        || name.starts_with("TRUSTGATE_TEST")
+        || name == "TRUSTGATE_REQUIRE_INTEROP"
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    p: &mut Problems,
+) {
+    let mut vars: Vec<_> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("TRUSTGATE_") && !env_ignored(k))
+        .collect();
+    if vars.is_empty() {
+        return;
+    }
+    vars.sort();
+    let sections = sections();
+    for (var, value) in vars {
+        let rest = var["TRUSTGATE_".len()..].to_ascii_lowercase();
+        let found = rest.split_once('_').and_then(|(section, key)| {
+            let (name, keys) = sections.iter().find(|(s, _)| *s == section)?;
+            let (key, kind) = keys.iter().find(|(k, _)| *k == key)?;
+            (*kind != Kind::Table).then_some((*name, *key, *kind))
+        });
+        let Some((section, key, kind)) = found else {
+            p.env(
+                &var,
+                "not a configuration key (TRUSTGATE_<SECTION>_<KEY>, e.g. TRUSTGATE_INBOUND_LISTEN)",
+            );
+            continue;
+        };
+        let parsed = match kind {
+            Kind::Str | Kind::Path | Kind::Table => Ok(toml::Value::String(value.clone())),
+            Kind::Bool => match value.trim() {
+                "true" | "1" => Ok(toml::Value::Boolean(true)),
+                "false" | "0" => Ok(toml::Value::Boolean(false)),
+                v => Err(format!("\"{v}\" is not true or false")),
+            },
+            Kind::Int => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| format!("\"{value}\" is not a whole number")),
+            Kind::List => {
+                let v = value.trim();
+                if v.starts_with('[') {
+                    format!("v = {v}")
+                        .parse::<toml::Table>()
+                        .ok()
+                        .and_then(|mut t| t.remove("v"))
+                        .ok_or_else(|| format!("\"{v}\" is not a TOML array"))
+                } else {
+                    Ok(toml::Value::Array(
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_owned()))
+                            .collect(),
+                    ))
+                }
+            }
+        };
+        match parsed {
+            Ok(v) => {
+                let entry = table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                match entry.as_table_mut() {
+                    Some(t) => {
+                        t.insert(key.to_owned(), v);
+                    }
+                    None => p.env(&var, format!("[{section}] is not a table in the file")),
+                }
+            }
+            Err(reason) => p.env(&var, reason),
+        }
+    }
+}
+
+/// Relative [`FilePath`] values, from the file or the environment, become relative to
+/// the configuration's directory.
+fn resolve_paths(table: &mut toml::Table, base: &Path) {
+    for (section, keys) in sections() {
+        let Some(toml::Value::Table(t)) = table.get_mut(section) else {
+            continue;
+        };
+        for (key, kind) in keys {
+            if kind != Kind::Path {
+                continue;
+            }
+            if let Some(toml::Value::String(s)) = t.get_mut(key) {
+                if Path::new(s.as_str()).is_relative() {
+                    *s = base.join(&*s).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+}
+
+/// The keys of a section and how each is read, found by asking its `Deserialize` impl:
+/// once for the field names, then once per field for the first thing it asks for.
+fn shape<T: DeserializeOwned>() -> Vec<(&'static str, Kind)> {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+        .iter()
+        .map(|&field| {
+            let mut kind = None;
+            let _ = T::deserialize(OneField {
+                field,
+                kind: &mut kind,
+            });
+            (field, kind.unwrap_or(Kind::Str))
+        })
+        .collect()
+}
+
+type ProbeError = de::value::Error;
+
+fn stop<T>() -> Result<T, ProbeError> {
+    Err(de::Error::custom("probe"))
+}
+
+/// Records the field names a struct declares.
+struct Fields<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for Fields<'_> {
+    type Error = ProbeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        stop()
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, ProbeError> {
+        *self.0 = fields;
+        stop()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+        identifier ignored_any
+    }
+}
+
+/// A struct with exactly one field present, whose value is a [`Probe`].
+struct OneField<'a> {
+    field: &'static str,
+    kind: &'a mut Option<Kind>,
+}
+
+impl<'de> Deserializer<'de> for OneField<'_> {
+    type Error = ProbeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
+        v.visit_map(OneFieldMap {
+            field: Some(self.field),
+            kind: self.kind,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+        enum identifier ignored_any
+    }
+}
+
+struct OneFieldMap<'a> {
+    field: Option<&'static str>,
+    kind: &'a mut Option<Kind>,
+}
+
+impl<'de> de::MapAccess<'de> for OneFieldMap<'_> {
+    type Error = ProbeError;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ProbeError> {
+        match self.field.take() {
+            Some(f) => seed.deserialize(f.into_deserializer()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ProbeError> {
+        seed.deserialize(Probe(self.kind))
+    }
+}
+
+/// Notes the first thing a value's `Deserialize` asks for, then stops it.
+struct Probe<'a>(&'a mut Option<Kind>);
+
+impl Probe<'_> {
+    fn is<T>(self, kind: Kind) -> Result<T, ProbeError> {
+        self.0.get_or_insert(kind);
+        stop()
+    }
+}
+
+impl<'de> Deserializer<'de> for Probe<'_> {
+    type Error = ProbeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        self.is(Kind::Str)
+    }
+    fn deserialize_bool<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        self.is(Kind::Bool)
+    }
+    fn deserialize_u64<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        self.is(Kind::Int)
+    }
+    fn deserialize_i64<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        self.is(Kind::Int)
+    }
+    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
+        v.visit_some(self)
+    }
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, ProbeError> {
+        if name == FilePath::NAME {
+            self.is(Kind::Path)
+        } else {
+            v.visit_newtype_struct(self)
+        }
+    }
+    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
+        let mut element = None;
+        let _ = v.visit_seq(OneElement(Some(&mut element)));
+        self.is(if element == Some(Kind::Table) {
+            Kind::Table
+        } else {
+            Kind::List
+        })
+    }
+    fn deserialize_map<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
+        self.is(Kind::Table)
+    }
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, ProbeError> {
+        self.is(Kind::Table)
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct tuple tuple_struct enum identifier ignored_any
+    }
+}
+
+struct OneElement<'a>(Option<&'a mut Option<Kind>>);
+
+impl<'de> de::SeqAccess<'de> for OneElement<'_> {
+    type Error = ProbeError;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, ProbeError> {
+        match self.0.take() {
+            Some(kind) => seed.deserialize(Probe(kind)).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Conversions serde does not know (`deserialize_with` in the declarations)
+
+fn custom<E: de::Error>(reason: impl std::fmt::Display) -> E {
+    E::custom(reason)
+}
+
+/// An `http://` or `https://` URL with a host and no path.
+pub(super) fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.parse::<Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.authority().is_some()
+                && uri.path_and_query().is_none_or(|p| p.as_str() == "/") =>
+        {
+            Ok(uri)
+        }
+        _ => Err(custom(format!(
+            "\"{v}\" is not an http:// or https:// URL with a host and no path"
+        ))),
+    }
+}
+
+fn header_name<E: de::Error>(v: &str) -> Result<HeaderName, E> {
+    HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes())
+        .map_err(|_| custom(format!("\"{v}\" is not a valid header name")))
+}
+
+pub(super) fn header<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+    header_name(&String::deserialize(d)?)
+}
+
+pub(super) fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|h| header_name(h))
+        .collect()
+}
+
+fn valid_identity<E: de::Error>(v: String) -> Result<String, E> {
+    if is_valid_identity(&v) {
+        Ok(v)
+    } else {
+        Err(custom(format!(
+            "\"{v}\" is not a valid identity (a DNS label: lower-case letters, digits, '-')"
+        )))
+    }
+}
+
+pub(super) fn identity<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    valid_identity(String::deserialize(d)?)
+}
+
+pub(super) fn identities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(valid_identity)
+        .collect()
+}
+
+/// Standard methods only, any case.
+pub(super) fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|m| {
+            let upper = m.to_ascii_uppercase();
+            STANDARD
+                .iter()
+                .find(|s| s.as_str() == upper)
+                .cloned()
+                .ok_or_else(|| custom(format!("\"{m}\" is not an HTTP method")))
+        })
+        .collect()
+}
+
+pub(super) fn absolute_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let paths = Vec::<String>::deserialize(d)?;
+    match paths.iter().find(|p| !p.starts_with('/')) {
+        Some(p) => Err(custom(format!("\"{p}\" must start with '/'"))),
+        None => Ok(paths),
+    }
+}
+
+/// A host as the app names it, lower-cased.
+pub(super) fn host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let host = String::deserialize(d)?.to_ascii_lowercase();
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(custom(format!("\"{host}\" is not a host name")));
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_come_from_the_declarations() {
+        let inbound = shape::<Inbound>();
+        let kind = |k: &str| inbound.iter().find(|(n, _)| *n == k).map(|(_, k)| *k);
+        assert_eq!(kind("listen"), Some(Kind::Str));
+        assert_eq!(kind("upstream"), Some(Kind::Str));
+        assert_eq!(kind("mode"), Some(Kind::Str));
+        assert_eq!(kind("public_paths"), Some(Kind::List));
+        assert_eq!(kind("signed_headers"), Some(Kind::List));
+        assert_eq!(kind("require_request_binding"), Some(Kind::Bool));
+        assert_eq!(kind("verified_cache_size"), Some(Kind::Int));
+        assert_eq!(kind("tls_cert"), Some(Kind::Path));
+        assert_eq!(kind("allow"), Some(Kind::Table));
+        let trust = shape::<Trust>();
+        assert!(trust.contains(&("leeway", Kind::Str)));
+        assert!(trust.contains(&("authorized_keys", Kind::Path)));
+        assert!(trust.contains(&("allow_multi_audience", Kind::Bool)));
+    }
+}

@@ -1,0 +1,419 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    from_toml_str(text, "t.toml", Vec::new())
+}
+
+fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    from_toml_str(
+        text,
+        "t.toml",
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text).unwrap_err().problems
+}
+
+const MIN: &str = r#"
+[identity]
+name = "orders"
+private_key = "/k/orders.key"
+[trust]
+authorized_keys = "/k/authorized_keys"
+[inbound]
+[outbound]
+"#;
+
+#[test]
+fn defaults() {
+    let c = parse(MIN).unwrap();
+    assert_eq!(c.identity.token_ttl, Duration::from_secs(60));
+    assert_eq!(c.trust.leeway, Duration::from_secs(30));
+    assert_eq!(c.trust.max_token_ttl, Duration::from_secs(300));
+    assert_eq!(c.trust.rescan_interval, Duration::from_secs(30));
+    let i = c.inbound.unwrap();
+    assert_eq!(i.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(i.upstream, "http://127.0.0.1:8080");
+    assert_eq!(i.token_header, "authorization");
+    assert_eq!(i.mode, InboundMode::Enforce);
+    let o = c.outbound.unwrap();
+    assert_eq!(o.listen, "127.0.0.1:15001".parse().unwrap());
+    assert_eq!(c.admin.listen, "127.0.0.1:15000".parse().unwrap());
+    assert_eq!(c.limits.shutdown_grace, Duration::from_secs(20));
+}
+
+#[test]
+fn the_contract_example_parses() {
+    let text = r#"
+[identity]
+name = "orders"
+private_key = "/etc/trustgate/identity/orders.key"
+token_ttl = "60s"
+
+[trust]
+authorized_keys = "/etc/trustgate/authorized_keys"
+leeway = "30s"
+
+[inbound]
+listen = "0.0.0.0:8443"
+upstream = "http://127.0.0.1:8080"
+public_paths = ["/healthz"]
+
+[[inbound.allow]]
+callers = ["billing"]
+methods = ["GET", "POST"]
+paths = ["/orders", "/orders/*"]
+
+[callers.billing]
+roles = ["IMPERSONATION"]
+
+[outbound]
+listen = "127.0.0.1:15001"
+
+[[outbound.routes]]
+host = "billing"
+upstream = "http://billing.default.svc.cluster.local:8443"
+
+[admin]
+listen = "127.0.0.1:15000"
+"#;
+    let c = parse(text).unwrap();
+    let rule = &c.inbound.as_ref().unwrap().allow[0];
+    assert!(rule.matches("billing", &[], &Method::GET, "/orders/7"));
+    assert!(rule.matches("billing", &[], &Method::POST, "/orders"));
+    assert!(!rule.matches("billing", &[], &Method::DELETE, "/orders"));
+    assert!(!rule.matches("billing", &[], &Method::GET, "/ordersx"));
+    assert!(!rule.matches("search", &[], &Method::GET, "/orders"));
+    assert_eq!(c.callers["billing"].roles, vec!["IMPERSONATION"]);
+    assert_eq!(c.outbound.unwrap().routes[0].audience, "billing");
+}
+
+#[test]
+fn the_annotated_example_parses() {
+    let text = include_str!("../../config/trustgate.toml");
+    parse(text).unwrap();
+}
+
+#[test]
+fn every_unknown_key_is_reported() {
+    let p = problems(&format!(
+        "{MIN}\nlisten_addr = 1\n[limits]\ntimeout = \"1s\"\n"
+    ));
+    assert!(
+        p.iter().any(|p| p.contains("limits.timeout: unknown key")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("outbound.listen_addr: unknown key")),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let text = MIN.replace(
+        "[inbound]",
+        "[inbound]\nlisten = \"0.0.0.0\"\nmode = \"lenient\"",
+    ) + "[limits]\nrequest_timeout = \"soon\"\n";
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.starts_with("t.toml: inbound.listen:")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.starts_with("t.toml: inbound.mode:")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("t.toml: limits.request_timeout:")),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 3);
+}
+
+#[test]
+fn protocols_and_audiences() {
+    let c = parse(MIN).unwrap();
+    assert_eq!(c.inbound.unwrap().upstream_protocol, UpstreamProtocol::Auto);
+    assert!(!c.trust.allow_multi_audience, "refused by default");
+    let text = MIN.replace("[inbound]", "[inbound]\nupstream_protocol = \"http2\"")
+        + "[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://b:1\"\nupstream_protocol = \"http1\"\n";
+    let c = parse_env(&text, &[("TRUSTGATE_TRUST_ALLOW_MULTI_AUDIENCE", "true")]).unwrap();
+    assert_eq!(
+        c.inbound.unwrap().upstream_protocol,
+        UpstreamProtocol::Http2
+    );
+    assert_eq!(
+        c.outbound.unwrap().routes[0].upstream_protocol,
+        UpstreamProtocol::Http1
+    );
+    assert!(c.trust.allow_multi_audience);
+
+    let text = MIN.replace("[inbound]", "[inbound]\nupstream_protocol = \"h2c\"")
+        + "[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://b:1\"\nupstream_protocol = \"HTTP/1.1\"\n";
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("t.toml: inbound.upstream_protocol:")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("t.toml: outbound.routes[0].upstream_protocol:")),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+}
+
+#[test]
+fn signed_headers_may_not_fold_onto_reserved_names() {
+    for name in [
+        "x_service_caller",
+        "X.Service-Caller-Roles",
+        "Authorization",
+    ] {
+        let text = MIN.replace(
+            "[inbound]",
+            &format!("[inbound]\nsigned_headers = [\"{name}\"]"),
+        );
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("inbound.signed_headers") && p.contains("reserved")),
+            "{name}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_types_are_reported() {
+    let p = problems("[identity]\nname = 5\n");
+    assert!(p[0].contains("t.toml") && p[0].contains("name"), "{p:?}");
+}
+
+#[test]
+fn identity_rules() {
+    let p = problems(&MIN.replace("name = \"orders\"", "name = \"Orders\""));
+    assert!(p[0].contains("identity.name"), "{p:?}");
+    let p = problems(&MIN.replace(
+        "private_key = \"/k/orders.key\"",
+        "private_key = \"/a\"\nshared_key = \"/b\"",
+    ));
+    assert!(p[0].contains("not both"), "{p:?}");
+    let p = problems(&MIN.replace("private_key = \"/k/orders.key\"", ""));
+    assert!(
+        p[0].contains("identity.private_key: is required with [outbound]"),
+        "{p:?}"
+    );
+    let p = problems(&MIN.replace("[identity]", "[identity]\ntoken_ttl = \"10m\""));
+    assert!(p[0].contains("identity.token_ttl"), "{p:?}");
+}
+
+#[test]
+fn routes_are_unique_and_need_upstreams() {
+    let text = format!(
+        "{MIN}[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://b:1\"\n\
+         [[outbound.routes]]\nhost = \"Billing\"\nupstream = \"http://b:2\"\n\
+         [[outbound.routes]]\nhost = \"x\"\nupstream = \"ftp://x\"\n\
+         [[outbound.routes]]\nhost = \"y\"\n"
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("outbound.routes[1].host") && p.contains("two routes")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.contains("outbound.routes[2].upstream")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("outbound.routes[3].upstream: is required")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn allow_rules_are_checked() {
+    let text = format!(
+        "{MIN}[[inbound.allow]]\n[[inbound.allow]]\nmethods = [\"FETCH\"]\npaths = [\"orders\", \"/a/*/b\"]\ncallers = [\"Bad\"]\n"
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("inbound.allow[0]") && p.contains("empty rule")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.contains("inbound.allow[1].methods")),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.iter()
+            .filter(|p| p.contains("inbound.allow[1].paths"))
+            .count(),
+        2,
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.contains("inbound.allow[1].callers")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn tls_pairs_and_headers() {
+    let text = MIN.replace(
+        "[inbound]",
+        "[inbound]\ntls_cert = \"/c\"\ntoken_header = \"bad header\"",
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.contains("inbound.tls_key: is required")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.contains("inbound.token_header")),
+        "{p:?}"
+    );
+    let text = MIN.replace(
+        "[inbound]",
+        "[inbound]\nsigned_headers = [\"X-Service-Caller\"]",
+    );
+    assert!(problems(&text)[0].contains("reserved"));
+}
+
+#[test]
+fn env_overrides() {
+    let c = parse_env(
+        MIN,
+        &[
+            ("TRUSTGATE_INBOUND_LISTEN", "127.0.0.1:9443"),
+            ("TRUSTGATE_INBOUND_REQUIRE_REQUEST_BINDING", "true"),
+            ("TRUSTGATE_INBOUND_PUBLIC_PATHS", "/healthz, /ready"),
+            ("TRUSTGATE_OUTBOUND_SIGNED_HEADERS", r#"["x-user-id"]"#),
+            ("TRUSTGATE_TRUST_MAX_TOKEN_TTL", "10m"),
+            ("TRUSTGATE_LIMITS_MAX_CONNECTIONS", "5"),
+            ("TRUSTGATE_CONFIG", "/ignored"),
+        ],
+    )
+    .unwrap();
+    let i = c.inbound.unwrap();
+    assert_eq!(i.listen, "127.0.0.1:9443".parse().unwrap());
+    assert!(i.require_request_binding);
+    assert_eq!(i.public_paths, vec!["/healthz", "/ready"]);
+    assert_eq!(c.outbound.unwrap().signed_headers, vec!["x-user-id"]);
+    assert_eq!(c.trust.max_token_ttl, Duration::from_secs(600));
+    assert_eq!(c.limits.max_connections, 5);
+}
+
+#[test]
+fn env_creates_sections_and_rejects_unknown_names() {
+    let c = parse_env(
+        "[identity]\nname = \"a\"\n[trust]\nauthorized_keys = \"/k\"\n",
+        &[("TRUSTGATE_INBOUND_UPSTREAM", "http://127.0.0.1:9000")],
+    )
+    .unwrap();
+    assert_eq!(c.inbound.unwrap().upstream, "http://127.0.0.1:9000");
+    let p = parse_env(
+        MIN,
+        &[
+            ("TRUSTGATE_INBOUND_LISTN", "x"),
+            ("TRUSTGATE_OUTBOUND_BIND_REQUEST", "maybe"),
+        ],
+    )
+    .unwrap_err()
+    .problems;
+    assert!(
+        p.iter().any(|p| p.contains("TRUSTGATE_INBOUND_LISTN")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("TRUSTGATE_OUTBOUND_BIND_REQUEST")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn nothing_to_do_is_an_error() {
+    let p = problems("[identity]\nname = \"a\"\n");
+    assert!(p[0].contains("nothing to do"), "{p:?}");
+}
+
+#[test]
+fn load_resolves_relative_paths_and_names_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trustgate.toml");
+    std::fs::write(&path, MIN.replace("/k/", "keys/")).unwrap();
+    let c = load(&path, Vec::new()).unwrap();
+    assert_eq!(
+        c.trust.authorized_keys.unwrap().to_path_buf(),
+        dir.path().join("keys/authorized_keys")
+    );
+    let err = load(&dir.path().join("nope.toml"), Vec::new()).unwrap_err();
+    assert!(err.problems[0].contains("nope.toml"));
+}
+
+#[cfg(unix)]
+#[test]
+fn loose_key_permissions_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, "x").unwrap();
+    let mode = |m| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(0o600);
+    assert!(check::loose_permissions(&key).is_none());
+    // Group-readable by our own group: the Kubernetes fsGroup layout.
+    mode(0o640);
+    assert!(check::loose_permissions(&key).is_none());
+    mode(0o644);
+    assert!(check::loose_permissions(&key).unwrap().contains("others"));
+}
+
+#[test]
+fn path_patterns() {
+    let p = PathPattern::parse("/api/*").unwrap();
+    assert!(p.matches("/api") && p.matches("/api/x/y") && !p.matches("/apix"));
+    assert!(PathPattern::parse("*").unwrap().matches("/anything"));
+    assert!(PathPattern::parse("/a/*/b").is_err());
+}
+
+#[test]
+fn every_bad_value_is_reported_with_the_users_numbering() {
+    let text = format!(
+        "{MIN}[[outbound.routes]]\nhost = \"a\"\n\
+         [[outbound.routes]]\nhost = \"b\"\nupstream = \"ftp://b\"\nupstream_protocol = \"http3\"\n\
+         [[outbound.routes]]\nhost = \"a\"\nupstream = \"http://a:1\"\n\
+         [[outbound.routes]]\nhost = \"A\"\nupstream = \"http://a:2\"\n\
+         [limits]\nconnect_timeout = \"soon\"\nmax_connections = \"many\"\nidle_timeout = 5\n\
+         [log]\nformat = \"xml\"\n"
+    );
+    let p = problems(&text);
+    for expected in [
+        "t.toml: outbound.routes[0].upstream: is required",
+        "t.toml: outbound.routes[1].upstream: \"ftp://b\" is not an http:// or https:// URL",
+        "t.toml: outbound.routes[1].upstream_protocol: unknown variant `http3`",
+        // The fourth route is still numbered [3] though [0] and [1] could not be read.
+        "t.toml: outbound.routes[3].host: \"a\" has two routes",
+        "t.toml: limits.connect_timeout:",
+        "t.toml: limits.max_connections:",
+        "t.toml: limits.idle_timeout:",
+        "t.toml: log.format: unknown variant `xml`, expected `text` or `json`",
+    ] {
+        assert!(
+            p.iter().any(|p| p.starts_with(expected)),
+            "{expected}\n{}",
+            p.join("\n")
+        );
+    }
+    // Nothing reported twice: a refused value is not also "required".
+    assert_eq!(p.len(), 8, "{}", p.join("\n"));
+}
