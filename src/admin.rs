@@ -5,8 +5,8 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::http::{full, json_response, Body};
-use crate::proxy::State;
+use crate::proxy::http::{full, json_response, not_found, Body};
+use crate::proxy::state::State;
 
 pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -39,10 +39,6 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-pub fn not_found() -> Response<Body> {
-    json_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
@@ -63,12 +59,12 @@ fn json(value: &serde_json::Value) -> Response<Body> {
 /// This service's public key(s): the current one and, for `trust.jwks_grace` after a
 /// rotation, the previous ones. Empty in shared-key mode: a secret is never published.
 pub fn jwks(state: &State) -> serde_json::Value {
-    serde_json::json!({ "keys": state.published_jwks() })
+    serde_json::json!({ "keys": state.trust.published_jwks() })
 }
 
 /// What is trusted now, and what could not be loaded.
 pub fn trust(state: &State) -> serde_json::Value {
-    let snapshot = state.trust.load();
+    let snapshot = state.trust.snapshot();
     let ring = &snapshot.keyring;
     let keys: Vec<_> = ring
         .keys()
@@ -92,6 +88,6 @@ pub fn trust(state: &State) -> serde_json::Value {
         "keys": keys,
         "revoked": revoked,
         "problems": ring.problems(),
-        "signing_kid": state.signer.load().as_ref().map(|s| s.kid().to_owned()),
+        "signing_kid": state.trust.signer().map(|s| s.kid().to_owned()),
     })
 }

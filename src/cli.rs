@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config;
-use crate::keys::{self, KeyAlg, Keyring, OutputFormat};
-use crate::token::{self, TokenSigner, VerifyPolicy};
+use trustgate::config;
+use trustgate::keys::{self, KeyAlg, Keyring, OutputFormat};
+use trustgate::token::{self, TokenSigner, VerifyPolicy};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -19,10 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::config;
-use crate::keys::{self, KeyAlg, OutputFormat};
-use crate::proxy::server::Proxy;
-use crate::token::TokenSigner;
+use trustgate::config;
+use trustgate::keys::{self, KeyAlg, OutputFormat};
+use trustgate::proxy::Proxy;
+use trustgate::token::TokenSigner;
 
 /// A demo app: answers every request with what it received, as JSON.
 pub async fn spawn_echo_app(name: &'static str) -> std::io::Result<SocketAddr> {
@@ -239,7 +239,7 @@ listen = "127.0.0.1:0"
     // 2. Forged: a real orders token whose claims were edited to another caller.
     let orders_key = Arc::new(keys::load_signing_key(&orders.private)?);
     let signer = TokenSigner::new("orders".into(), orders_key, Duration::from_secs(60));
-    let now = crate::proxy::unix_now();
+    let now = trustgate::proxy::unix_now();
     let token = signer.sign("billing", None, None, now)?;
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     let forged_claims = serde_json::json!({

@@ -7,10 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod keys;
 pub mod metrics;
 pub mod proxy;
+pub mod tls;
 pub mod token;

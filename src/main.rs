@@ -3,9 +3,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use trustgate::cli::{self, Cli, Command, LogFormat};
+mod cli;
+mod demo;
+
+use cli::{Cli, Command, LogFormat};
 use trustgate::config;
-use trustgate::proxy::server::Proxy;
+use trustgate::proxy::Proxy;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -104,7 +107,7 @@ async fn shutdown_signal() {
 }
 
 fn demo() -> anyhow::Result<ExitCode> {
-    let ok = runtime()?.block_on(trustgate::demo::run())?;
+    let ok = runtime()?.block_on(demo::run())?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

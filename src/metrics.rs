@@ -18,6 +18,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub trusted_keys: IntGauge,
     pub keyring_reloads: IntCounterVec,
+    /// `material` (`trust`, `signing_key`, `tls_certificate`) × `result` (`ok`, `error`).
+    pub reloads: IntCounterVec,
     pub tokens_signed: IntCounter,
     pub token_cache_hits: IntCounter,
     pub verified_cache_hits: IntCounter,
@@ -63,6 +65,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "trustgate_reloads_total",
+                "Reloads of trust material, signing key and TLS certificate, by material and result.",
+            ),
+            &["material", "result"],
+        )?;
         let tokens_signed = IntCounter::new(
             "trustgate_tokens_signed_total",
             "Tokens signed for outbound calls.",
@@ -96,6 +105,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(trusted_keys.clone()))?;
         registry.register(Box::new(keyring_reloads.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(tokens_signed.clone()))?;
         registry.register(Box::new(token_cache_hits.clone()))?;
         registry.register(Box::new(verified_cache_hits.clone()))?;
@@ -108,6 +118,7 @@ impl Metrics {
             request_duration,
             trusted_keys,
             keyring_reloads,
+            reloads,
             tokens_signed,
             token_cache_hits,
             verified_cache_hits,

@@ -305,7 +305,7 @@ async fn twenty_reloads_under_load_fail_no_request() {
     let state = side.state.clone();
     let mut took: Vec<Duration> = Vec::new();
     for i in 0..20 {
-        let generation = state.trust.load().generation;
+        let generation = state.trust.snapshot().generation;
         let mut files = vec![("orders.pub", public(&orders))];
         let names = ["extra0.pub", "extra1.pub", "extra2.pub"];
         for (j, e) in extra.iter().enumerate() {
@@ -316,7 +316,7 @@ async fn twenty_reloads_under_load_fail_no_request() {
         let start = Instant::now();
         kubelet_update(&trusted, &files);
         let applied = eventually(Duration::from_secs(3), || {
-            state.trust.load().generation > generation
+            state.trust.snapshot().generation > generation
         })
         .await;
         assert!(applied, "reload {i} not applied");
@@ -395,11 +395,7 @@ async fn signing_key_rotation_under_outbound_traffic() {
     let state = orders_side.state.clone();
     assert!(
         eventually(Duration::from_secs(3), || {
-            state
-                .signer
-                .load()
-                .as_ref()
-                .is_some_and(|s| s.kid() == new.kid)
+            state.trust.signer().is_some_and(|s| s.kid() == new.kid)
         })
         .await,
         "the new key was not picked up"
@@ -496,7 +492,7 @@ async fn missing_directory_at_start_is_a_clear_error() {
     )
     .unwrap();
     let cfg = trustgate::config::load(&path, Vec::new()).unwrap();
-    let err = trustgate::proxy::server::Proxy::bind(cfg, prometheus::Registry::new())
+    let err = trustgate::proxy::Proxy::bind(cfg, prometheus::Registry::new())
         .await
         .err()
         .expect("no start without the trust directory")

@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, Version};
@@ -17,14 +16,13 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use tower::timeout::error::Elapsed;
 use tower::timeout::Timeout;
 use tower::{Service as _, ServiceExt as _};
 
 use super::http::Body;
+use crate::tls::TlsSetupError;
 
 /// Why a request did not get an upstream response. Mapped to a status in
 /// [`super::rescue`], nowhere else.
@@ -36,40 +34,6 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("upstream failed: {0}")]
     Failed(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("{path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-fn file_err(path: &Path, reason: impl std::fmt::Display) -> TlsSetupError {
-    TlsSetupError::File {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, e))?;
-    if certs.is_empty() {
-        return Err(file_err(path, "holds no CERTIFICATE block"));
-    }
-    Ok(certs)
-}
-
-pub(crate) fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
-}
-
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Options of the forwarding client.
@@ -107,30 +71,7 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn new(opts: &ClientOptions<'_>) -> Result<Self, TlsSetupError> {
-        let mut roots = rustls::RootCertStore::empty();
-        match opts.ca_file {
-            Some(path) => {
-                for cert in load_certs(path)? {
-                    roots.add(cert).map_err(|e| file_err(path, e))?;
-                }
-            }
-            None => {
-                // System roots; unreadable ones are skipped (as every TLS client does).
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
-        let tls = match opts.client_cert {
-            Some((cert, key)) => {
-                builder.with_client_auth_cert(load_certs(cert)?, load_private_key(key)?)?
-            }
-            None => builder.with_no_client_auth(),
-        };
+        let tls = crate::tls::client_config(opts.ca_file, opts.client_cert)?;
         let connector = |h2_only: bool| {
             let mut http = HttpConnector::new();
             http.enforce_http(false);

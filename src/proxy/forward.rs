@@ -16,7 +16,7 @@ use super::body::RequestBody;
 use super::client::Protocol;
 use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 use super::rescue::Failure;
-use super::State;
+use super::state::State;
 
 /// How the `Host` header reaches the upstream.
 #[derive(Clone, Copy, PartialEq, Eq)]

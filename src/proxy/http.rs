@@ -176,6 +176,11 @@ pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool) {
     }
 }
 
+/// 404 with the usual JSON body.
+pub fn not_found() -> Response<Body> {
+    json_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

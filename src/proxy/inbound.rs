@@ -1,14 +1,16 @@
 //! Inbound: a caller → trustgate → this service's app.
 //!
-//! In order (DESIGN.md "Inbound: what is checked"): identity headers a client sent are
-//! removed first, on every path; public paths are forwarded without a token; otherwise
-//! exactly one token is extracted, verified against the keyring snapshot of *this*
-//! request (so a revocation applies to open keep-alive connections), request binding and
-//! replay are checked where required, then the allow rules. The app receives the caller
-//! in plain headers and never the token.
+//! The request runs through [`steps`], top to bottom (DESIGN.md "Inbound: what is
+//! checked"): [`screen`] (hop-by-hop fields, `Connection` abuse, spoofed identity
+//! headers) → [`canonical_path`] → public paths go straight to the app → [`authenticate`]
+//! (exactly one token, verified against the keyring snapshot of *this* request, so a
+//! revocation applies to open keep-alive connections; binding and replay where required)
+//! → [`authorize`] (the allow rules) → [`present_caller`] → forward. Each step is a plain
+//! function of the request and this side's state, testable alone; the first that says no
+//! ends the request, and [`super::observe`] turns that into metrics, a log line and the
+//! response. The app receives the caller in plain headers and never the token.
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Request, Response, Version};
@@ -19,114 +21,103 @@ use super::forward::{expects_continue, forward, HostHeader};
 use super::http::{
     connection_tokens, is_upgrade, name_starts_alike, names_alike, strip_hop_by_hop, Body,
 };
+use super::observe::{self, Direction, Handled, Seen};
 use super::rescue::Failure;
-use super::{unix_now, State};
+use super::state::{InboundState, State};
 use crate::config::{Inbound, InboundMode, UpstreamProtocol};
-use crate::token::{self, Rejection, Verified, MAX_TOKEN_BYTES};
+use crate::token::{self, unix_now, Rejection, Verified, MAX_TOKEN_BYTES};
 
 pub const CALLER: HeaderName = HeaderName::from_static("x-service-caller");
 pub const CALLER_ROLES: HeaderName = HeaderName::from_static("x-service-caller-roles");
 
 pub async fn handle(
-    state: Arc<State>,
-    inbound: &Inbound,
-    mut req: Request<Incoming>,
+    state: &State,
+    side: &InboundState,
+    req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let grpc = super::http::is_grpc(&req);
-    let path = req.uri().path().to_owned();
-    let protocol = app_protocol(inbound.upstream_protocol, &req);
-    // The one way a request reaches the app, whichever branch lets it through.
-    let to_app = |req| {
-        forward(
-            &state,
-            req,
-            &inbound.upstream,
-            peer,
-            tls,
-            HostHeader::Keep,
-            protocol,
-        )
-    };
+    let seen = Seen::new(Direction::Inbound, &req);
+    let handled = steps(state, side, req, peer, tls).await;
+    observe::finish(&state.metrics, seen, handled)
+}
 
-    let mut caller: Option<String> = None;
-    let (outcome, reason, result) = if let Err(failure) = screen(inbound, &mut req) {
-        refuse(req);
-        (failure.outcome(), Some(failure.reason()), Err(failure))
-    } else if inbound.public_paths.contains(&path) {
-        let r = to_app(req).await;
-        ("public", None, r)
-    } else {
-        match authorize(&state, inbound, &req, unix_now()) {
-            Ok(verified) => {
-                caller = Some(verified.caller.clone());
-                present_caller(&state, inbound, req.headers_mut(), &verified);
-                let r = to_app(req).await;
-                ("ok", None, r)
-            }
-            Err(failure) => {
-                state
-                    .metrics
-                    .inbound_rejections
-                    .with_label_values(&[failure.reason()])
-                    .inc();
-                match inbound.mode {
-                    InboundMode::Enforce => {
-                        refuse(req);
-                        (failure.outcome(), Some(failure.reason()), Err(failure))
-                    }
-                    InboundMode::Audit => {
-                        // Forwarded without identity headers: the app sees an anonymous
-                        // call, exactly as if trustgate were not there.
-                        tracing::warn!(
-                            method = %method, path = %path, reason = failure.reason(),
-                            "audit mode: would have refused this request"
-                        );
-                        req.headers_mut().remove(&inbound.token_header);
-                        let r = to_app(req).await;
-                        ("audit", Some(failure.reason()), r)
-                    }
-                }
-            }
-        }
+/// The inbound pipeline. Every early return is a decision.
+async fn steps(
+    state: &State,
+    side: &InboundState,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Handled {
+    let cfg = &side.cfg;
+    if let Err(failure) = screen(cfg, &mut req).and_then(|()| canonical_path(&req)) {
+        return refuse(req, failure);
+    }
+    if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
+        return Handled::forwarded("public", to_app(state, cfg, req, peer, tls).await);
+    }
+    let verified = match authenticate(state, side, &req, unix_now()) {
+        Ok(v) => v,
+        Err(r) => return reject(state, side, req, peer, tls, Failure::Unauthenticated(r)).await,
     };
+    if let Err(failure) = authorize(side, &verified, &req) {
+        return reject(state, side, req, peer, tls, failure).await;
+    }
+    present_caller(side, req.headers_mut(), &verified);
+    Handled::forwarded("ok", to_app(state, cfg, req, peer, tls).await)
+        .by(Some(verified.caller.clone()))
+}
 
-    let (outcome, reason, response) = match result {
-        Ok(resp) => (outcome, reason, resp),
-        Err(failure) => {
-            if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
-                tracing::warn!(error = %failure, "inbound request failed");
-            }
-            let (o, r) = (failure.outcome(), failure.reason());
-            (o, Some(r), failure.into_response_for(grpc))
-        }
-    };
-    let elapsed = start.elapsed();
+/// The one way a request reaches the app.
+async fn to_app(
+    state: &State,
+    cfg: &Inbound,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Result<Response<Body>, Failure> {
+    let protocol = app_protocol(cfg.upstream_protocol, &req);
+    forward(
+        state,
+        req,
+        &cfg.upstream,
+        peer,
+        tls,
+        HostHeader::Keep,
+        protocol,
+    )
+    .await
+}
+
+/// A token or policy failure: refused in enforce mode; in audit mode counted, logged and
+/// forwarded without identity headers — the app sees an anonymous call, exactly as if
+/// trustgate were not there.
+async fn reject(
+    state: &State,
+    side: &InboundState,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+    failure: Failure,
+) -> Handled {
     state
         .metrics
-        .requests
-        .with_label_values(&["inbound", outcome])
+        .inbound_rejections
+        .with_label_values(&[failure.reason()])
         .inc();
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&["inbound"])
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: "trustgate::access",
-        direction = "inbound",
-        %method,
-        path = %path,
-        status = response.status().as_u16(),
-        caller = caller.as_deref().unwrap_or("-"),
-        outcome,
-        reason = reason.unwrap_or("-"),
-        latency_us = elapsed.as_micros() as u64,
-    );
-    response
+    match side.cfg.mode {
+        InboundMode::Enforce => refuse(req, failure),
+        InboundMode::Audit => {
+            tracing::warn!(
+                method = %req.method(), path = %req.uri().path(), reason = failure.reason(),
+                "audit mode: would have refused this request"
+            );
+            req.headers_mut().remove(&side.cfg.token_header);
+            Handled::forwarded("audit", to_app(state, &side.cfg, req, peer, tls).await)
+                .because(failure.reason())
+        }
+    }
 }
 
 /// What the app speaks: `auto` sends gRPC as HTTP/2 and everything else as HTTP/1.1,
@@ -145,20 +136,19 @@ fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
 /// uploading reads the refusal instead of a connection reset (see [`super::body`]).
 /// Not for a client waiting for `100 Continue`: it has not sent the body, and reading
 /// would make hyper promise a `100` after all.
-fn refuse(req: Request<Incoming>) {
+fn refuse(req: Request<Incoming>, failure: Failure) -> Handled {
     if req.version() != Version::HTTP_2 && !expects_continue(&req) {
         super::body::linger(req.into_body());
     }
+    Handled::failed(failure)
 }
 
-/// Everything that happens to a request before any decision, in this order:
+/// Everything that happens to a request's headers before any decision, in this order:
 ///
 /// 1. a `Connection` header naming a header trustgate sets is refused (400): it could
 ///    only be there to make a hop-by-hop pass remove the verified identity;
 /// 2. the hop-by-hop fields go, *before* trustgate sets any header of its own;
-/// 3. every header an app could read as an identity header is removed ([`scrub`]);
-/// 4. a path that an app server could route differently from the rules is refused
-///    (400, [`super::path`]).
+/// 3. every header an app could read as an identity header is removed ([`scrub`]).
 fn screen<B>(inbound: &Inbound, req: &mut Request<B>) -> Result<(), Failure> {
     if connection_tokens(req.headers()).any(|token| is_protected(token, &inbound.signed_headers)) {
         return Err(Failure::BadRequest("connection_names_protected_header"));
@@ -166,11 +156,16 @@ fn screen<B>(inbound: &Inbound, req: &mut Request<B>) -> Result<(), Failure> {
     let upgrade = is_upgrade(req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
     scrub(req.headers_mut(), &inbound.signed_headers);
-    if let Err(why) = super::path::check(req.uri().path()) {
-        tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
-        return Err(Failure::BadRequest("non_canonical_path"));
-    }
     Ok(())
+}
+
+/// A path that an app server could route differently from the rules is refused (400,
+/// [`super::path`]).
+fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
+    super::path::check(req.uri().path()).map_err(|why| {
+        tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
+        Failure::BadRequest("non_canonical_path")
+    })
 }
 
 /// A header name an app could read as one trustgate sets: `x-service-caller*` or a
@@ -197,48 +192,42 @@ fn scrub(headers: &mut HeaderMap, signed: &[HeaderName]) {
     }
 }
 
-/// Steps 2–8 of the contract: token, verification, binding/replay, policy.
-fn authorize(
-    state: &State,
-    inbound: &Inbound,
-    req: &Request<Incoming>,
-    now: u64,
-) -> Result<Arc<Verified>, Failure> {
-    let verified = authenticate(state, inbound, req, now).map_err(Failure::Unauthenticated)?;
-    if !inbound.allow.is_empty() {
-        let roles = state
-            .roles
-            .get(&verified.caller)
-            .map(|(r, _)| r.as_slice())
-            .unwrap_or(&[]);
-        let path = req.uri().path();
-        if !inbound
-            .allow
-            .iter()
-            .any(|rule| rule.matches(&verified.caller, roles, req.method(), path))
-        {
-            return Err(Failure::Forbidden {
-                caller: verified.caller.clone(),
-                method: req.method().to_string(),
-                path: path.to_owned(),
-            });
-        }
+/// The allow rules (step 8 of the contract): when rules exist, the caller must match one.
+fn authorize<B>(side: &InboundState, verified: &Verified, req: &Request<B>) -> Result<(), Failure> {
+    let rules = &side.cfg.allow;
+    if rules.is_empty() {
+        return Ok(());
     }
-    Ok(verified)
+    let roles = side.roles_of(&verified.caller);
+    let path = req.uri().path();
+    if rules
+        .iter()
+        .any(|rule| rule.matches(&verified.caller, roles, req.method(), path))
+    {
+        return Ok(());
+    }
+    Err(Failure::Forbidden {
+        caller: verified.caller.clone(),
+        method: req.method().to_string(),
+        path: path.to_owned(),
+    })
 }
 
-fn authenticate(
+/// Steps 2–7 of the contract: exactly one token, verification against this request's
+/// keyring snapshot, request binding and replay where required. A token seen before is
+/// answered from the verified-token cache (same bytes, same keyring generation).
+fn authenticate<B>(
     state: &State,
-    inbound: &Inbound,
-    req: &Request<Incoming>,
+    side: &InboundState,
+    req: &Request<B>,
     now: u64,
 ) -> Result<Arc<Verified>, Rejection> {
-    let token = extract_token(req.headers(), &inbound.token_header)?;
+    let token = extract_token(req.headers(), &side.cfg.token_header)?;
     // One snapshot for the whole decision.
-    let trust = state.trust.load();
-    if inbound.require_request_binding {
+    let trust = state.trust.snapshot();
+    if side.cfg.require_request_binding {
         // Bound tokens are single-use: nothing to cache, the replay check is the point.
-        let v = token::verify(token, &trust.keyring, &state.policy, now)?;
+        let v = token::verify(token, &trust.keyring, &side.policy, now)?;
         let pq = req
             .uri()
             .path_and_query()
@@ -246,16 +235,15 @@ fn authenticate(
             .unwrap_or("/");
         v.check_binding(req.method().as_str(), pq)?;
         let jti = v.claims.jti.as_deref().ok_or(Rejection::BindingMissing)?;
-        state.replay.check_and_insert(jti, v.claims.exp, now)?;
+        side.replay.check_and_insert(jti, v.claims.exp, now)?;
         return Ok(Arc::new(v));
     }
-    if let Some(v) = state.verified.get(token, trust.generation, now) {
+    if let Some(v) = side.verified.get(token, trust.generation, now) {
         state.metrics.verified_cache_hits.inc();
         return Ok(v);
     }
-    let v = Arc::new(token::verify(token, &trust.keyring, &state.policy, now)?);
-    state
-        .verified
+    let v = Arc::new(token::verify(token, &trust.keyring, &side.policy, now)?);
+    side.verified
         .insert(token, v.clone(), trust.generation, now);
     Ok(v)
 }
@@ -293,12 +281,13 @@ fn bearer(value: &str) -> Option<&str> {
 }
 
 /// What the app is told: who called, with which roles, and the signed context.
-fn present_caller(state: &State, inbound: &Inbound, headers: &mut HeaderMap, v: &Verified) {
+fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &Verified) {
+    let inbound = &side.cfg;
     headers.remove(&inbound.token_header);
     if let Ok(caller) = HeaderValue::from_str(&v.caller) {
         headers.insert(CALLER, caller);
     }
-    let roles = state
+    let roles = side
         .roles
         .get(&v.caller)
         .map(|(_, h)| h.clone())

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
 use http::{Method, Request, Response, Uri, Version};
@@ -17,71 +16,36 @@ use hyper::body::Incoming;
 use super::client::Protocol;
 use super::forward::{forward, HostHeader};
 use super::http::{is_upgrade, strip_hop_by_hop, Body};
+use super::observe::{self, Direction, Handled, Seen};
 use super::rescue::Failure;
-use super::{unix_now, State};
+use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
+use crate::token::unix_now;
 
 pub async fn handle(
-    state: Arc<State>,
-    outbound: &Outbound,
+    state: &State,
+    side: &OutboundState,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let grpc = super::http::is_grpc(&req);
-    let path = req.uri().path().to_owned();
-    let mut host_seen = None;
-    let result = route_and_forward(&state, outbound, req, peer, &mut host_seen).await;
-    let (outcome, reason, response) = match result {
-        Ok((outcome, resp)) => (outcome, None, resp),
-        Err(failure) => {
-            if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
-                tracing::warn!(error = %failure, "outbound request failed");
-            }
-            (
-                failure.outcome(),
-                Some(failure.reason()),
-                failure.into_response_for(grpc),
-            )
-        }
-    };
-    let elapsed = start.elapsed();
-    state
-        .metrics
-        .requests
-        .with_label_values(&["outbound", outcome])
-        .inc();
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&["outbound"])
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: "trustgate::access",
-        direction = "outbound",
-        %method,
-        path = %path,
-        host = host_seen.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        outcome,
-        reason = reason.unwrap_or("-"),
-        latency_us = elapsed.as_micros() as u64,
-    );
-    response
+    let seen = Seen::new(Direction::Outbound, &req);
+    let handled = steps(state, side, req, peer).await;
+    observe::finish(&state.metrics, seen, handled)
 }
 
-async fn route_and_forward(
+/// The outbound pipeline: refuse CONNECT → strip hop-by-hop fields → find the route →
+/// put the token on → forward. Every early return is a decision.
+async fn steps(
     state: &State,
-    outbound: &Outbound,
+    side: &OutboundState,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    host_seen: &mut Option<String>,
-) -> Result<(&'static str, Response<Body>), Failure> {
+) -> Handled {
+    let cfg = &side.cfg;
     if req.method() == Method::CONNECT {
         // A CONNECT tunnel would carry TLS we cannot add a token to: apps send plain
         // http:// and trustgate originates TLS where the route says https://.
-        return Err(Failure::BadRequest(
+        return Handled::failed(Failure::BadRequest(
             "CONNECT is not supported: send plain http:// requests through trustgate",
         ));
     }
@@ -89,46 +53,20 @@ async fn route_and_forward(
     // header set below.
     let upgrade = is_upgrade(&req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
-    // The destination: the request target's authority (absolute-form, or HTTP/2
-    // :authority) or the Host header, whichever names a route. Both come from the local
-    // app; the HTTP/2 :authority often names trustgate itself (127.0.0.1:15001).
-    let candidates = destinations(&req);
-    if candidates.is_empty() {
-        return Err(Failure::BadRequest("no Host header"));
-    }
-    let found = candidates.iter().find_map(|authority| {
-        let host = host_of(authority);
-        find_route(outbound, authority, &host).map(|r| (r, host))
-    });
-    let Some((route, host)) = found else {
-        let authority = &candidates[0];
-        *host_seen = Some(host_of(authority));
-        if outbound.passthrough_unknown {
-            let target: Uri = format!("http://{authority}")
-                .parse()
-                .map_err(|_| Failure::BadRequest("invalid Host header"))?;
+    let (route, host) = match route(cfg, &req) {
+        Ok(Destination::Route(route, host)) => (route, host),
+        Ok(Destination::Passthrough(target, host)) => {
             let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
-            let resp =
-                forward(state, req, &target, peer, false, HostHeader::Keep, protocol).await?;
-            return Ok(("passthrough", resp));
+            let result = forward(state, req, &target, peer, false, HostHeader::Keep, protocol);
+            return Handled::forwarded("passthrough", result.await).by(Some(host));
         }
-        return Err(Failure::NoRoute(host_of(authority)));
+        Err((failure, host)) => return Handled::failed(failure).by(host),
     };
-    *host_seen = Some(host);
-
-    let token = token_for(state, outbound, route, &req)?;
-    let value = if outbound.token_header == AUTHORIZATION {
-        format!("Bearer {token}")
-    } else {
-        token.to_string()
-    };
-    let value = HeaderValue::from_str(&value)
-        .map_err(|_| Failure::Internal("token is not a header value".into()))?;
-    req.headers_mut().remove(&outbound.token_header);
-    req.headers_mut()
-        .insert(outbound.token_header.clone(), value);
+    if let Err(failure) = attach_token(state, side, route, &mut req) {
+        return Handled::failed(failure).by(Some(host));
+    }
     let protocol = link_protocol(route.upstream_protocol, req.version());
-    let resp = forward(
+    let result = forward(
         state,
         req,
         &route.upstream,
@@ -136,9 +74,64 @@ async fn route_and_forward(
         false,
         HostHeader::Upstream,
         protocol,
-    )
-    .await?;
-    Ok(("ok", resp))
+    );
+    Handled::forwarded("ok", result.await).by(Some(host))
+}
+
+enum Destination<'a> {
+    Route(&'a Route, String),
+    /// No route, and `passthrough_unknown` is set: forwarded without a token.
+    Passthrough(Uri, String),
+}
+
+/// The destination: the request target's authority (absolute-form, or HTTP/2
+/// :authority) or the Host header, whichever names a route. Both come from the local
+/// app; the HTTP/2 :authority often names trustgate itself (127.0.0.1:15001).
+fn route<'a, B>(
+    cfg: &'a Outbound,
+    req: &Request<B>,
+) -> Result<Destination<'a>, (Failure, Option<String>)> {
+    let candidates = destinations(req);
+    if candidates.is_empty() {
+        return Err((Failure::BadRequest("no Host header"), None));
+    }
+    let found = candidates.iter().find_map(|authority| {
+        let host = host_of(authority);
+        find_route(cfg, authority, &host).map(|r| (r, host))
+    });
+    if let Some((route, host)) = found {
+        return Ok(Destination::Route(route, host));
+    }
+    let authority = &candidates[0];
+    let host = host_of(authority);
+    if !cfg.passthrough_unknown {
+        return Err((Failure::NoRoute(host.clone()), Some(host)));
+    }
+    match format!("http://{authority}").parse() {
+        Ok(target) => Ok(Destination::Passthrough(target, host)),
+        Err(_) => Err((Failure::BadRequest("invalid Host header"), Some(host))),
+    }
+}
+
+/// The route's token replaces whatever the app put in the token header.
+fn attach_token<B>(
+    state: &State,
+    side: &OutboundState,
+    route: &Route,
+    req: &mut Request<B>,
+) -> Result<(), Failure> {
+    let cfg = &side.cfg;
+    let token = token_for(state, side, route, req)?;
+    let value = if cfg.token_header == AUTHORIZATION {
+        format!("Bearer {token}")
+    } else {
+        token.to_string()
+    };
+    let value = HeaderValue::from_str(&value)
+        .map_err(|_| Failure::Internal("token is not a header value".into()))?;
+    req.headers_mut().remove(&cfg.token_header);
+    req.headers_mut().insert(cfg.token_header.clone(), value);
+    Ok(())
 }
 
 /// The protocol of the link to the next hop. `auto` keeps the app's own: an HTTP/2
@@ -189,13 +182,14 @@ fn find_route<'a>(outbound: &'a Outbound, authority: &str, host: &str) -> Option
 
 fn token_for<B>(
     state: &State,
-    outbound: &Outbound,
+    side: &OutboundState,
     route: &Route,
     req: &Request<B>,
 ) -> Result<Arc<str>, Failure> {
+    let outbound = &side.cfg;
     let signer = state
-        .signer
-        .load_full()
+        .trust
+        .signer()
         .ok_or_else(|| Failure::Internal("no signing key loaded".into()))?;
     let mut ctx = BTreeMap::new();
     for name in &outbound.signed_headers {
@@ -217,8 +211,8 @@ fn token_for<B>(
         state.metrics.tokens_signed.inc();
         return Ok(token.into());
     }
-    let (token, hit) = state
-        .outbound_tokens
+    let (token, hit) = side
+        .tokens
         .get_or_sign(&signer, &route.audience, ctx, now)
         .map_err(|e| Failure::Internal(e.to_string()))?;
     if hit {

@@ -1,8 +1,11 @@
-//! Hot reload: watch the directories of the trust material, the signing key and the TLS
-//! certificate; on any change (after a short debounce) or every `trust.rescan_interval`,
-//! rebuild everything from disk off the request path, check it, and publish it
-//! atomically. Requests keep using the snapshot they started with; the next request sees
-//! the new one, on open keep-alive connections too.
+//! Every reload, in one place: the trust material (authorized_keys, shared key, revocation
+//! list), the signing key and the inbound TLS certificate — their first load at start and
+//! every one after. Watches the directories they live in; on any change (after a short
+//! debounce) or every `trust.rescan_interval`, rebuilds everything from disk off the
+//! request path, checks it, and publishes it atomically. Requests keep using the snapshot
+//! they started with; the next request sees the new one, on open keep-alive connections
+//! too. Each reload is counted: `trustgate_reloads_total{material,result}` (and, as the
+//! contract names it, `trustgate_keyring_reloads_total{result}` for keys).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +13,219 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::State;
-use crate::config::Config;
+use super::state::{State, TrustState};
+use crate::config::{Config, SigningKeySource};
 use crate::keys::watch::DirWatch;
+use crate::keys::{self, KeyError, Keyring, TrustedKey};
+use crate::tls::CertResolver;
+use crate::token::TokenSigner;
+
+/// What a reload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Published,
+    Failed,
+}
+
+/// The first load, at start: the signing key and the trust material, or the reason the
+/// process must not start.
+pub fn load_initial(cfg: &Config) -> Result<TrustState, KeyError> {
+    let signer = cfg
+        .identity
+        .key()
+        .map(|source| load_signer(cfg, &source))
+        .transpose()?;
+    let keyring = load_trust(cfg, None)?;
+    for p in keyring.problems() {
+        tracing::warn!(file = %p.file.display(), reason = %p.reason, "key file skipped");
+    }
+    Ok(TrustState::new(keyring, signer))
+}
+
+/// Owns what reloads write: the shared state's trust material and the TLS certificate.
+pub struct Reloader {
+    pub state: Arc<State>,
+    pub certs: Option<Arc<CertResolver>>,
+}
+
+impl Reloader {
+    fn count(&self, material: &str, result: &str) {
+        self.state
+            .metrics
+            .reloads
+            .with_label_values(&[material, result])
+            .inc();
+        if material != "tls_certificate" {
+            self.state
+                .metrics
+                .keyring_reloads
+                .with_label_values(&[result])
+                .inc();
+        }
+    }
+
+    /// Rebuilds the trust material from disk and publishes it if anything a request can
+    /// see changed. A directory that cannot be read keeps the previous snapshot in
+    /// force; a file that no longer parses keeps the keys it held before (see
+    /// [`load_trust`]). `force_count` counts the attempt even when nothing changed (a
+    /// watcher event), so that every reload an operator caused is visible in metrics.
+    pub fn reload_trust(&self, force_count: bool) -> ReloadOutcome {
+        let state = &self.state;
+        let timer = state.metrics.reload_duration.start_timer();
+        let current = state.trust.snapshot();
+        let result = load_trust(&state.cfg, Some(&current.keyring));
+        timer.observe_duration();
+        match result {
+            Ok(keyring) => {
+                let changed = !keyring.same_as(&current.keyring);
+                let has_problems = !keyring.problems().is_empty();
+                if changed || force_count {
+                    self.count("trust", if has_problems { "error" } else { "ok" });
+                }
+                if !changed {
+                    return ReloadOutcome::Unchanged;
+                }
+                for p in keyring.problems() {
+                    tracing::error!(file = %p.file.display(), reason = %p.reason, "key file problem");
+                }
+                tracing::info!(
+                    trusted_keys = keyring.len(),
+                    problems = keyring.problems().len(),
+                    "keyring reloaded"
+                );
+                state.metrics.trusted_keys.set(keyring.len() as i64);
+                state.trust.publish_keyring(keyring);
+                // Entries of the old generation can never be used again: free them.
+                if let Some(inbound) = &state.inbound {
+                    inbound.verified.clear();
+                }
+                ReloadOutcome::Published
+            }
+            Err(e) => {
+                self.count("trust", "error");
+                tracing::error!(
+                    error = %e,
+                    "TRUST MATERIAL UNREADABLE: keeping the previous keyring until it is back"
+                );
+                ReloadOutcome::Failed
+            }
+        }
+    }
+
+    /// Re-reads the signing key; a new kid replaces the signer (new tokens use it at
+    /// once, the outbound cache is emptied) and the old public key stays in the JWKS for
+    /// `trust.jwks_grace`. A key that does not load keeps the current one in force.
+    pub fn reload_signer(&self) -> ReloadOutcome {
+        let state = &self.state;
+        let Some(source) = state.cfg.identity.key() else {
+            return ReloadOutcome::Unchanged;
+        };
+        let signer = match load_signer(&state.cfg, &source) {
+            Ok(s) => s,
+            Err(e) => {
+                self.count("signing_key", "error");
+                tracing::error!(error = %e, "signing key unreadable: keeping the current one");
+                return ReloadOutcome::Failed;
+            }
+        };
+        let old = state.trust.signer();
+        if old.as_ref().is_some_and(|o| o.kid() == signer.kid()) {
+            return ReloadOutcome::Unchanged;
+        }
+        tracing::info!(
+            old_kid = old.as_ref().map(|o| o.kid()).unwrap_or("-"),
+            new_kid = signer.kid(),
+            "signing key rotated"
+        );
+        let grace_until = std::time::Instant::now() + state.cfg.trust.jwks_grace;
+        state.trust.publish_signer(signer, grace_until);
+        if let Some(outbound) = &state.outbound {
+            outbound.tokens.clear();
+        }
+        self.count("signing_key", "ok");
+        ReloadOutcome::Published
+    }
+
+    /// Re-reads the inbound certificate and key; a pair that does not load keeps the
+    /// current one in force.
+    pub fn reload_tls(&self) -> ReloadOutcome {
+        let Some(certs) = &self.certs else {
+            return ReloadOutcome::Unchanged;
+        };
+        match certs.reload() {
+            Ok(true) => {
+                self.count("tls_certificate", "ok");
+                tracing::info!("inbound TLS certificate reloaded");
+                ReloadOutcome::Published
+            }
+            Ok(false) => ReloadOutcome::Unchanged,
+            Err(e) => {
+                self.count("tls_certificate", "error");
+                tracing::error!(error = %e, "inbound TLS certificate unreadable: keeping the current one");
+                ReloadOutcome::Failed
+            }
+        }
+    }
+}
+
+fn load_signer(cfg: &Config, source: &SigningKeySource) -> Result<TokenSigner, KeyError> {
+    let key = match source {
+        SigningKeySource::Private(p) => keys::load_signing_key(p)?,
+        SigningKeySource::Shared(p) => keys::load_shared_key(p)?,
+    };
+    Ok(TokenSigner::new(
+        cfg.identity.name.clone(),
+        Arc::new(key),
+        cfg.identity.token_ttl,
+    ))
+}
+
+/// Reads authorized_keys, the shared key and the revocation list into one keyring.
+///
+/// With a `previous` keyring, a file that fails to load keeps the keys it held in it:
+/// a half-written or broken copy of `orders.pem` must not cut `orders` off. (A file that
+/// is *gone* is a removal, and its keys go.)
+pub fn load_trust(cfg: &Config, previous: Option<&Keyring>) -> Result<Keyring, KeyError> {
+    let mut trusted = Vec::new();
+    let mut problems = Vec::new();
+    if let Some(dir) = &cfg.trust.authorized_keys {
+        let load = keys::load_dir(dir)?;
+        trusted.extend(load.keys);
+        for mut p in load.problems {
+            if let Some(prev) = previous {
+                let kept: Vec<TrustedKey> = prev
+                    .keys()
+                    .into_iter()
+                    .filter(|k| k.source == p.file)
+                    .map(|k| (**k).clone())
+                    .collect();
+                if !kept.is_empty() {
+                    p.reason = format!(
+                        "{}; keeping the {} key(s) it held before",
+                        p.reason,
+                        kept.len()
+                    );
+                    trusted.extend(kept);
+                }
+            }
+            problems.push(p);
+        }
+    }
+    if let Some(path) = &cfg.trust.shared_key {
+        let key = keys::load_shared_key(path)?;
+        trusted.push(TrustedKey {
+            identity: None,
+            key: key.verifying_key().clone(),
+            source: path.to_path_buf(),
+        });
+    }
+    let revoked = match &cfg.trust.revoked {
+        Some(p) => keys::load_revoked(p)?,
+        None => Default::default(),
+    };
+    Ok(Keyring::new(trusted, revoked, problems))
+}
 
 /// Quiet time after an event before reloading: a kubelet update is several events in a
 /// few milliseconds; a plain `cp` can be two writes.
@@ -85,10 +298,12 @@ async fn next_change(watch: &mut Option<DirWatch>) {
 
 /// Runs until `stop` turns true, starting from the watches `watcher` installed.
 pub async fn run(
-    state: Arc<State>,
+    reloader: Reloader,
     mut watcher: Option<DirWatch>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let reloader = Arc::new(reloader);
+    let state = reloader.state.clone();
     let dirs = watched_dirs(&state.cfg);
     let mut watched_ids = dir_ids(&dirs);
     let mut rescan = tokio::time::interval(state.cfg.trust.rescan_interval);
@@ -121,18 +336,11 @@ pub async fn run(
                 }
             }
         }
-        let s = state.clone();
+        let r = reloader.clone();
         let reloaded = tokio::task::spawn_blocking(move || {
-            let trust = s.reload_trust(from_event);
-            let signer = s.reload_signer();
-            if let Some(certs) = &s.tls_certs {
-                match certs.reload() {
-                    Ok(true) => tracing::info!("inbound TLS certificate reloaded"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "inbound TLS certificate unreadable: keeping the current one"),
-                }
-            }
-            (trust, signer)
+            r.reload_trust(from_event);
+            r.reload_signer();
+            r.reload_tls();
         })
         .await;
         if let Err(e) = reloaded {

@@ -1,12 +1,8 @@
 //! Listeners and connections: accept with a connection limit, terminate TLS where
 //! configured, serve HTTP/1.1 (keep-alive, upgrades) and HTTP/2 (prior knowledge or ALPN)
-//! with a header-read timeout, and shut down gracefully.
-//!
-//! Shutdown order: readiness turns 503, the inbound and outbound listeners stop
-//! accepting, their connections finish in-flight requests (bounded by `shutdown_grace`),
-//! and only then does the admin listener stop, so probes see the 503 throughout.
+//! with a header-read timeout and a per-connection watchdog, and drain gracefully when
+//! told to (the order is [`super::Proxy::serve`]'s).
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,16 +12,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::client::{load_certs, load_private_key, provider};
 use super::http::Body;
-use super::{inbound, outbound, StartError, State};
-use crate::config::{Config, ServerTls};
-use crate::metrics::Metrics;
+use super::state::State;
+use super::{inbound, outbound};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -42,230 +35,6 @@ impl Side {
             Side::Admin => "admin",
         }
     }
-}
-
-/// A proxy whose listeners are bound (so their addresses are known) but not yet serving.
-pub struct Proxy {
-    state: Arc<State>,
-    watcher: Option<crate::keys::watch::DirWatch>,
-    inbound: Option<(TcpListener, Option<TlsAcceptor>)>,
-    outbound: Option<TcpListener>,
-    admin: TcpListener,
-}
-
-/// The addresses actually bound (port 0 in the configuration gets a real port here).
-#[derive(Clone, Copy, Debug)]
-pub struct Addrs {
-    pub inbound: Option<SocketAddr>,
-    pub outbound: Option<SocketAddr>,
-    pub admin: SocketAddr,
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
-}
-
-impl Proxy {
-    /// Loads keys and TLS material and binds every listener. Nothing is served yet.
-    pub async fn bind(cfg: Config, registry: Registry) -> Result<Proxy, StartError> {
-        let metrics = Metrics::new(registry)?;
-        let watcher = super::reload::new_watch(&super::reload::watched_dirs(&cfg));
-        let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls()).as_ref() {
-            Some(t) => {
-                let (acceptor, certs) = server_tls(t)?;
-                (Some(acceptor), Some(certs))
-            }
-            None => (None, None),
-        };
-        let state = State::new(cfg, metrics, certs)?;
-        let cfg = &state.cfg;
-        let inbound = match &cfg.inbound {
-            Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),
-            None => None,
-        };
-        let outbound = match &cfg.outbound {
-            Some(o) => Some(bind("outbound.listen", o.listen).await?),
-            None => None,
-        };
-        let admin = bind("admin.listen", cfg.admin.listen).await?;
-        Ok(Proxy {
-            state,
-            watcher,
-            inbound,
-            outbound,
-            admin,
-        })
-    }
-
-    pub fn addrs(&self) -> Addrs {
-        Addrs {
-            inbound: self.inbound.as_ref().and_then(|(l, _)| l.local_addr().ok()),
-            outbound: self.outbound.as_ref().and_then(|l| l.local_addr().ok()),
-            admin: self
-                .admin
-                .local_addr()
-                .unwrap_or_else(|_| self.state.cfg.admin.listen),
-        }
-    }
-
-    pub fn state(&self) -> &Arc<State> {
-        &self.state
-    }
-
-    /// Serves until `shutdown` completes, then drains (see the module comment).
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let state = self.state;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut traffic = Vec::new();
-        if let Some((l, tls)) = self.inbound {
-            traffic.push(tokio::spawn(run_listener(
-                Side::Inbound,
-                l,
-                tls,
-                state.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        if let Some(l) = self.outbound {
-            traffic.push(tokio::spawn(run_listener(
-                Side::Outbound,
-                l,
-                None,
-                state.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        let (admin_tx, admin_rx) = watch::channel(false);
-        let admin = tokio::spawn(run_listener(
-            Side::Admin,
-            self.admin,
-            None,
-            state.clone(),
-            admin_rx,
-        ));
-        let (reload_stop_tx, reload_stop_rx) = watch::channel(false);
-        let reloader = tokio::spawn(super::reload::run(
-            state.clone(),
-            self.watcher,
-            reload_stop_rx,
-        ));
-        state.set_ready();
-        tracing::info!("ready");
-
-        shutdown.await;
-        tracing::info!(
-            grace = ?state.cfg.limits.shutdown_grace,
-            "shutting down: readiness 503, listeners closed, finishing in-flight requests"
-        );
-        state.start_draining();
-        let _ = stop_tx.send(true);
-        for t in traffic {
-            let _ = t.await;
-        }
-        let _ = reload_stop_tx.send(true);
-        let _ = reloader.await;
-        let _ = admin_tx.send(true);
-        let _ = admin.await;
-        tracing::info!("shutdown complete");
-    }
-}
-
-/// The inbound certificate, behind an atomic pointer so a renewed certificate applies to
-/// the next handshake without a restart.
-#[derive(Debug)]
-pub struct CertResolver {
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
-    /// The PEM bytes loaded, to tell a real change from a touch.
-    loaded: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
-}
-
-impl CertResolver {
-    fn load(
-        cert: &std::path::Path,
-        key: &std::path::Path,
-    ) -> Result<rustls::sign::CertifiedKey, StartError> {
-        let certs = load_certs(cert)?;
-        let key_der = load_private_key(key)?;
-        let signing = provider()
-            .key_provider
-            .load_private_key(key_der)
-            .map_err(super::client::TlsSetupError::from)?;
-        Ok(rustls::sign::CertifiedKey::new(certs, signing))
-    }
-
-    fn new(t: &ServerTls) -> Result<Self, StartError> {
-        let ck = Self::load(&t.cert, &t.key)?;
-        Ok(CertResolver {
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-            current: arc_swap::ArcSwap::from_pointee(ck),
-            loaded: std::sync::Mutex::new((
-                std::fs::read(&t.cert).unwrap_or_default(),
-                std::fs::read(&t.key).unwrap_or_default(),
-            )),
-        })
-    }
-
-    /// Re-reads the certificate and key; swaps them in if they changed and load.
-    pub fn reload(&self) -> Result<bool, StartError> {
-        let bytes = (
-            std::fs::read(&self.cert).unwrap_or_default(),
-            std::fs::read(&self.key).unwrap_or_default(),
-        );
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if *loaded == bytes {
-            return Ok(false);
-        }
-        let ck = Self::load(&self.cert, &self.key)?;
-        self.current.store(Arc::new(ck));
-        *loaded = bytes;
-        Ok(true)
-    }
-
-    pub fn paths(&self) -> [&std::path::Path; 2] {
-        [&self.cert, &self.key]
-    }
-}
-
-impl rustls::server::ResolvesServerCert for CertResolver {
-    fn resolve(
-        &self,
-        _hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
-fn server_tls(t: &ServerTls) -> Result<(TlsAcceptor, Arc<CertResolver>), StartError> {
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(super::client::TlsSetupError::from)?;
-    let builder = match &t.client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(ca)? {
-                roots
-                    .add(cert)
-                    .map_err(super::client::TlsSetupError::from)?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .build()
-            .map_err(|e| StartError::Config(format!("inbound.client_ca: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let resolver = Arc::new(CertResolver::new(t)?);
-    let mut config = builder.with_cert_resolver(resolver.clone());
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), resolver))
 }
 
 fn http_builder(state: &State) -> auto::Builder<TokioExecutor> {
@@ -285,7 +54,7 @@ fn http_builder(state: &State) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn run_listener(
+pub(super) async fn run_listener(
     side: Side,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -557,15 +326,14 @@ async fn dispatch(
     peer: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
-    let cfg = state.cfg.clone();
     match side {
-        Side::Inbound => match &cfg.inbound {
-            Some(i) => inbound::handle(state, i, req, peer, tls).await,
-            None => crate::admin::not_found(),
+        Side::Inbound => match &state.inbound {
+            Some(i) => inbound::handle(&state, i, req, peer, tls).await,
+            None => super::http::not_found(),
         },
-        Side::Outbound => match &cfg.outbound {
-            Some(o) => outbound::handle(state, o, req, peer).await,
-            None => crate::admin::not_found(),
+        Side::Outbound => match &state.outbound {
+            Some(o) => outbound::handle(&state, o, req, peer).await,
+            None => super::http::not_found(),
         },
         Side::Admin => crate::admin::handle(&state, req).await,
     }

@@ -14,3 +14,11 @@ pub use cache::{OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
 pub use sign::TokenSigner;
 pub use verify::{verify, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
+
+/// Unix seconds now (the `now` of every check at run time).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO)
+        .as_secs()
+}

@@ -21,8 +21,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use trustgate::keys::{self, GeneratedFiles, KeyAlg, OutputFormat};
-use trustgate::proxy::server::{Addrs, Proxy};
 use trustgate::proxy::State;
+use trustgate::proxy::{Addrs, Proxy};
 
 pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 

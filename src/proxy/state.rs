@@ -1,0 +1,215 @@
+//! What the request paths share, split by who reads it:
+//!
+//! - [`TrustState`]: the keyring snapshot and the signing key. Written only by
+//!   [`super::reload`] (atomic swaps), read by every request.
+//! - [`InboundState`] / [`OutboundState`]: each side's configuration, caches and
+//!   precomputed values. Nothing else reads them.
+//! - [`Health`]: readiness, read by the admin listener.
+//! - the forwarding client and the metrics, used by both sides.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::HeaderValue;
+use jsonwebtoken::jwk::Jwk;
+
+use super::client::Upstreams;
+use crate::config::{Config, Inbound, Outbound};
+use crate::keys::Keyring;
+use crate::metrics::Metrics;
+use crate::token::{OutboundTokenCache, ReplayCache, TokenSigner, VerifiedCache, VerifyPolicy};
+
+/// Everything the listeners share.
+pub struct State {
+    pub cfg: Arc<Config>,
+    pub trust: TrustState,
+    pub inbound: Option<InboundState>,
+    pub outbound: Option<OutboundState>,
+    pub health: Health,
+    pub upstreams: Upstreams,
+    pub metrics: Metrics,
+}
+
+/// The trust material of one moment: a request sees one snapshot, never a mix.
+pub struct TrustSnapshot {
+    pub keyring: Keyring,
+    /// Increases with every published snapshot; verified-cache entries of an older
+    /// generation are never used.
+    pub generation: u64,
+}
+
+/// The keyring and the signing key, swapped atomically by reloads.
+pub struct TrustState {
+    snapshot: ArcSwap<TrustSnapshot>,
+    signer: ArcSwapOption<TokenSigner>,
+    /// Public keys of previous signing keys, published until the instant given, so that
+    /// peers fetching the JWKS during a rotation still find them.
+    previous_jwks: Mutex<Vec<(Jwk, Instant)>>,
+    generation: AtomicU64,
+}
+
+impl TrustState {
+    pub fn new(keyring: Keyring, signer: Option<TokenSigner>) -> Self {
+        TrustState {
+            snapshot: ArcSwap::from_pointee(TrustSnapshot {
+                keyring,
+                generation: 1,
+            }),
+            signer: ArcSwapOption::new(signer.map(Arc::new)),
+            previous_jwks: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The snapshot to use for one whole decision.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<TrustSnapshot>> {
+        self.snapshot.load()
+    }
+
+    pub fn signer(&self) -> Option<Arc<TokenSigner>> {
+        self.signer.load_full()
+    }
+
+    /// Publishes a new keyring; returns its generation.
+    pub(super) fn publish_keyring(&self, keyring: Keyring) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.snapshot.store(Arc::new(TrustSnapshot {
+            keyring,
+            generation,
+        }));
+        generation
+    }
+
+    /// Replaces the signing key; the old public key stays published until `grace_until`.
+    pub(super) fn publish_signer(&self, signer: TokenSigner, grace_until: Instant) {
+        let old = self.signer.load_full();
+        if let Some(jwk) = old.as_ref().and_then(|o| o.key().public_jwk().cloned()) {
+            let mut prev = self.previous_jwks.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            prev.retain(|(j, t)| *t > now && j.common.key_id.as_deref() != Some(signer.kid()));
+            prev.push((jwk, grace_until));
+        }
+        self.signer.store(Some(Arc::new(signer)));
+    }
+
+    /// Public keys to publish: the current signing key, then previous ones in grace.
+    pub fn published_jwks(&self) -> Vec<Jwk> {
+        let mut keys: Vec<_> = self
+            .signer
+            .load_full()
+            .and_then(|s| s.key().public_jwk().cloned())
+            .into_iter()
+            .collect();
+        let now = Instant::now();
+        let prev = self.previous_jwks.lock().unwrap_or_else(|p| p.into_inner());
+        keys.extend(
+            prev.iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(j, _)| j.clone()),
+        );
+        keys
+    }
+}
+
+/// What only the inbound side reads.
+pub struct InboundState {
+    pub cfg: Inbound,
+    pub policy: VerifyPolicy,
+    pub verified: VerifiedCache,
+    pub replay: ReplayCache,
+    /// Roles by caller, and the `x-service-caller-roles` value joined once.
+    pub roles: HashMap<String, (Vec<String>, HeaderValue)>,
+}
+
+impl InboundState {
+    fn new(cfg: &Config, inbound: &Inbound) -> Self {
+        let mut policy = VerifyPolicy::new(cfg.identity.name.clone());
+        policy.leeway = cfg.trust.leeway;
+        policy.max_ttl = cfg.trust.max_token_ttl;
+        policy.allow_multi_audience = cfg.trust.allow_multi_audience;
+        let roles = cfg
+            .callers
+            .iter()
+            .filter_map(|(caller, c)| {
+                let joined = HeaderValue::from_str(&c.roles.join(",")).ok()?;
+                Some((caller.clone(), (c.roles.clone(), joined)))
+            })
+            .collect();
+        InboundState {
+            cfg: inbound.clone(),
+            policy,
+            verified: VerifiedCache::new(inbound.verified_cache_size),
+            replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
+            roles,
+        }
+    }
+
+    /// The roles granted to `caller` (none if it has no `[callers.<name>]`).
+    pub fn roles_of(&self, caller: &str) -> &[String] {
+        self.roles
+            .get(caller)
+            .map(|(r, _)| r.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// What only the outbound side reads.
+pub struct OutboundState {
+    pub cfg: Outbound,
+    pub tokens: OutboundTokenCache,
+}
+
+/// Readiness: ready once keys are loaded and listeners bound, until shutdown begins.
+#[derive(Default)]
+pub struct Health {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+impl State {
+    /// Builds the shared state from a checked configuration and loaded material.
+    pub fn new(
+        cfg: Config,
+        trust: TrustState,
+        upstreams: Upstreams,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let cfg = Arc::new(cfg);
+        metrics
+            .trusted_keys
+            .set(trust.snapshot().keyring.len() as i64);
+        Arc::new(State {
+            inbound: cfg.inbound.as_ref().map(|i| InboundState::new(&cfg, i)),
+            outbound: cfg.outbound.as_ref().map(|o| OutboundState {
+                cfg: o.clone(),
+                tokens: OutboundTokenCache::new(10_000),
+            }),
+            health: Health::default(),
+            trust,
+            upstreams,
+            metrics,
+            cfg,
+        })
+    }
+
+    /// Readiness (shorthand for `health.is_ready()`).
+    pub fn is_ready(&self) -> bool {
+        self.health.is_ready()
+    }
+}
