@@ -41,39 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listening on $1" >&2
-    exit 1
-}
+. benches/lib.sh
 
 UP=$(port); IN=$(port); OUT=$(port); ADMIN=$(port); HAP=$(port); ADMIN2=$(port)
 
-# --- the upstream: nginx answering "ok" -------------------------------------------------
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log crit;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP;
-        location / { return 200 "ok"; }
-    }
-}
-EOF
-taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" &
-PIDS+=($!)
-wait_port "$UP"
+start_upstream "$UP"
 
 # --- keys and trustgate -----------------------------------------------------------------
 "$TG" keygen orders --out "$WORK/keys" >/dev/null 2>&1
@@ -81,37 +53,9 @@ wait_port "$UP"
 mkdir -p "$WORK/trusted"
 cp "$WORK/keys/orders.pub" "$WORK/trusted/"
 
-cat >"$WORK/billing.toml" <<EOF
-[identity]
-name = "billing"
-private_key = "$WORK/keys/billing.key"
-[trust]
-authorized_keys = "$WORK/trusted"
-[inbound]
-listen = "127.0.0.1:$IN"
-upstream = "http://127.0.0.1:$UP"
-public_paths = ["/pub"]
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[log]
-level = "warn"
-EOF
-cat >"$WORK/bound.toml" <<EOF
-[identity]
-name = "billing"
-private_key = "$WORK/keys/billing.key"
-[trust]
-authorized_keys = "$WORK/trusted"
-[inbound]
-listen = "127.0.0.1:$IN"
-upstream = "http://127.0.0.1:$UP"
-require_request_binding = true
-replay_cache_size = 1000000
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[log]
-level = "warn"
-EOF
+billing_config "$WORK/billing.toml" "$IN" "$UP" "$ADMIN" 'public_paths = ["/pub"]'
+billing_config "$WORK/bound.toml" "$IN" "$UP" "$ADMIN" "require_request_binding = true
+replay_cache_size = 1000000"
 cat >"$WORK/orders.toml" <<EOF
 [identity]
 name = "orders"
@@ -150,7 +94,7 @@ run_wrk() { # name conns url [extra wrk args...]
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$name.wrk")
     p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.wrk")
     local non2xx
-    non2xx=$(awk '/Non-2xx/ {print $4}' "$WORK/$name.wrk")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$name.wrk")
     printf "%-34s %10s req/s   p99 %8s   non-2xx %s\n" "$name" "$rps" "$p99" "${non2xx:-0}"
     eval "RPS_$name=$rps"
     eval "P99_$name=$p99"

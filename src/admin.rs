@@ -33,7 +33,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             );
             resp
         }
-        "/.well-known/jwks.json" => json(&jwks(state)),
+        "/.well-known/jwks.json" => jwks_response(state, req.method()),
         "/trust" => json(&trust(state)),
         _ => not_found(),
     }
@@ -53,6 +53,24 @@ fn json(value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The JWKS document as an answer (also on the inbound listener, `inbound.publish_jwks`):
+/// `GET`/`HEAD` only, never cached longer than a minute so that a rotation is seen.
+pub fn jwks_response(state: &State, method: &Method) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "GET only",
+        );
+    }
+    let mut resp = json(&jwks(state));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
     resp
 }
 

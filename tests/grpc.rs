@@ -102,18 +102,14 @@ async fn grpc_unary_and_streaming_through_two_sidecars() {
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("trusted", &[&orders]);
     let app = spawn_grpc_app().await;
-    let billing_side = Sidecar::start(&format!(
-        "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[trust]\nauthorized_keys = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{app}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        billing.private.display(),
-        trusted.display()
-    ))
-    .await;
-    let orders_side = Sidecar::start(&format!(
-        "[identity]\nname = \"orders\"\nprivate_key = \"{}\"\n[outbound]\nlisten = \"127.0.0.1:0\"\n[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        orders.private.display(),
-        billing_side.inbound()
-    ))
-    .await;
+    let billing_side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .start()
+        .await;
+    let orders_side = Conf::new("orders", &orders.private)
+        .route("billing", format!("http://{}", billing_side.inbound()))
+        .start()
+        .await;
 
     // The app dials its sidecar and names the service it wants in :authority.
     let channel =

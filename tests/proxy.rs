@@ -432,11 +432,10 @@ async fn unknown_host_is_502_unless_passthrough() {
     let keys = Keys::new();
     let me = keys.make("me");
     let app = spawn_app().await;
-    let side = Sidecar::start(&format!(
-        "[identity]\nname = \"me\"\nprivate_key = \"{}\"\n[outbound]\nlisten = \"127.0.0.1:0\"\npassthrough_unknown = true\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        me.private.display()
-    ))
-    .await;
+    let side = Conf::new("me", &me.private)
+        .set("outbound", "passthrough_unknown = true")
+        .start()
+        .await;
     let a = get(
         format!("http://{}/through", side.outbound()),
         &[("host", &app.to_string())],
@@ -467,12 +466,10 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let b = keys.make("billing");
     let o = keys.make("orders");
     let trusted = keys.trust_dir("t", &[&o]);
-    let side = Sidecar::start(&format!(
-        "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[trust]\nauthorized_keys = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:{dead}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        b.private.display(),
-        trusted.display()
-    ))
-    .await;
+    let side = Conf::new("billing", &b.private)
+        .inbound(&trusted, format!("127.0.0.1:{dead}"))
+        .start()
+        .await;
     let down = get(
         format!("http://{}/x", side.inbound()),
         &[("authorization", &bearer(&token_as(&o, "orders", "billing")))],
@@ -705,12 +702,10 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let trusted = keys.trust_dir("trusted", &[&orders]);
     let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = spawn_app_counting(inflight.clone()).await;
-    let side = Sidecar::start(&format!(
-        "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[trust]\nauthorized_keys = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{app}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        billing.private.display(),
-        trusted.display()
-    ))
-    .await;
+    let side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .start()
+        .await;
     let token = token_as(&orders, "orders", "billing");
     let url = format!("http://{}/slow/500", side.inbound());
     let mut requests = Vec::new();
@@ -819,4 +814,50 @@ async fn dot_segments_cannot_slip_past_the_policy() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK);
+}
+
+/// The inbound listener publishes this service's JWKS itself (no token, never forwarded:
+/// the app is not even running here), the same document as the admin endpoint;
+/// `inbound.publish_jwks = false` hands the path back to the normal rules.
+#[tokio::test]
+async fn the_inbound_listener_publishes_the_jwks() {
+    let keys = Keys::new();
+    let billing = keys.make("billing");
+    let orders = keys.make("orders");
+    let trusted = keys.trust_dir("trusted", &[&orders]);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, dead)
+        .start()
+        .await;
+    let url = format!("http://{}/.well-known/jwks.json", side.inbound());
+    let a = get(url.clone(), &[]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/json");
+    let kids: Vec<_> = a.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kids, vec![billing.kid.as_str()]);
+    let admin = get(
+        format!("http://{}/.well-known/jwks.json", side.admin()),
+        &[],
+    )
+    .await;
+    assert_eq!(admin.json(), a.json());
+    side.shutdown().await;
+
+    let side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, dead)
+        .set("inbound", "publish_jwks = false")
+        .start()
+        .await;
+    let url = format!("http://{}/.well-known/jwks.json", side.inbound());
+    assert_eq!(get(url, &[]).await.status, StatusCode::UNAUTHORIZED);
+    side.shutdown().await;
 }

@@ -65,15 +65,11 @@ fn token(f: &GeneratedFiles, iss: &str) -> String {
 async fn billing(keys: &Keys, trusted: &Path, revoked: Option<&Path>) -> (Sidecar, GeneratedFiles) {
     let billing = keys.make("billing");
     let app = spawn_app().await;
-    let revoked = revoked
-        .map(|p| format!("revoked = \"{}\"", p.display()))
-        .unwrap_or_default();
-    let side = Sidecar::start(&format!(
-        "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[trust]\nauthorized_keys = \"{}\"\n{revoked}\n[inbound]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{app}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        billing.private.display(),
-        trusted.display()
-    ))
-    .await;
+    let mut conf = Conf::new("billing", &billing.private).inbound(trusted, app);
+    if let Some(p) = revoked {
+        conf = conf.set("trust", format!("revoked = \"{}\"", p.display()));
+    }
+    let side = conf.start().await;
     (side, billing)
 }
 
@@ -359,12 +355,10 @@ async fn signing_key_rotation_under_outbound_traffic() {
     let identity = keys.path().join("identity");
     std::fs::create_dir_all(&identity).unwrap();
     std::fs::copy(&old.private, identity.join("orders.key")).unwrap();
-    let orders_side = Sidecar::start(&format!(
-        "[identity]\nname = \"orders\"\nprivate_key = \"{}\"\n[outbound]\nlisten = \"127.0.0.1:0\"\n[[outbound.routes]]\nhost = \"billing\"\nupstream = \"http://{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        identity.join("orders.key").display(),
-        billing_side.inbound()
-    ))
-    .await;
+    let orders_side = Conf::new("orders", &identity.join("orders.key"))
+        .route("billing", format!("http://{}", billing_side.inbound()))
+        .start()
+        .await;
     let out = orders_side.outbound();
     let stop = Arc::new(AtomicBool::new(false));
     let bad = Arc::new(AtomicUsize::new(0));
@@ -484,11 +478,9 @@ async fn missing_directory_at_start_is_a_clear_error() {
     let path = dir.path().join("t.toml");
     std::fs::write(
         &path,
-        format!(
-            "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[trust]\nauthorized_keys = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            billing.private.display(),
-            keys.path().join("absent").display()
-        ),
+        Conf::new("billing", &billing.private)
+            .inbound(&keys.path().join("absent"), "127.0.0.1:8080")
+            .toml(),
     )
     .unwrap();
     let cfg = trustgate::config::load(&path, Vec::new()).unwrap();

@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -129,12 +130,13 @@ async fn untrusted_server_certificate_is_a_502() {
     let keys = Keys::new();
     let (billing, orders) = billing_with_tls(&keys, false).await;
     // The certificate is for localhost/127.0.0.1; the system roots do not know our CA.
-    let orders_side = Sidecar::start(&format!(
-        "[identity]\nname = \"orders\"\nprivate_key = \"{}\"\n[outbound]\nlisten = \"127.0.0.1:0\"\n[[outbound.routes]]\nhost = \"billing\"\nupstream = \"https://localhost:{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        orders.private.display(),
-        billing.inbound().port()
-    ))
-    .await;
+    let orders_side = Conf::new("orders", &orders.private)
+        .route(
+            "billing",
+            format!("https://localhost:{}", billing.inbound().port()),
+        )
+        .start()
+        .await;
     let a = get(
         format!("http://{}/orders", orders_side.outbound()),
         &[("host", "billing")],
@@ -163,4 +165,55 @@ async fn client_certificates_are_required_when_client_ca_is_set() {
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.body);
+}
+
+/// The inbound certificate is reloaded like the keys: a broken file keeps the current
+/// certificate in force and is counted as an error, a new valid pair is swapped in and
+/// counted as ok (`trustgate_reloads_total{material="tls_certificate"}`).
+#[tokio::test]
+async fn certificate_reloads_are_counted() {
+    let keys = Keys::new();
+    let billing = keys.make("billing");
+    let orders = keys.make("orders");
+    let trusted = keys.trust_dir("trusted", &[&orders]);
+    let dir = keys.path().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(tls("server.crt"), dir.join("tls.crt")).unwrap();
+    std::fs::copy(tls("server.key"), dir.join("tls.key")).unwrap();
+    let side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, "127.0.0.1:9")
+        .set(
+            "inbound",
+            format!("tls_cert = \"{}\"", dir.join("tls.crt").display()),
+        )
+        .set(
+            "inbound",
+            format!("tls_key = \"{}\"", dir.join("tls.key").display()),
+        )
+        .start()
+        .await;
+    let state = side.state.clone();
+    let count = move |result: &str| {
+        state
+            .metrics
+            .reloads
+            .with_label_values(&["tls_certificate", result])
+            .get()
+    };
+    std::fs::write(dir.join("tls.crt.new"), "not a certificate").unwrap();
+    std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || count("error") >= 1).await,
+        "a broken certificate is counted as a failed reload"
+    );
+    assert_eq!(count("ok"), 0);
+    // A different valid pair (the client certificate, signed by the same CA).
+    std::fs::copy(tls("client.key"), dir.join("tls.key")).unwrap();
+    std::fs::copy(tls("client.crt"), dir.join("tls.crt.new")).unwrap();
+    std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || count("ok") >= 1).await,
+        "a new valid pair is swapped in and counted"
+    );
+    side.shutdown().await;
 }

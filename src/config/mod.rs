@@ -214,6 +214,10 @@ section! {
         pub client_ca: Option<FilePath> = None,
         pub verified_cache_size: usize = 10_000,
         pub replay_cache_size: usize = 100_000,
+        /// Answer `GET /.well-known/jwks.json` on this listener (this service's public
+        /// keys, as on the admin listener), so that peers can fetch them over the link
+        /// they call through. Never forwarded, no token needed.
+        pub publish_jwks: bool = true,
         /// `[[inbound.allow]]`: when rules exist, a caller must match one.
         pub allow: Vec<AllowRule> = Vec::new(),
     }

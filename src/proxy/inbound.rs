@@ -27,6 +27,9 @@ use super::state::{InboundState, State};
 use crate::config::{Inbound, InboundMode, UpstreamProtocol};
 use crate::token::{self, unix_now, Rejection, Verified, MAX_TOKEN_BYTES};
 
+/// Where this service's public keys are published (`inbound.publish_jwks`).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 pub const CALLER: HeaderName = HeaderName::from_static("x-service-caller");
 pub const CALLER_ROLES: HeaderName = HeaderName::from_static("x-service-caller-roles");
 
@@ -53,6 +56,9 @@ async fn steps(
     let cfg = &side.cfg;
     if let Err(failure) = screen(cfg, &mut req).and_then(|()| canonical_path(&req)) {
         return refuse(req, failure);
+    }
+    if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
+        return Handled::forwarded("jwks", Ok(crate::admin::jwks_response(state, req.method())));
     }
     if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
         return Handled::forwarded("public", to_app(state, cfg, req, peer, tls).await);
@@ -360,6 +366,108 @@ mod tests {
             extract_token(&headers(&[("x-trustgate-token", "abc")]), &custom),
             Ok("abc")
         );
+    }
+
+    // Each step alone, on a plain request: no sockets, no app.
+
+    fn side(extra: &str) -> InboundState {
+        let text = format!(
+            "[identity]\nname = \"billing\"\n[trust]\nauthorized_keys = \"/k\"\n\
+             [inbound]\nsigned_headers = [\"x-user-id\"]\n\
+             [callers.orders]\nroles = [\"reader\"]\n{extra}"
+        );
+        let cfg = crate::config::from_toml_str(&text, "t.toml", Vec::new()).unwrap();
+        InboundState::new(&cfg, cfg.inbound.as_ref().unwrap())
+    }
+
+    fn verified(caller: &str) -> Verified {
+        let claims = serde_json::from_value(serde_json::json!({
+            "iss": caller, "sub": caller, "aud": "billing", "iat": 1, "exp": 2,
+            "ctx": {"x-user-id": "7", "x-other": "not signed here"},
+        }))
+        .unwrap();
+        Verified {
+            caller: caller.into(),
+            kid: "kid".into(),
+            alg: crate::keys::KeyAlg::Es256,
+            claims,
+        }
+    }
+
+    fn request(method: &str, path: &str, pairs: &[(&str, &str)]) -> Request<()> {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in pairs {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap()
+    }
+
+    #[test]
+    fn step_screen() {
+        let side = side("");
+        let mut req = request(
+            "GET",
+            "/",
+            &[
+                ("x_service_caller", "admin"),
+                ("X-User-Id", "spoofed"),
+                ("connection", "keep-alive, x-drop"),
+                ("x-drop", "1"),
+                ("x-kept", "1"),
+            ],
+        );
+        screen(&side.cfg, &mut req).unwrap();
+        let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        let mut req = request("GET", "/", &[("connection", "X_Service_Caller")]);
+        assert_eq!(
+            screen(&side.cfg, &mut req).unwrap_err().reason(),
+            "connection_names_protected_header"
+        );
+    }
+
+    #[test]
+    fn step_canonical_path() {
+        assert!(canonical_path(&request("GET", "/orders/7", &[])).is_ok());
+        for path in ["/public/..%2fadmin", "/a/%2e%2e/b", "/a;x=1/../b"] {
+            let err = canonical_path(&request("GET", path, &[])).unwrap_err();
+            assert_eq!(err.reason(), "non_canonical_path", "{path}");
+        }
+    }
+
+    #[test]
+    fn step_authorize() {
+        let open = side("");
+        assert!(authorize(&open, &verified("orders"), &request("DELETE", "/x", &[])).is_ok());
+        let rules = side(
+            "[[inbound.allow]]\ncallers = [\"orders\"]\nmethods = [\"GET\"]\npaths = [\"/orders/*\"]\n\
+             [[inbound.allow]]\nroles = [\"reader\"]\npaths = [\"/catalog\"]\n",
+        );
+        let ok = |caller: &str, method: &str, path: &str| {
+            authorize(&rules, &verified(caller), &request(method, path, &[])).is_ok()
+        };
+        assert!(ok("orders", "GET", "/orders/7"));
+        assert!(!ok("orders", "POST", "/orders/7"));
+        assert!(!ok("search", "GET", "/orders/7"));
+        assert!(ok("orders", "PUT", "/catalog"), "by role");
+        assert!(!ok("search", "GET", "/catalog"), "search has no roles");
+        let err = authorize(&rules, &verified("search"), &request("GET", "/x", &[])).unwrap_err();
+        assert_eq!((err.outcome(), err.reason()), ("denied", "policy"));
+    }
+
+    #[test]
+    fn step_present_caller() {
+        let side = side("");
+        let mut headers = headers(&[("authorization", "Bearer t")]);
+        present_caller(&side, &mut headers, &verified("orders"));
+        assert!(
+            headers.get("authorization").is_none(),
+            "the token never reaches the app"
+        );
+        assert_eq!(headers["x-service-caller"], "orders");
+        assert_eq!(headers["x-service-caller-roles"], "reader");
+        assert_eq!(headers["x-user-id"], "7", "signed context, configured here");
+        assert!(headers.get("x-other").is_none(), "not a signed header here");
     }
 
     #[test]

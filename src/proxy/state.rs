@@ -124,7 +124,7 @@ pub struct InboundState {
 }
 
 impl InboundState {
-    fn new(cfg: &Config, inbound: &Inbound) -> Self {
+    pub(crate) fn new(cfg: &Config, inbound: &Inbound) -> Self {
         let mut policy = VerifyPolicy::new(cfg.identity.name.clone());
         policy.leeway = cfg.trust.leeway;
         policy.max_ttl = cfg.trust.max_token_ttl;

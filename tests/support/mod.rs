@@ -336,3 +336,113 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A sidecar configuration for tests: every listener on port 0, then only what a test
+/// cares about. `Conf::new("billing", &key).inbound(&trusted, app).toml()`.
+#[derive(Clone, Debug)]
+pub struct Conf {
+    identity: String,
+    private_key: PathBuf,
+    trust: Vec<String>,
+    inbound: Option<Vec<String>>,
+    outbound: Option<Vec<String>>,
+    routes: Vec<String>,
+    extra: String,
+}
+
+impl Conf {
+    pub fn new(identity: &str, private_key: &Path) -> Conf {
+        Conf {
+            identity: identity.to_owned(),
+            private_key: private_key.to_path_buf(),
+            trust: Vec::new(),
+            inbound: None,
+            outbound: None,
+            routes: Vec::new(),
+            extra: String::new(),
+        }
+    }
+
+    /// An inbound listener trusting the keys in `authorized_keys`, in front of `app`
+    /// (`host:port`).
+    pub fn inbound(mut self, authorized_keys: &Path, app: impl std::fmt::Display) -> Conf {
+        self.trust.push(format!(
+            "authorized_keys = \"{}\"",
+            authorized_keys.display()
+        ));
+        self.inbound = Some(vec![
+            "listen = \"127.0.0.1:0\"".into(),
+            format!("upstream = \"http://{app}\""),
+        ]);
+        self
+    }
+
+    /// An outbound listener (add routes with [`Conf::route`]).
+    pub fn outbound(mut self) -> Conf {
+        self.outbound = Some(vec!["listen = \"127.0.0.1:0\"".into()]);
+        self
+    }
+
+    /// An outbound route: `host` as the app names it, `upstream` a URL.
+    pub fn route(mut self, host: &str, upstream: impl std::fmt::Display) -> Conf {
+        if self.outbound.is_none() {
+            self = self.outbound();
+        }
+        self.routes
+            .push(format!("host = \"{host}\"\nupstream = \"{upstream}\""));
+        self
+    }
+
+    /// One more `key = value` line (value as TOML) in `[trust]`, `[inbound]` or
+    /// `[outbound]`.
+    pub fn set(mut self, section: &str, line: impl Into<String>) -> Conf {
+        let line = line.into();
+        match section {
+            "trust" => self.trust.push(line),
+            "inbound" => self.inbound.get_or_insert_with(Vec::new).push(line),
+            "outbound" => self.outbound.get_or_insert_with(Vec::new).push(line),
+            other => panic!("Conf::set: no section {other}"),
+        }
+        self
+    }
+
+    /// Text appended as is (`[[inbound.allow]]` rules, `[callers.x]`, `[limits]`).
+    pub fn extra(mut self, text: &str) -> Conf {
+        self.extra.push_str(text);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let mut t = format!(
+            "[identity]\nname = \"{}\"\nprivate_key = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            self.identity,
+            self.private_key.display()
+        );
+        let section = |t: &mut String, name: &str, lines: &[String]| {
+            t.push_str(&format!("[{name}]\n"));
+            for l in lines {
+                t.push_str(l);
+                t.push('\n');
+            }
+        };
+        if !self.trust.is_empty() {
+            section(&mut t, "trust", &self.trust);
+        }
+        if let Some(lines) = &self.inbound {
+            section(&mut t, "inbound", lines);
+        }
+        if let Some(lines) = &self.outbound {
+            section(&mut t, "outbound", lines);
+        }
+        for r in &self.routes {
+            t.push_str(&format!("[[outbound.routes]]\n{r}\n"));
+        }
+        t.push_str(&self.extra);
+        t
+    }
+
+    pub async fn start(&self) -> Sidecar {
+        Sidecar::start(&self.toml()).await
+    }
+}
