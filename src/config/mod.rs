@@ -40,7 +40,8 @@ pub fn load(
             path.display()
         )],
     })?;
-    let mut cfg = parse::parse(&text, &path.display().to_string(), path.parent(), env)?;
+    let source = path.display().to_string();
+    let mut cfg = parse_and_check(&text, &source, path.parent(), env)?;
     cfg.source = path.to_path_buf();
     Ok(cfg)
 }
@@ -52,7 +53,18 @@ pub fn from_toml_str(
     source: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    parse::parse(text, source, None, env)
+    parse_and_check(text, source, None, env)
+}
+
+fn parse_and_check(
+    text: &str,
+    source: &str,
+    base: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let (mut cfg, mut problems) = parse::parse(text, source, base, env)?;
+    check::check(&mut cfg, &mut problems);
+    problems.verdict(cfg)
 }
 
 /// Declares a section: the struct serde fills, with every key's default next to it.

@@ -60,6 +60,17 @@ impl<'a> Problems<'a> {
         self.list.is_empty()
     }
 
+    /// The configuration, if nothing was found wrong with it.
+    pub(super) fn verdict<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.list.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                problems: self.list,
+            })
+        }
+    }
+
     /// `array[index]` with the index the user wrote, elements taken out counted back in.
     pub(super) fn element(&self, array: &str, index: usize) -> String {
         let mut original = index;
@@ -72,12 +83,14 @@ impl<'a> Problems<'a> {
     }
 }
 
-pub(super) fn parse(
+/// The configuration as far as each key alone can tell, and the problems found so far
+/// (the check pass comes next).
+pub(super) fn parse<'a>(
     text: &str,
-    source: &str,
+    source: &'a str,
     base: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigError> {
+) -> Result<(Config, Problems<'a>), ConfigError> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
         problems: vec![
             format!("{source}: not valid TOML: {}", e.message())
@@ -109,12 +122,7 @@ pub(super) fn parse(
             _ => p.add(&name, "unknown key"),
         }
     }
-    super::check::check(&mut cfg, &mut p);
-    if p.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigError { problems: p.list })
-    }
+    Ok((cfg, p))
 }
 
 /// Parses one section, reporting unknown keys and every bad value. `None` when nothing
