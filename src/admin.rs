@@ -26,6 +26,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
+            state.sources.update_age_metrics(state);
             let mut resp = Response::new(full(state.metrics.render()));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -107,5 +108,6 @@ pub fn trust(state: &State) -> serde_json::Value {
         "revoked": revoked,
         "problems": ring.problems(),
         "signing_kid": state.trust.signer().map(|s| s.kid().to_owned()),
+        "url_sources": state.sources.describe(),
     })
 }

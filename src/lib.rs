@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod fetch;
 pub mod keys;
 pub mod metrics;
 pub mod proxy;

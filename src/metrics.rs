@@ -25,6 +25,10 @@ pub struct Metrics {
     pub verified_cache_hits: IntCounter,
     pub open_connections: prometheus::IntGaugeVec,
     pub reload_duration: Histogram,
+    /// Key URL fetches by identity and result (`ok`, or a failure kind).
+    pub trust_fetches: IntCounterVec,
+    /// Seconds since an identity's URL source last fetched successfully.
+    pub trust_source_age: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -100,6 +104,22 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
         )?;
+        let trust_fetches = IntCounterVec::new(
+            Opts::new(
+                "trustgate_trust_fetches_total",
+                "Fetches of key URLs (authorized_keys/<identity>.url), by identity and result.",
+            ),
+            &["identity", "result"],
+        )?;
+        let trust_source_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "trustgate_trust_source_age_seconds",
+                "Seconds since the key URL of an identity was last fetched successfully.",
+            ),
+            &["identity"],
+        )?;
+        registry.register(Box::new(trust_fetches.clone()))?;
+        registry.register(Box::new(trust_source_age.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(inbound_rejections.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -124,6 +144,8 @@ impl Metrics {
             verified_cache_hits,
             open_connections,
             reload_duration,
+            trust_fetches,
+            trust_source_age,
         })
     }
 

@@ -16,6 +16,25 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
         p.add("trust.rescan_interval", "must be greater than zero");
     }
 
+    if trust.fetch_timeout.is_zero() {
+        p.add("trust.fetch_timeout", "must be greater than zero");
+    }
+    if trust.fetch_cooldown.is_zero() {
+        p.add(
+            "trust.fetch_cooldown",
+            "must be greater than zero (it bounds the fetches a caller can cause)",
+        );
+    }
+    if trust.fetch_interval < trust.fetch_cooldown {
+        p.add(
+            "trust.fetch_interval",
+            format!(
+                "{} is shorter than trust.fetch_cooldown ({})",
+                humantime::format_duration(trust.fetch_interval),
+                humantime::format_duration(trust.fetch_cooldown)
+            ),
+        );
+    }
     let identity = &cfg.identity;
     if identity.name.is_empty() && !p.failed("identity.name") {
         p.add("identity.name", "is required (this service's identity)");
@@ -244,18 +263,13 @@ pub fn validate_files(cfg: &Config) -> FileCheck {
             check.errors.push(format!("trust.shared_key: {e}"));
         }
     }
+    readable_file(&mut check, "trust.fetch_ca_file", &cfg.trust.fetch_ca_file);
     if let Some(p) = &cfg.trust.revoked {
         if let Err(e) = keys::load_revoked(p) {
             check.errors.push(format!("trust.revoked: {e}"));
         }
     }
-    let mut readable = |key: &str, p: &Option<FilePath>| {
-        if let Some(p) = p {
-            if let Err(e) = std::fs::File::open(p) {
-                check.errors.push(format!("{key}: {}: {e}", p.display()));
-            }
-        }
-    };
+    let mut readable = |key: &str, p: &Option<FilePath>| readable_file(&mut check, key, p);
     if let Some(i) = &cfg.inbound {
         readable("inbound.tls_cert", &i.tls_cert);
         readable("inbound.tls_key", &i.tls_key);
@@ -267,6 +281,14 @@ pub fn validate_files(cfg: &Config) -> FileCheck {
         readable("outbound.client_key", &o.client_key);
     }
     check
+}
+
+fn readable_file(check: &mut FileCheck, key: &str, p: &Option<FilePath>) {
+    if let Some(p) = p {
+        if let Err(e) = std::fs::File::open(p) {
+            check.errors.push(format!("{key}: {}: {e}", p.display()));
+        }
+    }
 }
 
 /// A private key readable by others, or by a group we are not in, deserves a warning.

@@ -178,6 +178,25 @@ section! {
         /// Accept tokens whose `aud` also names other services (off: such a token could
         /// be replayed by any of them against this one).
         pub allow_multi_audience: bool = false,
+        /// CA bundle for fetching `authorized_keys/<identity>.url` JWKS (default: the
+        /// system roots).
+        pub fetch_ca_file: Option<FilePath> = None,
+        /// Allow `http://` key URLs (off: refused, keys travel over TLS only).
+        pub allow_http_fetch: bool = false,
+        /// Connect + response + body of one JWKS fetch.
+        #[serde(with = "humantime_serde")]
+        pub fetch_timeout: Duration = secs(5),
+        /// Refresh period of a key URL (`Cache-Control: max-age` honoured between
+        /// `fetch_cooldown` and this).
+        #[serde(with = "humantime_serde")]
+        pub fetch_interval: Duration = secs(300),
+        /// Least time between two fetches of one source, also when an unknown kid asks.
+        #[serde(with = "humantime_serde")]
+        pub fetch_cooldown: Duration = secs(10),
+        /// How long the last good keys of a source serve while fetches fail; then that
+        /// identity fails closed.
+        #[serde(with = "humantime_serde")]
+        pub max_stale: Duration = secs(3600),
     }
 }
 

@@ -14,7 +14,40 @@ use super::{is_valid_identity, FileProblem, KeyError, TrustedKey};
 #[derive(Debug, Default)]
 pub struct DirLoad {
     pub keys: Vec<TrustedKey>,
+    /// `<identity>.url` entries: where an identity's keys are fetched from.
+    pub sources: Vec<UrlSource>,
     pub problems: Vec<FileProblem>,
+}
+
+/// `authorized_keys/<identity>.url`: the identity's keys live at `url` (a JWKS). The
+/// identity is still the file name; deleting the file revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlSource {
+    pub identity: String,
+    pub url: http::Uri,
+    pub file: std::path::PathBuf,
+}
+
+/// The one URL of a `.url` file: `#` comments and blank lines aside, a single absolute
+/// `https://` (or `http://`, allowed or not by the fetcher) URL with a host.
+pub fn parse_url_file(bytes: &[u8]) -> Result<http::Uri, String> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| "holds binary data, not a URL".to_string())?;
+    let mut lines = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty());
+    let line = lines.next().ok_or("holds no URL")?;
+    if lines.next().is_some() {
+        return Err("holds more than one URL (one source per identity file)".into());
+    }
+    let url: http::Uri = line
+        .parse()
+        .map_err(|_| format!("\"{line}\" is not a URL"))?;
+    if !matches!(url.scheme_str(), Some("https" | "http")) || url.host().is_none() {
+        return Err(format!("\"{line}\" is not an https:// URL with a host"));
+    }
+    Ok(url)
 }
 
 /// Reads every key file in `dir`. Fails only when the directory itself cannot be read;
@@ -94,6 +127,20 @@ fn load_dir_once(dir: &Path) -> Result<DirLoad, KeyError> {
         if !meta.is_file() {
             load.problems
                 .push(problem("is not a regular file; skipped".into()));
+            continue;
+        }
+        if name.ends_with(".url") {
+            match read_key_file(&path)
+                .map_err(reason_of)
+                .and_then(|b| parse_url_file(&b))
+            {
+                Ok(url) => load.sources.push(UrlSource {
+                    identity: identity.to_owned(),
+                    url,
+                    file: path.clone(),
+                }),
+                Err(reason) => load.problems.push(problem(reason)),
+            }
             continue;
         }
         let parsed = read_key_file(&path).and_then(|bytes| parse_public_keys(&bytes, &path));

@@ -15,7 +15,7 @@ pub mod watch;
 pub use format::{load_shared_key, load_signing_key, parse_public_keys};
 pub use generate::{generate, write_keypair, GeneratedFiles, OutputFormat};
 pub use keyring::{FileProblem, Keyring, TrustedKey};
-pub use loader::{load_dir, load_revoked, DirLoad};
+pub use loader::{load_dir, load_revoked, parse_url_file, DirLoad, UrlSource};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -23,6 +23,7 @@ use super::http::{
 };
 use super::observe::{self, Direction, Handled, Seen};
 use super::rescue::Failure;
+use super::sources::KidOutcome;
 use super::state::{InboundState, State};
 use crate::config::{Inbound, InboundMode, UpstreamProtocol};
 use crate::token::{self, unix_now, Rejection, Verified, MAX_TOKEN_BYTES};
@@ -34,7 +35,7 @@ pub const CALLER: HeaderName = HeaderName::from_static("x-service-caller");
 pub const CALLER_ROLES: HeaderName = HeaderName::from_static("x-service-caller-roles");
 
 pub async fn handle(
-    state: &State,
+    state: &Arc<State>,
     side: &InboundState,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -47,7 +48,7 @@ pub async fn handle(
 
 /// The inbound pipeline. Every early return is a decision.
 async fn steps(
-    state: &State,
+    state: &Arc<State>,
     side: &InboundState,
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -63,9 +64,9 @@ async fn steps(
     if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
         return Handled::forwarded("public", to_app(state, cfg, req, peer, tls).await);
     }
-    let verified = match authenticate(state, side, &req, unix_now()) {
+    let verified = match authenticate(state, side, &req, unix_now()).await {
         Ok(v) => v,
-        Err(r) => return reject(state, side, req, peer, tls, Failure::Unauthenticated(r)).await,
+        Err(failure) => return reject(state, side, req, peer, tls, failure).await,
     };
     if let Err(failure) = authorize(side, &verified, &req) {
         return reject(state, side, req, peer, tls, failure).await;
@@ -100,7 +101,7 @@ async fn to_app(
 /// forwarded without identity headers — the app sees an anonymous call, exactly as if
 /// trustgate were not there.
 async fn reject(
-    state: &State,
+    state: &Arc<State>,
     side: &InboundState,
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -219,10 +220,48 @@ fn authorize<B>(side: &InboundState, verified: &Verified, req: &Request<B>) -> R
     })
 }
 
-/// Steps 2–7 of the contract: exactly one token, verification against this request's
-/// keyring snapshot, request binding and replay where required. A token seen before is
-/// answered from the verified-token cache (same bytes, same keyring generation).
-fn authenticate<B>(
+/// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
+/// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
+/// [`super::sources`]) — and an identity whose keys could not be fetched gets 503
+/// `keys_unavailable`, not 401.
+async fn authenticate<B>(
+    state: &Arc<State>,
+    side: &InboundState,
+    req: &Request<B>,
+    now: u64,
+) -> Result<Arc<Verified>, Failure> {
+    match verify_token(state, side, req, now) {
+        Err(Rejection::UnknownKey) if !state.sources.is_empty() => {}
+        other => return other.map_err(Failure::Unauthenticated),
+    }
+    let unknown = || Failure::Unauthenticated(Rejection::UnknownKey);
+    let peeked = extract_token(req.headers(), &side.cfg.token_header)
+        .ok()
+        .and_then(token::peek_kid_and_issuer);
+    let Some((kid, identity)) = peeked else {
+        return Err(unknown());
+    };
+    match state.sources.unknown_kid(state, &identity, &kid).await {
+        KidOutcome::NotUrl | KidOutcome::Unknown => Err(unknown()),
+        KidOutcome::Unavailable => Err(Failure::KeysUnavailable(identity)),
+        KidOutcome::Retry => match verify_token(state, side, req, now) {
+            Err(Rejection::UnknownKey) => {
+                state.sources.remember_unknown(&identity, &kid);
+                if state.sources.unavailable(&identity) {
+                    Err(Failure::KeysUnavailable(identity))
+                } else {
+                    Err(unknown())
+                }
+            }
+            other => other.map_err(Failure::Unauthenticated),
+        },
+    }
+}
+
+/// Exactly one token, verified against this request's keyring snapshot, request binding
+/// and replay where required. A token seen before is answered from the verified-token
+/// cache (same bytes, same keyring generation).
+fn verify_token<B>(
     state: &State,
     side: &InboundState,
     req: &Request<B>,

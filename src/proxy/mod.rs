@@ -20,6 +20,7 @@ pub mod path;
 pub mod reload;
 pub mod rescue;
 pub mod server;
+pub mod sources;
 pub mod state;
 pub mod upstream_io;
 
@@ -95,7 +96,9 @@ impl Proxy {
             }
             None => (None, None),
         };
-        let trust = reload::load_initial(&cfg)?;
+        let (trust, url_sources) = reload::load_initial(&cfg)?;
+        let sources = sources::Sources::new(&cfg)?;
+        sources.set(&url_sources);
         let outbound = cfg.outbound.as_ref();
         let upstreams = client::Upstreams::new(&client::ClientOptions {
             connect_timeout: cfg.limits.connect_timeout,
@@ -104,7 +107,7 @@ impl Proxy {
             ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
             client_cert: outbound.and_then(|o| o.client_identity()),
         })?;
-        let state = State::new(cfg, trust, upstreams, metrics);
+        let state = State::new(cfg, trust, sources, upstreams, metrics);
         let cfg = &state.cfg;
         let inbound = match &cfg.inbound {
             Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),
@@ -183,10 +186,23 @@ impl Proxy {
             self.watcher,
             reload_stop_rx,
         ));
-        state.health.set_ready();
-        tracing::info!("ready");
-
-        shutdown.await;
+        let (fetch_stop_tx, fetch_stop_rx) = watch::channel(false);
+        let fetcher = tokio::spawn(sources::Sources::run(state.clone(), fetch_stop_rx));
+        // Readiness waits (bounded) for the first fetch of every key URL; sources still
+        // failing then fail closed (503 keys_unavailable) until they succeed.
+        let first_fetches = state
+            .sources
+            .wait_first_fetches(state.cfg.trust.fetch_timeout + std::time::Duration::from_secs(1));
+        tokio::pin!(shutdown);
+        let stopped_early = tokio::select! {
+            _ = first_fetches => false,
+            _ = &mut shutdown => true,
+        };
+        if !stopped_early {
+            state.health.set_ready();
+            tracing::info!("ready");
+            shutdown.await;
+        }
         tracing::info!(
             grace = ?state.cfg.limits.shutdown_grace,
             "shutting down: readiness 503, listeners closed, finishing in-flight requests"
@@ -198,6 +214,8 @@ impl Proxy {
         }
         let _ = reload_stop_tx.send(true);
         let _ = reloader.await;
+        let _ = fetch_stop_tx.send(true);
+        let _ = fetcher.await;
         let _ = admin_tx.send(true);
         let _ = admin.await;
         tracing::info!("shutdown complete");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::state::{State, TrustState};
+use super::state::{FileTrust, State, TrustState};
 use crate::config::{Config, SigningKeySource};
 use crate::keys::watch::DirWatch;
 use crate::keys::{self, KeyError, Keyring, TrustedKey};
@@ -28,19 +28,50 @@ pub enum ReloadOutcome {
     Failed,
 }
 
-/// The first load, at start: the signing key and the trust material, or the reason the
-/// process must not start.
-pub fn load_initial(cfg: &Config) -> Result<TrustState, KeyError> {
+/// The first load, at start: the signing key and the trust material (the key URLs it
+/// names are fetched later, by [`super::sources`]), or the reason the process must not
+/// start.
+pub fn load_initial(cfg: &Config) -> Result<(TrustState, Vec<keys::UrlSource>), KeyError> {
     let signer = cfg
         .identity
         .key()
         .map(|source| load_signer(cfg, &source))
         .transpose()?;
-    let keyring = load_trust(cfg, None)?;
+    let files = load_files(cfg, None)?;
+    let keyring = compose(&files, Vec::new());
     for p in keyring.problems() {
         tracing::warn!(file = %p.file.display(), reason = %p.reason, "key file skipped");
     }
-    Ok(TrustState::new(keyring, signer))
+    let sources = files.sources.clone();
+    Ok((TrustState::new(files, keyring, signer), sources))
+}
+
+/// The keyring of the files' keys and the fetched ones.
+fn compose(files: &FileTrust, fetched: Vec<TrustedKey>) -> Keyring {
+    let mut keys = files.keys.clone();
+    keys.extend(fetched);
+    Keyring::new(keys, files.revoked.clone(), files.problems.clone())
+}
+
+/// Composes the keyring from the current files and fetched keys and publishes it if a
+/// request would see a difference. `true` if published.
+pub fn republish(state: &State) -> bool {
+    let files = state.trust.files.lock().unwrap_or_else(|p| p.into_inner());
+    let keyring = compose(&files, state.sources.keys());
+    if keyring.same_as(&state.trust.snapshot().keyring) {
+        return false;
+    }
+    publish(state, keyring);
+    true
+}
+
+fn publish(state: &State, keyring: Keyring) {
+    state.metrics.trusted_keys.set(keyring.len() as i64);
+    state.trust.publish_keyring(keyring);
+    // Entries of the old generation can never be used again: free them.
+    if let Some(inbound) = &state.inbound {
+        inbound.verified.clear();
+    }
 }
 
 /// Owns what reloads write: the shared state's trust material and the TLS certificate.
@@ -68,16 +99,21 @@ impl Reloader {
     /// Rebuilds the trust material from disk and publishes it if anything a request can
     /// see changed. A directory that cannot be read keeps the previous snapshot in
     /// force; a file that no longer parses keeps the keys it held before (see
-    /// [`load_trust`]). `force_count` counts the attempt even when nothing changed (a
+    /// [`load_files`]). `force_count` counts the attempt even when nothing changed (a
     /// watcher event), so that every reload an operator caused is visible in metrics.
     pub fn reload_trust(&self, force_count: bool) -> ReloadOutcome {
         let state = &self.state;
         let timer = state.metrics.reload_duration.start_timer();
         let current = state.trust.snapshot();
-        let result = load_trust(&state.cfg, Some(&current.keyring));
+        let result = load_files(&state.cfg, Some(&current.keyring));
         timer.observe_duration();
         match result {
-            Ok(keyring) => {
+            Ok(files) => {
+                // One composition at a time: a fetch finishing now waits for this one.
+                let mut held = state.trust.files.lock().unwrap_or_else(|p| p.into_inner());
+                state.sources.set(&files.sources);
+                let keyring = compose(&files, state.sources.keys());
+                *held = files;
                 let changed = !keyring.same_as(&current.keyring);
                 let has_problems = !keyring.problems().is_empty();
                 if changed || force_count {
@@ -94,12 +130,7 @@ impl Reloader {
                     problems = keyring.problems().len(),
                     "keyring reloaded"
                 );
-                state.metrics.trusted_keys.set(keyring.len() as i64);
-                state.trust.publish_keyring(keyring);
-                // Entries of the old generation can never be used again: free them.
-                if let Some(inbound) = &state.inbound {
-                    inbound.verified.clear();
-                }
+                publish(state, keyring);
                 ReloadOutcome::Published
             }
             Err(e) => {
@@ -181,23 +212,25 @@ fn load_signer(cfg: &Config, source: &SigningKeySource) -> Result<TokenSigner, K
     ))
 }
 
-/// Reads authorized_keys, the shared key and the revocation list into one keyring.
+/// Reads authorized_keys, the shared key and the revocation list.
 ///
-/// With a `previous` keyring, a file that fails to load keeps the keys it held in it:
-/// a half-written or broken copy of `orders.pem` must not cut `orders` off. (A file that
-/// is *gone* is a removal, and its keys go.)
-pub fn load_trust(cfg: &Config, previous: Option<&Keyring>) -> Result<Keyring, KeyError> {
+/// With a `previous` keyring, a key file that fails to load keeps the keys it held in
+/// it: a half-written or broken copy of `orders.pem` must not cut `orders` off. (A file
+/// that is *gone* is a removal, and its keys go.)
+pub fn load_files(cfg: &Config, previous: Option<&Keyring>) -> Result<FileTrust, KeyError> {
     let mut trusted = Vec::new();
     let mut problems = Vec::new();
+    let mut sources = Vec::new();
     if let Some(dir) = &cfg.trust.authorized_keys {
         let load = keys::load_dir(dir)?;
         trusted.extend(load.keys);
+        sources = load.sources;
         for mut p in load.problems {
             if let Some(prev) = previous {
                 let kept: Vec<TrustedKey> = prev
                     .keys()
                     .into_iter()
-                    .filter(|k| k.source == p.file)
+                    .filter(|k| k.source == p.file && p.file.extension() != Some("url".as_ref()))
                     .map(|k| (**k).clone())
                     .collect();
                 if !kept.is_empty() {
@@ -224,7 +257,12 @@ pub fn load_trust(cfg: &Config, previous: Option<&Keyring>) -> Result<Keyring, K
         Some(p) => keys::load_revoked(p)?,
         None => Default::default(),
     };
-    Ok(Keyring::new(trusted, revoked, problems))
+    Ok(FileTrust {
+        keys: trusted,
+        revoked,
+        problems,
+        sources,
+    })
 }
 
 /// Quiet time after an event before reloading: a kubelet update is several events in a

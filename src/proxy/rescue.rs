@@ -25,6 +25,10 @@ pub enum Failure {
     NoRoute(String),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The caller's identity has a key URL whose keys could not be fetched (never, or
+    /// not within `trust.max_stale`): 503, the caller did nothing wrong.
+    #[error("keys of {0} unavailable (key URL not fetched)")]
+    KeysUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -39,6 +43,7 @@ impl Failure {
             Failure::Upstream(_) => "upstream_error",
             Failure::NoRoute(_) => "no_route",
             Failure::BadRequest(_) => "bad_request",
+            Failure::KeysUnavailable(_) => "unavailable",
             Failure::Internal(_) => "internal_error",
         }
     }
@@ -53,6 +58,7 @@ impl Failure {
             Failure::Upstream(UpstreamError::Failed(_)) => "upstream_failed",
             Failure::NoRoute(_) => "no_route",
             Failure::BadRequest(r) => r,
+            Failure::KeysUnavailable(_) => "keys_unavailable",
             Failure::Internal(_) => "internal",
         }
     }
@@ -68,9 +74,9 @@ impl Failure {
             Failure::Unauthenticated(_) => 16, // UNAUTHENTICATED
             Failure::Forbidden { .. } => 7,    // PERMISSION_DENIED
             Failure::Upstream(UpstreamError::Timeout(_)) => 4, // DEADLINE_EXCEEDED
-            Failure::Upstream(_) | Failure::NoRoute(_) => 14, // UNAVAILABLE
-            Failure::BadRequest(_) => 3,       // INVALID_ARGUMENT
-            Failure::Internal(_) => 13,        // INTERNAL
+            Failure::Upstream(_) | Failure::NoRoute(_) | Failure::KeysUnavailable(_) => 14, // UNAVAILABLE
+            Failure::BadRequest(_) => 3, // INVALID_ARGUMENT
+            Failure::Internal(_) => 13,  // INTERNAL
         };
         let message = format!("trustgate: {}", self.reason());
         let plain = self.into_response();
@@ -128,6 +134,16 @@ impl Failure {
             ),
             Failure::BadRequest(reason) => {
                 json_response(StatusCode::BAD_REQUEST, "bad_request", reason)
+            }
+            Failure::KeysUnavailable(_) => {
+                let mut resp = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "keys_unavailable",
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                resp
             }
             Failure::Internal(_) => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,

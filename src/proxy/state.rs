@@ -6,7 +6,7 @@
 //!   precomputed values. Nothing else reads them.
 //! - [`Health`]: readiness, read by the admin listener.
 //! - the forwarding client and the metrics, used by both sides.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::Jwk;
 
 use super::client::Upstreams;
 use crate::config::{Config, Inbound, Outbound};
-use crate::keys::Keyring;
+use crate::keys::{FileProblem, Keyring, TrustedKey, UrlSource};
 use crate::metrics::Metrics;
 use crate::token::{OutboundTokenCache, ReplayCache, TokenSigner, VerifiedCache, VerifyPolicy};
 
@@ -25,6 +25,8 @@ use crate::token::{OutboundTokenCache, ReplayCache, TokenSigner, VerifiedCache, 
 pub struct State {
     pub cfg: Arc<Config>,
     pub trust: TrustState,
+    /// Key URL sources (`authorized_keys/<identity>.url`).
+    pub sources: super::sources::Sources,
     pub inbound: Option<InboundState>,
     pub outbound: Option<OutboundState>,
     pub health: Health,
@@ -40,9 +42,23 @@ pub struct TrustSnapshot {
     pub generation: u64,
 }
 
+/// What the files of the trust material hold (authorized_keys, shared key, revocation
+/// list): the part of the keyring that is not fetched.
+#[derive(Default)]
+pub struct FileTrust {
+    pub keys: Vec<TrustedKey>,
+    pub revoked: HashSet<String>,
+    pub problems: Vec<FileProblem>,
+    /// `<identity>.url` entries.
+    pub sources: Vec<UrlSource>,
+}
+
 /// The keyring and the signing key, swapped atomically by reloads.
 pub struct TrustState {
     snapshot: ArcSwap<TrustSnapshot>,
+    /// The file part of the last keyring; held while a keyring is composed and
+    /// published, so that file reloads and fetches publish one after the other.
+    pub(super) files: Mutex<FileTrust>,
     signer: ArcSwapOption<TokenSigner>,
     /// Public keys of previous signing keys, published until the instant given, so that
     /// peers fetching the JWKS during a rotation still find them.
@@ -51,12 +67,13 @@ pub struct TrustState {
 }
 
 impl TrustState {
-    pub fn new(keyring: Keyring, signer: Option<TokenSigner>) -> Self {
+    pub fn new(files: FileTrust, keyring: Keyring, signer: Option<TokenSigner>) -> Self {
         TrustState {
             snapshot: ArcSwap::from_pointee(TrustSnapshot {
                 keyring,
                 generation: 1,
             }),
+            files: Mutex::new(files),
             signer: ArcSwapOption::new(signer.map(Arc::new)),
             previous_jwks: Mutex::new(Vec::new()),
             generation: AtomicU64::new(1),
@@ -187,6 +204,7 @@ impl State {
     pub fn new(
         cfg: Config,
         trust: TrustState,
+        sources: super::sources::Sources,
         upstreams: Upstreams,
         metrics: Metrics,
     ) -> Arc<Self> {
@@ -202,6 +220,7 @@ impl State {
             }),
             health: Health::default(),
             trust,
+            sources,
             upstreams,
             metrics,
             cfg,

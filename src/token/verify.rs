@@ -294,6 +294,25 @@ fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejecti
     serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
 }
 
+/// The `kid` and the claimed `iss` of a token, **unverified**: only to pick, among the
+/// key URLs the authorized_keys directory names, which one may hold a key not seen yet.
+/// Never trusted for anything else, never turned into a URL.
+pub fn peek_kid_and_issuer(token: &str) -> Option<(String, String)> {
+    let mut parts = token.split('.');
+    let (header, payload) = (parts.next()?, parts.next()?);
+    #[derive(serde::Deserialize)]
+    struct Header {
+        kid: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        iss: String,
+    }
+    let h: Header = decode_object(header).ok()?;
+    let p: Payload = decode_object(payload).ok()?;
+    Some((h.kid, p.iss))
+}
+
 fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
     let bytes = URL_SAFE_NO_PAD
         .decode(b64)
