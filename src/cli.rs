@@ -122,12 +122,26 @@ pub enum Command {
         /// The token, `-` or nothing to read it from stdin. A `Bearer ` prefix is accepted.
         token: Option<String>,
     },
-    /// List the identities, kids, algorithms and problems of an authorized_keys directory.
+    /// List the identities, kids, algorithms and problems of an authorized_keys directory,
+    /// and its key URL sources (`<identity>.url`).
     Keys {
         dir: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Fetch every URL source once and list the keys it serves (as `run` would
+        /// accept them).
+        #[arg(long)]
+        fetch: bool,
+        /// CA bundle for the fetch (default: the system roots).
+        #[arg(long, requires = "fetch")]
+        fetch_ca_file: Option<PathBuf>,
+        /// Allow http:// key URLs.
+        #[arg(long, requires = "fetch")]
+        allow_http: bool,
+        /// Time limit of one fetch.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        fetch_timeout: Duration,
     },
     /// Validate a configuration and its key files.
     Check {
@@ -223,7 +237,21 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             now: now.unwrap_or_else(unix_now),
             token,
         }),
-        Command::Keys { dir, json } => keys_cmd(&dir, json),
+        Command::Keys {
+            dir,
+            json,
+            fetch,
+            fetch_ca_file,
+            allow_http,
+            fetch_timeout,
+        } => {
+            let fetch = fetch.then(|| FetchArgs {
+                ca_file: fetch_ca_file,
+                allow_http,
+                timeout: fetch_timeout,
+            });
+            keys_cmd(&dir, json, fetch)
+        }
         Command::Check { config } => check(&config),
         Command::Run { .. } | Command::Demo => {
             anyhow::bail!("run and demo need the proxy runtime; call them through main")
@@ -343,9 +371,42 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn keys_cmd(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+struct FetchArgs {
+    ca_file: Option<PathBuf>,
+    allow_http: bool,
+    timeout: Duration,
+}
+
+fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<ExitCode> {
     let load = keys::load_dir(dir)?;
-    let ring = Keyring::new(load.keys, Default::default(), load.problems);
+    let sources = load.sources;
+    let mut problems = load.problems;
+    let mut keys = load.keys;
+    if let Some(args) = fetch {
+        let fetcher =
+            trustgate::fetch::Fetcher::new(args.ca_file.as_deref(), args.allow_http, args.timeout)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for s in &sources {
+            match runtime.block_on(fetcher.fetch(&s.url)) {
+                Ok(fetched) => keys.extend(fetched.keys.into_iter().map(|key| keys::TrustedKey {
+                    identity: Some(s.identity.clone()),
+                    key,
+                    source: s.file.clone(),
+                })),
+                Err(e) => problems.push(keys::FileProblem {
+                    file: s.file.clone(),
+                    reason: format!("{}: fetch failed: {e}", s.url),
+                }),
+            }
+        }
+    }
+    let ring = Keyring::new(keys, Default::default(), problems);
+    let urls: Vec<_> = sources
+        .iter()
+        .map(|s| serde_json::json!({ "identity": s.identity, "url": s.url.to_string(), "file": s.file }))
+        .collect();
     if json {
         let keys: Vec<_> = ring
             .keys()
@@ -359,7 +420,8 @@ fn keys_cmd(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let out = serde_json::json!({ "keys": keys, "problems": ring.problems() });
+        let out =
+            serde_json::json!({ "keys": keys, "url_sources": urls, "problems": ring.problems() });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{:<24} {:<44} {:<6} FILE", "IDENTITY", "KID", "ALG");
@@ -371,6 +433,12 @@ fn keys_cmd(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 k.key.alg,
                 k.source.display()
             );
+        }
+        if !sources.is_empty() {
+            println!("\n{:<24} {:<69} FILE", "IDENTITY (BY URL)", "URL");
+            for s in &sources {
+                println!("{:<24} {:<69} {}", s.identity, s.url, s.file.display());
+            }
         }
         for p in ring.problems() {
             eprintln!("problem: {}: {}", p.file.display(), p.reason);

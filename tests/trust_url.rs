@@ -636,3 +636,104 @@ async fn rotation_by_url_under_load_has_no_failed_requests() {
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok > 50, "the load ran ({ok} requests)");
 }
+
+/// A JWKS server we did not write: Python's `http.server` over `ssl`, serving a JWKS made
+/// by jwcrypto; the token is jwcrypto's too. Skipped (loudly) without python3 and
+/// jwcrypto, unless `TRUSTGATE_REQUIRE_INTEROP=1` (CI), which makes it fail.
+#[tokio::test]
+async fn a_jwks_served_by_python_and_jwcrypto_is_trusted() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/jwks_server.py");
+    let spawned = Command::new("python3")
+        .arg(&script)
+        .args([tls("server.crt"), tls("server.key")])
+        .args(["orders", "billing"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
+                "TRUSTGATE_REQUIRE_INTEROP=1 but python3 cannot run: {e}"
+            );
+            eprintln!("SKIPPED: python3 not found ({e})");
+            return;
+        }
+    };
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let mut words = line.split_whitespace();
+    let (Some(port), Some(token)) = (words.next(), words.next()) else {
+        let _ = child.kill();
+        assert!(
+            std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "TRUSTGATE_REQUIRE_INTEROP=1 but the jwcrypto JWKS server did not start"
+        );
+        eprintln!("SKIPPED: python3 with jwcrypto not available");
+        return;
+    };
+    let keys = Keys::new();
+    let url = format!("https://localhost:{port}/jwks.json");
+    let billing = billing_trusting_by_url(&keys, &url, &[]).await;
+    assert!(eventually(Duration::from_secs(5), || fetches(&billing, "ok") >= 1).await);
+    let a = call(&billing, token).await;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.json()["headers"]["x-service-caller"], "orders");
+}
+
+/// `trustgate keys DIR` lists URL sources; `--fetch` fetches each once and lists what it
+/// got, a failed fetch being a problem (exit 1).
+#[tokio::test]
+async fn the_keys_command_lists_and_fetches_url_sources() {
+    let keys = Keys::new();
+    let orders = keys.make("orders");
+    let server = FaultServer::start(Mode::Serve(jwks_of(&[&orders]))).await;
+    let dir = keys.path().join("t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("orders.url"), server.url()).unwrap();
+    std::fs::write(dir.join("search.url"), "http://127.0.0.1:9/jwks.json").unwrap();
+    let run = |args: &[&str]| {
+        let dir = dir.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
+                .arg("keys")
+                .arg(&dir)
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let listed = run(&["--json"]).await.unwrap();
+    assert!(listed.status.success());
+    let out: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(out["url_sources"][0]["identity"], "orders");
+    assert_eq!(out["url_sources"][0]["url"], server.url().as_str());
+    assert_eq!(
+        out["keys"].as_array().unwrap().len(),
+        0,
+        "nothing fetched yet"
+    );
+    let before = server.hits();
+    let ca = tls("ca.crt").display().to_string();
+    let fetched = run(&["--json", "--fetch", "--fetch-ca-file", &ca])
+        .await
+        .unwrap();
+    assert_eq!(server.hits(), before + 1);
+    let out: serde_json::Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(out["keys"][0]["identity"], "orders");
+    assert_eq!(out["keys"][0]["kid"], orders.kid.as_str());
+    let problem = out["problems"][0]["reason"].as_str().unwrap();
+    assert!(problem.contains("allow_http_fetch"), "{problem}");
+    assert_eq!(
+        fetched.status.code(),
+        Some(1),
+        "a failed fetch is a problem"
+    );
+}
