@@ -245,7 +245,7 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             allow_http,
             fetch_timeout,
         } => {
-            let fetch = fetch.then(|| FetchArgs {
+            let fetch = fetch.then_some(FetchArgs {
                 ca_file: fetch_ca_file,
                 allow_http,
                 timeout: fetch_timeout,
