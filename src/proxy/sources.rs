@@ -7,9 +7,12 @@
 //!   sooner (doubling from `fetch_cooldown`, at most the interval).
 //! - **Unknown kid**: a token whose kid nobody knows, claiming an identity that has a URL
 //!   source, may trigger one refetch of that identity's sources — single-flight (callers
-//!   wait for the fetch in flight), at most once per `fetch_cooldown` per source, and a
+//!   wait for the fetch in flight), at most once per `fetch_cooldown` per source. Within
+//!   the cooldown the fetch is deferred to the cooldown's end (and waited for if that is
+//!   within a second), so a key rotated just after a fetch is still picked up at once. A
 //!   kid that was still unknown after a fetch is remembered until the next successful
-//!   one: a flood of random kids costs at most one fetch per cooldown. The claimed
+//!   one and causes no more fetches: a flood of random kids costs at most one fetch per
+//!   cooldown. The claimed
 //!   identity only *selects* among the sources the directory names; nothing in a token
 //!   ever becomes a URL.
 //! - **Stale on error**: when fetches fail, the last good keys keep serving for
@@ -70,6 +73,15 @@ struct Status {
     in_flight: bool,
     failures: u32,
     unknown_kids: HashSet<String>,
+}
+
+/// A request blocked by the cooldown waits for the deferred fetch only if it starts
+/// within this long (bounded wait: a flood of random kids cannot hold requests longer).
+const DEFERRED_WAIT: Duration = Duration::from_secs(1);
+
+enum Action {
+    Start,
+    Join,
 }
 
 /// What an unknown kid should get.
@@ -213,46 +225,61 @@ impl Sources {
         {
             return KidOutcome::Unknown;
         }
+        // For each source: join the fetch in flight, start one (cooldown permitting), or
+        // — within the cooldown — have the scheduler fetch as soon as it ends, and wait
+        // for that only if it is close.
+        let now = Instant::now();
         let mut waits = Vec::new();
+        let mut deferred = false;
         for s in &sources {
             let before = *s.attempts.borrow();
-            let start = {
+            let action = {
                 let mut st = s.status();
-                if st.in_flight {
-                    Some(false)
-                } else if st.last_attempt.is_none_or(|t| t.elapsed() >= self.cooldown) {
-                    st.in_flight = true;
-                    st.last_attempt = Some(Instant::now());
-                    Some(true)
-                } else {
-                    None
+                match st.last_attempt {
+                    _ if st.in_flight => Some(Action::Join),
+                    Some(t) if now < t + self.cooldown => {
+                        let at = t + self.cooldown;
+                        st.next_fetch = st.next_fetch.min(at);
+                        deferred = true;
+                        (at <= now + DEFERRED_WAIT).then_some(Action::Join)
+                    }
+                    _ => {
+                        st.in_flight = true;
+                        st.last_attempt = Some(now);
+                        Some(Action::Start)
+                    }
                 }
             };
-            match start {
-                Some(true) => {
+            match action {
+                Some(Action::Start) => {
                     // Spawned: a caller that gives up does not cancel the fetch.
                     let (state, s2) = (state.clone(), s.clone());
                     tokio::spawn(async move { fetch_claimed(&state, &s2).await });
                     waits.push((s.clone(), before));
                 }
-                Some(false) => waits.push((s.clone(), before)),
+                Some(Action::Join) => waits.push((s.clone(), before)),
                 None => {}
             }
         }
-        let deadline = Instant::now() + self.timeout + Duration::from_millis(100);
+        if deferred {
+            self.wake.notify_one();
+        }
+        let deadline = now + DEFERRED_WAIT + self.timeout;
+        let mut completed = false;
         for (s, before) in &waits {
             let mut rx = s.attempts.subscribe();
-            let _ = tokio::time::timeout_at(deadline, rx.wait_for(|n| *n != *before)).await;
+            let waited = tokio::time::timeout_at(deadline, rx.wait_for(|n| *n != *before)).await;
+            completed |= waited.is_ok();
         }
-        let has_keys = sources.iter().any(|s| s.status().has_keys);
-        if !has_keys {
+        if !sources.iter().any(|s| s.status().has_keys) {
             return KidOutcome::Unavailable;
         }
-        if waits.is_empty() {
-            self.remember_unknown(identity, kid);
-            return KidOutcome::Unknown;
+        if completed {
+            KidOutcome::Retry
+        } else {
+            // Not remembered: the deferred fetch will look for it.
+            KidOutcome::Unknown
         }
-        KidOutcome::Retry
     }
 
     /// The kid was still unknown after a fetch: no more fetches for it until the next
