@@ -15,8 +15,12 @@
 #      unknown_key);
 #   3. rotating orders' key by kubelet-style Secret swaps (publish new public key →
 #      switch private key → remove old public key) while orders calls billing in a
-#      loop: not one failed call, and the kid switches.
-# Needs root, iproute2, curl, python3. Fails loudly without network namespace support.
+#      loop: not one failed call, and the kid switches;
+#   4. trust by URL: billing's authorized_keys holds only `orders.url` (orders' own
+#      inbound listener, over TLS, publishes its JWKS); orders rotates its key again —
+#      only its own Secret changes — while calling billing in a loop: not one failed call.
+# Needs root, iproute2, curl, python3, openssl. Fails loudly without network namespace
+# support.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 TG="${TRUSTGATE:-$ROOT/target/debug/trustgate}"
@@ -39,6 +43,7 @@ trap cleanup EXIT
 [ "$(id -u)" = 0 ] || fail "must run as root (network namespaces)"
 command -v ip >/dev/null || fail "iproute2 (ip) is not installed"
 command -v curl >/dev/null || fail "curl is not installed"
+command -v openssl >/dev/null || fail "openssl is not installed"
 [ -x "$TG" ] || fail "no trustgate binary at $TG (cargo build first, or set TRUSTGATE)"
 
 say "network: bridge + three namespaces"
@@ -89,6 +94,16 @@ say "keys (trustgate keygen), laid out as Secret volumes"
 "$TG" keygen billing --out "$WORK/keys" >/dev/null 2>&1
 "$TG" keygen orders --out "$WORK/keys-next" >/dev/null 2>&1
 "$TG" keygen stranger --out "$WORK/keys" >/dev/null 2>&1
+"$TG" keygen orders --out "$WORK/keys-third" >/dev/null 2>&1
+# A CA and orders' inbound TLS certificate (for its pod IP), as cert-manager would issue.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=tg-e2e-ca -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=orders \
+    -keyout "$WORK/orders-tls.key" -out "$WORK/orders-tls.csr" 2>/dev/null
+printf 'subjectAltName=IP:10.77.0.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$WORK/orders-tls.ext"
+openssl x509 -req -in "$WORK/orders-tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/orders-tls.ext" -out "$WORK/orders-tls.crt" 2>/dev/null
 kid_of() { # public key file
     local d="$WORK/kid.$RANDOM"
     mkdir -p "$d" && cp "$1" "$d/"
@@ -96,11 +111,14 @@ kid_of() { # public key file
 }
 KID_OLD="$(kid_of "$WORK/keys/orders.pub")"
 KID_NEW="$(kid_of "$WORK/keys-next/orders.pub")"
+KID_THIRD="$(kid_of "$WORK/keys-third/orders.pub")"
 for svc in orders billing; do
     volume "$WORK/$svc/identity" "$svc.key=$WORK/keys/$svc.key"
 done
 volume "$WORK/billing/authorized_keys" "orders.pub=$WORK/keys/orders.pub"
 volume "$WORK/orders/authorized_keys" "billing.pub=$WORK/keys/billing.pub"
+volume "$WORK/orders/tls" "tls.crt=$WORK/orders-tls.crt" "tls.key=$WORK/orders-tls.key"
+volume "$WORK/billing/fetch-ca" "ca.crt=$WORK/ca.crt"
 
 cat >"$WORK/orders.toml" <<EOF
 [identity]
@@ -112,6 +130,8 @@ authorized_keys = "$WORK/orders/authorized_keys"
 listen = "0.0.0.0:8443"
 upstream = "http://127.0.0.1:8080"
 public_paths = ["/healthz"]
+tls_cert = "$WORK/orders/tls/tls.crt"
+tls_key = "$WORK/orders/tls/tls.key"
 [outbound]
 listen = "127.0.0.1:15001"
 [[outbound.routes]]
@@ -126,6 +146,8 @@ name = "billing"
 private_key = "$WORK/billing/identity/billing.key"
 [trust]
 authorized_keys = "$WORK/billing/authorized_keys"
+fetch_ca_file = "$WORK/billing/fetch-ca/ca.crt"
+fetch_cooldown = "1s"
 [inbound]
 listen = "0.0.0.0:8443"
 upstream = "http://127.0.0.1:8080"
@@ -209,11 +231,11 @@ echo "$OUT"
 case "$OUT" in *'"reason":"unknown_key"'*' 401') ;; *) fail "stranger's key: $OUT" ;; esac
 
 say "3. key rotation by kubelet Secret swaps while orders keeps calling billing"
-cat >"$WORK/loop.py" <<EOF
-import os, urllib.request
+cat >"$WORK/loop.py" <<'EOF'
+import os, sys, urllib.request
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:15001"}))
 ok = bad = 0
-while not os.path.exists("$WORK/stop"):
+while not os.path.exists(sys.argv[1]):
     try:
         with opener.open("http://billing/invoices/2", timeout=5) as r:
             ok += r.status == 200
@@ -223,7 +245,7 @@ while not os.path.exists("$WORK/stop"):
         print("failed:", e, flush=True)
 print(ok, bad)
 EOF
-ip netns exec tg-orders python3 "$WORK/loop.py" >"$WORK/loop.out" &
+ip netns exec tg-orders python3 "$WORK/loop.py" "$WORK/stop" >"$WORK/loop.out" &
 LOOP=$!
 trust_has() { # ns ip text
     for _ in $(seq 1 100); do
@@ -262,5 +284,33 @@ echo "calls during the rotation: $OK ok, $BAD failed"
 OLD_TOKEN="$("$TG" token --key "$WORK/keys/orders.key" --iss orders --aud billing)"
 OUT="$(ip netns exec tg-stranger curl -s -w ' %{http_code}' -H "Authorization: Bearer $OLD_TOKEN" http://10.77.0.3:8443/invoices/1)"
 case "$OUT" in *'"reason":"unknown_key"'*' 401') ;; *) fail "old key still accepted: $OUT" ;; esac
+
+say "4. trust by URL: billing fetches orders' published JWKS (TLS); orders rotates alone"
+echo "https://10.77.0.2:8443/.well-known/jwks.json" >"$WORK/orders.url"
+volume "$WORK/billing/authorized_keys" "orders.url=$WORK/orders.url"
+trust_has tg-billing 10.77.0.3 '"usable":true'
+trust_lacks tg-billing 10.77.0.3 "orders.next.pub"
+trust_has tg-billing 10.77.0.3 "$KID_NEW"
+echo "billing trusts orders by URL (kid $KID_NEW fetched)"
+ip netns exec tg-orders python3 "$WORK/loop.py" "$WORK/stop2" >"$WORK/loop2.out" &
+LOOP=$!
+sleep 1
+# Only orders' own Secret changes.
+volume "$WORK/orders/identity" "orders.key=$WORK/keys-third/orders.key"
+trust_has tg-orders 10.77.0.2 "\"signing_kid\":\"$KID_THIRD\""
+echo "orders signs with $KID_THIRD"
+trust_has tg-billing 10.77.0.3 "$KID_THIRD"
+echo "billing fetched $KID_THIRD on its own"
+sleep 1
+OUT="$(ip netns exec tg-orders env http_proxy=http://127.0.0.1:15001 curl -s -w ' %{http_code}' http://billing/invoices/4)"
+case "$OUT" in *' 200') ;; *) fail "call after the rotation by URL: $OUT" ;; esac
+touch "$WORK/stop2"
+wait "$LOOP"
+read -r OK BAD <<<"$(tail -1 "$WORK/loop2.out")"
+echo "calls during the rotation by URL: $OK ok, $BAD failed"
+[ "$BAD" = 0 ] || { cat "$WORK/loop2.out"; fail "$BAD calls failed during the rotation by URL"; }
+[ "$OK" -gt 10 ] || fail "too few calls during the rotation by URL ($OK)"
+FETCHES="$(ip netns exec tg-billing curl -fs http://10.77.0.3:15000/metrics | grep '^trustgate_trust_fetches_total' || true)"
+echo "$FETCHES"
 
 say "two-pod end-to-end: all checks passed"
