@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Makes the example's keys with `trustgate keygen` and lays them out where the example
 # overlays' secretGenerators read them:
-#   example/<svc>/keys/<svc>.key                 its private key  → Secret <svc>-trustgate-identity
-#   example/<svc>/keys/authorized_keys/<peer>.pub its callers' keys → Secret <svc>-trustgate-authorized-keys
+#   example/<svc>/keys/<svc>.key                  its private key  → Secret <svc>-trustgate-identity
+#   example/orders/keys/authorized_keys/billing.pub billing's key  → Secret orders-trustgate-authorized-keys
+#   example/billing/keys/authorized_keys/orders.url where orders publishes its keys (trust by
+#                                                   URL: orders rotates with no edit here)
+#   example/orders/keys/tls/tls.{crt,key}         orders' inbound TLS certificate (openssl, from
+#   example/billing/keys/fetch-ca/ca.crt          a throwaway CA; use cert-manager in a cluster)
 # Existing keys are kept (keygen never overwrites). keys/ directories are not committed.
 #
 #   TRUSTGATE=target/release/trustgate deploy/kubernetes/make-secrets.sh
@@ -16,7 +20,24 @@ for svc in orders billing; do
         "$TG" keygen "$svc" --out "$svc/keys" >/dev/null
     fi
 done
-# billing trusts orders (orders calls billing); orders trusts billing (callbacks).
+# orders trusts billing's key file (callbacks); billing trusts orders by URL: orders'
+# inbound listener publishes its JWKS over TLS.
 cp billing/keys/billing.pub orders/keys/authorized_keys/billing.pub
-cp orders/keys/orders.pub billing/keys/authorized_keys/orders.pub
+rm -f billing/keys/authorized_keys/orders.pub
+echo "https://orders-app.default.svc.cluster.local/.well-known/jwks.json" \
+    >billing/keys/authorized_keys/orders.url
+mkdir -p orders/keys/tls billing/keys/fetch-ca
+if [ ! -f orders/keys/tls/tls.crt ]; then
+    tmp="$(mktemp -d)"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+        -subj /CN=trustgate-example-ca -keyout "$tmp/ca.key" -out "$tmp/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=orders-app \
+        -keyout orders/keys/tls/tls.key -out "$tmp/tls.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:orders-app,DNS:orders-app.default.svc,DNS:orders-app.default.svc.cluster.local" \
+        "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" >"$tmp/ext"
+    openssl x509 -req -in "$tmp/tls.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" \
+        -CAcreateserial -days 365 -extfile "$tmp/ext" -out orders/keys/tls/tls.crt 2>/dev/null
+    cp "$tmp/ca.crt" billing/keys/fetch-ca/ca.crt
+    rm -rf "$tmp"
+fi
 echo "keys ready: $(ls orders/keys billing/keys | tr '\n' ' ')"

@@ -417,3 +417,13 @@ fn every_bad_value_is_reported_with_the_users_numbering() {
     // Nothing reported twice: a refused value is not also "required".
     assert_eq!(p.len(), 8, "{}", p.join("\n"));
 }
+
+#[test]
+fn the_kubernetes_examples_parse() {
+    for text in [
+        include_str!("../../deploy/kubernetes/example/orders/trustgate.toml"),
+        include_str!("../../deploy/kubernetes/example/billing/trustgate.toml"),
+    ] {
+        parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+}
