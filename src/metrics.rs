@@ -25,8 +25,13 @@ pub struct Metrics {
     pub verified_cache_hits: IntCounter,
     pub open_connections: prometheus::IntGaugeVec,
     pub reload_duration: Histogram,
-    /// Key URL fetches by identity and result (`ok`, or a failure kind).
+    /// Key URL fetches by identity and result (`ok`, `error`).
     pub trust_fetches: IntCounterVec,
+    /// Failed key URL fetches by identity and reason (`refused`, `unreachable`,
+    /// `timeout`, `http_status`, `redirect`, `too_large`, `invalid`).
+    pub trust_fetch_errors: IntCounterVec,
+    /// Fetched keys dropped because no fetch succeeded within `trust.max_stale`.
+    pub trust_keys_dropped: IntCounterVec,
     /// Seconds since an identity's URL source last fetched successfully.
     pub trust_source_age: prometheus::GaugeVec,
 }
@@ -107,9 +112,23 @@ impl Metrics {
         let trust_fetches = IntCounterVec::new(
             Opts::new(
                 "trustgate_trust_fetches_total",
-                "Fetches of key URLs (authorized_keys/<identity>.url), by identity and result.",
+                "Fetches of key URLs (authorized_keys/<identity>.url), by identity and result (ok, error).",
             ),
             &["identity", "result"],
+        )?;
+        let trust_fetch_errors = IntCounterVec::new(
+            Opts::new(
+                "trustgate_trust_fetch_errors_total",
+                "Failed fetches of key URLs, by identity and reason.",
+            ),
+            &["identity", "reason"],
+        )?;
+        let trust_keys_dropped = IntCounterVec::new(
+            Opts::new(
+                "trustgate_trust_keys_dropped_total",
+                "Fetched keys dropped after trust.max_stale without a successful fetch, by identity.",
+            ),
+            &["identity"],
         )?;
         let trust_source_age = prometheus::GaugeVec::new(
             Opts::new(
@@ -120,6 +139,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(trust_fetches.clone()))?;
         registry.register(Box::new(trust_source_age.clone()))?;
+        registry.register(Box::new(trust_fetch_errors.clone()))?;
+        registry.register(Box::new(trust_keys_dropped.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(inbound_rejections.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -145,6 +166,8 @@ impl Metrics {
             open_connections,
             reload_duration,
             trust_fetches,
+            trust_fetch_errors,
+            trust_keys_dropped,
             trust_source_age,
         })
     }

@@ -184,12 +184,18 @@ async fn call(side: &Sidecar, token: &str) -> Answer {
     .await
 }
 
-fn fetches(side: &Sidecar, result: &str) -> u64 {
-    side.state
-        .metrics
-        .trust_fetches
-        .with_label_values(&["orders", result])
-        .get()
+/// Fetches of orders' source: `ok`, `error`, `dropped` (keys dropped as stale), or the
+/// reason of a failure (`timeout`, `invalid`, ...).
+fn fetches(side: &Sidecar, what: &str) -> u64 {
+    let m = &side.state.metrics;
+    match what {
+        "ok" | "error" => m.trust_fetches.with_label_values(&["orders", what]).get(),
+        "dropped" => m.trust_keys_dropped.with_label_values(&["orders"]).get(),
+        reason => m
+            .trust_fetch_errors
+            .with_label_values(&["orders", reason])
+            .get(),
+    }
 }
 
 fn trust_listing(side: &Sidecar) -> serde_json::Value {
@@ -242,6 +248,10 @@ async fn trustgate_peers_publish_and_fetch_over_tls() {
         .body;
     assert!(
         metrics.contains("trustgate_trust_source_age_seconds{identity=\"orders\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("trustgate_trust_fetches_total{identity=\"orders\",result=\"ok\"}"),
         "{metrics}"
     );
     // Deleting the file revokes, as for key files.
@@ -330,11 +340,7 @@ async fn stale_keys_serve_until_max_stale_then_fail_closed() {
         "stale keys still serve"
     );
     assert!(
-        eventually(Duration::from_secs(6), || fetches(
-            &billing,
-            "dropped_stale"
-        ) >= 1)
-        .await,
+        eventually(Duration::from_secs(6), || fetches(&billing, "dropped") >= 1).await,
         "keys dropped at max_stale"
     );
     let a = call(&billing, &t).await;
@@ -422,7 +428,7 @@ async fn untrusted_certificates_are_refused() {
         eventually(Duration::from_secs(5), || {
             side.state
                 .metrics
-                .trust_fetches
+                .trust_fetch_errors
                 .with_label_values(&["orders", "unreachable"])
                 .get()
                 >= 1
@@ -756,4 +762,27 @@ async fn a_new_kid_within_the_cooldown_is_fetched_when_it_ends() {
     // fetch_interval (5 min).
     assert!(until_ok(&billing, &t, Duration::from_secs(5)).await);
     assert!(fetches(&billing, "ok") <= 3, "{}", fetches(&billing, "ok"));
+}
+
+/// Readiness waits for the first fetch of every key URL — bounded: a source that does not
+/// answer makes the sidecar ready (failing closed for that identity) after
+/// `fetch_timeout` + 1 s, not never.
+#[tokio::test]
+async fn readiness_waits_for_first_fetches_within_a_bound() {
+    let keys = Keys::new();
+    let server = FaultServer::start(Mode::Slow(Duration::from_secs(30))).await;
+    let billing =
+        billing_trusting_by_url(&keys, &server.url(), &["fetch_timeout = \"1500ms\""]).await;
+    let started = std::time::Instant::now();
+    assert!(
+        !billing.state.is_ready(),
+        "not ready while the first fetch runs"
+    );
+    assert!(eventually(Duration::from_secs(5), || billing.state.is_ready()).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "ready only after the fetch timed out ({waited:?})"
+    );
+    assert!(fetches(&billing, "timeout") >= 1);
 }

@@ -396,8 +396,8 @@ impl Sources {
         );
         state
             .metrics
-            .trust_fetches
-            .with_label_values(&[&s.identity, "dropped_stale"])
+            .trust_keys_dropped
+            .with_label_values(&[&s.identity])
             .inc();
         super::reload::republish(state);
         None
@@ -479,6 +479,11 @@ async fn fetch_claimed(state: &Arc<State>, s: &Arc<Source>) {
                 state
                     .metrics
                     .trust_fetches
+                    .with_label_values(&[&s.identity, "error"])
+                    .inc();
+                state
+                    .metrics
+                    .trust_fetch_errors
                     .with_label_values(&[&s.identity, e.kind()])
                     .inc();
                 let age = st.last_success.map(|(_, at)| at.elapsed());
