@@ -18,14 +18,6 @@ CONNS=32
 for t in wrk nginx taskset curl python3; do
     command -v "$t" >/dev/null || { echo "$t is required (apt-get install wrk nginx-light)" >&2; exit 1; }
 done
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 . benches/lib.sh
 UP=$(port); IN=$(port); ADMIN=$(port)
 

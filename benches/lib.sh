@@ -1,4 +1,14 @@
-# Shared by benches/load.sh and benches/compare.sh (sourced; they set WORK and PIDS).
+# Shared by benches/load.sh and benches/compare.sh (sourced): a work directory, the
+# processes to stop on exit, and the helpers both use.
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -32,14 +32,6 @@ need taskset || { echo "taskset (util-linux) is required" >&2; exit 1; }
 
 cargo build --release --quiet
 TG="$PWD/target/release/trustgate"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 . benches/lib.sh
 
