@@ -36,9 +36,24 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    runtime_with(0)
+}
+
+/// `limits.worker_threads` (0 = one per usable CPU); one thread → a current-thread
+/// runtime (as Envoy's workers and linkerd's single core are), more → work stealing.
+fn runtime_with(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 /// `trustgate run`: configuration and key files are checked whole before any port is
@@ -68,7 +83,7 @@ fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::R
         }
         return Ok(ExitCode::from(1));
     }
-    runtime()?.block_on(async {
+    runtime_with(cfg.limits.worker_threads)?.block_on(async {
         let proxy = Proxy::bind(cfg, prometheus::Registry::new()).await?;
         let addrs = proxy.addrs();
         let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();

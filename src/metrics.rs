@@ -8,6 +8,62 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// Every `outcome` label value of `trustgate_requests_total`.
+pub const OUTCOMES: [&str; 13] = [
+    "ok",
+    "public",
+    "jwks",
+    "rejected",
+    "denied",
+    "audit",
+    "unavailable",
+    "upstream_error",
+    "timeout",
+    "no_route",
+    "passthrough",
+    "bad_request",
+    "internal_error",
+];
+
+/// The per-request series, resolved once at start: a request does no label hashing.
+#[derive(Clone)]
+pub struct RequestSeries {
+    /// By direction (inbound, outbound), then by [`OUTCOMES`] index.
+    counts: [Vec<IntCounter>; 2],
+    durations: [Histogram; 2],
+}
+
+impl RequestSeries {
+    fn new(requests: &IntCounterVec, duration: &HistogramVec) -> Result<Self, prometheus::Error> {
+        let side = |d: &str| -> Result<Vec<IntCounter>, prometheus::Error> {
+            OUTCOMES
+                .iter()
+                .map(|o| requests.get_metric_with_label_values(&[d, o]))
+                .collect()
+        };
+        Ok(RequestSeries {
+            counts: [side("inbound")?, side("outbound")?],
+            durations: [
+                duration.get_metric_with_label_values(&["inbound"])?,
+                duration.get_metric_with_label_values(&["outbound"])?,
+            ],
+        })
+    }
+
+    /// Counts one request of `direction` (0 inbound, 1 outbound) and observes its
+    /// duration. An outcome outside [`OUTCOMES`] (a bug) is still counted, the slow way.
+    pub fn observe(&self, metrics: &Metrics, direction: usize, outcome: &str, seconds: f64) {
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.counts[direction][i].inc(),
+            None => metrics
+                .requests
+                .with_label_values(&[["inbound", "outbound"][direction], outcome])
+                .inc(),
+        }
+        self.durations[direction].observe(seconds);
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -25,6 +81,8 @@ pub struct Metrics {
     pub verified_cache_hits: IntCounter,
     pub open_connections: prometheus::IntGaugeVec,
     pub reload_duration: Histogram,
+    /// `requests` and `request_duration`, resolved per label set at start.
+    pub per_request: RequestSeries,
     /// Key URL fetches by identity and result (`ok`, `error`).
     pub trust_fetches: IntCounterVec,
     /// Failed key URL fetches by identity and reason (`refused`, `unreachable`,
@@ -152,7 +210,9 @@ impl Metrics {
         registry.register(Box::new(verified_cache_hits.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(reload_duration.clone()))?;
+        let per_request = RequestSeries::new(&requests, &request_duration)?;
         Ok(Metrics {
+            per_request,
             registry,
             requests,
             inbound_rejections,

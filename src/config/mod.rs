@@ -421,6 +421,10 @@ section! {
         pub shutdown_grace: Duration = secs(20),
         pub max_header_bytes: usize = 64 * 1024,
         pub max_connections: usize = 10_000,
+        /// Threads serving requests. 0: one per CPU this process may use (CPU affinity
+        /// and cgroup quota count). When that is one — the usual sidecar limit — a
+        /// single-threaded runtime serves everything, without work-stealing machinery.
+        pub worker_threads: usize = 0,
     }
 }
 

@@ -111,6 +111,21 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Both sides call this on a request before setting any header of their own, so a
 /// `Connection` header can only ever remove what the client itself sent.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most requests carry none of these: one pass over the names (standard ones compare
+    // as enum tags) instead of a hash lookup per name.
+    let hop_by_hop = |n: &HeaderName| {
+        *n == header::CONNECTION
+            || *n == header::TE
+            || *n == header::TRANSFER_ENCODING
+            || *n == header::UPGRADE
+            || *n == header::PROXY_AUTHENTICATE
+            || *n == header::PROXY_AUTHORIZATION
+            || n.as_str() == "keep-alive"
+            || n.as_str() == "proxy-connection"
+    };
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

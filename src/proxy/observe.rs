@@ -109,14 +109,13 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
         }
     };
     let elapsed = seen.start.elapsed();
+    let index = match seen.direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    };
     metrics
-        .requests
-        .with_label_values(&[direction, outcome])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[direction])
-        .observe(elapsed.as_secs_f64());
+        .per_request
+        .observe(metrics, index, outcome, elapsed.as_secs_f64());
     let who = who.as_deref().unwrap_or("-");
     let (method, path) = (&seen.method, seen.uri.path());
     let status = response.status().as_u16();

