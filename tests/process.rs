@@ -104,10 +104,22 @@ fn token(orders: &trustgate::keys::GeneratedFiles) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
+    drains_on_sigterm("").await;
+}
+
+/// The same with `limits.worker_threads = 1`: the single-threaded runtime a sidecar gets
+/// on one CPU serves, drains and exits the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_sidecar_serves_and_drains() {
+    drains_on_sigterm("worker_threads = 1\n").await;
+}
+
+async fn drains_on_sigterm(limits: &str) {
     let keys = Keys::new();
     let at_app = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = spawn_app_counting(at_app.clone()).await;
     let (text, orders) = billing_config(&keys, app);
+    let text = text.replace("[limits]\n", &format!("[limits]\n{limits}"));
     let mut running = start(&text, keys.path());
     let auth = token(&orders);
     let url = format!("http://{}/slow/800", running.inbound);
