@@ -131,6 +131,8 @@ impl VerifyPolicy {
 pub struct Verified {
     /// The identity the signing key is trusted for (= `iss` = `sub`).
     pub caller: String,
+    /// `caller` as a header value, made once (a cached token is presented many times).
+    pub caller_header: http::HeaderValue,
     pub kid: String,
     pub alg: KeyAlg,
     pub claims: Claims,
@@ -273,8 +275,11 @@ pub fn verify(
     if keyring.is_revoked(kid) {
         return Err(Rejection::Revoked);
     }
+    // An identity is a DNS label, always a valid header value.
+    let caller_header = http::HeaderValue::from_str(&caller).map_err(|_| Rejection::Malformed)?;
     Ok(Verified {
         caller,
+        caller_header,
         kid: trusted.key.kid.clone(),
         alg,
         claims,
