@@ -169,26 +169,71 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Appends the peer to `x-forwarded-for` and `forwarded` (RFC 7239).
 pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool) {
     let ip = peer.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
+    let prev_xff = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let prev_fwd = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let (xff, forwarded) = match (prev_xff, prev_fwd) {
+        // The common case, the same for every request of a peer: made once per thread
+        // and peer, then cloned (a reference count).
+        (None, None) => own_forwarded(ip, tls),
+        (prev_xff, prev_fwd) => {
+            let (own_xff, own_fwd) = forwarded_values(ip, tls);
+            let join = |prev: Option<&str>, own: String| match prev {
+                Some(prev) => format!("{prev}, {own}"),
+                None => own,
+            };
+            (
+                HeaderValue::from_str(&join(prev_xff, own_xff)).ok(),
+                HeaderValue::from_str(&join(prev_fwd, own_fwd)).ok(),
+            )
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
+    if let Some(v) = forwarded {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// This hop's own `X-Forwarded-For` and `Forwarded` elements.
+fn forwarded_values(ip: std::net::IpAddr, tls: bool) -> (String, String) {
     let node = match ip {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
     let proto = if tls { "https" } else { "http" };
-    let element = format!("for={node};proto={proto}");
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
-        _ => element,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.insert(header::FORWARDED, v);
+    (ip.to_string(), format!("for={node};proto={proto}"))
+}
+
+type OwnForwarded = (Option<HeaderValue>, Option<HeaderValue>);
+
+/// [`forwarded_values`] as header values, remembered for the last peer of this thread.
+fn own_forwarded(ip: std::net::IpAddr, tls: bool) -> OwnForwarded {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, bool, OwnForwarded)>> =
+            const { std::cell::RefCell::new(None) };
     }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((lip, ltls, values)) = last.as_ref() {
+            if *lip == ip && *ltls == tls {
+                return values.clone();
+            }
+        }
+        let (xff, fwd) = forwarded_values(ip, tls);
+        let values = (
+            HeaderValue::from_str(&xff).ok(),
+            HeaderValue::from_str(&fwd).ok(),
+        );
+        *last = Some((ip, tls, values.clone()));
+        values
+    })
 }
 
 /// 404 with the usual JSON body.
@@ -253,5 +298,17 @@ mod tests {
         append_forwarded(&mut h, "[::1]:5000".parse().unwrap(), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+        // Without earlier hops, the per-peer values are remembered: never another peer's.
+        for (peer, tls, xff, fwd) in [
+            ("10.1.1.1:1", false, "10.1.1.1", "for=10.1.1.1;proto=http"),
+            ("10.1.1.1:2", true, "10.1.1.1", "for=10.1.1.1;proto=https"),
+            ("10.2.2.2:1", true, "10.2.2.2", "for=10.2.2.2;proto=https"),
+            ("10.1.1.1:3", false, "10.1.1.1", "for=10.1.1.1;proto=http"),
+        ] {
+            let mut h = HeaderMap::new();
+            append_forwarded(&mut h, peer.parse().unwrap(), tls);
+            assert_eq!(h["x-forwarded-for"], xff);
+            assert_eq!(h["forwarded"], fwd);
+        }
     }
 }
