@@ -17,10 +17,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use tower::timeout::error::Elapsed;
-use tower::timeout::Timeout;
-use tower::{Service as _, ServiceExt as _};
-
 use super::http::Body;
 use crate::tls::TlsSetupError;
 
@@ -60,12 +56,12 @@ pub enum Protocol {
     Http2,
 }
 
-/// The client stacks: a tower `Timeout` (to the response head) around each hyper-util
+/// The client: one hyper-util pool per protocol, a timeout to the response head around
 /// pool.
 #[derive(Clone)]
 pub struct Upstreams {
-    http1: Timeout<Pool>,
-    http2: Timeout<Pool>,
+    http1: Pool,
+    http2: Pool,
     request_timeout: Duration,
 }
 
@@ -101,55 +97,50 @@ impl Upstreams {
             .http2_only(true)
             .build(connector(true));
         Ok(Upstreams {
-            http1: Timeout::new(http1, opts.request_timeout),
-            http2: Timeout::new(http2, opts.request_timeout),
+            http1,
+            http2,
             request_timeout: opts.request_timeout,
         })
     }
 
     /// Sends `req` (absolute URI); the response head must arrive within the request
     /// timeout. Errors are classified by type, never by message.
-    // Boxed so that the future's `Send` is proven here, where the types are concrete
-    // (the compiler cannot prove it through the generic tower stack at the call site).
+    // Boxed: one allocation, and the future's `Send` is proven here where the types are
+    // concrete.
     pub fn send(
         &self,
         mut req: Request<Body>,
         protocol: Protocol,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>> {
-        let stack = match protocol {
+        // `request` borrows the pool (no `Client` clone per request) and returns a
+        // 'static future.
+        let pool = match protocol {
             Protocol::Http2 => {
                 *req.version_mut() = Version::HTTP_2;
-                self.http2.clone()
+                &self.http2
             }
             Protocol::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
-                self.http1.clone()
+                &self.http1
             }
         };
+        let response = pool.request(req);
         let request_timeout = self.request_timeout;
         Box::pin(async move {
-            let mut stack = stack;
-            let ready = stack
-                .ready()
-                .await
-                .map_err(|e| classify(e, request_timeout))?;
-            ready
-                .call(req)
-                .await
-                .map_err(|e| classify(e, request_timeout))
+            match tokio::time::timeout(request_timeout, response).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(classify(&e)),
+                Err(_) => Err(UpstreamError::Timeout(request_timeout)),
+            }
         })
     }
 }
 
-fn classify(e: tower::BoxError, request_timeout: Duration) -> UpstreamError {
-    if e.is::<Elapsed>() {
-        return UpstreamError::Timeout(request_timeout);
-    }
-    match e.downcast_ref::<hyper_util::client::legacy::Error>() {
-        Some(client_err) if client_err.is_connect() => {
-            UpstreamError::Connect(error_chain(client_err))
-        }
-        _ => UpstreamError::Failed(error_chain(&*e)),
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if e.is_connect() {
+        UpstreamError::Connect(error_chain(e))
+    } else {
+        UpstreamError::Failed(error_chain(e))
     }
 }
 
