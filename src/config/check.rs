@@ -254,6 +254,17 @@ pub fn validate_files(cfg: &Config) -> FileCheck {
                         p.reason
                     ));
                 }
+                for s in load.sources {
+                    if s.url.scheme_str() == Some("http") && !cfg.trust.allow_http_fetch {
+                        check.warnings.push(format!(
+                            "trust.authorized_keys: {}: http:// key URLs are refused (keys \
+                             must travel over TLS; trust.allow_http_fetch = true allows them): \
+                             {} will fail closed",
+                            s.file.display(),
+                            s.identity
+                        ));
+                    }
+                }
             }
             Err(e) => check.errors.push(format!("trust.authorized_keys: {e}")),
         }

@@ -427,3 +427,28 @@ fn the_kubernetes_examples_parse() {
         parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 }
+
+#[test]
+fn plain_http_key_urls_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("authorized_keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(
+        keys.join("orders.url"),
+        "http://orders:8443/.well-known/jwks.json",
+    )
+    .unwrap();
+    let text = format!(
+        "[identity]\nname = \"billing\"\n[trust]\nauthorized_keys = \"{}\"\n[inbound]\n",
+        keys.display()
+    );
+    let warned = |extra: &str| {
+        let c = parse(&text.replace("[inbound]", &format!("{extra}[inbound]"))).unwrap();
+        validate_files(&c)
+            .warnings
+            .iter()
+            .any(|w| w.contains("orders.url") && w.contains("allow_http_fetch"))
+    };
+    assert!(warned(""));
+    assert!(!warned("allow_http_fetch = true\n"));
+}
