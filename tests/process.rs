@@ -73,24 +73,10 @@ fn billing_config(
     let orders = keys.make("orders");
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("trusted", &[&orders]);
-    let text = format!(
-        r#"
-[identity]
-name = "billing"
-private_key = "{}"
-[trust]
-authorized_keys = "{}"
-[inbound]
-listen = "127.0.0.1:0"
-upstream = "http://{app}"
-[admin]
-listen = "127.0.0.1:0"
-[limits]
-shutdown_grace = "10s"
-"#,
-        billing.private.display(),
-        trusted.display()
-    );
+    let text = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .extra("[limits]\nshutdown_grace = \"10s\"")
+        .toml();
     (text, orders)
 }
 

@@ -30,51 +30,25 @@ async fn pair(extra_inbound: &str, extra_outbound: &str, extra_billing: &str) ->
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("billing-trusts", &[&orders]);
     let app = spawn_app().await;
-    let billing_side = Sidecar::start(&format!(
-        r#"
-[identity]
-name = "billing"
-private_key = "{}"
-[trust]
-authorized_keys = "{}"
-[inbound]
-listen = "127.0.0.1:0"
-upstream = "http://{app}"
-public_paths = ["/healthz"]
-{extra_inbound}
-[admin]
-listen = "127.0.0.1:0"
-[limits]
-request_timeout = "1s"
-header_read_timeout = "1s"
-{extra_billing}
-"#,
-        billing.private.display(),
-        trusted.display(),
-    ))
-    .await;
+    let billing_side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .set("inbound", r#"public_paths = ["/healthz"]"#)
+        .set("inbound", extra_inbound)
+        .extra(&format!(
+            "[limits]\nrequest_timeout = \"1s\"\nheader_read_timeout = \"1s\"\n{extra_billing}"
+        ))
+        .start()
+        .await;
     let orders_trusts = keys.trust_dir("orders-trusts", &[&billing]);
-    let orders_side = Sidecar::start(&format!(
-        r#"
-[identity]
-name = "orders"
-private_key = "{}"
-[trust]
-authorized_keys = "{}"
-[outbound]
-listen = "127.0.0.1:0"
-{extra_outbound}
-[[outbound.routes]]
-host = "billing"
-upstream = "http://{}"
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        orders.private.display(),
-        orders_trusts.display(),
-        billing_side.inbound(),
-    ))
-    .await;
+    let orders_side = Conf::new("orders", &orders.private)
+        .set(
+            "trust",
+            format!("authorized_keys = \"{}\"", orders_trusts.display()),
+        )
+        .set("outbound", extra_outbound)
+        .route("billing", format!("http://{}", billing_side.inbound()))
+        .start()
+        .await;
     Pair {
         keys,
         orders,

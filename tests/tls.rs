@@ -24,33 +24,23 @@ async fn billing_with_tls(
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("billing-trusts", &[&orders]);
     let app = spawn_app().await;
-    let ca_line = if client_ca {
-        format!("client_ca = \"{}\"", tls("ca.crt").display())
-    } else {
-        String::new()
-    };
-    let side = Sidecar::start(&format!(
-        r#"
-[identity]
-name = "billing"
-private_key = "{}"
-[trust]
-authorized_keys = "{}"
-[inbound]
-listen = "127.0.0.1:0"
-upstream = "http://{app}"
-tls_cert = "{}"
-tls_key = "{}"
-{ca_line}
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        billing.private.display(),
-        trusted.display(),
-        tls("server.crt").display(),
-        tls("server.key").display(),
-    ))
-    .await;
+    let mut conf = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .set(
+            "inbound",
+            format!("tls_cert = \"{}\"", tls("server.crt").display()),
+        )
+        .set(
+            "inbound",
+            format!("tls_key = \"{}\"", tls("server.key").display()),
+        );
+    if client_ca {
+        conf = conf.set(
+            "inbound",
+            format!("client_ca = \"{}\"", tls("ca.crt").display()),
+        );
+    }
+    let side = conf.start().await;
     (side, orders)
 }
 
@@ -60,35 +50,23 @@ async fn orders_to(
     upstream: &str,
     client_cert: bool,
 ) -> Sidecar {
-    let cert = if client_cert {
-        format!(
-            "client_cert = \"{}\"\nclient_key = \"{}\"",
-            tls("client.crt").display(),
-            tls("client.key").display()
-        )
-    } else {
-        String::new()
-    };
     let _ = keys;
-    Sidecar::start(&format!(
-        r#"
-[identity]
-name = "orders"
-private_key = "{}"
-[outbound]
-listen = "127.0.0.1:0"
-ca_file = "{}"
-{cert}
-[[outbound.routes]]
-host = "billing"
-upstream = "{upstream}"
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        orders.private.display(),
-        tls("ca.crt").display(),
-    ))
-    .await
+    let mut conf = Conf::new("orders", &orders.private).set(
+        "outbound",
+        format!("ca_file = \"{}\"", tls("ca.crt").display()),
+    );
+    if client_cert {
+        conf = conf
+            .set(
+                "outbound",
+                format!("client_cert = \"{}\"", tls("client.crt").display()),
+            )
+            .set(
+                "outbound",
+                format!("client_key = \"{}\"", tls("client.key").display()),
+            );
+    }
+    conf.route("billing", upstream).start().await
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use trustgate::keys::{self, GeneratedFiles};
 use trustgate::token::TokenSigner;
 
 use super::raw::{spawn_raw_app, RawApp};
-use super::{Keys, Sidecar};
+use super::{Conf, Keys, Sidecar};
 
 pub struct Target {
     pub keys: Keys,
@@ -26,31 +26,15 @@ pub async fn target(extra_inbound: &str, extra: &str) -> Target {
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("billing-trusts", &[&orders]);
     let app = spawn_raw_app().await;
-    let side = Sidecar::start(&format!(
-        r#"
-[identity]
-name = "billing"
-private_key = "{}"
-[trust]
-authorized_keys = "{}"
-[inbound]
-listen = "127.0.0.1:0"
-upstream = "http://{}"
-public_paths = ["/healthz"]
-signed_headers = ["x-user-id"]
-{extra_inbound}
-[[inbound.allow]]
-callers = ["orders"]
-paths = ["/invoices/*", "/healthz"]
-[admin]
-listen = "127.0.0.1:0"
-{extra}
-"#,
-        billing.private.display(),
-        trusted.display(),
-        app.addr,
-    ))
-    .await;
+    let side = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app.addr)
+        .set("inbound", r#"public_paths = ["/healthz"]"#)
+        .set("inbound", r#"signed_headers = ["x-user-id"]"#)
+        .set("inbound", extra_inbound)
+        .extra("[[inbound.allow]]\ncallers = [\"orders\"]\npaths = [\"/invoices/*\", \"/healthz\"]")
+        .extra(extra)
+        .start()
+        .await;
     Target {
         keys,
         orders,

@@ -393,14 +393,23 @@ impl Conf {
         self
     }
 
-    /// One more `key = value` line (value as TOML) in `[trust]`, `[inbound]` or
-    /// `[outbound]`.
+    /// One more `key = value` line (value as TOML) in `[trust]`, `[inbound]` (after
+    /// [`Conf::inbound`]) or `[outbound]` (which it opens, on port 0, if needed).
     pub fn set(mut self, section: &str, line: impl Into<String>) -> Conf {
         let line = line.into();
         match section {
             "trust" => self.trust.push(line),
-            "inbound" => self.inbound.get_or_insert_with(Vec::new).push(line),
-            "outbound" => self.outbound.get_or_insert_with(Vec::new).push(line),
+            "inbound" => self
+                .inbound
+                .as_mut()
+                .expect("Conf::set(\"inbound\") needs Conf::inbound first")
+                .push(line),
+            "outbound" => {
+                if self.outbound.is_none() {
+                    self = self.outbound();
+                }
+                self.outbound.get_or_insert_with(Vec::new).push(line)
+            }
             other => panic!("Conf::set: no section {other}"),
         }
         self
