@@ -81,11 +81,7 @@ fn billing_config(
 }
 
 fn token(orders: &trustgate::keys::GeneratedFiles) -> String {
-    let key = std::sync::Arc::new(trustgate::keys::load_signing_key(&orders.private).unwrap());
-    let t = trustgate::token::TokenSigner::new("orders".into(), key, Duration::from_secs(60))
-        .sign("billing", None, None, trustgate::proxy::unix_now())
-        .unwrap();
-    format!("Bearer {t}")
+    format!("Bearer {}", sign_as(orders, "orders", "billing"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

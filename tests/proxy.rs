@@ -60,10 +60,7 @@ async fn pair(extra_inbound: &str, extra_outbound: &str, extra_billing: &str) ->
 }
 
 fn token_as(key: &keys::GeneratedFiles, iss: &str, aud: &str) -> String {
-    let k = Arc::new(keys::load_signing_key(&key.private).unwrap());
-    TokenSigner::new(iss.into(), k, Duration::from_secs(60))
-        .sign(aud, None, None, trustgate::proxy::unix_now())
-        .unwrap()
+    sign_as(key, iss, aud)
 }
 
 fn bearer(t: &str) -> String {

@@ -12,7 +12,6 @@ use http::StatusCode;
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use trustgate::keys::{self, GeneratedFiles};
-use trustgate::token::TokenSigner;
 
 /// Writes `files` into a Kubernetes-style volume at `dir` the way the kubelet does:
 /// new `..<timestamp>` directory, files written, `..data_tmp` symlink renamed over
@@ -55,11 +54,7 @@ fn public(f: &GeneratedFiles) -> Vec<u8> {
 }
 
 fn token(f: &GeneratedFiles, iss: &str) -> String {
-    let k = Arc::new(keys::load_signing_key(&f.private).unwrap());
-    let t = TokenSigner::new(iss.into(), k, Duration::from_secs(60))
-        .sign("billing", None, None, trustgate::proxy::unix_now())
-        .unwrap();
-    format!("Bearer {t}")
+    format!("Bearer {}", sign_as(f, iss, "billing"))
 }
 
 async fn billing(keys: &Keys, trusted: &Path, revoked: Option<&Path>) -> (Sidecar, GeneratedFiles) {

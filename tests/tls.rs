@@ -11,9 +11,7 @@ use http::{Request, StatusCode};
 use support::*;
 
 fn tls(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
+    tls_fixture(name)
 }
 
 async fn billing_with_tls(

@@ -18,19 +18,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use trustgate::keys::{self, GeneratedFiles};
-use trustgate::token::TokenSigner;
 
 fn tls(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
+    tls_fixture(name)
 }
 
 fn token(key: &GeneratedFiles, iss: &str) -> String {
-    let k = Arc::new(keys::load_signing_key(&key.private).unwrap());
-    TokenSigner::new(iss.into(), k, Duration::from_secs(60))
-        .sign("billing", None, None, trustgate::proxy::unix_now())
-        .unwrap()
+    sign_as(key, iss, "billing")
 }
 
 fn jwks_of(keys: &[&GeneratedFiles]) -> String {

@@ -455,3 +455,18 @@ impl Conf {
         Sidecar::start(&self.toml()).await
     }
 }
+
+/// A file of `tests/fixtures/tls/` (CA, server and client certificates made by openssl).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// A token signed with `key`, claiming `iss`, for `aud`, valid for 60 s from now.
+pub fn sign_as(key: &GeneratedFiles, iss: &str, aud: &str) -> String {
+    let k = Arc::new(keys::load_signing_key(&key.private).unwrap());
+    trustgate::token::TokenSigner::new(iss.into(), k, Duration::from_secs(60))
+        .sign(aud, None, None, trustgate::proxy::unix_now())
+        .unwrap()
+}
