@@ -468,3 +468,43 @@ fn identity_check_is_shared_with_the_loader() {
     assert!(keys::is_valid_identity("orders"));
     assert!(!keys::is_valid_identity("Orders"));
 }
+
+/// `<identity>.url` entries: one https:// URL becomes a source for that identity; every
+/// malformed one is a problem naming its file, and the other entries still load.
+#[test]
+fn url_entries_become_sources_or_named_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &[u8]| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "orders.url",
+        b"# orders publishes here\nhttps://orders.example:8443/.well-known/jwks.json\n",
+    );
+    write(
+        "search.url",
+        b"https://a.example/jwks.json\nhttps://b.example/jwks.json\n",
+    );
+    write("billing.url", b"ftp://billing.example/jwks.json\n");
+    write("shipping.url", b"\n# nothing\n");
+    write("audit.url", b"not a url at all\n");
+    write("Bad.url", b"https://bad.example/jwks.json\n");
+    let load = trustgate::keys::load_dir(dir.path()).unwrap();
+    assert_eq!(load.sources.len(), 1, "{:?}", load.sources);
+    assert_eq!(load.sources[0].identity, "orders");
+    assert_eq!(
+        load.sources[0].url,
+        "https://orders.example:8443/.well-known/jwks.json"
+    );
+    let reason = |file: &str| {
+        load.problems
+            .iter()
+            .find(|p| p.file.ends_with(file))
+            .map(|p| p.reason.clone())
+            .unwrap_or_else(|| panic!("no problem for {file}: {:?}", load.problems))
+    };
+    assert!(reason("search.url").contains("more than one URL"));
+    assert!(reason("billing.url").contains("https://"));
+    assert!(reason("shipping.url").contains("no URL"));
+    assert!(reason("audit.url").contains("not"));
+    assert!(reason("Bad.url").contains("not a valid identity"));
+    assert_eq!(load.problems.len(), 5, "{:?}", load.problems);
+}

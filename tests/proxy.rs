@@ -821,6 +821,16 @@ async fn the_inbound_listener_publishes_the_jwks() {
     )
     .await;
     assert_eq!(admin.json(), a.json());
+    let post = send(
+        &client(),
+        Request::post(url.clone()).body(body(Bytes::new())).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        post.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "GET only, never forwarded"
+    );
     side.shutdown().await;
 
     let side = Conf::new("billing", &billing.private)

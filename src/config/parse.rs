@@ -73,13 +73,18 @@ impl<'a> Problems<'a> {
 
     /// `array[index]` with the index the user wrote, elements taken out counted back in.
     pub(super) fn element(&self, array: &str, index: usize) -> String {
+        format!("{array}[{}]", self.original_index(array, index))
+    }
+
+    /// The index the user wrote for what is now element `index` of `array`.
+    fn original_index(&self, array: &str, index: usize) -> usize {
         let mut original = index;
         for &r in self.removed.get(array).map(Vec::as_slice).unwrap_or(&[]) {
             if r <= original {
                 original += 1;
             }
         }
-        format!("{array}[{original}]")
+        original
     }
 }
 
@@ -214,10 +219,7 @@ fn take_out(
         (S::Seq { index }, toml::Value::Array(a)) if *index < a.len() => {
             a.remove(*index);
             let array = name.to_owned() + &user_key(p, name, parents);
-            let original = p.element(&array, *index);
-            let original: usize = original[array.len() + 1..original.len() - 1]
-                .parse()
-                .unwrap_or(*index);
+            let original = p.original_index(&array, *index);
             let removed = p.removed.entry(array).or_default();
             removed.push(original);
             removed.sort_unstable();

@@ -452,3 +452,41 @@ fn plain_http_key_urls_are_warned_about() {
     assert!(warned(""));
     assert!(!warned("allow_http_fetch = true\n"));
 }
+
+#[test]
+fn fetch_settings_are_checked() {
+    let with = |lines: &str| problems(&MIN.replace("[trust]", &format!("[trust]\n{lines}")));
+    let p = with("fetch_timeout = \"0s\"");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("trust.fetch_timeout: must be greater than zero")),
+        "{p:?}"
+    );
+    let p = with("fetch_cooldown = \"0s\"");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("trust.fetch_cooldown: must be greater than zero")),
+        "{p:?}"
+    );
+    let p = with("fetch_interval = \"5s\"\nfetch_cooldown = \"10s\"");
+    assert!(
+        p.iter().any(|p| p.contains("trust.fetch_interval")
+            && p.contains("shorter than trust.fetch_cooldown")),
+        "{p:?}"
+    );
+    let p = with("max_stale = \"soon\"");
+    assert!(
+        p.iter().any(|p| p.starts_with("t.toml: trust.max_stale:")),
+        "{p:?}"
+    );
+    let c = parse_env(
+        MIN,
+        &[
+            ("TRUSTGATE_TRUST_ALLOW_HTTP_FETCH", "true"),
+            ("TRUSTGATE_LIMITS_WORKER_THREADS", "1"),
+        ],
+    )
+    .unwrap();
+    assert!(c.trust.allow_http_fetch);
+    assert_eq!(c.limits.worker_threads, 1);
+}
