@@ -14,8 +14,15 @@ use crate::config::ServerTls;
 pub enum TlsSetupError {
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
+    // The cause in the message, not also a `source()` (see `StartError`).
     #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsSetupError {
+    fn from(e: rustls::Error) -> Self {
+        TlsSetupError::Rustls(e)
+    }
 }
 
 fn file_err(path: &Path, reason: impl std::fmt::Display) -> TlsSetupError {

@@ -13,6 +13,7 @@ use support::*;
 struct Running {
     process: Process,
     inbound: String,
+    outbound: String,
     admin: String,
     lines: mpsc::Receiver<String>,
 }
@@ -59,6 +60,7 @@ fn start(config_text: &str, dir: &std::path::Path) -> Running {
             return Running {
                 process,
                 inbound: v["fields"]["inbound"].as_str().unwrap().to_owned(),
+                outbound: v["fields"]["outbound"].as_str().unwrap().to_owned(),
                 admin: v["fields"]["admin"].as_str().unwrap().to_owned(),
                 lines: rx,
             };
@@ -242,4 +244,158 @@ async fn fifty_mib_bodies_stream_with_bounded_memory() {
         growth_mib < 25.0,
         "peak RSS grew {growth_mib:.1} MiB: a body is being buffered"
     );
+}
+
+/// What `trustgate run` writes to stderr when it warns and then cannot bind its port
+/// (a port held by another socket): the warning is a tracing line, the error the
+/// binary's own; run with stderr as a pipe, or as a terminal through `script(1)`.
+fn run_stderr(under_terminal: bool, no_color: Option<&str>) -> String {
+    let keys = Keys::new();
+    let me = keys.make("billing");
+    let dir = keys.path().join("ak");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An http:// key URL without trust.allow_http_fetch: warned about at start.
+    std::fs::write(dir.join("orders.url"), "http://127.0.0.1:1/jwks.json\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = Conf::new("billing", &me.private)
+        .inbound(&dir, "127.0.0.1:1")
+        .toml();
+    // The inbound listener on the taken port (the admin listener keeps port 0).
+    let at = text.find("[inbound]").unwrap();
+    let text = format!(
+        "{}{}",
+        &text[..at],
+        text[at..].replacen("127.0.0.1:0", &taken.local_addr().unwrap().to_string(), 1)
+    );
+    let config = keys.path().join("t.toml");
+    std::fs::write(&config, text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_trustgate");
+    let mut cmd = if under_terminal {
+        let mut c = Command::new("script");
+        // -q quiet, -e child's exit code, -c command; the typescript goes nowhere.
+        c.args([
+            "-qec",
+            &format!("{bin} run --config {}", config.display()),
+            "/dev/null",
+        ]);
+        c
+    } else {
+        let mut c = Command::new(bin);
+        c.args(["run", "--config"]).arg(&config);
+        c
+    };
+    cmd.env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "cannot bind: exit 1");
+    // Under script(1) the terminal's output (stdout and stderr) arrives on stdout.
+    let mut all = String::from_utf8_lossy(&out.stderr).into_owned();
+    all.push_str(&String::from_utf8_lossy(&out.stdout));
+    all
+}
+
+#[test]
+fn logs_have_colour_only_on_a_terminal_and_say_each_cause_once() {
+    let piped = run_stderr(false, None);
+    assert!(
+        piped.contains("allow_http_fetch"),
+        "the warning is logged: {piped}"
+    );
+    assert!(
+        !piped.contains('\u{1b}'),
+        "no ANSI codes into a pipe: {piped:?}"
+    );
+    // The cause once, not "…(os error 98): Address already in use (os error 98)".
+    assert_eq!(
+        piped.matches("Address already in use").count(),
+        1,
+        "{piped}"
+    );
+    assert!(piped.contains("cannot listen on"), "{piped}");
+
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("script(1) (util-linux) is needed to run trustgate under a terminal");
+    }
+    let tty = run_stderr(true, None);
+    assert!(tty.contains("allow_http_fetch"), "{tty}");
+    assert!(tty.contains("\u{1b}["), "colour on a terminal: {tty:?}");
+    let tty_no_color = run_stderr(true, Some("1"));
+    assert!(tty_no_color.contains("allow_http_fetch"), "{tty_no_color}");
+    assert!(
+        !tty_no_color.contains('\u{1b}'),
+        "NO_COLOR honoured: {tty_no_color:?}"
+    );
+    // An empty NO_COLOR does not count (no-color.org).
+    assert!(run_stderr(true, Some("")).contains("\u{1b}["));
+}
+
+/// Waits (with a deadline) for an access-log line of `direction` and returns its fields.
+fn access_line(lines: &mpsc::Receiver<String>, direction: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).expect("an access-log line");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["target"] == "trustgate::access" && v["fields"]["direction"] == direction {
+            return v["fields"].clone();
+        }
+    }
+}
+
+/// W3C Trace Context crosses a whole chain (app → orders' outbound → billing's inbound →
+/// app) untouched, and both sidecars' access-log lines carry the trace id, so a log
+/// search for it finds every hop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_passes_both_sidecars_and_is_in_their_access_logs() {
+    let keys = Keys::new();
+    let app = spawn_app().await;
+    let (text, orders) = billing_config(&keys, app);
+    let billing = start(&text, keys.path());
+    let orders_dir = tempfile::tempdir().unwrap();
+    let orders_text = Conf::new("orders", &orders.private)
+        .route("billing", format!("http://{}", billing.inbound))
+        .toml();
+    let orders_side = start(&orders_text, orders_dir.path());
+
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let tracestate = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+    let a = get(
+        format!("http://{}/orders/1", orders_side.outbound),
+        &[
+            ("host", "billing"),
+            ("traceparent", traceparent),
+            ("tracestate", tracestate),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let h = &a.json()["headers"];
+    assert_eq!(h["x-service-caller"], "orders");
+    assert_eq!(h["traceparent"], traceparent, "untouched through both");
+    assert_eq!(h["tracestate"], tracestate, "untouched through both");
+
+    let out = access_line(&orders_side.lines, "outbound");
+    let inb = access_line(&billing.lines, "inbound");
+    assert_eq!(out["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{out}");
+    assert_eq!(inb["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{inb}");
+    assert_eq!(inb["caller"], "orders");
+
+    // Without (or with a malformed) traceparent the field says "-".
+    let a = get(
+        format!("http://{}/orders/2", orders_side.outbound),
+        &[("host", "billing"), ("traceparent", "garbage")],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.json()["headers"]["traceparent"],
+        "garbage",
+        "still untouched"
+    );
+    assert_eq!(access_line(&orders_side.lines, "outbound")["trace_id"], "-");
+    assert_eq!(access_line(&billing.lines, "inbound")["trace_id"], "-");
 }

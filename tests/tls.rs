@@ -102,7 +102,7 @@ async fn https_route_to_a_tls_inbound_http1_and_http2() {
 }
 
 #[tokio::test]
-async fn untrusted_server_certificate_is_a_502() {
+async fn untrusted_server_certificate_is_a_502_upstream_tls() {
     let keys = Keys::new();
     let (billing, orders) = billing_with_tls(&keys, false).await;
     // The certificate is for localhost/127.0.0.1; the system roots do not know our CA.
@@ -119,6 +119,9 @@ async fn untrusted_server_certificate_is_a_502() {
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.body);
+    // Its own reason, not "upstream_unreachable": the upstream answered, its certificate
+    // was refused.
+    assert_eq!(a.json()["error"], "upstream_tls", "{}", a.body);
 }
 
 #[tokio::test]

@@ -152,7 +152,7 @@ fn section<T: DeserializeOwned>(p: &mut Problems, name: &str, mut value: toml::V
         };
         let segments: Vec<_> = err.path().iter().cloned().collect();
         let key = name.to_owned() + &user_key(p, name, &segments);
-        let message = err.into_inner().to_string();
+        let message = err.into_inner().message().to_owned();
         if let Some(field) = missing_field(&message) {
             let key = format!("{key}.{field}");
             if !p.failed(&key) {

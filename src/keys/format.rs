@@ -64,9 +64,9 @@ pub fn parse_public_keys(bytes: &[u8], path: &Path) -> Result<Vec<VerifyingKey>,
 
 pub(crate) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     use std::io::Read as _;
-    let io = |source| KeyError::Io {
+    let io = |error| KeyError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;

@@ -90,9 +90,9 @@ pub fn write_keypair(
             ));
         }
     }
-    std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+    std::fs::create_dir_all(dir).map_err(|error| KeyError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let bad = |p: &Path| {
         let p = p.to_path_buf();
@@ -134,9 +134,9 @@ pub fn write_keypair(
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io {
+    let io = |error| KeyError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

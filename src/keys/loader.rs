@@ -70,9 +70,9 @@ pub fn load_dir(dir: &Path) -> Result<DirLoad, KeyError> {
 }
 
 fn load_dir_once(dir: &Path) -> Result<DirLoad, KeyError> {
-    let io = |source| KeyError::Io {
+    let io = |error| KeyError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     if !std::fs::metadata(dir).map_err(io)?.is_dir() {
         return Err(KeyError::invalid(dir, "is not a directory"));
@@ -160,7 +160,7 @@ fn load_dir_once(dir: &Path) -> Result<DirLoad, KeyError> {
 fn reason_of(e: KeyError) -> String {
     match e {
         KeyError::Invalid { reason, .. } => reason,
-        KeyError::Io { source, .. } => format!("cannot be read: {source}"),
+        KeyError::Io { error, .. } => format!("cannot be read: {error}"),
         KeyError::Sign(s) => s,
     }
 }

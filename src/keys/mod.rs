@@ -28,11 +28,12 @@ use jsonwebtoken::DecodingKey;
 /// Errors of key handling. Each names the file concerned where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    // The cause is part of the message and not also a `source()`, so that a printed
+    // chain says it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },

@@ -26,6 +26,9 @@ use crate::tls::TlsSetupError;
 pub enum UpstreamError {
     #[error("upstream unreachable: {0}")]
     Connect(String),
+    /// The TLS handshake with an `https://` upstream failed: which check, then the chain.
+    #[error("upstream TLS handshake failed ({check}): {chain}")]
+    Tls { check: String, chain: String },
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream failed: {0}")]
@@ -138,9 +141,64 @@ impl Upstreams {
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if e.is_connect() {
-        UpstreamError::Connect(error_chain(e))
+        match find_rustls_error(e) {
+            Some(tls) => UpstreamError::Tls {
+                check: tls_check(tls),
+                chain: error_chain(e),
+            },
+            None => UpstreamError::Connect(error_chain(e)),
+        }
     } else {
         UpstreamError::Failed(error_chain(e))
+    }
+}
+
+/// The rustls error somewhere in a cause chain. An `io::Error` hides its inner error from
+/// `source()` (it returns the inner error's source), so it is looked into by `get_ref`.
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(tls) = find_rustls_error(inner) {
+                return Some(tls);
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Which check of the upstream's certificate failed, in words an operator acts on.
+fn tls_check(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => {
+                "certificate not signed by a trusted CA (outbound.ca_file or the system roots)"
+                    .into()
+            }
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "certificate not valid for the upstream's host name".into()
+            }
+            C::Revoked => "certificate revoked".into(),
+            C::BadSignature => "certificate signature invalid".into(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "certificate not valid for TLS server authentication".into()
+            }
+            other => format!("certificate rejected: {other:?}"),
+        },
+        rustls::Error::AlertReceived(alert) => {
+            format!("the upstream refused the handshake (alert {alert:?}; client certificate?)")
+        }
+        other => format!("handshake failed: {other}"),
     }
 }
 
@@ -154,4 +212,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As tokio-rustls reports it: the rustls error inside an `io::Error`, under the
+    /// connector's own error.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connect failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_failed_certificate_check_is_found_and_named() {
+        let cases = [
+            (
+                rustls::CertificateError::UnknownIssuer,
+                "not signed by a trusted CA",
+            ),
+            (rustls::CertificateError::Expired, "expired"),
+            (rustls::CertificateError::NotValidForName, "host name"),
+        ];
+        for (cert, words) in cases {
+            let io = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(cert),
+            );
+            let outer = Outer(io);
+            let found = find_rustls_error(&outer).expect("found through io::Error");
+            assert!(tls_check(found).contains(words), "{}", tls_check(found));
+        }
+        let plain = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(find_rustls_error(&plain).is_none());
+    }
 }

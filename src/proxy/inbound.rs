@@ -335,12 +335,16 @@ fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &Verified) {
     let inbound = &side.cfg;
     headers.remove(&inbound.token_header);
     headers.insert(CALLER, v.caller_header.clone());
-    let roles = side
-        .roles
-        .get(&v.caller)
-        .map(|(_, h)| h.clone())
-        .unwrap_or_else(|| HeaderValue::from_static(""));
-    headers.insert(CALLER_ROLES, roles);
+    // A caller without roles gets no roles header at all (an empty one reads as "a
+    // role named ''" to some apps), nor does `roles = []`; any copy from the network was scrubbed before.
+    match side.roles.get(&v.caller) {
+        Some((_, joined)) if !joined.is_empty() => {
+            headers.insert(CALLER_ROLES, joined.clone());
+        }
+        _ => {
+            headers.remove(CALLER_ROLES);
+        }
+    }
     if let Some(ctx) = &v.claims.ctx {
         for name in &inbound.signed_headers {
             if let Some(value) = ctx.get(name.as_str()) {
@@ -511,6 +515,12 @@ mod tests {
         assert_eq!(headers["x-service-caller-roles"], "reader");
         assert_eq!(headers["x-user-id"], "7", "signed context, configured here");
         assert!(headers.get("x-other").is_none(), "not a signed header here");
+
+        // A caller without roles: no roles header, not an empty one.
+        let mut none = HeaderMap::new();
+        present_caller(&side, &mut none, &verified("search"));
+        assert_eq!(none["x-service-caller"], "search");
+        assert!(none.get("x-service-caller-roles").is_none());
     }
 
     #[test]

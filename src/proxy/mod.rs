@@ -48,15 +48,22 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    // Causes are part of the message, not also a `source()`: a printed chain says each
+    // once (it said "Address already in use (os error 98)" twice).
+    #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(prometheus::Error),
+}
+
+impl From<prometheus::Error> for StartError {
+    fn from(e: prometheus::Error) -> Self {
+        StartError::Metrics(e)
+    }
 }
 
 /// A proxy whose listeners are bound (so their addresses are known) but not yet serving.
@@ -80,7 +87,7 @@ pub struct Addrs {
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { what, addr, source })
+        .map_err(|error| StartError::Bind { what, addr, error })
 }
 
 impl Proxy {

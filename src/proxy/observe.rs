@@ -32,6 +32,8 @@ pub struct Seen {
     method: Method,
     uri: Uri,
     grpc: bool,
+    /// The W3C trace id of the request, when it carries a valid `traceparent`.
+    trace: TraceId,
 }
 
 impl Seen {
@@ -42,6 +44,7 @@ impl Seen {
             method: req.method().clone(),
             uri: req.uri().clone(),
             grpc: super::http::is_grpc(req),
+            trace: TraceId::of(req.headers()),
         }
     }
 }
@@ -125,11 +128,90 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
         Direction::Inbound => tracing::info!(
             target: "trustgate::access",
             direction, %method, path, status, caller = who, outcome, reason, latency_us,
+            trace_id = seen.trace.as_str(),
         ),
         Direction::Outbound => tracing::info!(
             target: "trustgate::access",
             direction, %method, path, host = who, status, outcome, reason, latency_us,
+            trace_id = seen.trace.as_str(),
         ),
     }
     response
+}
+
+/// The trace id of a W3C `traceparent` (Trace Context §3.2), for the access log, so that
+/// a search for one id finds every hop of a request. The header itself passes through
+/// both sides untouched; only a well-formed one is read (`-` otherwise).
+#[derive(Clone, Copy)]
+pub struct TraceId(Option<[u8; 32]>);
+
+impl TraceId {
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let mut values = headers.get_all("traceparent").iter();
+        // Two traceparent fields: ignored, as the specification says.
+        let (Some(v), None) = (values.next(), values.next()) else {
+            return TraceId(None);
+        };
+        TraceId(parse_traceparent(v.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Checked to be lowercase hex when parsed.
+            Some(id) => std::str::from_utf8(id).unwrap_or("-"),
+            None => "-",
+        }
+    }
+}
+
+/// `version "-" trace-id "-" parent-id "-" flags`: 2, 32, 16, 2 lowercase hex digits;
+/// version `ff` and all-zero ids are invalid; a future version may append fields.
+fn parse_traceparent(v: &[u8]) -> Option<[u8; 32]> {
+    let hex = |b: &[u8]| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let (version, trace, parent, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    if !hex(version) || version == b"ff" || !hex(trace) || !hex(parent) || !hex(flags) {
+        return None;
+    }
+    if trace.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
+        return None;
+    }
+    // Version 00 is exactly 55 bytes; later versions continue with '-'.
+    if (version == b"00" && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    trace.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_traceparent;
+
+    #[test]
+    fn traceparent_trace_ids() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            &parse_traceparent(ok).unwrap(),
+            b"4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let future = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert!(parse_traceparent(future).is_some());
+        for bad in [
+            &b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"[..],
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            b"",
+        ] {
+            assert!(
+                parse_traceparent(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

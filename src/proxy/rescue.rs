@@ -54,6 +54,7 @@ impl Failure {
             Failure::Unauthenticated(r) => r.reason(),
             Failure::Forbidden { .. } => "policy",
             Failure::Upstream(UpstreamError::Connect(_)) => "upstream_unreachable",
+            Failure::Upstream(UpstreamError::Tls { .. }) => "upstream_tls",
             Failure::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             Failure::Upstream(UpstreamError::Failed(_)) => "upstream_failed",
             Failure::NoRoute(_) => "no_route",
@@ -121,6 +122,11 @@ impl Failure {
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
                 "the upstream refused or could not be reached",
+            ),
+            Failure::Upstream(UpstreamError::Tls { .. }) => json_response(
+                StatusCode::BAD_GATEWAY,
+                "upstream_tls",
+                "the upstream's TLS certificate was not accepted (see the trustgate log)",
             ),
             Failure::Upstream(UpstreamError::Failed(_)) => json_response(
                 StatusCode::BAD_GATEWAY,
