@@ -27,6 +27,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         "/metrics" => {
             state.sources.update_age_metrics(state);
+            state.metrics.ready.set(i64::from(state.is_ready()));
             let mut resp = Response::new(full(state.metrics.render()));
             resp.headers_mut().insert(
                 CONTENT_TYPE,

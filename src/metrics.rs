@@ -92,6 +92,12 @@ pub struct Metrics {
     pub trust_keys_dropped: IntCounterVec,
     /// Seconds since an identity's URL source last fetched successfully.
     pub trust_source_age: prometheus::GaugeVec,
+    /// Files under the trust directories that could not be used (unreadable, invalid).
+    pub trust_problems: IntGauge,
+    /// 1 while the trust directory cannot be read (the previous keyring stays in force).
+    pub trust_unreadable: IntGauge,
+    /// 1 when `/readyz` answers 200; set when `/metrics` is scraped.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -191,10 +197,25 @@ impl Metrics {
         let trust_source_age = prometheus::GaugeVec::new(
             Opts::new(
                 "trustgate_trust_source_age_seconds",
-                "Seconds since the key URL of an identity was last fetched successfully.",
+                "Seconds since the key URL of an identity was last fetched successfully (since it was configured, if never).",
             ),
             &["identity"],
         )?;
+        let trust_problems = IntGauge::new(
+            "trustgate_trust_problems",
+            "Files in the trust directories (authorized_keys, revoked) skipped as unreadable or invalid.",
+        )?;
+        let trust_unreadable = IntGauge::new(
+            "trustgate_trust_unreadable",
+            "1 while the trust directory cannot be read and the previous keyring stays in force.",
+        )?;
+        let ready = IntGauge::new(
+            "trustgate_ready",
+            "1 when the sidecar is ready (what /readyz answers), 0 otherwise.",
+        )?;
+        registry.register(Box::new(trust_problems.clone()))?;
+        registry.register(Box::new(trust_unreadable.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
         registry.register(Box::new(trust_fetches.clone()))?;
         registry.register(Box::new(trust_source_age.clone()))?;
         registry.register(Box::new(trust_fetch_errors.clone()))?;
@@ -210,6 +231,14 @@ impl Metrics {
         registry.register(Box::new(verified_cache_hits.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(reload_duration.clone()))?;
+        // Every reload series exists from the start at 0, so that the first failure is
+        // an increase a rule can see (a series born at 1 has no increase to show).
+        for result in ["ok", "error"] {
+            keyring_reloads.with_label_values(&[result]);
+            for material in ["trust", "signing_key", "tls_certificate"] {
+                reloads.with_label_values(&[material, result]);
+            }
+        }
         let per_request = RequestSeries::new(&requests, &request_duration)?;
         Ok(Metrics {
             per_request,
@@ -229,6 +258,9 @@ impl Metrics {
             trust_fetch_errors,
             trust_keys_dropped,
             trust_source_age,
+            trust_problems,
+            trust_unreadable,
+            ready,
         })
     }
 

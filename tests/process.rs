@@ -1,72 +1,12 @@
 //! The real binary: `trustgate run` as a process, signals and memory as the OS sees them.
 mod support;
 
-use std::io::BufRead as _;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use support::*;
-
-struct Running {
-    process: Process,
-    inbound: String,
-    outbound: String,
-    admin: String,
-    lines: mpsc::Receiver<String>,
-}
-
-/// Starts `trustgate run` with a config whose listeners use port 0, and learns the bound
-/// addresses from its JSON "listening" log line.
-fn start(config_text: &str, dir: &std::path::Path) -> Running {
-    let config = dir.join("trustgate.toml");
-    std::fs::write(&config, config_text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let process = Process {
-        child,
-        stderr_path: config.clone(),
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("trustgate logs its listening addresses");
-        let v: serde_json::Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        if v["fields"]["message"] == "listening" {
-            return Running {
-                process,
-                inbound: v["fields"]["inbound"].as_str().unwrap().to_owned(),
-                outbound: v["fields"]["outbound"].as_str().unwrap().to_owned(),
-                admin: v["fields"]["admin"].as_str().unwrap().to_owned(),
-                lines: rx,
-            };
-        }
-    }
-}
 
 fn billing_config(
     keys: &Keys,
@@ -104,7 +44,7 @@ async fn drains_on_sigterm(limits: &str) {
     let app = spawn_app_counting(at_app.clone()).await;
     let (text, orders) = billing_config(&keys, app);
     let text = text.replace("[limits]\n", &format!("[limits]\n{limits}"));
-    let mut running = start(&text, keys.path());
+    let mut running = run_binary(&text, keys.path());
     let auth = token(&orders);
     let url = format!("http://{}/slow/800", running.inbound);
     let mut inflight = Vec::new();
@@ -194,7 +134,7 @@ async fn fifty_mib_bodies_stream_with_bounded_memory() {
     let keys = Keys::new();
     let app = spawn_app().await;
     let (text, orders) = billing_config(&keys, app);
-    let running = start(&text, keys.path());
+    let running = run_binary(&text, keys.path());
     let auth = token(&orders);
     let pid = running.process.child.id();
     // Warm up (first connection, TLS-free pools, allocator arenas).
@@ -331,21 +271,6 @@ fn logs_have_colour_only_on_a_terminal_and_say_each_cause_once() {
     assert!(run_stderr(true, Some("")).contains("\u{1b}["));
 }
 
-/// Waits (with a deadline) for an access-log line of `direction` and returns its fields.
-fn access_line(lines: &mpsc::Receiver<String>, direction: &str) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = lines.recv_timeout(left).expect("an access-log line");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["target"] == "trustgate::access" && v["fields"]["direction"] == direction {
-            return v["fields"].clone();
-        }
-    }
-}
-
 /// W3C Trace Context crosses a whole chain (app → orders' outbound → billing's inbound →
 /// app) untouched, and both sidecars' access-log lines carry the trace id, so a log
 /// search for it finds every hop.
@@ -354,12 +279,12 @@ async fn trace_context_passes_both_sidecars_and_is_in_their_access_logs() {
     let keys = Keys::new();
     let app = spawn_app().await;
     let (text, orders) = billing_config(&keys, app);
-    let billing = start(&text, keys.path());
+    let billing = run_binary(&text, keys.path());
     let orders_dir = tempfile::tempdir().unwrap();
     let orders_text = Conf::new("orders", &orders.private)
         .route("billing", format!("http://{}", billing.inbound))
         .toml();
-    let orders_side = start(&orders_text, orders_dir.path());
+    let orders_side = run_binary(&orders_text, orders_dir.path());
 
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let tracestate = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";

@@ -116,6 +116,11 @@ impl Reloader {
                 *held = files;
                 let changed = !keyring.same_as(&current.keyring);
                 let has_problems = !keyring.problems().is_empty();
+                state.metrics.trust_unreadable.set(0);
+                state
+                    .metrics
+                    .trust_problems
+                    .set(keyring.problems().len() as i64);
                 if changed || force_count {
                     self.count("trust", if has_problems { "error" } else { "ok" });
                 }
@@ -135,6 +140,7 @@ impl Reloader {
             }
             Err(e) => {
                 self.count("trust", "error");
+                state.metrics.trust_unreadable.set(1);
                 tracing::error!(
                     error = %e,
                     "TRUST MATERIAL UNREADABLE: keeping the previous keyring until it is back"

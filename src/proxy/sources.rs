@@ -57,6 +57,8 @@ pub struct Source {
     pub identity: String,
     pub url: Uri,
     pub file: PathBuf,
+    /// When this source was configured: a source never fetched is as old as this.
+    added: Instant,
     status: Mutex<Status>,
     /// Bumped after every fetch attempt; waiters watch it.
     attempts: watch::Sender<u64>,
@@ -327,15 +329,24 @@ impl Sources {
             .collect()
     }
 
-    /// `trustgate_trust_source_age_seconds{identity}`: seconds since the oldest of an
-    /// identity's sources last succeeded (absent until a first success).
+    /// At scrape time: `trustgate_trust_source_age_seconds{identity}`, seconds since the
+    /// oldest of an identity's sources last succeeded (since it was configured if it
+    /// never has), and each source's counters created at 0.
     pub fn update_age_metrics(&self, state: &State) {
         let gauge = &state.metrics.trust_source_age;
         gauge.reset();
         for s in self.list() {
-            if let Some((_, at)) = s.status().last_success {
-                let g = gauge.with_label_values(&[&s.identity]);
-                g.set(g.get().max(at.elapsed().as_secs_f64()));
+            // Never fetched: as old as the source, so that an alert on the age sees a
+            // URL that has never worked too.
+            let since = s.status().last_success.map_or(s.added, |(_, at)| at);
+            let g = gauge.with_label_values(&[&s.identity]);
+            g.set(g.get().max(since.elapsed().as_secs_f64()));
+            // Each source's counters exist from the start at 0, so that the first
+            // error or drop is an increase a rule can see.
+            let m = &state.metrics;
+            m.trust_keys_dropped.with_label_values(&[&s.identity]);
+            for result in ["ok", "error"] {
+                m.trust_fetches.with_label_values(&[&s.identity, result]);
             }
         }
     }
@@ -410,6 +421,7 @@ impl Source {
             identity: f.identity.clone(),
             url: f.url.clone(),
             file: f.file.clone(),
+            added: now,
             status: Mutex::new(Status {
                 keys: Vec::new(),
                 has_keys: false,

@@ -209,9 +209,9 @@ impl State {
         metrics: Metrics,
     ) -> Arc<Self> {
         let cfg = Arc::new(cfg);
-        metrics
-            .trusted_keys
-            .set(trust.snapshot().keyring.len() as i64);
+        let keyring = &trust.snapshot().keyring;
+        metrics.trusted_keys.set(keyring.len() as i64);
+        metrics.trust_problems.set(keyring.problems().len() as i64);
         Arc::new(State {
             inbound: cfg.inbound.as_ref().map(|i| InboundState::new(&cfg, i)),
             outbound: cfg.outbound.as_ref().map(|o| OutboundState {

@@ -314,6 +314,80 @@ pub async fn get(url: String, headers: &[(&str, &str)]) -> Answer {
     send(&client(), req.body(body(Bytes::new())).unwrap()).await
 }
 
+/// A `trustgate run` process and what it logged.
+pub struct Running {
+    pub process: Process,
+    pub inbound: String,
+    pub outbound: String,
+    pub admin: String,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts `trustgate run` with a config whose listeners use port 0, and learns the bound
+/// addresses from its JSON "listening" log line.
+pub fn run_binary(config_text: &str, dir: &std::path::Path) -> Running {
+    let config = dir.join("trustgate.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let process = Process {
+        child,
+        stderr_path: config.clone(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("trustgate logs its listening addresses");
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if v["fields"]["message"] == "listening" {
+            return Running {
+                process,
+                inbound: v["fields"]["inbound"].as_str().unwrap().to_owned(),
+                outbound: v["fields"]["outbound"].as_str().unwrap().to_owned(),
+                admin: v["fields"]["admin"].as_str().unwrap().to_owned(),
+                lines: rx,
+            };
+        }
+    }
+}
+
+/// Waits (with a deadline) for an access-log line of `direction` and returns its fields.
+pub fn access_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    direction: &str,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).expect("an access-log line");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["target"] == "trustgate::access" && v["fields"]["direction"] == direction {
+            return v["fields"].clone();
+        }
+    }
+}
+
 /// The real binary, running `trustgate run` on a config file; killed on drop.
 pub struct Process {
     pub child: std::process::Child,
