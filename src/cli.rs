@@ -143,6 +143,28 @@ pub enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         fetch_timeout: Duration,
     },
+    /// Add the trustgate sidecar to every workload in Kubernetes YAML (Deployment,
+    /// StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod, List items) and point the
+    /// Services that select them at it; print the result. Idempotent; other documents
+    /// are copied byte for byte. Per-workload settings: `trustgate.dev/*` annotations.
+    Inject {
+        /// The YAML file; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+        /// The trustgate image (annotation `trustgate.dev/image`).
+        #[arg(long)]
+        image: Option<String>,
+        /// The sidecar's inbound port (annotation `trustgate.dev/inbound-port`).
+        #[arg(long, default_value_t = 8443)]
+        inbound_port: u16,
+        /// The sidecar's outbound port, the app's HTTP_PROXY
+        /// (annotation `trustgate.dev/outbound-port`).
+        #[arg(long, default_value_t = 15001)]
+        outbound_port: u16,
+        /// The sidecar's admin port: probes and /metrics
+        /// (annotation `trustgate.dev/admin-port`).
+        #[arg(long, default_value_t = 15000)]
+        admin_port: u16,
+    },
     /// Validate a configuration and its key files.
     Check {
         #[arg(long, env = "TRUSTGATE_CONFIG")]
@@ -253,6 +275,24 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             keys_cmd(&dir, json, fetch)
         }
         Command::Check { config } => check(&config),
+        Command::Inject {
+            file,
+            image,
+            inbound_port,
+            outbound_port,
+            admin_port,
+        } => {
+            let mut opts = trustgate::inject::Options {
+                inbound_port,
+                outbound_port,
+                admin_port,
+                ..Default::default()
+            };
+            if let Some(image) = image {
+                opts.image = image;
+            }
+            inject(file.as_deref(), &opts)
+        }
         Command::Run { .. } | Command::Demo => {
             anyhow::bail!("run and demo need the proxy runtime; call them through main")
         }
@@ -473,5 +513,39 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `trustgate inject`: the result on stdout, what was done on stderr; nothing on stdout
+/// when a workload is refused (exit 1), so a pipe into `kubectl apply` applies nothing.
+fn inject(file: Option<&Path>, opts: &trustgate::inject::Options) -> anyhow::Result<ExitCode> {
+    use std::io::{Read as _, Write as _};
+    let (name, input) = match file {
+        None => ("stdin".to_owned(), read_stdin()?),
+        Some(p) if p == Path::new("-") => ("stdin".to_owned(), read_stdin()?),
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        ),
+    };
+    fn read_stdin() -> anyhow::Result<String> {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| anyhow::anyhow!("stdin: {e}"))?;
+        Ok(s)
+    }
+    match trustgate::inject::inject(&input, opts) {
+        Ok(done) => {
+            for line in &done.report {
+                eprintln!("{line}");
+            }
+            std::io::stdout().write_all(done.output.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {name}: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }

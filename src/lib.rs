@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod fetch;
+pub mod inject;
 pub mod keys;
 pub mod metrics;
 pub mod proxy;

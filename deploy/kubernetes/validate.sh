@@ -31,8 +31,19 @@ for k in base example; do
     kubectl kustomize "$HERE/$k" >"$OUT/$k.yaml" 2>"$OUT/$k.err" || { cat "$OUT/$k.err" >&2; exit 1; }
     echo "rendered $k: $(grep -c '^kind:' "$OUT/$k.yaml") resources"
 done
+# The other path: an app's own manifests through `trustgate inject`. Injecting twice is
+# injecting once, and the rendered example's hand-written sidecar is recognised (left
+# byte for byte).
+TRUSTGATE="${TRUSTGATE:-trustgate}"
+"$TRUSTGATE" inject "$HERE/inject/billing.yaml" >"$OUT/injected.yaml" 2>"$OUT/inject.err" \
+    || { cat "$OUT/inject.err" >&2; exit 1; }
+"$TRUSTGATE" inject "$OUT/injected.yaml" 2>/dev/null | cmp -s - "$OUT/injected.yaml" \
+    || { echo "trustgate inject is not idempotent on inject/billing.yaml" >&2; exit 1; }
+"$TRUSTGATE" inject "$OUT/example.yaml" 2>/dev/null | cmp -s - "$OUT/example.yaml" \
+    || { echo "trustgate inject changed the already-injected example" >&2; exit 1; }
+echo "injected inject/billing.yaml: $(cat "$OUT/inject.err" | tr '\n' ' ')"
 # Every document of every rendering, strictly, against one Kubernetes version.
-kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$OUT/base.yaml" "$OUT/example.yaml"
+kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$OUT/base.yaml" "$OUT/example.yaml" "$OUT/injected.yaml"
 # The native sidecar form must survive rendering.
 grep -q 'restartPolicy: Always' "$OUT/example.yaml"
 echo "manifests valid for Kubernetes $K8S_VERSION (strict)"
