@@ -10,8 +10,11 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use http::{Request, Response, Version};
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -66,7 +69,37 @@ pub struct Upstreams {
     http1: Pool,
     http2: Pool,
     request_timeout: Duration,
+    connect_timeout: Duration,
 }
+
+/// Connection affinity: the plain HTTP/1.1 upstream connection one downstream connection
+/// keeps for its requests, instead of a pool checkout per request. A downstream
+/// HTTP/1.1 connection sends one request at a time, so one upstream connection serves
+/// it; requests that find it taken (HTTP/2 downstream, several at once), upgrades,
+/// HTTP/2 and TLS upstreams use the pools. Dropped with the downstream connection,
+/// which closes the upstream one.
+#[derive(Default)]
+pub struct Affinity(std::sync::Mutex<Option<(Authority, SendRequest<Body>)>>);
+
+impl Affinity {
+    /// The connection kept for `to`, if any (one kept for another upstream is closed).
+    fn take(&self, to: &Authority) -> Option<SendRequest<Body>> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match held.take() {
+            Some((a, sender)) if a == *to => Some(sender),
+            _ => None,
+        }
+    }
+
+    fn put(&self, to: Authority, sender: SendRequest<Body>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((to, sender));
+    }
+}
+
+/// How long a kept connection may take to finish its previous exchange before a new
+/// one is opened instead (it is normally ready at once: the previous response was read
+/// to its end before the downstream client could send the next request).
+const READY_WAIT: Duration = Duration::from_millis(50);
 
 impl Upstreams {
     pub fn new(opts: &ClientOptions<'_>) -> Result<Self, TlsSetupError> {
@@ -103,6 +136,7 @@ impl Upstreams {
             http1,
             http2,
             request_timeout: opts.request_timeout,
+            connect_timeout: opts.connect_timeout,
         })
     }
 
@@ -110,11 +144,21 @@ impl Upstreams {
     /// timeout. Errors are classified by type, never by message.
     // Boxed: one allocation, and the future's `Send` is proven here where the types are
     // concrete.
-    pub fn send(
-        &self,
+    /// With `affinity`, a plain HTTP/1.1 request goes over the downstream connection's
+    /// own upstream connection (see [`Affinity`]).
+    pub fn send<'a>(
+        &'a self,
         mut req: Request<Body>,
         protocol: Protocol,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>> {
+        affinity: Option<&'a Affinity>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a>> {
+        if let Some(affinity) = affinity {
+            if protocol == Protocol::Http1 && req.uri().scheme() == Some(&Scheme::HTTP) {
+                if let Some(to) = req.uri().authority().cloned() {
+                    return Box::pin(self.send_affine(affinity, to, req));
+                }
+            }
+        }
         // `request` borrows the pool (no `Client` clone per request) and returns a
         // 'static future.
         let pool = match protocol {
@@ -136,6 +180,136 @@ impl Upstreams {
                 Err(_) => Err(UpstreamError::Timeout(request_timeout)),
             }
         })
+    }
+}
+
+impl Upstreams {
+    async fn send_affine(
+        &self,
+        affinity: &Affinity,
+        to: Authority,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // What the pool's client does for HTTP/1.1: origin-form target, a Host header.
+        let origin = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(origin);
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(to.as_str()) {
+                req.headers_mut().insert(HOST, v);
+            }
+        }
+        let request_timeout = self.request_timeout;
+        let exchange = async move {
+            let mut kept = match affinity.take(&to) {
+                Some(mut sender) => match tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                    Ok(Ok(())) => Some(sender),
+                    _ => None,
+                },
+                None => None,
+            };
+            loop {
+                let reused = kept.is_some();
+                let mut sender = match kept.take() {
+                    Some(sender) => sender,
+                    None => self.connect(&to).await?,
+                };
+                // On a kept connection, an idempotent request without a body keeps a
+                // copy of its head: if the app closed the connection just as the request
+                // went out (HTTP/1.1's keep-alive race), it is sent again on a new one
+                // (RFC 9112 §9.3.1).
+                let spare = (reused && Self::retryable(&req)).then(|| {
+                    (
+                        req.method().clone(),
+                        req.uri().clone(),
+                        req.headers().clone(),
+                    )
+                });
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        affinity.put(to, sender);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => {
+                        if reused {
+                            // Not sent at all: it goes as it is.
+                            if let Some(again) = e.take_message() {
+                                req = again;
+                                continue;
+                            }
+                            let closed = e.error().is_incomplete_message()
+                                || e.error().is_canceled()
+                                || e.error().is_closed();
+                            if let (Some((method, uri, headers)), true) = (spare, closed) {
+                                let mut again = Request::new(super::http::empty());
+                                *again.method_mut() = method;
+                                *again.uri_mut() = uri;
+                                *again.version_mut() = Version::HTTP_11;
+                                *again.headers_mut() = headers;
+                                req = again;
+                                continue;
+                            }
+                        }
+                        return Err(UpstreamError::Failed(error_chain(&e.into_error())));
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout(request_timeout)),
+        }
+    }
+
+    /// Safe to send again after a connection closed under it: an idempotent method
+    /// (RFC 9110 §9.2.2) and no body to replay.
+    fn retryable(req: &Request<Body>) -> bool {
+        use http::Method;
+        matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        ) && hyper::body::Body::is_end_stream(req.body())
+    }
+
+    /// A new plain HTTP/1.1 connection to `to`, its connection task spawned.
+    async fn connect(&self, to: &Authority) -> Result<SendRequest<Body>, UpstreamError> {
+        let host = to.host().trim_start_matches('[').trim_end_matches(']');
+        let port = to.port_u16().unwrap_or(80);
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(format!("tcp connect error: {e}"))),
+            Err(_) => {
+                return Err(UpstreamError::Connect(format!(
+                    "tcp connect timed out after {:?}",
+                    self.connect_timeout
+                )))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = super::upstream_io::ForgivingWrites::new(hyper_util::rt::TokioIo::new(stream));
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 

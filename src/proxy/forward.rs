@@ -13,7 +13,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
 use super::body::RequestBody;
-use super::client::Protocol;
+use super::client::{Affinity, Protocol};
 use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 use super::rescue::Failure;
 use super::state::State;
@@ -36,12 +36,29 @@ pub fn expects_continue<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// The downstream connection a request arrived on: who is on the other end, over TLS or
+/// not, and the upstream connection it keeps (one per downstream connection).
+pub struct Downstream {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub affinity: Affinity,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Downstream {
+            peer,
+            tls,
+            affinity: Affinity::default(),
+        }
+    }
+}
+
 pub async fn forward(
     state: &State,
     mut req: Request<Incoming>,
     target: &Uri,
-    peer: SocketAddr,
-    downstream_tls: bool,
+    down: &Downstream,
     host: HostHeader,
     protocol: Protocol,
 ) -> Result<Response<Body>, Failure> {
@@ -71,7 +88,7 @@ pub async fn forward(
         .build()
         .map_err(|_| Failure::BadRequest("request target cannot be forwarded"))?;
 
-    append_forwarded(&mut parts.headers, peer, downstream_tls);
+    append_forwarded(&mut parts.headers, down.peer, down.tls);
     match host {
         HostHeader::Keep => {
             // HTTP/2 carries the name in :authority; keep it visible to an HTTP/1.1 app.
@@ -113,7 +130,9 @@ pub async fn forward(
             }
         });
     }
-    let mut resp = match state.upstreams.send(req, protocol).await {
+    // An upgrade takes its upstream connection for the tunnel: never the kept one.
+    let affinity = (!upgrade).then_some(&down.affinity);
+    let mut resp = match state.upstreams.send(req, protocol, affinity).await {
         Ok(resp) => resp,
         // The client's body broke, not the upstream: the client's fault, answered 400.
         Err(_) if body_state.as_ref().is_some_and(|b| b.downstream_failed()) => {

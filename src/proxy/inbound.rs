@@ -9,7 +9,6 @@
 //! function of the request and this side's state, testable alone; the first that says no
 //! ends the request, and [`super::observe`] turns that into metrics, a log line and the
 //! response. The app receives the caller in plain headers and never the token.
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
@@ -17,7 +16,7 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::client::Protocol;
-use super::forward::{expects_continue, forward, HostHeader};
+use super::forward::{expects_continue, forward, Downstream, HostHeader};
 use super::http::{
     connection_tokens, is_upgrade, name_starts_alike, names_alike, strip_hop_by_hop, Body,
 };
@@ -38,11 +37,10 @@ pub async fn handle(
     state: &Arc<State>,
     side: &InboundState,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    down: &Downstream,
 ) -> Response<Body> {
     let seen = Seen::new(Direction::Inbound, &req);
-    let handled = steps(state, side, req, peer, tls).await;
+    let handled = steps(state, side, req, down).await;
     observe::finish(&state.metrics, seen, handled)
 }
 
@@ -51,8 +49,7 @@ async fn steps(
     state: &Arc<State>,
     side: &InboundState,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    down: &Downstream,
 ) -> Handled {
     let cfg = &side.cfg;
     if let Err(failure) = screen(cfg, &mut req).and_then(|()| canonical_path(&req)) {
@@ -62,18 +59,17 @@ async fn steps(
         return Handled::forwarded("jwks", Ok(crate::admin::jwks_response(state, req.method())));
     }
     if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
-        return Handled::forwarded("public", to_app(state, cfg, req, peer, tls).await);
+        return Handled::forwarded("public", to_app(state, cfg, req, down).await);
     }
     let verified = match authenticate(state, side, &req, unix_now()).await {
         Ok(v) => v,
-        Err(failure) => return reject(state, side, req, peer, tls, failure).await,
+        Err(failure) => return reject(state, side, req, down, failure).await,
     };
     if let Err(failure) = authorize(side, &verified, &req) {
-        return reject(state, side, req, peer, tls, failure).await;
+        return reject(state, side, req, down, failure).await;
     }
     present_caller(side, req.headers_mut(), &verified);
-    Handled::forwarded("ok", to_app(state, cfg, req, peer, tls).await)
-        .by(Some(verified.caller.clone()))
+    Handled::forwarded("ok", to_app(state, cfg, req, down).await).by(Some(verified.caller.clone()))
 }
 
 /// The one way a request reaches the app.
@@ -81,20 +77,10 @@ async fn to_app(
     state: &State,
     cfg: &Inbound,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    down: &Downstream,
 ) -> Result<Response<Body>, Failure> {
     let protocol = app_protocol(cfg.upstream_protocol, &req);
-    forward(
-        state,
-        req,
-        &cfg.upstream,
-        peer,
-        tls,
-        HostHeader::Keep,
-        protocol,
-    )
-    .await
+    forward(state, req, &cfg.upstream, down, HostHeader::Keep, protocol).await
 }
 
 /// A token or policy failure: refused in enforce mode; in audit mode counted, logged and
@@ -104,8 +90,7 @@ async fn reject(
     state: &Arc<State>,
     side: &InboundState,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    down: &Downstream,
     failure: Failure,
 ) -> Handled {
     state
@@ -121,7 +106,7 @@ async fn reject(
                 "audit mode: would have refused this request"
             );
             req.headers_mut().remove(&side.cfg.token_header);
-            Handled::forwarded("audit", to_app(state, &side.cfg, req, peer, tls).await)
+            Handled::forwarded("audit", to_app(state, &side.cfg, req, down).await)
                 .because(failure.reason())
         }
     }

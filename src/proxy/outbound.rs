@@ -6,7 +6,6 @@
 //! the per-(audience, signed context) cache, or is signed per request when requests are
 //! bound.
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
@@ -14,7 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::client::Protocol;
-use super::forward::{forward, HostHeader};
+use super::forward::{forward, Downstream, HostHeader};
 use super::http::{is_upgrade, strip_hop_by_hop, Body};
 use super::observe::{self, Direction, Handled, Seen};
 use super::rescue::Failure;
@@ -26,10 +25,10 @@ pub async fn handle(
     state: &State,
     side: &OutboundState,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    down: &Downstream,
 ) -> Response<Body> {
     let seen = Seen::new(Direction::Outbound, &req);
-    let handled = steps(state, side, req, peer).await;
+    let handled = steps(state, side, req, down).await;
     observe::finish(&state.metrics, seen, handled)
 }
 
@@ -39,7 +38,7 @@ async fn steps(
     state: &State,
     side: &OutboundState,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    down: &Downstream,
 ) -> Handled {
     let cfg = &side.cfg;
     if req.method() == Method::CONNECT {
@@ -57,7 +56,7 @@ async fn steps(
         Ok(Destination::Route(route, host)) => (route, host),
         Ok(Destination::Passthrough(target, host)) => {
             let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
-            let result = forward(state, req, &target, peer, false, HostHeader::Keep, protocol);
+            let result = forward(state, req, &target, down, HostHeader::Keep, protocol);
             return Handled::forwarded("passthrough", result.await).by(Some(host));
         }
         Err((failure, host)) => return Handled::failed(failure).by(host),
@@ -70,8 +69,7 @@ async fn steps(
         state,
         req,
         &route.upstream,
-        peer,
-        false,
+        down,
         HostHeader::Upstream,
         protocol,
     );

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::forward::Downstream;
 use super::http::Body;
 use super::state::State;
 use super::{inbound, outbound};
@@ -278,11 +279,14 @@ async fn serve_conn<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let tracker = activity.clone();
+    // One per connection: its peer, and the upstream connection its requests keep.
+    let down = Arc::new(Downstream::new(who.peer, who.tls));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
+        let down = down.clone();
         let in_flight = tracker.begin();
         async move {
-            let resp = dispatch(who.side, state, req, who.peer, who.tls).await;
+            let resp = dispatch(who.side, state, req, &down).await;
             drop(in_flight);
             Ok::<_, Infallible>(resp)
         }
@@ -323,16 +327,15 @@ async fn dispatch(
     side: Side,
     state: Arc<State>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    down: &Downstream,
 ) -> Response<Body> {
     match side {
         Side::Inbound => match &state.inbound {
-            Some(i) => inbound::handle(&state, i, req, peer, tls).await,
+            Some(i) => inbound::handle(&state, i, req, down).await,
             None => super::http::not_found(),
         },
         Side::Outbound => match &state.outbound {
-            Some(o) => outbound::handle(&state, o, req, peer).await,
+            Some(o) => outbound::handle(&state, o, req, down).await,
             None => super::http::not_found(),
         },
         Side::Admin => crate::admin::handle(&state, req).await,

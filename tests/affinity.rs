@@ -1,0 +1,115 @@
+//! Connection affinity: a downstream HTTP/1.1 connection keeps one upstream connection
+//! to the app for all its requests (no pool checkout per request), and a kept
+//! connection the app has closed is replaced without the client seeing an error. The
+//! app is Python's standard-library HTTP server, which answers with the port its client
+//! connected from (`tests/support/conn_app.py`).
+mod support;
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+
+use http_body_util::BodyExt as _;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+/// The Python app (killed on drop) and its address; `None` (skipped loudly) without
+/// python3, unless `TRUSTGATE_REQUIRE_INTEROP=1`.
+fn python_app(mode: &str) -> Option<(Process, String)> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/conn_app.py");
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
+                "TRUSTGATE_REQUIRE_INTEROP=1 but python3 cannot run: {e}"
+            );
+            eprintln!("SKIPPED: python3 not found ({e})");
+            return None;
+        }
+    };
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the app prints its port");
+    Some((
+        Process {
+            child,
+            stderr_path: script,
+        },
+        format!("127.0.0.1:{port}"),
+    ))
+}
+
+/// `n` requests, one after another, on one keep-alive connection to the sidecar's
+/// public path; the app's answers (the upstream connection's port for each).
+async fn sequential(sidecar: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let stream = tokio::net::TcpStream::connect(sidecar).await.unwrap();
+    let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        sender.ready().await.unwrap();
+        let req = http::Request::get("/pub")
+            .header("host", "billing")
+            .body(body(bytes::Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        ports.push(String::from_utf8(b.to_vec()).unwrap());
+    }
+    ports
+}
+
+async fn sidecar_for(app: &str) -> Sidecar {
+    let keys = Keys::new();
+    let billing = keys.make("billing");
+    let trusted = keys.trust_dir("trusted", &[]);
+    Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .set("inbound", "public_paths = [\"/pub\"]")
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_connection_keeps_one_upstream_connection() {
+    let Some((_app, addr)) = python_app("keep") else {
+        return;
+    };
+    let sidecar = sidecar_for(&addr).await;
+    let a = sequential(sidecar.inbound(), 20).await;
+    assert!(
+        a.iter().all(|p| *p == a[0]),
+        "one upstream connection: {a:?}"
+    );
+    // Another downstream connection gets its own.
+    let b = sequential(sidecar.inbound(), 5).await;
+    assert!(b.iter().all(|p| *p == b[0]), "{b:?}");
+    assert_ne!(
+        a[0], b[0],
+        "each downstream connection has its own upstream one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_app_closed_is_replaced_unseen() {
+    let Some((_app, addr)) = python_app("close") else {
+        return;
+    };
+    let sidecar = sidecar_for(&addr).await;
+    // Every answer comes on a new upstream connection, and every request succeeds.
+    let ports = sequential(sidecar.inbound(), 30).await;
+    let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+    assert_eq!(distinct.len(), 30, "{ports:?}");
+}
