@@ -111,49 +111,83 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Both sides call this on a request before setting any header of their own, so a
 /// `Connection` header can only ever remove what the client itself sent.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most requests carry none of these: one pass over the names (standard ones compare
-    // as enum tags) instead of a hash lookup per name.
-    let hop_by_hop = |n: &HeaderName| {
-        *n == header::CONNECTION
-            || *n == header::TE
-            || *n == header::TRANSFER_ENCODING
-            || *n == header::UPGRADE
-            || *n == header::PROXY_AUTHENTICATE
-            || *n == header::PROXY_AUTHORIZATION
-            || n.as_str() == "keep-alive"
-            || n.as_str() == "proxy-connection"
-    };
-    if !headers.keys().any(hop_by_hop) {
+    // One pass over the names (standard ones compare as enum tags), noting which of the
+    // classic set are present: most messages carry none, or only `Connection:
+    // keep-alive`, and then nothing is allocated and only what is there is removed.
+    const CLASSIC: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let mut present = 0u8;
+    for n in headers.keys() {
+        let bit = if *n == header::CONNECTION {
+            1
+        } else if *n == header::TE {
+            1 << 5
+        } else if *n == header::TRANSFER_ENCODING {
+            1 << 6
+        } else if *n == header::UPGRADE {
+            1 << 7
+        } else if *n == header::PROXY_AUTHENTICATE {
+            1 << 3
+        } else if *n == header::PROXY_AUTHORIZATION {
+            1 << 4
+        } else if n.as_str() == "keep-alive" {
+            1 << 1
+        } else if n.as_str() == "proxy-connection" {
+            1 << 2
+        } else {
+            0
+        };
+        present |= bit;
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade_value = headers.get(header::UPGRADE).cloned();
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    // Names the `Connection` header nominates. `keep-alive` is in the classic set
+    // already; anything else (rare) is collected, and only then is memory allocated.
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        for t in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let t = t.trim();
+            if t.eq_ignore_ascii_case("keep-alive") || t.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let upgrade_value = if present & (1 << 7) != 0 {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let te_trailers = present & (1 << 5) != 0
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in CLASSIC.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -166,11 +200,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Appends the peer to `x-forwarded-for` and `forwarded` (RFC 7239).
 pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool) {
     let ip = peer.ip();
     let prev_xff = headers
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.trim().is_empty());
     let prev_fwd = headers
@@ -194,7 +230,7 @@ pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool) {
         }
     };
     if let Some(v) = xff {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
     if let Some(v) = forwarded {
         headers.insert(header::FORWARDED, v);

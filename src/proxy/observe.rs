@@ -147,7 +147,7 @@ pub struct TraceId(Option<[u8; 32]>);
 
 impl TraceId {
     pub fn of(headers: &http::HeaderMap) -> Self {
-        let mut values = headers.get_all("traceparent").iter();
+        let mut values = headers.get_all(TRACEPARENT).iter();
         // Two traceparent fields: ignored, as the specification says.
         let (Some(v), None) = (values.next(), values.next()) else {
             return TraceId(None);
@@ -163,6 +163,8 @@ impl TraceId {
         }
     }
 }
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// `version "-" trace-id "-" parent-id "-" flags`: 2, 32, 16, 2 lowercase hex digits;
 /// version `ff` and all-zero ids are invalid; a future version may append fields.
