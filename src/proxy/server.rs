@@ -294,31 +294,74 @@ async fn serve_conn<I>(
     let conn = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    tokio::pin!(conn);
+    let mut conn = std::pin::pin!(conn);
+    // The watchdog (drain, idle and header deadlines) runs in a task of its own and
+    // orders this one through `control`: the connection's task, woken several times per
+    // request, polls only the connection, not the watchdog's timer and channel too.
+    let control = Arc::new(Control::default());
+    let watchdog = tokio::spawn({
+        let control = control.clone();
+        async move {
+            tokio::select! {
+                _ = stop.changed() => control.order(GRACEFUL),
+                never_requested = activity.idle() => {
+                    // Nothing to finish: a slot held without a request is closed at
+                    // once. Idle: HTTP/2 gets a GOAWAY (open streams finish), HTTP/1.1
+                    // closes.
+                    control.order(if never_requested { CLOSE } else { GRACEFUL })
+                }
+            }
+        }
+    });
     let peer = who.peer;
     let mut closing = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stop.changed(), if !closing => {
+    let ended = std::future::poll_fn(|cx| {
+        control.register(cx.waker());
+        match control.order.load(Ordering::SeqCst) {
+            CLOSE => return std::task::Poll::Ready(None),
+            GRACEFUL if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            never_requested = activity.idle(), if !closing => {
-                if never_requested {
-                    // Nothing to finish: a slot held without a request is closed at once.
-                    tracing::debug!(%peer, "no complete request head within header_read_timeout; closing");
-                    return;
-                }
-                // Idle: HTTP/2 gets a GOAWAY (streams still open finish), HTTP/1.1 closes.
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            _ => {}
+        }
+        std::future::Future::poll(conn.as_mut(), cx).map(Some)
+    })
+    .await;
+    watchdog.abort();
+    match ended {
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        Some(Ok(())) => {}
+        None => {
+            tracing::debug!(%peer, "no complete request head within header_read_timeout; closing")
+        }
+    }
+}
+
+const GRACEFUL: u8 = 1;
+const CLOSE: u8 = 2;
+
+/// What a connection's watchdog orders (`GRACEFUL`, `CLOSE`), and the waker of the
+/// connection's task to tell it.
+#[derive(Default)]
+struct Control {
+    order: std::sync::atomic::AtomicU8,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Control {
+    fn register(&self, waker: &std::task::Waker) {
+        let mut held = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *held = Some(waker.clone());
+        }
+    }
+
+    fn order(&self, order: u8) {
+        self.order.store(order, Ordering::SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
