@@ -684,6 +684,7 @@ fn shared_key(secret: &[u8]) -> SigningKey {
         alg: KeyAlg::Hs256,
         jwk: None,
         decoding: DecodingKey::from_secret(secret),
+        parsed: None,
     };
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
     SigningKey::new(Signer::Hs256(Box::new(key)), verifying)

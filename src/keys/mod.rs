@@ -106,6 +106,10 @@ pub struct VerifyingKey {
     /// never published.
     pub jwk: Option<Jwk>,
     pub decoding: DecodingKey,
+    /// The public key parsed once for aws-lc (ES256, EdDSA), so that a verification does
+    /// not parse and check the point again on every request; `None` for RS256 and shared
+    /// secrets, which verify through `decoding`.
+    pub parsed: Option<aws_lc_rs::signature::ParsedPublicKey>,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -124,6 +128,7 @@ impl VerifyingKey {
     /// integers), so that the thumbprint is the RFC 7638 one.
     pub(crate) fn from_public_jwk(mut jwk: Jwk, alg: KeyAlg) -> Result<Self, String> {
         let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
+        let parsed = parse_public(&jwk, alg)?;
         let kid = thumbprint(&jwk)?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.key_algorithm = Some(key_algorithm(alg));
@@ -133,8 +138,39 @@ impl VerifyingKey {
             alg,
             jwk: Some(jwk),
             decoding,
+            parsed,
         })
     }
+}
+
+/// ES256 and EdDSA public keys in the form aws-lc verifies with, parsed (and the point
+/// checked) once.
+fn parse_public(
+    jwk: &Jwk,
+    alg: KeyAlg,
+) -> Result<Option<aws_lc_rs::signature::ParsedPublicKey>, String> {
+    use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use jsonwebtoken::jwk::AlgorithmParameters as P;
+    let b64 = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| "unusable key: a member is not base64url".to_owned())
+    };
+    let parsed = match (alg, &jwk.algorithm) {
+        (KeyAlg::Es256, P::EllipticCurve(ec)) => {
+            let mut point = vec![4u8];
+            point.extend(b64(&ec.x)?);
+            point.extend(b64(&ec.y)?);
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        }
+        (KeyAlg::EdDsa, P::OctetKeyPair(okp)) => ParsedPublicKey::new(&ED25519, b64(&okp.x)?),
+        _ => return Ok(None),
+    };
+    parsed
+        .map(Some)
+        .map_err(|_| "unusable key: not a valid public key for its algorithm".to_owned())
 }
 
 /// RFC 7638 JWK SHA-256 thumbprint, base64url without padding.
