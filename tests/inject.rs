@@ -3,6 +3,8 @@
 //! copied byte for byte, refusals, and the output validated strictly against the
 //! Kubernetes schema by kubernetes-validate (skips loudly without it, unless
 //! `TRUSTGATE_REQUIRE_INTEROP=1`). `TRUSTGATE_BLESS=1` rewrites the golden files.
+mod support;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -188,17 +190,7 @@ fn what_cannot_be_injected_safely_is_refused_with_the_reason() {
 /// Kubernetes' own reader is): quoting, octal modes, booleans and block scalars survive.
 #[test]
 fn a_yaml_1_1_reader_sees_every_input_value_unchanged() {
-    let have = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "TRUSTGATE_REQUIRE_INTEROP=1 but python3 with PyYAML is missing (pip install pyyaml)"
-        );
-        eprintln!("SKIPPED: python3 with PyYAML not found (pip install pyyaml)");
+    if !support::have_tool("python3", &["-c", "import yaml"], "pip install pyyaml") {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/yaml_subset.py");
@@ -228,19 +220,11 @@ fn a_yaml_1_1_reader_sees_every_input_value_unchanged() {
 /// Every golden output, strictly against the Kubernetes schema.
 #[test]
 fn the_output_is_valid_kubernetes_strictly() {
-    let have = Command::new("kubernetes-validate")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "TRUSTGATE_REQUIRE_INTEROP=1 but kubernetes-validate is missing \
-             (pip install kubernetes-validate)"
-        );
-        eprintln!("SKIPPED: kubernetes-validate not found (pip install kubernetes-validate)");
+    if !support::have_tool(
+        "kubernetes-validate",
+        &["--version"],
+        "pip install kubernetes-validate",
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

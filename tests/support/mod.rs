@@ -314,6 +314,27 @@ pub async fn get(url: String, headers: &[(&str, &str)]) -> Answer {
     send(&client(), req.body(body(Bytes::new())).unwrap()).await
 }
 
+/// `true` if `cmd args` runs and succeeds. Otherwise the calling test skips, saying so
+/// on stderr — or fails under `TRUSTGATE_REQUIRE_INTEROP=1` (CI), with `hint` saying
+/// how to install what is missing.
+pub fn have_tool(cmd: &str, args: &[&str], hint: &str) -> bool {
+    let ok = std::process::Command::new(cmd)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "TRUSTGATE_REQUIRE_INTEROP=1 but `{cmd} {}` does not run ({hint})",
+            args.join(" ")
+        );
+        eprintln!("SKIPPED: `{cmd} {}` does not run ({hint})", args.join(" "));
+    }
+    ok
+}
+
 /// A `trustgate run` process and what it logged.
 pub struct Running {
     pub process: Process,
