@@ -44,16 +44,23 @@ fn python_app(mode: &str) -> Option<(Process, String)> {
 /// `n` requests, one after another, on one keep-alive connection to the sidecar's
 /// public path; the app's answers (the upstream connection's port for each).
 async fn sequential(sidecar: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let hosts = vec!["billing"; n];
+    on_one_connection(sidecar, &hosts).await
+}
+
+/// One request per entry of `hosts` (its `Host` header), in order, on one keep-alive
+/// connection; the app's answers.
+async fn on_one_connection(sidecar: std::net::SocketAddr, hosts: &[&str]) -> Vec<String> {
     let stream = tokio::net::TcpStream::connect(sidecar).await.unwrap();
     let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
     let mut ports = Vec::new();
-    for _ in 0..n {
+    for host in hosts {
         sender.ready().await.unwrap();
         let req = http::Request::get("/pub")
-            .header("host", "billing")
+            .header("host", *host)
             .body(body(bytes::Bytes::new()))
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
@@ -105,4 +112,35 @@ async fn a_kept_connection_the_app_closed_is_replaced_unseen() {
     let ports = sequential(sidecar.inbound(), 30).await;
     let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
     assert_eq!(distinct.len(), 30, "{ports:?}");
+}
+
+/// An app calling two services through one connection to its outbound sidecar (as
+/// through `HTTP_PROXY`): the first destination keeps its connection, the other goes
+/// through the pool — not a new connection per request as the destinations alternate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternating_destinations_keep_the_first_and_pool_the_other() {
+    let (Some((_a, a)), Some((_b, b))) = (python_app("keep"), python_app("keep")) else {
+        return;
+    };
+    let keys = Keys::new();
+    let orders = keys.make("orders");
+    let sidecar = Conf::new("orders", &orders.private)
+        .route("alpha", format!("http://{a}"))
+        .route("beta", format!("http://{b}"))
+        .start()
+        .await;
+    let hosts: Vec<&str> = (0..12)
+        .map(|i| if i % 2 == 0 { "alpha" } else { "beta" })
+        .collect();
+    let ports = on_one_connection(sidecar.outbound(), &hosts).await;
+    let alpha: Vec<_> = ports.iter().step_by(2).collect();
+    assert!(
+        alpha.iter().all(|p| *p == alpha[0]),
+        "alpha kept: {ports:?}"
+    );
+    let beta: std::collections::BTreeSet<_> = ports.iter().skip(1).step_by(2).collect();
+    assert!(
+        beta.len() <= 2,
+        "beta pooled, not one connection per request: {ports:?}"
+    );
 }

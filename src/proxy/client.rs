@@ -82,13 +82,24 @@ pub struct Upstreams {
 pub struct Affinity(std::sync::Mutex<Option<(Authority, SendRequest<Body>)>>);
 
 impl Affinity {
-    /// The connection kept for `to`, if any (one kept for another upstream is closed).
+    /// The connection kept for `to`, if any.
     fn take(&self, to: &Authority) -> Option<SendRequest<Body>> {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match held.take() {
             Some((a, sender)) if a == *to => Some(sender),
-            _ => None,
+            other => {
+                *held = other;
+                None
+            }
         }
+    }
+
+    /// Is a connection to another upstream kept? Then a request to `to` takes the pool:
+    /// an app alternating destinations through one proxy connection (`HTTP_PROXY`) keeps
+    /// its first one and pools the rest, instead of a new connection per request.
+    fn holds_other(&self, to: &Authority) -> bool {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.as_ref().is_some_and(|(a, _)| a != to)
     }
 
     fn put(&self, to: Authority, sender: SendRequest<Body>) {
@@ -155,7 +166,9 @@ impl Upstreams {
         if let Some(affinity) = affinity {
             if protocol == Protocol::Http1 && req.uri().scheme() == Some(&Scheme::HTTP) {
                 if let Some(to) = req.uri().authority().cloned() {
-                    return Box::pin(self.send_affine(affinity, to, req));
+                    if !affinity.holds_other(&to) {
+                        return Box::pin(self.send_affine(affinity, to, req));
+                    }
                 }
             }
         }
