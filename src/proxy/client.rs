@@ -81,25 +81,30 @@ pub struct Upstreams {
 #[derive(Default)]
 pub struct Affinity(std::sync::Mutex<Option<(Authority, SendRequest<Body>)>>);
 
+/// What a downstream connection holds for a request to one upstream.
+enum Kept {
+    /// Its connection to this upstream (taken out; put back after the exchange).
+    This(SendRequest<Body>),
+    /// Nothing (yet, or in use by a parallel request): open one and keep it.
+    Nothing,
+    /// A connection to another upstream: the request takes the pool and the kept one
+    /// stays, so an app alternating destinations through one proxy connection
+    /// (`HTTP_PROXY`) does not get a new connection per request.
+    Other,
+}
+
 impl Affinity {
-    /// The connection kept for `to`, if any.
-    fn take(&self, to: &Authority) -> Option<SendRequest<Body>> {
+    /// One lock per request.
+    fn take(&self, to: &Authority) -> Kept {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match held.take() {
-            Some((a, sender)) if a == *to => Some(sender),
+            Some((a, sender)) if a == *to => Kept::This(sender),
+            None => Kept::Nothing,
             other => {
                 *held = other;
-                None
+                Kept::Other
             }
         }
-    }
-
-    /// Is a connection to another upstream kept? Then a request to `to` takes the pool:
-    /// an app alternating destinations through one proxy connection (`HTTP_PROXY`) keeps
-    /// its first one and pools the rest, instead of a new connection per request.
-    fn holds_other(&self, to: &Authority) -> bool {
-        let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        held.as_ref().is_some_and(|(a, _)| a != to)
     }
 
     fn put(&self, to: Authority, sender: SendRequest<Body>) {
@@ -152,11 +157,11 @@ impl Upstreams {
     }
 
     /// Sends `req` (absolute URI); the response head must arrive within the request
-    /// timeout. Errors are classified by type, never by message.
+    /// timeout. Errors are classified by type, never by message. With `affinity`, a
+    /// plain HTTP/1.1 request goes over the downstream connection's own upstream
+    /// connection (see [`Affinity`]).
     // Boxed: one allocation, and the future's `Send` is proven here where the types are
     // concrete.
-    /// With `affinity`, a plain HTTP/1.1 request goes over the downstream connection's
-    /// own upstream connection (see [`Affinity`]).
     pub fn send<'a>(
         &'a self,
         mut req: Request<Body>,
@@ -166,8 +171,14 @@ impl Upstreams {
         if let Some(affinity) = affinity {
             if protocol == Protocol::Http1 && req.uri().scheme() == Some(&Scheme::HTTP) {
                 if let Some(to) = req.uri().authority().cloned() {
-                    if !affinity.holds_other(&to) {
-                        return Box::pin(self.send_affine(affinity, to, req));
+                    match affinity.take(&to) {
+                        Kept::Other => {}
+                        Kept::This(sender) => {
+                            return Box::pin(self.send_affine(affinity, to, Some(sender), req))
+                        }
+                        Kept::Nothing => {
+                            return Box::pin(self.send_affine(affinity, to, None, req))
+                        }
                     }
                 }
             }
@@ -201,6 +212,7 @@ impl Upstreams {
         &self,
         affinity: &Affinity,
         to: Authority,
+        kept: Option<SendRequest<Body>>,
         mut req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         // What the pool's client does for HTTP/1.1: origin-form target, a Host header.
@@ -218,7 +230,7 @@ impl Upstreams {
         }
         let request_timeout = self.request_timeout;
         let exchange = async move {
-            let mut kept = match affinity.take(&to) {
+            let mut kept = match kept {
                 Some(mut sender) => match tokio::time::timeout(READY_WAIT, sender.ready()).await {
                     Ok(Ok(())) => Some(sender),
                     _ => None,

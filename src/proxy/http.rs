@@ -114,38 +114,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names (standard ones compare as enum tags), noting which of the
     // classic set are present: most messages carry none, or only `Connection:
     // keep-alive`, and then nothing is allocated and only what is there is removed.
-    const CLASSIC: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "transfer-encoding",
-        "upgrade",
+    // Bit i of `present` is CLASSIC[i].
+    const CLASSIC: [HeaderName; 8] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ];
+    const CONNECTION: u8 = 1;
+    const TE: u8 = 1 << 5;
+    const UPGRADE: u8 = 1 << 7;
     let mut present = 0u8;
     for n in headers.keys() {
-        let bit = if *n == header::CONNECTION {
-            1
-        } else if *n == header::TE {
-            1 << 5
-        } else if *n == header::TRANSFER_ENCODING {
-            1 << 6
-        } else if *n == header::UPGRADE {
-            1 << 7
-        } else if *n == header::PROXY_AUTHENTICATE {
-            1 << 3
-        } else if *n == header::PROXY_AUTHORIZATION {
-            1 << 4
-        } else if n.as_str() == "keep-alive" {
-            1 << 1
-        } else if n.as_str() == "proxy-connection" {
-            1 << 2
-        } else {
-            0
-        };
-        present |= bit;
+        if let Some(i) = CLASSIC.iter().position(|c| c == n) {
+            present |= 1 << i;
+        }
     }
     if present == 0 {
         return;
@@ -153,7 +140,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Names the `Connection` header nominates. `keep-alive` is in the classic set
     // already; anything else (rare) is collected, and only then is memory allocated.
     let mut named: Vec<HeaderName> = Vec::new();
-    if present & 1 != 0 {
+    if present & CONNECTION != 0 {
         for t in headers
             .get_all(header::CONNECTION)
             .iter()
@@ -169,12 +156,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    let upgrade_value = if present & (1 << 7) != 0 {
+    let upgrade_value = if present & UPGRADE != 0 {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    let te_trailers = present & (1 << 5) != 0
+    let te_trailers = present & TE != 0
         && headers
             .get_all(header::TE)
             .iter()
@@ -186,7 +173,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     for (i, name) in CLASSIC.iter().enumerate() {
         if present & (1 << i) != 0 {
-            headers.remove(*name);
+            headers.remove(name);
         }
     }
     if te_trailers {
