@@ -1,4 +1,6 @@
 //! The real binary, as a user runs it: outputs, files and exit codes of every command.
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -187,28 +189,17 @@ fn verify_reads_stdin_and_reports_rejections() {
         "billing",
     ]);
     let forged = stdout(&o).trim().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args([
+    let o = support::trustgate_with_stdin(
+        &[
             "verify",
             "--authorized-keys",
             p(&trusted),
             "--aud",
             "billing",
             "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("Bearer {forged}\n").as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        ],
+        &format!("Bearer {forged}\n"),
+    );
     assert_eq!(code(&o), 1);
     assert!(
         stderr(&o).contains("rejected: unknown_key"),

@@ -5,30 +5,17 @@
 //! `TRUSTGATE_REQUIRE_INTEROP=1`). `TRUSTGATE_BLESS=1` rewrites the golden files.
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inject")
 }
 
 fn inject(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .arg("inject")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = vec!["inject"];
+    all.extend_from_slice(args);
+    support::trustgate_with_stdin(&all, stdin)
 }
 
 fn out(o: &Output) -> String {
@@ -97,7 +84,16 @@ fn every_workload_kind_matches_its_golden_file_and_injecting_twice_is_injecting_
 
 #[test]
 fn what_inject_writes_and_what_it_leaves() {
-    let text = std::fs::read_to_string(fixtures().join("deployment.injected.yaml")).unwrap();
+    // What the binary writes now (the golden files are compared in the test above).
+    let injected = |name: &str| {
+        let o = inject(
+            &[fixtures().join(format!("{name}.yaml")).to_str().unwrap()],
+            "",
+        );
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", err(&o));
+        out(&o)
+    };
+    let text = injected("deployment");
     // The native sidecar, its startup probe on /readyz, whole-directory mounts.
     assert!(text.contains("initContainers:\n        - name: trustgate\n"));
     assert!(text.contains("restartPolicy: Always"));
@@ -111,7 +107,7 @@ fn what_inject_writes_and_what_it_leaves() {
     assert!(text.starts_with("# The app, before trustgate.\n"));
     assert!(text.ends_with("    [inbound]\n    public_paths = [\"/healthz\"]\n"));
 
-    let sts = std::fs::read_to_string(fixtures().join("statefulset.injected.yaml")).unwrap();
+    let sts = injected("statefulset");
     // The Service in another namespace is not this workload's.
     let other = sts.split("namespace: other").nth(1).unwrap();
     assert!(other.contains("- port: 5000\n"), "{other}");
@@ -127,7 +123,7 @@ fn what_inject_writes_and_what_it_leaves() {
     assert!(err(&o).contains("StatefulSet/ledger: injected (identity ledger-db, app port 5000"));
 
     // Without an fsGroup the identity Secret is 0444 (only the sidecar mounts it).
-    let pod = std::fs::read_to_string(fixtures().join("pod.injected.yaml")).unwrap();
+    let pod = injected("pod");
     assert!(pod.contains("defaultMode: 292"), "{pod}");
     assert!(pod.contains("TRUSTGATE_INBOUND_TLS_CERT"));
 }
@@ -253,15 +249,9 @@ fn the_output_is_valid_kubernetes_strictly() {
         std::fs::write(&path, text).unwrap();
         files.push(path);
     }
-    let o = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet", "-k", "1.33"])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "kubernetes-validate --strict:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    support::assert_runs(
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", "1.33"])
+            .args(&files),
     );
 }

@@ -222,27 +222,15 @@ async fn alerts_and_dashboard_work_with_promtool_and_a_live_prometheus() {
     let dir = observability("");
 
     // promtool: the rules parse, and their unit tests pass.
-    let check = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "promtool check rules:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    assert_runs(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&rules),
     );
-    let test = Command::new("promtool")
-        .args(["test", "rules", "trustgate-alerts.test.yaml"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        test.status.success(),
-        "promtool test rules:\n{}{}",
-        String::from_utf8_lossy(&test.stdout),
-        String::from_utf8_lossy(&test.stderr)
+    assert_runs(
+        Command::new("promtool")
+            .args(["test", "rules", "trustgate-alerts.test.yaml"])
+            .current_dir(&dir),
     );
 
     // A real trustgate's metrics.

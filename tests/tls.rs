@@ -24,19 +24,9 @@ async fn billing_with_tls(
     let app = spawn_app().await;
     let mut conf = Conf::new("billing", &billing.private)
         .inbound(&trusted, app)
-        .set(
-            "inbound",
-            format!("tls_cert = \"{}\"", tls("server.crt").display()),
-        )
-        .set(
-            "inbound",
-            format!("tls_key = \"{}\"", tls("server.key").display()),
-        );
+        .inbound_tls();
     if client_ca {
-        conf = conf.set(
-            "inbound",
-            format!("client_ca = \"{}\"", tls("ca.crt").display()),
-        );
+        conf = conf.path("inbound", "client_ca", &tls("ca.crt"));
     }
     let side = conf.start().await;
     (side, orders)
@@ -49,20 +39,11 @@ async fn orders_to(
     client_cert: bool,
 ) -> Sidecar {
     let _ = keys;
-    let mut conf = Conf::new("orders", &orders.private).set(
-        "outbound",
-        format!("ca_file = \"{}\"", tls("ca.crt").display()),
-    );
+    let mut conf = Conf::new("orders", &orders.private).path("outbound", "ca_file", &tls("ca.crt"));
     if client_cert {
         conf = conf
-            .set(
-                "outbound",
-                format!("client_cert = \"{}\"", tls("client.crt").display()),
-            )
-            .set(
-                "outbound",
-                format!("client_key = \"{}\"", tls("client.key").display()),
-            );
+            .path("outbound", "client_cert", &tls("client.crt"))
+            .path("outbound", "client_key", &tls("client.key"));
     }
     conf.route("billing", upstream).start().await
 }

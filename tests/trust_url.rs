@@ -205,14 +205,7 @@ async fn trustgate_peers_publish_and_fetch_over_tls() {
     let nobody = keys.trust_dir("orders-trusts", &[]);
     let orders_side = Conf::new("orders", &orders.private)
         .inbound(&nobody, "127.0.0.1:9")
-        .set(
-            "inbound",
-            format!("tls_cert = \"{}\"", tls("server.crt").display()),
-        )
-        .set(
-            "inbound",
-            format!("tls_key = \"{}\"", tls("server.key").display()),
-        )
+        .inbound_tls()
         .start()
         .await;
     let url = format!(
@@ -538,14 +531,7 @@ async fn rotation_by_url_under_load_has_no_failed_requests() {
     // The publisher: orders' inbound listener (TLS), serving its JWKS.
     let orders_side = Conf::new("orders", &identity.join("orders.key"))
         .inbound(&nobody, "127.0.0.1:9")
-        .set(
-            "inbound",
-            format!("tls_cert = \"{}\"", tls("server.crt").display()),
-        )
-        .set(
-            "inbound",
-            format!("tls_key = \"{}\"", tls("server.key").display()),
-        )
+        .inbound_tls()
         .start()
         .await;
     // billing trusts orders by that URL; its directory is never touched again.

@@ -335,6 +335,38 @@ pub fn have_tool(cmd: &str, args: &[&str], hint: &str) -> bool {
     ok
 }
 
+/// Runs `cmd` to its end and asserts it succeeded, showing its output if not.
+pub fn assert_runs(cmd: &mut std::process::Command) -> std::process::Output {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The trustgate binary with `args`, `stdin` written to its standard input.
+pub fn trustgate_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
+        .args(args)
+        .env_remove("TRUSTGATE_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A `trustgate run` process and what it logged.
 pub struct Running {
     pub process: Process,
@@ -508,6 +540,17 @@ impl Conf {
             other => panic!("Conf::set: no section {other}"),
         }
         self
+    }
+
+    /// `key = "<path>"` in `section`.
+    pub fn path(self, section: &str, key: &str, path: &Path) -> Conf {
+        self.set(section, format!("{key} = \"{}\"", path.display()))
+    }
+
+    /// TLS on the inbound listener with the fixture certificate (localhost, 127.0.0.1).
+    pub fn inbound_tls(self) -> Conf {
+        self.path("inbound", "tls_cert", &tls_fixture("server.crt"))
+            .path("inbound", "tls_key", &tls_fixture("server.key"))
     }
 
     /// Text appended as is (`[[inbound.allow]]` rules, `[callers.x]`, `[limits]`).
