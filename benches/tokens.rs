@@ -135,7 +135,7 @@ fn keyring_sizes(c: &mut Criterion) {
     let cache = VerifiedCache::new(10_000);
     cache.insert(&tok, verified, 1, NOW);
     c.bench_function("verified_cache_hit", |b| {
-        b.iter(|| cache.get(black_box(&tok), 1, NOW).expect("hit"))
+        b.iter(|| cache.get(black_box(tok.as_bytes()), 1, NOW).expect("hit"))
     });
 }
 

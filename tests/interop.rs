@@ -103,7 +103,7 @@ fn tokens_made_by_pyjwt_get_the_expected_answer() {
             case["now"].as_u64().unwrap(),
         );
         match (case["expect"].as_str().unwrap(), result) {
-            ("ok", Ok(v)) => assert_eq!(v.caller, case["caller"].as_str().unwrap(), "{name}"),
+            ("ok", Ok(v)) => assert_eq!(&*v.caller, case["caller"].as_str().unwrap(), "{name}"),
             ("ok", Err(r)) => panic!("{name}: expected ok, got {r}"),
             (reason, Ok(_)) => panic!("{name}: expected {reason}, got ok"),
             (reason, Err(r)) => assert_eq!(r.reason(), reason, "{name}"),

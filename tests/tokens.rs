@@ -115,7 +115,7 @@ fn round_trip_for_every_algorithm() {
         ctx.insert("x-user-id".to_string(), "42".to_string());
         let token = signer.sign("billing", Some(&ctx), None, NOW).unwrap();
         let v = verify(&token, &w.ring, &policy(), NOW + 5).unwrap();
-        assert_eq!(v.caller, identity);
+        assert_eq!(&*v.caller, identity);
         assert_eq!(v.kid, key.kid);
         assert_eq!(v.alg, key.alg);
         assert_eq!(v.claims.exp - v.claims.iat, 60);
@@ -609,18 +609,34 @@ fn verified_cache_is_per_generation_and_dies_at_exp() {
     let token = signer.sign("billing", None, None, NOW).unwrap();
     let v = Arc::new(verify(&token, &w.ring, &policy(), NOW).unwrap());
     let cache = VerifiedCache::new(2);
-    assert!(cache.get(&token, 1, NOW).is_none());
+    assert!(cache.get(token.as_bytes(), 1, NOW).is_none());
     cache.insert(&token, v.clone(), 1, NOW);
-    assert_eq!(cache.get(&token, 1, NOW + 10).unwrap().caller, "orders");
+    assert_eq!(
+        cache
+            .get(token.as_bytes(), 1, NOW + 10)
+            .unwrap()
+            .caller
+            .as_ref(),
+        "orders"
+    );
     assert!(
-        cache.get(&token, 2, NOW + 10).is_none(),
+        cache.get(token.as_bytes(), 2, NOW + 10).is_none(),
         "a new keyring invalidates"
     );
-    assert!(cache.get(&token, 1, NOW + 61).is_none(), "never past exp");
+    assert!(
+        cache.get(token.as_bytes(), 1, NOW + 61).is_none(),
+        "never past exp"
+    );
     let tampered = format!("{token}x");
-    assert!(cache.get(&tampered, 1, NOW).is_none());
+    assert!(cache.get(tampered.as_bytes(), 1, NOW).is_none());
+    // The slot is the tail's; a hit is the whole token's.
+    let other_head = format!("f{}", &token[1..]);
+    assert!(
+        cache.get(other_head.as_bytes(), 1, NOW).is_none(),
+        "same signature, other header: a miss"
+    );
     cache.remove_kid(&w.orders.kid);
-    assert!(cache.get(&token, 1, NOW).is_none());
+    assert!(cache.get(token.as_bytes(), 1, NOW).is_none());
     for i in 0..5 {
         let t = signer.sign("billing", None, None, NOW + i).unwrap();
         cache.insert(&t, v.clone(), 1, NOW);
@@ -675,5 +691,5 @@ fn jsonwebtoken_interoperates() {
     )
     .unwrap();
     let v = verify(&theirs, &ring, &policy(), now).unwrap();
-    assert_eq!(v.caller, "orders");
+    assert_eq!(&*v.caller, "orders");
 }

@@ -2,6 +2,7 @@
 //! count in `trustgate_requests_total`, one latency observation and one access-log line.
 //! A failure becomes its status code here ([`Failure::into_response_for`]), and only
 //! failures of our own or of the upstream are logged as warnings.
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response, Uri};
@@ -49,13 +50,29 @@ impl Seen {
     }
 }
 
+/// Who a request concerned, for the access log.
+pub enum Who {
+    /// Inbound: the verified caller (shared with the verified-token cache, not copied).
+    Caller(Arc<str>),
+    /// Outbound: the destination host.
+    Host(String),
+}
+
+impl Who {
+    fn as_str(&self) -> &str {
+        match self {
+            Who::Caller(c) => c,
+            Who::Host(h) => h,
+        }
+    }
+}
+
 /// What the steps decided.
 pub struct Handled {
     /// The metric/log word: `ok`, `public`, `audit`, `passthrough`, or a failure's.
     pub outcome: &'static str,
     pub reason: Option<&'static str>,
-    /// Inbound: the verified caller. Outbound: the destination host.
-    pub who: Option<String>,
+    pub who: Option<Who>,
     pub result: Result<Response<Body>, Failure>,
 }
 
@@ -80,7 +97,7 @@ impl Handled {
         }
     }
 
-    pub fn by(mut self, who: Option<String>) -> Self {
+    pub fn by(mut self, who: Option<Who>) -> Self {
         self.who = who;
         self
     }
@@ -119,7 +136,7 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
     metrics
         .per_request
         .observe(metrics, index, outcome, elapsed.as_secs_f64());
-    let who = who.as_deref().unwrap_or("-");
+    let who = who.as_ref().map_or("-", Who::as_str);
     let (method, path) = (&seen.method, seen.uri.path());
     let status = response.status().as_u16();
     let reason = reason.unwrap_or("-");

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::client::Protocol;
 use super::forward::{forward, Downstream, HostHeader};
 use super::http::{is_upgrade, strip_hop_by_hop, Body};
-use super::observe::{self, Direction, Handled, Seen};
+use super::observe::{self, Direction, Handled, Seen, Who};
 use super::rescue::Failure;
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
@@ -57,12 +57,12 @@ async fn steps(
         Ok(Destination::Passthrough(target, host)) => {
             let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
             let result = forward(state, req, &target, down, HostHeader::Keep, protocol);
-            return Handled::forwarded("passthrough", result.await).by(Some(host));
+            return Handled::forwarded("passthrough", result.await).by(Some(Who::Host(host)));
         }
-        Err((failure, host)) => return Handled::failed(failure).by(host),
+        Err((failure, host)) => return Handled::failed(failure).by(host.map(Who::Host)),
     };
     if let Err(failure) = attach_token(state, side, route, &mut req) {
-        return Handled::failed(failure).by(Some(host));
+        return Handled::failed(failure).by(Some(Who::Host(host)));
     }
     let protocol = link_protocol(route.upstream_protocol, req.version());
     let result = forward(
@@ -73,7 +73,7 @@ async fn steps(
         HostHeader::Upstream,
         protocol,
     );
-    Handled::forwarded("ok", result.await).by(Some(host))
+    Handled::forwarded("ok", result.await).by(Some(Who::Host(host)))
 }
 
 enum Destination<'a> {

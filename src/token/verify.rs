@@ -1,6 +1,7 @@
 //! Verification in the contract's order (DESIGN.md "Inbound: what is checked"), failing
 //! closed. Cheap refusals come first: nothing is base64-decoded before the size check and
 //! no signature is computed before the header names a trusted key whose algorithm matches.
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -129,8 +130,9 @@ impl VerifyPolicy {
 /// A token that passed every check.
 #[derive(Clone, Debug)]
 pub struct Verified {
-    /// The identity the signing key is trusted for (= `iss` = `sub`).
-    pub caller: String,
+    /// The identity the signing key is trusted for (= `iss` = `sub`); shared, as the
+    /// access log of every request presenting a cached token names it.
+    pub caller: Arc<str>,
     /// `caller` as a header value, made once (a cached token is presented many times).
     pub caller_header: http::HeaderValue,
     pub kid: String,
@@ -242,19 +244,19 @@ pub fn verify(
     let claims: Claims = decode_object(payload_b64)?;
 
     // 5. Who: the key speaks for one identity only.
-    let caller = match &trusted.identity {
+    let caller: Arc<str> = match &trusted.identity {
         Some(identity) => {
             if claims.iss != *identity || claims.sub != *identity {
                 return Err(Rejection::IssuerMismatch);
             }
-            identity.clone()
+            identity.as_str().into()
         }
         // Shared-key mode: any holder can claim any (well-formed) identity.
         None => {
             if claims.iss != claims.sub || !is_valid_identity(&claims.iss) {
                 return Err(Rejection::IssuerMismatch);
             }
-            claims.iss.clone()
+            claims.iss.as_str().into()
         }
     };
     if !claims.aud.contains(&policy.audience) {
