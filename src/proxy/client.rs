@@ -247,13 +247,7 @@ impl Upstreams {
                 // copy of its head: if the app closed the connection just as the request
                 // went out (HTTP/1.1's keep-alive race), it is sent again on a new one
                 // (RFC 9112 §9.3.1).
-                let spare = (reused && Self::retryable(&req)).then(|| {
-                    (
-                        req.method().clone(),
-                        req.uri().clone(),
-                        req.headers().clone(),
-                    )
-                });
+                let spare = (reused && Self::retryable(&req)).then(|| HeadCopy::of(&req));
                 match sender.try_send_request(req).await {
                     Ok(resp) => {
                         affinity.put(to, sender);
@@ -269,14 +263,11 @@ impl Upstreams {
                             let closed = e.error().is_incomplete_message()
                                 || e.error().is_canceled()
                                 || e.error().is_closed();
-                            if let (Some((method, uri, headers)), true) = (spare, closed) {
-                                let mut again = Request::new(super::http::empty());
-                                *again.method_mut() = method;
-                                *again.uri_mut() = uri;
-                                *again.version_mut() = Version::HTTP_11;
-                                *again.headers_mut() = headers;
-                                req = again;
-                                continue;
+                            if let (Some(copy), true) = (spare, closed) {
+                                if let Some(again) = copy.request() {
+                                    req = again;
+                                    continue;
+                                }
                             }
                         }
                         return Err(UpstreamError::Failed(error_chain(&e.into_error())));
@@ -413,9 +404,91 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A request head copied into one flat buffer (method, target, then each field's name and
+/// value, each behind its length) for sending it again after HTTP/1.1's keep-alive race.
+/// One allocation and a memcpy per request, and no reference into the downstream
+/// connection's read buffer (a cloned `HeaderMap` shares it, which made hyper allocate a
+/// second read buffer for every connection waiting on the app). Read back only when a
+/// request is actually sent again.
+struct HeadCopy(Vec<u8>);
+
+impl HeadCopy {
+    fn of<B>(req: &Request<B>) -> Self {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let size = req
+            .headers()
+            .iter()
+            .map(|(n, v)| 8 + n.as_str().len() + v.len())
+            .sum::<usize>();
+        let mut buf = Vec::with_capacity(8 + req.method().as_str().len() + pq.len() + size);
+        let mut put = |bytes: &[u8]| {
+            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            buf.extend_from_slice(bytes);
+        };
+        put(req.method().as_str().as_bytes());
+        put(pq.as_bytes());
+        for (name, value) in req.headers() {
+            put(name.as_str().as_bytes());
+            put(value.as_bytes());
+        }
+        HeadCopy(buf)
+    }
+
+    /// The request again, bodiless, HTTP/1.1 (`None` only if the copy were corrupt).
+    fn request(&self) -> Option<Request<Body>> {
+        let mut rest = self.0.as_slice();
+        let mut next = || -> Option<&[u8]> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (piece, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(piece)
+        };
+        let mut req = Request::new(super::http::empty());
+        *req.method_mut() = http::Method::from_bytes(next()?).ok()?;
+        *req.uri_mut() = Uri::try_from(next()?).ok()?;
+        *req.version_mut() = Version::HTTP_11;
+        while let Some(name) = next() {
+            let name = http::HeaderName::from_bytes(name).ok()?;
+            let value = HeaderValue::from_bytes(next()?).ok()?;
+            req.headers_mut().append(name, value);
+        }
+        Some(req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_head_comes_back_whole() {
+        let mut req = Request::new(super::super::http::empty());
+        *req.method_mut() = http::Method::OPTIONS;
+        *req.uri_mut() = "http://app:8080/a/b?x=1&y=%20".parse().unwrap();
+        let h = req.headers_mut();
+        h.append("accept", HeaderValue::from_static("text/plain"));
+        h.append("x-one", HeaderValue::from_static("1"));
+        h.append("accept", HeaderValue::from_static("application/json"));
+        h.append("x-bytes", HeaderValue::from_bytes(b"caf\xe9 \t!").unwrap());
+        h.append("x-empty", HeaderValue::from_static(""));
+        let again = HeadCopy::of(&req).request().expect("round trip");
+        assert_eq!(again.method(), http::Method::OPTIONS);
+        assert_eq!(again.uri(), "/a/b?x=1&y=%20", "origin form, as sent");
+        assert_eq!(again.version(), Version::HTTP_11);
+        let fields = |r: &Request<Body>| -> Vec<(String, Vec<u8>)> {
+            r.headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            fields(&again),
+            fields(&req),
+            "every field, repeats in order"
+        );
+        assert!(hyper::body::Body::is_end_stream(again.body()));
+    }
 
     /// As tokio-rustls reports it: the rustls error inside an `io::Error`, under the
     /// connector's own error.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Response};
 
 use super::http::Body;
 use super::rescue::Failure;
@@ -31,7 +31,10 @@ pub struct Seen {
     direction: Direction,
     start: Instant,
     method: Method,
-    uri: Uri,
+    /// The path, for the access line; copied, and only when that line is written: a
+    /// cloned `Uri` would keep the downstream connection's read buffer (which holds the
+    /// request head) alive while the app answers, and hyper would allocate another.
+    path: Option<Box<str>>,
     grpc: bool,
     /// The W3C trace id of the request, when it carries a valid `traceparent`.
     trace: TraceId,
@@ -43,7 +46,8 @@ impl Seen {
             direction,
             start: Instant::now(),
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: tracing::enabled!(target: "trustgate::access", tracing::Level::INFO)
+                .then(|| req.uri().path().into()),
             grpc: super::http::is_grpc(req),
             trace: TraceId::of(req.headers()),
         }
@@ -137,7 +141,7 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
         .per_request
         .observe(metrics, index, outcome, elapsed.as_secs_f64());
     let who = who.as_ref().map_or("-", Who::as_str);
-    let (method, path) = (&seen.method, seen.uri.path());
+    let (method, path) = (&seen.method, seen.path.as_deref().unwrap_or("-"));
     let status = response.status().as_u16();
     let reason = reason.unwrap_or("-");
     let latency_us = elapsed.as_micros() as u64;
