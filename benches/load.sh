@@ -250,6 +250,20 @@ end
 LUA
 }
 
+# A binary's inbound rows of a round: pass-through, cached and fresh verification, named
+# with a prefix ("" for this build, before_ for $BEFORE).
+trustgate_rows() { # binary prefix tokens-tag
+    start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$1" run --config "$WORK/billing.toml"
+    measure "${2}passthrough" "$FRONT" "$CONNS" "http://127.0.0.1:$IN/pub"
+    measure "${2}verify_cached" "$FRONT" "$CONNS" "http://127.0.0.1:$IN/x" -H "$AUTH"
+    stop_front "$FRONT"
+    fresh_tokens "$3"
+    start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$1" run --config "$WORK/bound.toml"
+    WARM=0 measure "${2}verify_fresh" "$FRONT" "$CONNS" "http://127.0.0.1:$IN/fresh" \
+        -s "$WORK/fresh.$3.lua"
+    stop_front "$FRONT"
+}
+
 # Steal time (a shared VM): /proc/stat's 8th cpu field, over the whole rounds.
 steal() { awk '$1 == "cpu" {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 read -r STEAL0 TOTAL0 < <(steal)
@@ -268,25 +282,9 @@ for r in $(seq 1 "$ROUNDS"); do
     measure minimal_hyper "$FRONT" "$CONNS" "http://127.0.0.1:$MIN/"
     stop_front "$FRONT"
 
-    start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$TG" run --config "$WORK/billing.toml"
-    measure passthrough "$FRONT" "$CONNS" "http://127.0.0.1:$IN/pub"
-    measure verify_cached "$FRONT" "$CONNS" "http://127.0.0.1:$IN/x" -H "$AUTH"
-    stop_front "$FRONT"
-
-    fresh_tokens "$r"
-    start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$TG" run --config "$WORK/bound.toml"
-    WARM=0 measure verify_fresh "$FRONT" "$CONNS" "http://127.0.0.1:$IN/fresh" -s "$WORK/fresh.$r.lua"
-    stop_front "$FRONT"
-
+    trustgate_rows "$TG" "" "$r"
     if [ -n "$BEFORE" ]; then
-        start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$BEFORE" run --config "$WORK/billing.toml"
-        measure before_passthrough "$FRONT" "$CONNS" "http://127.0.0.1:$IN/pub"
-        measure before_verify_cached "$FRONT" "$CONNS" "http://127.0.0.1:$IN/x" -H "$AUTH"
-        stop_front "$FRONT"
-        fresh_tokens "$r.before"
-        start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$BEFORE" run --config "$WORK/bound.toml"
-        WARM=0 measure before_verify_fresh "$FRONT" "$CONNS" "http://127.0.0.1:$IN/fresh" -s "$WORK/fresh.$r.before.lua"
-        stop_front "$FRONT"
+        trustgate_rows "$BEFORE" before_ "$r.before"
     fi
 
     start_front 0 "http://127.0.0.1:$ADMIN2/readyz" "$TG" run --config "$WORK/orders.toml"
