@@ -149,6 +149,16 @@ stop_front() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# The RSS (KiB) of process PID halfway through a run of wrk holding 1 000 busy connections.
+busy_rss() { # pid url [wrk args...]
+    local pid=$1 url=$2
+    shift 2
+    taskset -c 1 wrk -t1 -c1000 -d"${DUR}s" "$@" "$url" >/dev/null 2>&1 &
+    local w=$!
+    sleep $(( (DUR + 1) / 2 ))
+    rss_kib "$pid"
+    wait "$w"
+}
 RESULTS="$WORK/results"
 : >"$RESULTS"
 
@@ -205,31 +215,19 @@ RSS_IDLE_1000=$(rss_kib "$TGP")
 HOLD_IN=${HOLD[1]}
 exec {HOLD_IN}>&-
 wait "$HOLD_PID" 2>/dev/null || true
-taskset -c 1 wrk -t1 -c1000 -d"${DUR}s" -H "$AUTH" "http://127.0.0.1:$IN/x" >"$WORK/k1000.wrk" 2>&1 &
-WRK1000=$!
-sleep $(( (DUR + 1) / 2 ))
-RSS_1000=$(rss_kib "$TGP")
-wait $WRK1000
+RSS_1000=$(busy_rss "$TGP" "http://127.0.0.1:$IN/x" -H "$AUTH")
 stop_front "$TGP"
 # The same for the minimal hyper proxy: what the libraries alone hold for 1 000 busy
 # connections (a reference for the memory target, not a target).
 start_front 0 "http://127.0.0.1:$MIN/" "$MINI" "127.0.0.1:$MIN" "127.0.0.1:$UP"
 MINP=$FRONT
-taskset -c 1 wrk -t1 -c1000 -d"${DUR}s" "http://127.0.0.1:$MIN/" >"$WORK/m1000.wrk" 2>&1 &
-WRK1000=$!
-sleep $(( (DUR + 1) / 2 ))
-RSS_MIN_1000=$(rss_kib "$MINP")
-wait $WRK1000
+RSS_MIN_1000=$(busy_rss "$MINP" "http://127.0.0.1:$MIN/")
 stop_front "$MINP"
 RSS_BEFORE_1000=0
 if [ -n "$BEFORE" ]; then
     start_front 0 "http://127.0.0.1:$ADMIN/readyz" "$BEFORE" run --config "$WORK/billing.toml"
     BP=$FRONT
-    taskset -c 1 wrk -t1 -c1000 -d"${DUR}s" -H "$AUTH" "http://127.0.0.1:$IN/x" >"$WORK/b1000.wrk" 2>&1 &
-    WRK1000=$!
-    sleep $(( (DUR + 1) / 2 ))
-    RSS_BEFORE_1000=$(rss_kib "$BP")
-    wait $WRK1000
+    RSS_BEFORE_1000=$(busy_rss "$BP" "http://127.0.0.1:$IN/x" -H "$AUTH")
     stop_front "$BP"
 fi
 
