@@ -139,7 +139,31 @@ async fn rejections_are_401_with_the_reason_and_never_echo_the_token() {
     let p = pair("", "", "").await;
     let url = format!("http://{}/orders", p.billing_side.inbound());
     let mallory = p.keys.make("mallory");
+    // A token the sidecar has verified, so cached: its bytes inside a bad field still get
+    // the field's answer (the cache is looked up before a token's bytes are checked).
+    let good = token_as(&p.orders, "orders", "billing");
+    let ok = send(
+        &client(),
+        Request::get(&url)
+            .header("authorization", bearer(&good))
+            .body(body(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![("authorization", format!("Bearer {good}, Bearer {good}"))],
+            "multiple_tokens",
+        ),
+        (
+            vec![("authorization", format!("Bearer {good}\tx"))],
+            "multiple_tokens",
+        ),
+        (
+            vec![("authorization", format!("Bearer {good}\u{e9}"))],
+            "malformed",
+        ),
         (vec![], "missing"),
         (vec![("authorization", "Basic eDp5".into())], "missing"),
         (
@@ -185,7 +209,8 @@ async fn rejections_are_401_with_the_reason_and_never_echo_the_token() {
     for (headers, reason) in cases {
         let mut req = Request::get(&url);
         for (k, v) in &headers {
-            req = req.header(*k, v.as_str());
+            // As bytes: a value beyond ASCII is what a client may send.
+            req = req.header(*k, http::HeaderValue::from_bytes(v.as_bytes()).unwrap());
         }
         let a = send(&client(), req.body(body(Bytes::new())).unwrap()).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{reason}: {}", a.body);
