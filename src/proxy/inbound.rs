@@ -302,7 +302,7 @@ fn locate_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a [u8
     let token = match bearer(value) {
         Some(t) => t,
         // Bytes beyond ASCII say "malformed" before anything says "missing".
-        None if !is_ascii(value) => return Err(Rejection::Malformed),
+        None if !value.is_ascii() => return Err(Rejection::Malformed),
         None if *name == AUTHORIZATION => return Err(Rejection::Missing),
         None => value,
     };
@@ -312,29 +312,18 @@ fn locate_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a [u8
     Ok(token)
 }
 
-/// A token's bytes, in two word-at-a-time passes (`HeaderValue::to_str`'s byte-at-a-time
-/// check was once most of a cached verification's own cost): ASCII only (control bytes
-/// other than tab never get here: httparse and `HeaderValue` refuse them); then base64url
-/// and dots, so a comma, a space or a tab means two tokens (or garbage).
+/// A token's bytes, checked only when the verified-token cache does not know them: ASCII
+/// only (control bytes other than tab never get here: httparse and `HeaderValue` refuse
+/// them); then base64url and dots, so a comma, a space or a tab means two tokens (or
+/// garbage).
 fn check_token(token: &[u8]) -> Result<&str, Rejection> {
-    if !is_ascii(token) {
+    if !token.is_ascii() {
         return Err(Rejection::Malformed);
     }
-    if memchr::memchr3(b' ', b'\t', b',', token).is_some() {
+    if token.iter().any(|&b| matches!(b, b' ' | b'\t' | b',')) {
         return Err(Rejection::MultipleTokens);
     }
     std::str::from_utf8(token).map_err(|_| Rejection::Malformed)
-}
-
-/// `<[u8]>::is_ascii` as one OR over 8-byte words, which vectorises (std's exits early
-/// and took ~1.3 instructions a byte here).
-fn is_ascii(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    let high = words.by_ref().fold(0, |acc, w| {
-        acc | u64::from_ne_bytes(w.try_into().unwrap_or_default())
-    });
-    let tail = words.remainder().iter().fold(0, |acc, &b| acc | b);
-    high & 0x8080_8080_8080_8080 == 0 && tail < 0x80
 }
 
 /// `Bearer` (any case), one or more spaces, the credentials.
