@@ -141,17 +141,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // already; anything else (rare) is collected, and only then is memory allocated.
     let mut named: Vec<HeaderName> = Vec::new();
     if present & CONNECTION != 0 {
-        for t in headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-        {
-            let t = t.trim();
-            if t.eq_ignore_ascii_case("keep-alive") || t.is_empty() {
+        // The same tokens the inbound screen reads (`connection_tokens`), so what it
+        // refuses and what is stripped here are read from the bytes the same way.
+        for t in connection_tokens(headers) {
+            if t.eq_ignore_ascii_case(b"keep-alive") {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(t) {
                 named.push(name);
             }
         }
@@ -281,6 +277,23 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-keep"], "1");
+    }
+
+    #[test]
+    fn a_connection_value_beyond_ascii_still_names_its_fields() {
+        // Read as bytes, like the inbound screen reads them: a value with obs-text does
+        // not hide the fields it nominates.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-hop, caf\xe9").unwrap(),
+        );
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-hop").is_none(), "{h:?}");
+        assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h["x-keep"], "1");
     }
 
