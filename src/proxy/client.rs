@@ -55,6 +55,10 @@ type Connector = tower::util::MapResponse<
 >;
 type Pool = Client<Connector, Body>;
 
+/// One request's exchange with its upstream, until the response head.
+pub type Exchange<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a>>;
+
 /// The protocol a request is sent upstream in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -167,7 +171,7 @@ impl Upstreams {
         mut req: Request<Body>,
         protocol: Protocol,
         affinity: Option<&'a Affinity>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a>> {
+    ) -> Exchange<'a> {
         if let Some(affinity) = affinity {
             if protocol == Protocol::Http1 && req.uri().scheme() == Some(&Scheme::HTTP) {
                 if let Some(to) = req.uri().authority().cloned() {

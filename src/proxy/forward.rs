@@ -4,15 +4,18 @@
 //!
 //! Header hygiene on the request (hop-by-hop fields, identity) is done by each side
 //! before it sets its own headers; here only what the protocol change needs is done.
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{COOKIE, EXPECT, HOST};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::body::RequestBody;
+use super::body::{BodyState, RequestBody};
 use super::client::{Affinity, Protocol};
 use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 use super::rescue::Failure;
@@ -54,14 +57,56 @@ impl Downstream {
     }
 }
 
-pub async fn forward(
-    state: &State,
-    mut req: Request<Incoming>,
+/// Forwards `req` to `target`. The request is rewritten here, before the returned future
+/// exists; the future holds only what the exchange needs (the boxed upstream exchange, the
+/// body's state, the downstream upgrade), not the request (see [`super::server`]: hyper
+/// keeps a connection's request future in an allocation of its own, so its size is paid
+/// per connection).
+pub fn forward<'a>(
+    state: &'a State,
+    req: Request<Incoming>,
     target: &Uri,
-    down: &Downstream,
+    down: &'a Downstream,
     host: HostHeader,
     protocol: Protocol,
-) -> Result<Response<Body>, Failure> {
+) -> impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
+    let sending = start(state, req, target, down, host, protocol);
+    async move {
+        let Sending {
+            response,
+            body_state,
+            downstream_upgrade,
+            downstream_version,
+        } = sending?;
+        let resp = match response.await {
+            Ok(resp) => resp,
+            // The client's body broke, not the upstream: the client's fault, answered 400.
+            Err(_) if body_state.as_ref().is_some_and(|b| b.downstream_failed()) => {
+                return Err(Failure::BadRequest("malformed_body"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(respond(resp, downstream_upgrade, downstream_version))
+    }
+}
+
+/// A request on its way upstream.
+struct Sending<'a> {
+    response: super::client::Exchange<'a>,
+    body_state: Option<Arc<BodyState>>,
+    downstream_upgrade: Option<OnUpgrade>,
+    downstream_version: Version,
+}
+
+/// The request rewritten for the upstream and handed to the client.
+fn start<'a>(
+    state: &'a State,
+    mut req: Request<Incoming>,
+    target: &Uri,
+    down: &'a Downstream,
+    host: HostHeader,
+    protocol: Protocol,
+) -> Result<Sending<'a>, Failure> {
     let upgrade = is_upgrade(&req);
     // An upgrade exists only in HTTP/1.1, whatever the route prefers.
     let protocol = if upgrade { Protocol::Http1 } else { protocol };
@@ -132,15 +177,21 @@ pub async fn forward(
     }
     // An upgrade takes its upstream connection for the tunnel: never the kept one.
     let affinity = (!upgrade).then_some(&down.affinity);
-    let mut resp = match state.upstreams.send(req, protocol, affinity).await {
-        Ok(resp) => resp,
-        // The client's body broke, not the upstream: the client's fault, answered 400.
-        Err(_) if body_state.as_ref().is_some_and(|b| b.downstream_failed()) => {
-            return Err(Failure::BadRequest("malformed_body"))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    Ok(Sending {
+        response: state.upstreams.send(req, protocol, affinity),
+        body_state,
+        downstream_upgrade,
+        downstream_version,
+    })
+}
 
+/// The upstream's response as the downstream client gets it; a `101` to an upgrade
+/// starts the tunnel between the two connections.
+fn respond(
+    mut resp: Response<Incoming>,
+    downstream_upgrade: Option<OnUpgrade>,
+    downstream_version: Version,
+) -> Response<Body> {
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
@@ -159,7 +210,7 @@ pub async fn forward(
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             parts.version = Version::HTTP_11;
-            return Ok(Response::from_parts(parts, empty()));
+            return Response::from_parts(parts, empty());
         }
     }
 
@@ -173,10 +224,7 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-    ))
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
 /// HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows one (RFC 9113 §8.2.3).

@@ -9,6 +9,7 @@
 //! function of the request and this side's state, testable alone; the first that says no
 //! ends the request, and [`super::observe`] turns that into metrics, a log line and the
 //! response. The app receives the caller in plain headers and never the token.
+use std::future::Future;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
@@ -20,7 +21,7 @@ use super::forward::{expects_continue, forward, Downstream, HostHeader};
 use super::http::{
     connection_tokens, is_upgrade, name_starts_alike, names_alike, strip_hop_by_hop, Body,
 };
-use super::observe::{self, Direction, Handled, Seen, Who};
+use super::observe::{self, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::sources::KidOutcome;
 use super::state::{InboundState, State};
@@ -33,82 +34,94 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 pub const CALLER: HeaderName = HeaderName::from_static("x-service-caller");
 pub const CALLER_ROLES: HeaderName = HeaderName::from_static("x-service-caller-roles");
 
-pub async fn handle(
-    state: &Arc<State>,
-    side: &InboundState,
+pub fn handle<'a>(
+    state: &'a Arc<State>,
+    side: &'a InboundState,
     req: Request<Incoming>,
-    down: &Downstream,
-) -> Response<Body> {
+    down: &'a Downstream,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
     let seen = Seen::new(Direction::Inbound, &req);
-    let handled = steps(state, side, req, down).await;
-    observe::finish(&state.metrics, seen, handled)
+    // The decision and the exchange with the app are two awaits of one future, so its
+    // size is the larger of the two, not their sum (hyper keeps it per connection).
+    // (A `let` ends the decision's lifetime before the second await; a `match` on the
+    // awaited decision would keep it in the future for the whole exchange.)
+    async move {
+        let (req, verdict) = match steps(state, side, req).await {
+            Decision::Forward(req, verdict) => (req, verdict),
+            Decision::Answer(handled) => return observe::finish(&state.metrics, seen, handled),
+        };
+        let handled = verdict.forwarded(to_app(state, &side.cfg, req, down).await);
+        observe::finish(&state.metrics, seen, handled)
+    }
+}
+
+/// What the steps decided.
+enum Decision {
+    /// To the app; the verdict is what the metrics and the access log say of it.
+    Forward(Request<Incoming>, Verdict),
+    /// Answered here: refused, or served by trustgate itself.
+    Answer(Handled),
 }
 
 /// The inbound pipeline. Every early return is a decision.
-async fn steps(
-    state: &Arc<State>,
-    side: &InboundState,
-    mut req: Request<Incoming>,
-    down: &Downstream,
-) -> Handled {
+async fn steps(state: &Arc<State>, side: &InboundState, mut req: Request<Incoming>) -> Decision {
     let cfg = &side.cfg;
     if let Err(failure) = screen(cfg, &mut req).and_then(|()| canonical_path(&req)) {
-        return refuse(req, failure);
+        return Decision::Answer(refuse(req, failure));
     }
     if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
-        return Handled::forwarded("jwks", Ok(crate::admin::jwks_response(state, req.method())));
+        let jwks = crate::admin::jwks_response(state, req.method());
+        return Decision::Answer(Verdict::new("jwks").forwarded(Ok(jwks)));
     }
     if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
-        return Handled::forwarded("public", to_app(state, cfg, req, down).await);
+        return Decision::Forward(req, Verdict::new("public"));
     }
     let verified = match authenticate(state, side, &req, unix_now()).await {
         Ok(v) => v,
-        Err(failure) => return reject(state, side, req, down, failure).await,
+        Err(failure) => return reject(state, side, req, failure),
     };
     if let Err(failure) = authorize(side, &verified, &req) {
-        return reject(state, side, req, down, failure).await;
+        return reject(state, side, req, failure);
     }
     present_caller(side, req.headers_mut(), &verified);
-    Handled::forwarded("ok", to_app(state, cfg, req, down).await)
-        .by(Some(Who::Caller(verified.caller.clone())))
+    let caller = Who::Caller(verified.caller.clone());
+    Decision::Forward(req, Verdict::new("ok").by(Some(caller)))
 }
 
 /// The one way a request reaches the app.
-async fn to_app(
-    state: &State,
+fn to_app<'a>(
+    state: &'a State,
     cfg: &Inbound,
     req: Request<Incoming>,
-    down: &Downstream,
-) -> Result<Response<Body>, Failure> {
+    down: &'a Downstream,
+) -> impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
     let protocol = app_protocol(cfg.upstream_protocol, &req);
-    forward(state, req, &cfg.upstream, down, HostHeader::Keep, protocol).await
+    forward(state, req, &cfg.upstream, down, HostHeader::Keep, protocol)
 }
 
 /// A token or policy failure: refused in enforce mode; in audit mode counted, logged and
 /// forwarded without identity headers — the app sees an anonymous call, exactly as if
 /// trustgate were not there.
-async fn reject(
-    state: &Arc<State>,
+fn reject(
+    state: &State,
     side: &InboundState,
     mut req: Request<Incoming>,
-    down: &Downstream,
     failure: Failure,
-) -> Handled {
+) -> Decision {
     state
         .metrics
         .inbound_rejections
         .with_label_values(&[failure.reason()])
         .inc();
     match side.cfg.mode {
-        InboundMode::Enforce => refuse(req, failure),
+        InboundMode::Enforce => Decision::Answer(refuse(req, failure)),
         InboundMode::Audit => {
             tracing::warn!(
                 method = %req.method(), path = %req.uri().path(), reason = failure.reason(),
                 "audit mode: would have refused this request"
             );
             req.headers_mut().remove(&side.cfg.token_header);
-            Handled::forwarded("audit", to_app(state, &side.cfg, req, down).await)
-                .because(failure.reason())
+            Decision::Forward(req, Verdict::new("audit").because(failure.reason()))
         }
     }
 }
@@ -227,7 +240,8 @@ async fn authenticate<B>(
     let Some((kid, identity)) = peeked else {
         return Err(unknown());
     };
-    match state.sources.unknown_kid(state, &identity, &kid).await {
+    // Boxed: this rare path's future would otherwise size every request's.
+    match Box::pin(state.sources.unknown_kid(state, &identity, &kid)).await {
         KidOutcome::NotUrl | KidOutcome::Unknown => Err(unknown()),
         KidOutcome::Unavailable => Err(Failure::KeysUnavailable(identity)),
         KidOutcome::Retry => match verify_token(state, side, req, now) {

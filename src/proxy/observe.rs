@@ -71,33 +71,21 @@ impl Who {
     }
 }
 
-/// What the steps decided.
-pub struct Handled {
-    /// The metric/log word: `ok`, `public`, `audit`, `passthrough`, or a failure's.
-    pub outcome: &'static str,
-    pub reason: Option<&'static str>,
-    pub who: Option<Who>,
-    pub result: Result<Response<Body>, Failure>,
+/// What the steps decided of a request: the metric/log word (`ok`, `public`, `audit`,
+/// `passthrough`, `jwks`, or a failure's), why, and who it concerned. A request sent on
+/// gets the upstream's answer added ([`Verdict::forwarded`]).
+pub struct Verdict {
+    outcome: &'static str,
+    reason: Option<&'static str>,
+    who: Option<Who>,
 }
 
-impl Handled {
-    /// Forwarded: the upstream's response, or why there is none.
-    pub fn forwarded(outcome: &'static str, result: Result<Response<Body>, Failure>) -> Self {
-        Handled {
+impl Verdict {
+    pub fn new(outcome: &'static str) -> Self {
+        Verdict {
             outcome,
             reason: None,
             who: None,
-            result,
-        }
-    }
-
-    /// Stopped by a step.
-    pub fn failed(failure: Failure) -> Self {
-        Handled {
-            outcome: failure.outcome(),
-            reason: Some(failure.reason()),
-            who: None,
-            result: Err(failure),
         }
     }
 
@@ -110,14 +98,50 @@ impl Handled {
         self.reason = Some(reason);
         self
     }
+
+    /// Forwarded: the upstream's response, or why there is none.
+    pub fn forwarded(self, result: Result<Response<Body>, Failure>) -> Handled {
+        Handled {
+            verdict: self,
+            result,
+        }
+    }
+}
+
+/// A decision with its response, or the failure that becomes one.
+pub struct Handled {
+    verdict: Verdict,
+    result: Result<Response<Body>, Failure>,
+}
+
+impl Handled {
+    /// Stopped by a step.
+    pub fn failed(failure: Failure) -> Self {
+        Handled {
+            verdict: Verdict {
+                outcome: failure.outcome(),
+                reason: Some(failure.reason()),
+                who: None,
+            },
+            result: Err(failure),
+        }
+    }
+
+    pub fn by(mut self, who: Option<Who>) -> Self {
+        self.verdict.who = who;
+        self
+    }
 }
 
 /// Counts, logs and answers.
 pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body> {
     let Handled {
-        mut outcome,
-        mut reason,
-        who,
+        verdict:
+            Verdict {
+                mut outcome,
+                mut reason,
+                who,
+            },
         result,
     } = handled;
     let direction = seen.direction.as_str();

@@ -6,6 +6,7 @@
 //! the per-(audience, signed context) cache, or is signed per request when requests are
 //! bound.
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
@@ -15,38 +16,46 @@ use hyper::body::Incoming;
 use super::client::Protocol;
 use super::forward::{forward, Downstream, HostHeader};
 use super::http::{is_upgrade, strip_hop_by_hop, Body};
-use super::observe::{self, Direction, Handled, Seen, Who};
+use super::observe::{self, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
 use crate::token::unix_now;
 
-pub async fn handle(
-    state: &State,
-    side: &OutboundState,
+pub fn handle<'a>(
+    state: &'a State,
+    side: &'a OutboundState,
     req: Request<Incoming>,
-    down: &Downstream,
-) -> Response<Body> {
+    down: &'a Downstream,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
     let seen = Seen::new(Direction::Outbound, &req);
-    let handled = steps(state, side, req, down).await;
-    observe::finish(&state.metrics, seen, handled)
+    // Decided before the future exists: it holds the exchange, not the request.
+    let decided = steps(state, side, req, down);
+    async move {
+        let handled = match decided {
+            Decision::Forward(verdict, forwarding) => verdict.forwarded(forwarding.await),
+            Decision::Answer(handled) => handled,
+        };
+        observe::finish(&state.metrics, seen, handled)
+    }
 }
 
 /// The outbound pipeline: refuse CONNECT → strip hop-by-hop fields → find the route →
-/// put the token on → forward. Every early return is a decision.
-async fn steps(
-    state: &State,
-    side: &OutboundState,
+/// put the token on → forward. Every early return is a decision; a request sent on
+/// comes back as its verdict and the exchange with the next hop.
+fn steps<'a>(
+    state: &'a State,
+    side: &'a OutboundState,
     mut req: Request<Incoming>,
-    down: &Downstream,
-) -> Handled {
+    down: &'a Downstream,
+) -> Decision<impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a> {
     let cfg = &side.cfg;
     if req.method() == Method::CONNECT {
         // A CONNECT tunnel would carry TLS we cannot add a token to: apps send plain
         // http:// and trustgate originates TLS where the route says https://.
-        return Handled::failed(Failure::BadRequest(
+        return Decision::Answer(Handled::failed(Failure::BadRequest(
             "CONNECT is not supported: send plain http:// requests through trustgate",
-        ));
+        )));
     }
     // Hop-by-hop fields go first, so that `Connection` can never remove the token
     // header set below.
@@ -56,16 +65,20 @@ async fn steps(
         Ok(Destination::Route(route, host)) => (route, host),
         Ok(Destination::Passthrough(target, host)) => {
             let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
-            let result = forward(state, req, &target, down, HostHeader::Keep, protocol);
-            return Handled::forwarded("passthrough", result.await).by(Some(Who::Host(host)));
+            let verdict = Verdict::new("passthrough").by(Some(Who::Host(host)));
+            let forwarding = forward(state, req, &target, down, HostHeader::Keep, protocol);
+            return Decision::Forward(verdict, forwarding);
         }
-        Err((failure, host)) => return Handled::failed(failure).by(host.map(Who::Host)),
+        Err((failure, host)) => {
+            return Decision::Answer(Handled::failed(failure).by(host.map(Who::Host)))
+        }
     };
     if let Err(failure) = attach_token(state, side, route, &mut req) {
-        return Handled::failed(failure).by(Some(Who::Host(host)));
+        return Decision::Answer(Handled::failed(failure).by(Some(Who::Host(host))));
     }
     let protocol = link_protocol(route.upstream_protocol, req.version());
-    let result = forward(
+    let verdict = Verdict::new("ok").by(Some(Who::Host(host)));
+    let forwarding = forward(
         state,
         req,
         &route.upstream,
@@ -73,7 +86,16 @@ async fn steps(
         HostHeader::Upstream,
         protocol,
     );
-    Handled::forwarded("ok", result.await).by(Some(Who::Host(host)))
+    Decision::Forward(verdict, forwarding)
+}
+
+/// What the steps decided.
+enum Decision<F> {
+    /// To the next hop: the verdict (what the metrics and the access log say of the
+    /// request) and the exchange.
+    Forward(Verdict, F),
+    /// Answered here.
+    Answer(Handled),
 }
 
 enum Destination<'a> {

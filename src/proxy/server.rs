@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,7 +17,6 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::forward::Downstream;
-use super::http::Body;
 use super::state::State;
 use super::{inbound, outbound};
 
@@ -99,62 +98,54 @@ pub(super) async fn run_listener(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let gauge = gauge.clone();
-        let conn_stop = conns_stop.clone();
-        let done = conns_done.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            gauge.inc();
-            open.fetch_add(1, Ordering::AcqRel);
-            // One clock from accept: the TLS handshake, protocol detection (the HTTP/2
-            // preface) and the first request head all fit in header_read_timeout.
-            let limits = &state.cfg.limits;
-            // Once a connection has served requests, it may idle longer than the
-            // upstream pools of peer sidecars keep theirs (limits.idle_timeout), so the
-            // client side always closes first and never races a server-side close.
-            let activity = Activity::new(
-                limits.header_read_timeout,
-                limits.idle_timeout + limits.header_read_timeout,
-            );
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout_at(
-                        activity.first_deadline(),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            let io = TokioIo::new(tls_stream);
-                            let conn = Conn {
-                                side,
-                                peer,
-                                tls: true,
-                            };
-                            serve_conn(conn, &builder, io, state, activity, conn_stop).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => {
-                    let io = TokioIo::new(stream);
+        let slot = Slot::take(permit, gauge.clone(), open.clone(), conns_done.clone());
+        let limits = &state.cfg.limits;
+        // One clock from accept: the TLS handshake, protocol detection (the HTTP/2
+        // preface) and the first request head all fit in header_read_timeout. Once a
+        // connection has served requests, it may idle longer than the upstream pools of
+        // peer sidecars keep theirs (limits.idle_timeout), so the client side always
+        // closes first and never races a server-side close.
+        let activity = Activity::new(
+            limits.header_read_timeout,
+            limits.idle_timeout + limits.header_read_timeout,
+        );
+        let (state, builder, conn_stop) = (state.clone(), builder.clone(), conns_stop.clone());
+        // Plain and TLS connections are tasks of their own types: a task is as large as
+        // its future, and a plain connection's need not hold room for a TLS session.
+        match &tls {
+            None => {
+                tokio::spawn(async move {
                     let conn = Conn {
                         side,
                         peer,
                         tls: false,
                     };
-                    serve_conn(conn, &builder, io, state, activity, conn_stop).await
-                }
+                    let io = TokioIo::new(stream);
+                    serve_conn(conn, &builder, io, state, activity, conn_stop).await;
+                    drop(slot);
+                });
             }
-            open.fetch_sub(1, Ordering::AcqRel);
-            gauge.dec();
-            drop(permit);
-            drop(done);
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout_at(activity.first_deadline(), handshake).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = Conn {
+                                side,
+                                peer,
+                                tls: true,
+                            };
+                            let io = TokioIo::new(tls_stream);
+                            serve_conn(conn, &builder, io, state, activity, conn_stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     drop(conns_done);
@@ -175,6 +166,41 @@ pub(super) async fn run_listener(
         _ = tokio::time::sleep_until(deadline) => {
             tracing::warn!(listener = side.name(), ?grace, "shutdown grace expired; closing remaining connections");
         }
+    }
+}
+
+/// A connection's place under the listener's limit, held by its task: counted in the
+/// open-connections gauge and in `open` while it lives; dropping it (the task ended, or
+/// was dropped at shutdown) frees the place and tells `run_listener` one fewer is left.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+    open: Arc<AtomicUsize>,
+    _done: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Slot {
+    fn take(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        gauge: prometheus::IntGauge,
+        open: Arc<AtomicUsize>,
+        done: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
+        gauge.inc();
+        open.fetch_add(1, Ordering::AcqRel);
+        Slot {
+            _permit: permit,
+            gauge,
+            open,
+            _done: done,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
     }
 }
 
@@ -281,12 +307,24 @@ async fn serve_conn<I>(
     let tracker = activity.clone();
     // One per connection: its peer, and the upstream connection its requests keep.
     let down = Arc::new(Downstream::new(who.peer, who.tls));
+    // hyper keeps the future of a connection's request in an allocation made once per
+    // connection and sized for it: what the steps hold at once is paid per connection.
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let down = down.clone();
         let in_flight = tracker.begin();
         async move {
-            let resp = dispatch(who.side, state, req, &down).await;
+            let resp = match who.side {
+                Side::Inbound => match &state.inbound {
+                    Some(side) => inbound::handle(&state, side, req, &down).await,
+                    None => super::http::not_found(),
+                },
+                Side::Outbound => match &state.outbound {
+                    Some(side) => outbound::handle(&state, side, req, &down).await,
+                    None => super::http::not_found(),
+                },
+                Side::Admin => crate::admin::handle(&state, req).await,
+            };
             drop(in_flight);
             Ok::<_, Infallible>(resp)
         }
@@ -363,24 +401,5 @@ impl Control {
         if let Some(w) = waker {
             w.wake();
         }
-    }
-}
-
-async fn dispatch(
-    side: Side,
-    state: Arc<State>,
-    req: Request<Incoming>,
-    down: &Downstream,
-) -> Response<Body> {
-    match side {
-        Side::Inbound => match &state.inbound {
-            Some(i) => inbound::handle(&state, i, req, down).await,
-            None => super::http::not_found(),
-        },
-        Side::Outbound => match &state.outbound {
-            Some(o) => outbound::handle(&state, o, req, down).await,
-            None => super::http::not_found(),
-        },
-        Side::Admin => crate::admin::handle(&state, req).await,
     }
 }
