@@ -478,6 +478,57 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert_eq!(down.json()["error"], "upstream_unreachable");
 }
 
+/// On one keep-alive connection the request timeout's timer is reused from request to
+/// request: each request still gets the whole timeout from its own start (two 700 ms
+/// answers in a row under a 1 s timeout both arrive), and a slow answer after them still
+/// times out.
+#[tokio::test]
+async fn the_request_timeout_restarts_for_each_request_on_a_kept_connection() {
+    use http_body_util::BodyExt as _;
+    let p = pair("", "", "").await;
+    let token = bearer(&token_as(&p.orders, "orders", "billing"));
+    let stream = tokio::net::TcpStream::connect(p.billing_side.inbound())
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, TestBody>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut call = |path: &'static str| {
+        let req = Request::get(path)
+            .header("host", "billing")
+            .header("authorization", &token)
+            .body(body(Bytes::new()))
+            .unwrap();
+        let sent = sender.send_request(req);
+        async move {
+            let resp = sent.await.expect("an answer on the kept connection");
+            let status = resp.status();
+            let text = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&text).into_owned())
+        }
+    };
+    let (status, text) = call("/fast").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    for _ in 0..2 {
+        let (status, text) = call("/slow/700").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a whole second for each request: {text}"
+        );
+    }
+    let started = std::time::Instant::now();
+    let (status, text) = call("/slow/3000").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before its own deadline: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_both_sides() {
     let p = pair("", "", "").await;

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
@@ -19,6 +20,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Sleep;
 
 use super::http::Body;
 use crate::tls::TlsSetupError;
@@ -83,7 +85,16 @@ pub struct Upstreams {
 /// HTTP/2 and TLS upstreams use the pools. Dropped with the downstream connection,
 /// which closes the upstream one.
 #[derive(Default)]
-pub struct Affinity(std::sync::Mutex<Option<(Authority, SendRequest<Body>)>>);
+pub struct Affinity(std::sync::Mutex<Held>);
+
+#[derive(Default)]
+struct Held {
+    conn: Option<(Authority, SendRequest<Body>)>,
+    /// The request timeout's timer, reused from one request to the next: moving a
+    /// registered timer's deadline later is one atomic operation in tokio, where a new
+    /// timer per request is an insertion into and a removal from the timer wheel.
+    clock: Option<Pin<Box<Sleep>>>,
+}
 
 /// What a downstream connection holds for a request to one upstream.
 enum Kept {
@@ -98,21 +109,27 @@ enum Kept {
 }
 
 impl Affinity {
-    /// One lock per request.
-    fn take(&self, to: &Authority) -> Kept {
+    /// One lock per request, and one after it.
+    fn take(&self, to: &Authority) -> (Kept, Option<Pin<Box<Sleep>>>) {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match held.take() {
+        let kept = match held.conn.take() {
             Some((a, sender)) if a == *to => Kept::This(sender),
             None => Kept::Nothing,
             other => {
-                *held = other;
-                Kept::Other
+                held.conn = other;
+                return (Kept::Other, None);
             }
-        }
+        };
+        (kept, held.clock.take())
     }
 
-    fn put(&self, to: Authority, sender: SendRequest<Body>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((to, sender));
+    /// After an exchange: the connection, if it can serve the next request, and the timer.
+    fn put(&self, conn: Option<(Authority, SendRequest<Body>)>, clock: Pin<Box<Sleep>>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_some() {
+            held.conn = conn;
+        }
+        held.clock = Some(clock);
     }
 }
 
@@ -176,12 +193,18 @@ impl Upstreams {
             if protocol == Protocol::Http1 && req.uri().scheme() == Some(&Scheme::HTTP) {
                 if let Some(to) = req.uri().authority().cloned() {
                     match affinity.take(&to) {
-                        Kept::Other => {}
-                        Kept::This(sender) => {
-                            return Box::pin(self.send_affine(affinity, to, Some(sender), req))
+                        (Kept::Other, _) => {}
+                        (Kept::This(sender), clock) => {
+                            return Box::pin(self.send_affine(
+                                affinity,
+                                to,
+                                Some(sender),
+                                clock,
+                                req,
+                            ))
                         }
-                        Kept::Nothing => {
-                            return Box::pin(self.send_affine(affinity, to, None, req))
+                        (Kept::Nothing, clock) => {
+                            return Box::pin(self.send_affine(affinity, to, None, clock, req))
                         }
                     }
                 }
@@ -217,6 +240,7 @@ impl Upstreams {
         affinity: &Affinity,
         to: Authority,
         kept: Option<SendRequest<Body>>,
+        clock: Option<Pin<Box<Sleep>>>,
         mut req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         // What the pool's client does for HTTP/1.1: origin-form target, a Host header.
@@ -233,8 +257,19 @@ impl Upstreams {
             }
         }
         let request_timeout = self.request_timeout;
+        let deadline = tokio::time::Instant::now() + request_timeout;
+        let mut clock = match clock {
+            Some(mut clock) => {
+                clock.as_mut().reset(deadline);
+                clock
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        // The response head, and the connection again if it can serve the next request.
         let exchange = async move {
             let mut kept = match kept {
+                // Normally ready at once: no timer for the wait.
+                Some(sender) if sender.is_ready() => Some(sender),
                 Some(mut sender) => match tokio::time::timeout(READY_WAIT, sender.ready()).await {
                     Ok(Ok(())) => Some(sender),
                     _ => None,
@@ -245,7 +280,10 @@ impl Upstreams {
                 let reused = kept.is_some();
                 let mut sender = match kept.take() {
                     Some(sender) => sender,
-                    None => self.connect(&to).await?,
+                    None => match self.connect(&to).await {
+                        Ok(sender) => sender,
+                        Err(e) => return (Err(e), None),
+                    },
                 };
                 // On a kept connection, an idempotent request without a body keeps a
                 // copy of its head: if the app closed the connection just as the request
@@ -253,10 +291,7 @@ impl Upstreams {
                 // (RFC 9112 §9.3.1).
                 let spare = (reused && Self::retryable(&req)).then(|| HeadCopy::of(&req));
                 match sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        affinity.put(to, sender);
-                        return Ok(resp);
-                    }
+                    Ok(resp) => return (Ok(resp), Some((to, sender))),
                     Err(mut e) => {
                         if reused {
                             // Not sent at all: it goes as it is.
@@ -274,15 +309,26 @@ impl Upstreams {
                                 }
                             }
                         }
-                        return Err(UpstreamError::Failed(error_chain(&e.into_error())));
+                        let failed = UpstreamError::Failed(error_chain(&e.into_error()));
+                        return (Err(failed), None);
                     }
                 }
             }
         };
-        match tokio::time::timeout(request_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout(request_timeout)),
-        }
+        // `tokio::time::timeout`, with the kept timer.
+        let mut exchange = std::pin::pin!(exchange);
+        let (result, conn) = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            clock
+                .as_mut()
+                .poll(cx)
+                .map(|()| (Err(UpstreamError::Timeout(request_timeout)), None))
+        })
+        .await;
+        affinity.put(conn, clock);
+        result
     }
 
     /// Safe to send again after a connection closed under it: an idempotent method
