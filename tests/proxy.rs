@@ -480,8 +480,9 @@ async fn upstream_down_is_502_and_slow_is_504() {
 
 /// On one keep-alive connection the request timeout's timer is reused from request to
 /// request: each request still gets the whole timeout from its own start (two 700 ms
-/// answers in a row under a 1 s timeout both arrive), and a slow answer after them still
-/// times out.
+/// answers in a row under a 1 s timeout both arrive), a slow answer after them still
+/// times out, and the timer that fired serves the next requests with a whole timeout
+/// again.
 #[tokio::test]
 async fn the_request_timeout_restarts_for_each_request_on_a_kept_connection() {
     use http_body_util::BodyExt as _;
@@ -526,6 +527,18 @@ async fn the_request_timeout_restarts_for_each_request_on_a_kept_connection() {
         started.elapsed() >= Duration::from_millis(900),
         "not before its own deadline: {:?}",
         started.elapsed()
+    );
+    let (status, text) = call("/fast").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same connection after a 504: {text}"
+    );
+    let (status, text) = call("/slow/700").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a whole second again after the timer fired: {text}"
     );
 }
 

@@ -21,7 +21,7 @@ use super::forward::{expects_continue, forward, Downstream, HostHeader};
 use super::http::{
     connection_tokens, is_upgrade, name_starts_alike, names_alike, strip_hop_by_hop, Body,
 };
-use super::observe::{self, Direction, Handled, Seen, Verdict, Who};
+use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::sources::KidOutcome;
 use super::state::{InboundState, State};
@@ -42,12 +42,12 @@ pub fn handle<'a>(
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let seen = Seen::new(Direction::Inbound, &req);
     // The decision and the exchange with the app are two awaits of one future, so its
-    // size is the larger of the two, not their sum (hyper keeps it per connection).
-    // (A `let` ends the decision's lifetime before the second await; a `match` on the
-    // awaited decision would keep it in the future for the whole exchange.)
+    // size is the larger of the two, not their sum (hyper keeps it per connection). A
+    // `let`, not a `match` around the exchange: that would keep the decision alive in the
+    // future during the exchange.
     async move {
-        let (req, verdict) = match steps(state, side, req).await {
-            Decision::Forward(req, verdict) => (req, verdict),
+        let (verdict, req) = match steps(state, side, req).await {
+            Decision::Forward(verdict, req) => (verdict, req),
             Decision::Answer(handled) => return observe::finish(&state.metrics, seen, handled),
         };
         let handled = verdict.forwarded(to_app(state, &side.cfg, req, down).await);
@@ -55,16 +55,12 @@ pub fn handle<'a>(
     }
 }
 
-/// What the steps decided.
-enum Decision {
-    /// To the app; the verdict is what the metrics and the access log say of it.
-    Forward(Request<Incoming>, Verdict),
-    /// Answered here: refused, or served by trustgate itself.
-    Answer(Handled),
-}
-
 /// The inbound pipeline. Every early return is a decision.
-async fn steps(state: &Arc<State>, side: &InboundState, mut req: Request<Incoming>) -> Decision {
+async fn steps(
+    state: &Arc<State>,
+    side: &InboundState,
+    mut req: Request<Incoming>,
+) -> Decision<Request<Incoming>> {
     let cfg = &side.cfg;
     if let Err(failure) = screen(cfg, &mut req).and_then(|()| canonical_path(&req)) {
         return Decision::Answer(refuse(req, failure));
@@ -74,7 +70,7 @@ async fn steps(state: &Arc<State>, side: &InboundState, mut req: Request<Incomin
         return Decision::Answer(Verdict::new("jwks").forwarded(Ok(jwks)));
     }
     if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
-        return Decision::Forward(req, Verdict::new("public"));
+        return Decision::Forward(Verdict::new("public"), req);
     }
     let verified = match authenticate(state, side, &req, unix_now()).await {
         Ok(v) => v,
@@ -85,7 +81,7 @@ async fn steps(state: &Arc<State>, side: &InboundState, mut req: Request<Incomin
     }
     present_caller(side, req.headers_mut(), &verified);
     let caller = Who::Caller(verified.caller.clone());
-    Decision::Forward(req, Verdict::new("ok").by(Some(caller)))
+    Decision::Forward(Verdict::new("ok").by(Some(caller)), req)
 }
 
 /// The one way a request reaches the app.
@@ -107,7 +103,7 @@ fn reject(
     side: &InboundState,
     mut req: Request<Incoming>,
     failure: Failure,
-) -> Decision {
+) -> Decision<Request<Incoming>> {
     state
         .metrics
         .inbound_rejections
@@ -121,7 +117,7 @@ fn reject(
                 "audit mode: would have refused this request"
             );
             req.headers_mut().remove(&side.cfg.token_header);
-            Decision::Forward(req, Verdict::new("audit").because(failure.reason()))
+            Decision::Forward(Verdict::new("audit").because(failure.reason()), req)
         }
     }
 }

@@ -108,6 +108,14 @@ impl Verdict {
     }
 }
 
+/// What a side's steps decided, before anything is sent: send it on (`F` is the request,
+/// or the exchange already started with it) with this verdict, or this answer.
+pub enum Decision<F> {
+    Forward(Verdict, F),
+    /// Answered here: refused, or served by trustgate itself.
+    Answer(Handled),
+}
+
 /// A decision with its response, or the failure that becomes one.
 pub struct Handled {
     verdict: Verdict,

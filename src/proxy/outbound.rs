@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use super::client::Protocol;
 use super::forward::{forward, Downstream, HostHeader};
 use super::http::{is_upgrade, strip_hop_by_hop, Body};
-use super::observe::{self, Direction, Handled, Seen, Verdict, Who};
+use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
@@ -87,15 +87,6 @@ fn steps<'a>(
         protocol,
     );
     Decision::Forward(verdict, forwarding)
-}
-
-/// What the steps decided.
-enum Decision<F> {
-    /// To the next hop: the verdict (what the metrics and the access log say of the
-    /// request) and the exchange.
-    Forward(Verdict, F),
-    /// Answered here.
-    Answer(Handled),
 }
 
 enum Destination<'a> {
