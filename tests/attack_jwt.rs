@@ -242,6 +242,31 @@ fn header_variants() {
             json!({"alg": "ES256", "typ": "JWT", "kid": kid, "crit": []}),
             Err(Rejection::UnknownCrit),
         ),
+        // Members of other types: null is not absent for typ and crit.
+        (
+            json!({"alg": null, "typ": "JWT", "kid": kid}),
+            Err(Rejection::UnsupportedAlg),
+        ),
+        (
+            json!({"alg": {"name": "ES256"}, "typ": "JWT", "kid": kid}),
+            Err(Rejection::UnsupportedAlg),
+        ),
+        (
+            json!({"alg": "ES256", "typ": null, "kid": kid}),
+            Err(Rejection::Malformed),
+        ),
+        (
+            json!({"alg": "ES256", "typ": ["JWT"], "kid": kid}),
+            Err(Rejection::Malformed),
+        ),
+        (
+            json!({"alg": "ES256", "typ": "JWT", "kid": kid, "crit": null}),
+            Err(Rejection::UnknownCrit),
+        ),
+        (
+            json!({"alg": "ES256", "typ": "JWT", "kid": {"id": kid}}),
+            Err(Rejection::UnknownKey),
+        ),
         (
             json!({"alg": "ES256", "typ": "JWT", "kid": kid, "zip": "DEF"}),
             Ok(()),
@@ -257,6 +282,20 @@ fn header_variants() {
             want,
             "{h}"
         );
+    }
+    // JSON escapes in names and values read as the characters they stand for; blanks
+    // around the object are JSON too.
+    for h in [
+        format!(r#"{{"alg":"ES\u0032\u00356","typ":"J\u0057T","kid":"{kid}"}}"#),
+        format!(r#"{{"\u0061lg":"ES256","typ":"JWT","\u006bid":"{kid}"}}"#),
+        format!(
+            r#"{{"alg":"ES256","kid":"\u{:04x}{}"}}"#,
+            kid.as_bytes()[0],
+            &kid[1..]
+        ),
+        format!(" \n{{\"alg\":\"ES256\",\"kid\":\"{kid}\"}}\t"),
+    ] {
+        assert_eq!(check(&w, &craft_raw(&h, &c, &w.orders)), Ok(()), "{h}");
     }
     // Not an object at all.
     for h in ["[]", "null", "\"ES256\"", "1", "{"] {
@@ -348,6 +387,9 @@ fn audience_and_issuer_shapes() {
         (json!({"aud": "billing "}), Err(Rejection::WrongAudience)),
         (json!({"aud": null}), Err(Rejection::Malformed)),
         (json!({"aud": 1}), Err(Rejection::Malformed)),
+        (json!({"aud": [1]}), Err(Rejection::Malformed)),
+        (json!({"aud": ["billing", null]}), Err(Rejection::Malformed)),
+        (json!({"aud": {"billing": true}}), Err(Rejection::Malformed)),
         (
             json!({"iss": "mallory", "sub": "mallory"}),
             Err(Rejection::IssuerMismatch),
@@ -359,6 +401,14 @@ fn audience_and_issuer_shapes() {
     for (over, want) in cases {
         let c = claims_with(over.clone());
         assert_eq!(check(&w, &craft_raw(&h, &c, &w.orders)), want, "{over}");
+    }
+    // JSON escapes read as the characters they stand for, one audience or a list.
+    for aud in [r#""bil\u006cing""#, r#"["\u0062illing"]"#] {
+        let c = format!(
+            r#"{{"iss":"orders","sub":"or\u0064ers","aud":{aud},"iat":{NOW},"exp":{}}}"#,
+            NOW + 60
+        );
+        assert_eq!(check(&w, &craft_raw(&h, &c, &w.orders)), Ok(()), "{c}");
     }
 }
 

@@ -221,7 +221,17 @@ impl VerifiedCache {
 pub struct ReplayCache {
     capacity: usize,
     leeway: u64,
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<Seen>,
+}
+
+struct Seen {
+    /// jti → the last second at which a token carrying it could still be accepted.
+    until: HashMap<String, u64>,
+    /// No entry's `until` is earlier than this (it may be later than the earliest
+    /// entry's, never earlier): before it passes, a sweep could free nothing.
+    soonest: u64,
+    #[cfg(test)]
+    sweeps: usize,
 }
 
 impl ReplayCache {
@@ -229,7 +239,12 @@ impl ReplayCache {
         ReplayCache {
             capacity,
             leeway: leeway.as_secs(),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen {
+                until: HashMap::new(),
+                soonest: u64::MAX,
+                #[cfg(test)]
+                sweeps: 0,
+            }),
         }
     }
 
@@ -237,29 +252,91 @@ impl ReplayCache {
     ///
     /// When the cache is full of live `jti`s the token is refused: accepting it without
     /// remembering it would make replay possible, so under such a flood bound tokens fail
-    /// closed until older entries expire.
+    /// closed until older entries expire. Expired entries are swept only once the
+    /// soonest of them can have expired: a flood against a full cache costs a lookup per
+    /// token, not a pass over every entry.
     pub fn check_and_insert(&self, jti: &str, exp: u64, now: u64) -> Result<(), Rejection> {
-        let mut seen = lock(&self.seen);
-        if let Some(&until) = seen.get(jti) {
+        let mut guard = lock(&self.seen);
+        let seen = &mut *guard;
+        if let Some(&until) = seen.until.get(jti) {
             if now <= until {
                 return Err(Rejection::Replayed);
             }
         }
-        if seen.len() >= self.capacity {
-            seen.retain(|_, until| now <= *until);
-            if seen.len() >= self.capacity {
+        if seen.until.len() >= self.capacity {
+            if now <= seen.soonest {
+                return Err(Rejection::Replayed);
+            }
+            let mut soonest = u64::MAX;
+            seen.until.retain(|_, &mut until| {
+                let live = now <= until;
+                if live {
+                    soonest = soonest.min(until);
+                }
+                live
+            });
+            seen.soonest = soonest;
+            #[cfg(test)]
+            {
+                seen.sweeps += 1;
+            }
+            if seen.until.len() >= self.capacity {
                 return Err(Rejection::Replayed);
             }
         }
-        seen.insert(jti.to_owned(), exp.saturating_add(self.leeway));
+        let until = exp.saturating_add(self.leeway);
+        seen.until.insert(jti.to_owned(), until);
+        seen.soonest = seen.soonest.min(until);
         Ok(())
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.seen).len()
+        lock(&self.seen).until.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn a_full_replay_cache_sweeps_only_when_an_entry_can_have_expired() {
+        let cache = ReplayCache::new(3, std::time::Duration::from_secs(30));
+        // Full: last accepted at NOW+40, NOW+90, NOW+130 (exp + leeway).
+        cache.check_and_insert("a", NOW + 10, NOW).unwrap();
+        cache.check_and_insert("b", NOW + 60, NOW).unwrap();
+        cache.check_and_insert("c", NOW + 100, NOW).unwrap();
+        let sweeps = || lock(&cache.seen).sweeps;
+        // Until the soonest can expire, a flood of new jtis is refused without a sweep.
+        for i in 0..1000 {
+            let jti = format!("flood-{i}");
+            assert_eq!(
+                cache.check_and_insert(&jti, NOW + 60, NOW + 40),
+                Err(Rejection::Replayed)
+            );
+        }
+        assert_eq!(sweeps(), 0);
+        // Past it, one sweep frees "a" and the new jti takes its place.
+        assert!(cache.check_and_insert("d", NOW + 100, NOW + 41).is_ok());
+        assert_eq!((sweeps(), cache.len()), (1, 3));
+        // Full again of entries live until NOW+90 at the soonest: refused, no sweep.
+        assert_eq!(
+            cache.check_and_insert("e", NOW + 100, NOW + 90),
+            Err(Rejection::Replayed)
+        );
+        assert_eq!(sweeps(), 1);
+        // Replays stay refused whatever the fill; "b" expires after NOW+90.
+        assert_eq!(
+            cache.check_and_insert("c", NOW + 100, NOW + 91),
+            Err(Rejection::Replayed)
+        );
+        assert!(cache.check_and_insert("e", NOW + 100, NOW + 91).is_ok());
+        assert_eq!((sweeps(), cache.len()), (2, 3));
     }
 }

@@ -4,11 +4,42 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `aud`: one audience or several (RFC 7519 allows both).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+/// A string or a list of strings, read straight from the JSON (serde's `untagged`
+/// would first copy the value into a buffer to try each variant on it).
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Audience, E> {
+                Ok(Audience::One(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Audience, E> {
+                Ok(Audience::One(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(a) = seq.next_element::<String>()? {
+                    list.push(a);
+                }
+                Ok(Audience::Many(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Audience {

@@ -1,12 +1,12 @@
 //! Verification in the contract's order (DESIGN.md "Inbound: what is checked"), failing
 //! closed. Cheap refusals come first: nothing is base64-decoded before the size check and
 //! no signature is computed before the header names a trusted key whose algorithm matches.
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::Value;
 
 use super::claims::Claims;
 use crate::keys::{is_valid_identity, KeyAlg, Keyring};
@@ -188,31 +188,29 @@ pub fn verify(
     else {
         return Err(Rejection::Malformed);
     };
-    let header: Value = decode_json(header_b64)?;
-    let header = header.as_object().ok_or(Rejection::Malformed)?;
+    let header_json = decode_object_bytes(header_b64)?;
+    let header: JoseHeader =
+        serde_json::from_slice(&header_json).map_err(|_| Rejection::Malformed)?;
 
     // 3. Header: alg, crit, typ, kid. `jku`, `jwk`, `x5u` and `x5c` are never looked at.
-    let alg = match header.get("alg").and_then(Value::as_str) {
+    let alg = match header.alg.as_str() {
         Some(name) => KeyAlg::from_jose(name).ok_or(Rejection::UnsupportedAlg)?,
         None => return Err(Rejection::UnsupportedAlg),
     };
-    if header.contains_key("crit") {
+    if !matches!(header.crit, Member::Absent) {
         // RFC 7515 §4.1.11: a recipient must reject extensions it does not understand,
         // and trustgate understands none.
         return Err(Rejection::UnknownCrit);
     }
-    if let Some(typ) = header.get("typ") {
-        match typ.as_str() {
+    if !matches!(header.typ, Member::Absent) {
+        match header.typ.as_str() {
             // RFC 7515 §4.1.9: "JWT" and "application/jwt" name the same type.
             Some(t)
                 if t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt") => {}
             _ => return Err(Rejection::Malformed),
         }
     }
-    let kid = header
-        .get("kid")
-        .and_then(Value::as_str)
-        .ok_or(Rejection::UnknownKey)?;
+    let kid = header.kid.as_str().ok_or(Rejection::UnknownKey)?;
     // A kid is only ever a map key: never a path, a URL or a query.
     let trusted = keyring.get(kid).ok_or(Rejection::UnknownKey)?;
     if trusted.key.alg != alg {
@@ -301,6 +299,13 @@ pub fn verify(
 /// Claims must be a JSON object: serde would otherwise read an array into the struct by
 /// position.
 fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
+    let bytes = decode_object_bytes(b64)?;
+    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
+}
+
+/// The JSON text of a header or of claims: base64url, a JSON object (serde would read an
+/// array into a struct by position), no member named twice at any depth.
+fn decode_object_bytes(b64: &str) -> Result<Vec<u8>, Rejection> {
     let bytes = URL_SAFE_NO_PAD
         .decode(b64)
         .map_err(|_| Rejection::Malformed)?;
@@ -308,7 +313,91 @@ fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejecti
         return Err(Rejection::Malformed);
     }
     unique_members(&bytes)?;
-    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
+    Ok(bytes)
+}
+
+/// The JOSE header members trustgate reads, borrowed from the decoded JSON (no copy of a
+/// name or a value unless it holds an escape). Any other member is ignored.
+#[derive(serde::Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Member<'a>,
+    #[serde(borrow, default)]
+    typ: Member<'a>,
+    #[serde(borrow, default)]
+    kid: Member<'a>,
+    #[serde(borrow, default)]
+    crit: Member<'a>,
+}
+
+/// A header member: absent, a string, or a value of another type (`null` included,
+/// which is *present*: `"crit": null` is refused as any `crit` is).
+#[derive(Default)]
+enum Member<'a> {
+    #[default]
+    Absent,
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl Member<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Member::Str(s) => Some(s),
+            Member::Absent | Member::Other => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Member<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Member<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Member<'de>, E> {
+                Ok(Member::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Member<'de>, E> {
+                Ok(Member::Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Member<'de>, E> {
+                Ok(Member::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Member<'de>, E> {
+                Ok(Member::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Member<'de>, E> {
+                Ok(Member::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Member<'de>, E> {
+                Ok(Member::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Member<'de>, E> {
+                Ok(Member::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Member<'de>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Member::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Member<'de>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Member::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The `kid` and the claimed `iss` of a token, **unverified**: only to pick, among the
@@ -328,14 +417,6 @@ pub fn peek_kid_and_issuer(token: &str) -> Option<(String, String)> {
     let h: Header = decode_object(header).ok()?;
     let p: Payload = decode_object(payload).ok()?;
     Some((h.kid, p.iss))
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(b64)
-        .map_err(|_| Rejection::Malformed)?;
-    unique_members(&bytes)?;
-    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
 }
 
 /// RFC 7515 §5.2 / RFC 8725 §3.x: a JOSE header or claims object with a member named
@@ -387,8 +468,10 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
         Ok(Unique)
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
-        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        // Names are compared as the strings they decode to (an escaped spelling of a
+        // name is the same name), borrowed from the JSON text unless escaped.
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(8);
+        while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
             if seen.contains(&key) {
                 return Err(serde::de::Error::custom("duplicate member"));
             }
@@ -396,5 +479,28 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
             map.next_value::<Unique>()?;
         }
         Ok(Unique)
+    }
+}
+
+/// A member name, borrowed when the JSON text holds it as is. (serde's own `Cow<str>`
+/// always copies.)
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
