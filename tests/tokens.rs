@@ -573,6 +573,27 @@ fn outbound_cache_reuses_and_renews() {
         .get_or_sign(&signer, "billing", None, NOW + 30)
         .unwrap();
     assert!(hit && t1 == t2);
+    // The header values carry exactly the token.
+    assert_eq!(
+        t1.bearer.as_bytes(),
+        format!("Bearer {}", t1.token).as_bytes()
+    );
+    assert_eq!(t1.bare.as_bytes(), t1.token.as_bytes());
+    // Another context under the same audience is another token, and each stays cached.
+    let mut other = BTreeMap::new();
+    other.insert("x-user-id".to_string(), "8".to_string());
+    let (o1, hit) = cache
+        .get_or_sign(&signer, "billing", Some(&other), NOW + 30)
+        .unwrap();
+    assert!(!hit && o1 != t1);
+    let (o2, hit) = cache
+        .get_or_sign(&signer, "billing", Some(&other), NOW + 31)
+        .unwrap();
+    assert!(hit && o2 == o1);
+    let (t2b, hit) = cache
+        .get_or_sign(&signer, "billing", None, NOW + 31)
+        .unwrap();
+    assert!(hit && t2b == t1);
     let (t3, hit) = cache
         .get_or_sign(&signer, "payments", None, NOW + 30)
         .unwrap();

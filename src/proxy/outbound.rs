@@ -7,9 +7,8 @@
 //! bound.
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::header::{AUTHORIZATION, HOST};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
@@ -20,7 +19,7 @@ use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
-use crate::token::unix_now;
+use crate::token::{unix_now, Issued, OutboundTokenCache};
 
 pub fn handle<'a>(
     state: &'a State,
@@ -103,17 +102,16 @@ fn route<'a, B>(
     req: &Request<B>,
 ) -> Result<Destination<'a>, (Failure, Option<String>)> {
     let candidates = destinations(req);
-    if candidates.is_empty() {
+    let Some(authority) = candidates[0] else {
         return Err((Failure::BadRequest("no Host header"), None));
+    };
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find_map(|authority| find_route(cfg, authority).map(|r| (r, authority)));
+    if let Some((route, authority)) = found {
+        return Ok(Destination::Route(route, host_of(authority)));
     }
-    let found = candidates.iter().find_map(|authority| {
-        let host = host_of(authority);
-        find_route(cfg, authority, &host).map(|r| (r, host))
-    });
-    if let Some((route, host)) = found {
-        return Ok(Destination::Route(route, host));
-    }
-    let authority = &candidates[0];
     let host = host_of(authority);
     if !cfg.passthrough_unknown {
         return Err((Failure::NoRoute(host.clone()), Some(host)));
@@ -132,14 +130,12 @@ fn attach_token<B>(
     req: &mut Request<B>,
 ) -> Result<(), Failure> {
     let cfg = &side.cfg;
-    let token = token_for(state, side, route, req)?;
+    let issued = token_for(state, side, route, req)?;
     let value = if cfg.token_header == AUTHORIZATION {
-        format!("Bearer {token}")
+        issued.bearer
     } else {
-        token.to_string()
+        issued.bare
     };
-    let value = HeaderValue::from_str(&value)
-        .map_err(|_| Failure::Internal("token is not a header value".into()))?;
     req.headers_mut().remove(&cfg.token_header);
     req.headers_mut().insert(cfg.token_header.clone(), value);
     Ok(())
@@ -159,36 +155,48 @@ fn link_protocol(setting: UpstreamProtocol, downstream: Version) -> Protocol {
 
 /// `host[:port]` candidates the app may mean: the request target's authority, then the
 /// Host header.
-fn destinations<B>(req: &Request<B>) -> Vec<String> {
-    let mut out = Vec::with_capacity(2);
-    if let Some(a) = req.uri().authority() {
-        out.push(a.as_str().to_owned());
+fn destinations<B>(req: &Request<B>) -> [Option<&str>; 2] {
+    let target = req.uri().authority().map(|a| a.as_str());
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|h| !h.is_empty() && !target.is_some_and(|a| a.eq_ignore_ascii_case(h)));
+    match target {
+        Some(_) => [target, host],
+        None => [host, None],
     }
-    if let Some(h) = req.headers().get(HOST).and_then(|v| v.to_str().ok()) {
-        let h = h.trim();
-        if !h.is_empty() && !out.iter().any(|a| a.eq_ignore_ascii_case(h)) {
-            out.push(h.to_owned());
-        }
-    }
-    out
 }
 
-fn host_of(authority: &str) -> String {
+/// The host of an authority, as routes name it: no port, no trailing dot, lower case.
+fn host_part(authority: &str) -> &str {
     let host = match authority.strip_prefix('[') {
         // An IPv6 literal: [::1]:8080
         Some(rest) => rest.split(']').next().unwrap_or_default(),
         None => authority.split(':').next().unwrap_or_default(),
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    host.trim_end_matches('.')
 }
 
-fn find_route<'a>(outbound: &'a Outbound, authority: &str, host: &str) -> Option<&'a Route> {
-    let authority = authority.to_ascii_lowercase();
+fn host_of(authority: &str) -> String {
+    host_part(authority).to_ascii_lowercase()
+}
+
+/// The route named by the whole authority (`host:port`), else by its host. Route hosts
+/// are lower case (the configuration lowers them).
+fn find_route<'a>(outbound: &'a Outbound, authority: &str) -> Option<&'a Route> {
+    let host = host_part(authority);
     outbound
         .routes
         .iter()
-        .find(|r| r.host == authority)
-        .or_else(|| outbound.routes.iter().find(|r| r.host == host))
+        .find(|r| r.host.eq_ignore_ascii_case(authority))
+        .or_else(|| {
+            outbound
+                .routes
+                .iter()
+                .find(|r| r.host.eq_ignore_ascii_case(host))
+        })
 }
 
 fn token_for<B>(
@@ -196,7 +204,7 @@ fn token_for<B>(
     side: &OutboundState,
     route: &Route,
     req: &Request<B>,
-) -> Result<Arc<str>, Failure> {
+) -> Result<Issued, Failure> {
     let outbound = &side.cfg;
     let signer = state
         .trust
@@ -216,13 +224,14 @@ fn token_for<B>(
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let token = signer
+        let issued = signer
             .sign(&route.audience, ctx, Some((req.method().as_str(), pq)), now)
+            .and_then(OutboundTokenCache::issue_once)
             .map_err(|e| Failure::Internal(e.to_string()))?;
         state.metrics.tokens_signed.inc();
-        return Ok(token.into());
+        return Ok(issued);
     }
-    let (token, hit) = side
+    let (issued, hit) = side
         .tokens
         .get_or_sign(&signer, &route.audience, ctx, now)
         .map_err(|e| Failure::Internal(e.to_string()))?;
@@ -231,5 +240,5 @@ fn token_for<B>(
     } else {
         state.metrics.tokens_signed.inc();
     }
-    Ok(token)
+    Ok(issued)
 }

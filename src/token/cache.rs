@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher as _, BuildHasherDefault};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
+use http::HeaderValue;
+
 use super::sign::TokenSigner;
 use super::verify::{Rejection, Verified};
 use crate::keys::KeyError;
@@ -21,24 +24,58 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-type OutboundKey = (String, String, Option<BTreeMap<String, String>>);
+/// A token for one (key, audience, signed context), with the header values that carry it.
+/// (No `Debug`: a token is never printed.)
+#[derive(Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub token: Arc<str>,
+    /// `Bearer <token>`, for `Authorization`.
+    pub bearer: HeaderValue,
+    /// The bare token, for any other token header. Shares `bearer`'s bytes.
+    pub bare: HeaderValue,
+}
+
+impl Issued {
+    fn new(token: Arc<str>) -> Result<Self, KeyError> {
+        let bytes = Bytes::from(format!("Bearer {token}"));
+        let not_a_value = |_| KeyError::Sign("the token is not a header value".into());
+        Ok(Issued {
+            bearer: HeaderValue::from_maybe_shared(bytes.clone()).map_err(not_a_value)?,
+            bare: HeaderValue::from_maybe_shared(bytes.slice("Bearer ".len()..))
+                .map_err(not_a_value)?,
+            token,
+        })
+    }
+}
 
 struct CachedToken {
-    token: Arc<str>,
+    kid: Box<str>,
+    aud: Box<str>,
+    ctx: Option<BTreeMap<String, String>>,
+    issued: Issued,
     renew_at: u64,
 }
 
 pub struct OutboundTokenCache {
     capacity: usize,
-    entries: Mutex<HashMap<OutboundKey, CachedToken>>,
+    /// A foldhash seed drawn at random for this process.
+    key: foldhash::quality::RandomState,
+    /// Keyed by the slot hash of (kid, audience, context); the entry holds all three, so
+    /// a hit is an exact comparison and a lookup copies nothing.
+    entries: Mutex<HashMap<u64, CachedToken, BuildHasherDefault<SlotHasher>>>,
 }
 
 impl OutboundTokenCache {
     pub fn new(capacity: usize) -> Self {
         OutboundTokenCache {
             capacity: capacity.max(1),
-            entries: Mutex::new(HashMap::new()),
+            key: foldhash::quality::RandomState::default(),
+            entries: Mutex::new(HashMap::default()),
         }
+    }
+
+    fn slot(&self, kid: &str, aud: &str, ctx: Option<&BTreeMap<String, String>>) -> u64 {
+        self.key.hash_one((kid, aud, ctx))
     }
 
     /// The cached token for (`signer`'s kid, `aud`, `ctx`), or a fresh one. The bool says
@@ -50,35 +87,46 @@ impl OutboundTokenCache {
         aud: &str,
         ctx: Option<&BTreeMap<String, String>>,
         now: u64,
-    ) -> Result<(Arc<str>, bool), KeyError> {
+    ) -> Result<(Issued, bool), KeyError> {
         let ctx = ctx.filter(|c| !c.is_empty());
-        let key: OutboundKey = (signer.kid().to_owned(), aud.to_owned(), ctx.cloned());
-        if let Some(hit) = lock(&self.entries).get(&key) {
-            if now < hit.renew_at {
-                return Ok((hit.token.clone(), true));
+        let kid = signer.kid();
+        let slot = self.slot(kid, aud, ctx);
+        if let Some(hit) = lock(&self.entries).get(&slot) {
+            if now < hit.renew_at && *hit.kid == *kid && *hit.aud == *aud && hit.ctx.as_ref() == ctx
+            {
+                return Ok((hit.issued.clone(), true));
             }
         }
         // Sign outside the lock: concurrent misses may both sign, which costs one extra
         // signature and never blocks other audiences.
-        let token: Arc<str> = signer.sign(aud, ctx, None, now)?.into();
+        let issued = Issued::new(signer.sign(aud, ctx, None, now)?.into())?;
         let ttl = signer.ttl().as_secs();
         let margin = (ttl / 4).max(5).min(ttl);
         let renew_at = now + ttl - margin;
         let mut entries = lock(&self.entries);
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+        if entries.len() >= self.capacity && !entries.contains_key(&slot) {
             entries.retain(|_, v| now < v.renew_at);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
+        // A slot shared by two keys (a 64-bit collision) holds the latest one.
         entries.insert(
-            key,
+            slot,
             CachedToken {
-                token: token.clone(),
+                kid: kid.into(),
+                aud: aud.into(),
+                ctx: ctx.cloned(),
+                issued: issued.clone(),
                 renew_at,
             },
         );
-        Ok((token, false))
+        Ok((issued, false))
+    }
+
+    /// A token signed for this one request (bound tokens are never cached).
+    pub fn issue_once(token: String) -> Result<Issued, KeyError> {
+        Issued::new(token.into())
     }
 
     /// Forget every token (after the signing key changed).

@@ -10,7 +10,7 @@ mod claims;
 mod sign;
 mod verify;
 
-pub use cache::{OutboundTokenCache, ReplayCache, VerifiedCache};
+pub use cache::{Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
 pub use sign::TokenSigner;
 pub use verify::{peek_kid_and_issuer, verify, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
