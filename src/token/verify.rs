@@ -469,9 +469,14 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
         // Names are compared as the strings they decode to (an escaped spelling of a
-        // name is the same name), borrowed from the JSON text unless escaped.
+        // name is the same name).
         let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(8);
-        while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
+        while let Some(key) = map.next_key::<Member<'de>>()? {
+            // JSON names are strings: [`Member`] borrows them unless escaped (serde's
+            // own `Cow<str>` always copies).
+            let Member::Str(key) = key else {
+                return Err(serde::de::Error::custom("member name is not a string"));
+            };
             if seen.contains(&key) {
                 return Err(serde::de::Error::custom("duplicate member"));
             }
@@ -479,28 +484,5 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
             map.next_value::<Unique>()?;
         }
         Ok(Unique)
-    }
-}
-
-/// A member name, borrowed when the JSON text holds it as is. (serde's own `Cow<str>`
-/// always copies.)
-struct Name<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
