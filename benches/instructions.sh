@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Instructions per request of each front under valgrind's callgrind: a figure that does
+# not move with what the machine is doing (the CPU time from /proc that benches/load.sh
+# reports moves by ±20 % between runs on a shared VM), for issue 13's CPU ratios and for
+# before/after measurements of a change. User-space instructions only: the kernel's share
+# (about two thirds of a proxied request on loopback) is not in them, and it is the same
+# for every front here (2 writev, 2 recvfrom per request, strace -c).
+#
+# Each front runs under callgrind on one CPU; a client sends WARM requests on 4 keep-alive
+# connections, the counters are dumped, N more requests follow and are dumped again: the
+# second dump divided by N is the steady-state cost of one request. Rows: the minimal
+# hyper proxy (examples/minimal_proxy.rs), HAProxy plain, trustgate pass-through, cached
+# verification, outbound with a cached token, fresh request-bound verification, HAProxy
+# jwt_verify ES256. Every request carries Host and nothing else but its token: the same
+# bytes for every front.
+#
+# valgrind executes code for the CPU it models, which lacks some of the real one's
+# instructions: aws-lc's and OpenSSL's P-256 code take a slower path there (no ADX), so
+# the two fresh-verification rows compare the libraries' portable code, not what the CPU
+# runs; the load benchmark's /proc figures are the real ones.
+#
+# Needs valgrind (callgrind_control, callgrind_annotate), nginx, haproxy, python3
+# (installed with apt-get when missing and root).
+#
+# Usage: benches/instructions.sh [requests]        (default 3000; WARM = 1000)
+#        BIN=/path/to/an/older/trustgate benches/instructions.sh   (its rows instead)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-3000}"
+WARM=1000
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need valgrind || ! need haproxy || ! need nginx; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get install -y -q valgrind haproxy nginx-light >/dev/null
+    else
+        echo "install valgrind haproxy nginx-light first" >&2
+        exit 1
+    fi
+fi
+
+cargo build --release --quiet
+cargo build --release --quiet --example minimal_proxy
+TG="${BIN:-$PWD/target/release/trustgate}"
+MINI="$PWD/target/release/examples/minimal_proxy"
+. benches/lib.sh
+
+UP=$(port)
+start_upstream "$UP"
+"$TG" keygen orders --out "$WORK/keys" >/dev/null 2>&1
+"$TG" keygen billing --out "$WORK/keys" >/dev/null 2>&1
+mkdir -p "$WORK/trusted"
+cp "$WORK/keys/orders.pub" "$WORK/trusted/"
+
+# The client: WARM requests, a dump, N requests, a dump. Each request: GET PATH, Host,
+# optionally a token (one for all, or one per line of a file, each used once).
+cat >"$WORK/client.py" <<'PY'
+import socket, subprocess, sys
+port, path, host, warm, n, pid, token, tokens = sys.argv[1:9]
+warm, n = int(warm), int(n)
+per_request = open(tokens).read().split() if tokens != "-" else None
+conns = []
+for _ in range(4):
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conns.append((s, s.makefile("rb")))
+sent = 0
+def batch(count):
+    global sent
+    for _ in range(count // 4):
+        for s, _f in conns:
+            auth = ""
+            if per_request is not None:
+                auth = f"Authorization: Bearer {per_request[sent]}\r\n"
+            elif token != "-":
+                auth = f"Authorization: Bearer {token}\r\n"
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode())
+            sent += 1
+        for _s, f in conns:
+            status = f.readline().split()[1]
+            length = 0
+            while True:
+                line = f.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+            if status != b"200":
+                sys.exit(f"answer {status.decode()} for {path}")
+batch(warm)
+subprocess.run(["callgrind_control", "--dump=warm", pid], check=True, capture_output=True)
+batch(n)
+subprocess.run(["callgrind_control", "--dump=measured", pid], check=True, capture_output=True)
+PY
+
+# measure NAME LISTEN-PORT READY-URL PATH HOST TOKEN TOKENS-FILE -- command...
+RESULTS="$WORK/results"
+: >"$RESULTS"
+measure() {
+    local name=$1 listen=$2 ready=$3 path=$4 host=$5 token=$6 tokens=$7
+    shift 8
+    local out="$WORK/cg.$name"
+    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$@" \
+        >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 600); do
+        case "$(curl -s -o /dev/null -w '%{http_code}' "$ready" 2>/dev/null)" in
+            200 | 401 | 404) break ;;
+        esac
+        sleep 0.1
+    done
+    taskset -c 1 python3 "$WORK/client.py" "$listen" "$path" "$host" "$WARM" "$N" "$pid" \
+        "$token" "$tokens"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    # The dump made after the N measured requests (its file name carries the part number).
+    local dump
+    dump=$(grep -l '^desc: Trigger: dump measured' "$out".* | head -1)
+    local ir
+    ir=$(awk '/^summary:/ {print $2}' "$dump")
+    python3 -c "print(f'$name {$ir / $N:.0f}')" | tee -a "$RESULTS"
+}
+
+# --- fronts ----------------------------------------------------------------------------
+P=$(port)
+measure minimal_hyper "$P" "http://127.0.0.1:$P/" /pub b - - -- "$MINI" "127.0.0.1:$P" "127.0.0.1:$UP"
+
+HAP=$(port)
+HAPJ=$(port)
+haproxy_cfg() { # file port [jwt]
+    {
+        printf 'global\n    nbthread 1\n    log stderr local0 emerg\ndefaults\n    mode http\n'
+        printf '    timeout client 30s\n    timeout server 30s\n    timeout connect 5s\n'
+        printf '    option http-keep-alive\nfrontend fe\n    bind 127.0.0.1:%s\n' "$2"
+        if [ "${3:-}" = jwt ]; then
+            cat <<EOF
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('\$.iss')
+    http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('\$.aud')
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
+    http-request deny deny_status 401 unless { var(txn.iss) -m str orders }
+    http-request deny deny_status 401 unless { var(txn.aud) -m str billing }
+    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$WORK/keys/orders.pub") -m int 1 }
+EOF
+        fi
+        printf '    default_backend be\nbackend be\n    http-reuse always\n    server up 127.0.0.1:%s\n' "$UP"
+    } >"$1"
+}
+haproxy_cfg "$WORK/haproxy.cfg" "$HAP"
+haproxy_cfg "$WORK/haproxy-jwt.cfg" "$HAPJ" jwt
+measure haproxy_plain "$HAP" "http://127.0.0.1:$HAP/" /pub b - - -- haproxy -f "$WORK/haproxy.cfg"
+
+IN=$(port)
+ADMIN=$(port)
+billing_config "$WORK/billing.toml" "$IN" "$UP" "$ADMIN" 'public_paths = ["/pub"]'
+TOKEN=$("$TG" token --key "$WORK/keys/orders.key" --iss orders --aud billing --ttl 300s)
+measure passthrough "$IN" "http://127.0.0.1:$ADMIN/readyz" /pub b - - -- \
+    "$TG" run --config "$WORK/billing.toml"
+measure verify_cached "$IN" "http://127.0.0.1:$ADMIN/readyz" /x b "$TOKEN" - -- \
+    "$TG" run --config "$WORK/billing.toml"
+
+OUT=$(port)
+ADMIN2=$(port)
+cat >"$WORK/orders.toml" <<EOF
+[identity]
+name = "orders"
+private_key = "$WORK/keys/orders.key"
+[outbound]
+listen = "127.0.0.1:$OUT"
+[[outbound.routes]]
+host = "up"
+upstream = "http://127.0.0.1:$UP"
+audience = "billing"
+[admin]
+listen = "127.0.0.1:$ADMIN2"
+[log]
+level = "warn"
+EOF
+measure outbound_cached "$OUT" "http://127.0.0.1:$ADMIN2/readyz" /x up - - -- \
+    "$TG" run --config "$WORK/orders.toml"
+
+billing_config "$WORK/bound.toml" "$IN" "$UP" "$ADMIN" "require_request_binding = true
+replay_cache_size = 1000000"
+"$TG" token --key "$WORK/keys/orders.key" --iss orders --aud billing --ttl 300s \
+    --bind GET /fresh --count $((WARM + N)) >"$WORK/fresh.txt"
+measure verify_fresh "$IN" "http://127.0.0.1:$ADMIN/readyz" /fresh b - "$WORK/fresh.txt" -- \
+    "$TG" run --config "$WORK/bound.toml"
+measure haproxy_jwt "$HAPJ" "http://127.0.0.1:$HAPJ/" /x b "$TOKEN" - -- \
+    haproxy -f "$WORK/haproxy-jwt.cfg"
+
+# --- ratios ------------------------------------------------------------------------------
+python3 - "$RESULTS" <<'PY'
+import sys
+ir = dict((n, float(v)) for n, v in (l.split() for l in open(sys.argv[1])))
+print()
+print(f"{'row':18} {'instructions/request':>22}")
+for n, v in ir.items():
+    print(f"{n:18} {v:22.0f}")
+print()
+rows = [
+    ("pass-through / minimal hyper proxy", "passthrough", "minimal_hyper", 1.0),
+    ("pass-through / HAProxy plain", "passthrough", "haproxy_plain", 1.3),
+    ("cached verify / pass-through", "verify_cached", "passthrough", 1.05),
+    ("outbound (cached token) / pass-through", "outbound_cached", "passthrough", 1.05),
+    ("fresh verify / HAProxy jwt_verify (portable crypto)", "verify_fresh", "haproxy_jwt", 0.8),
+]
+for label, a, b, bound in rows:
+    r = ir[a] / ir[b]
+    print(f"{label:52} {r:6.3f}  <= {bound} {'ok' if r <= bound else 'MISSED'}")
+PY
