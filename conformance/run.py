@@ -57,6 +57,12 @@ def free_port():
     return port
 
 
+class SidecarExited(Exception):
+    def __init__(self, log):
+        super().__init__("sidecar exited")
+        self.log = log
+
+
 def wait_port(port, proc=None, timeout=30):
     end = time.time() + timeout
     while time.time() < end:
@@ -133,7 +139,18 @@ class World:
 
     def sidecars(self, app_port, tls, tag):
         """billing inbound in front of app_port, orders outbound routing `billing` and
-        `localhost` to it; returns (outbound port, processes)."""
+        `localhost` to it; returns (outbound port, processes). A port picked free can be
+        taken by another process before trustgate binds it: that start is tried again on
+        new ports; any other failure to start says why, with the sidecar's log."""
+        for attempt in range(3):
+            try:
+                return self._sidecars(app_port, tls, f"{tag}-{attempt}")
+            except SidecarExited as e:
+                if "in use" not in e.log or attempt == 2:
+                    raise RuntimeError(f"sidecar exited: {e.log[-2000:]}") from None
+                print(f"  (a port was taken before trustgate bound it; new ports)", flush=True)
+
+    def _sidecars(self, app_port, tls, tag):
         d = os.path.join(self.tmp, f"sidecars-{tag}")
         os.makedirs(d, exist_ok=True)
         inbound, out, adm1, adm2 = free_port(), free_port(), free_port(), free_port()
@@ -175,14 +192,24 @@ listen = "127.0.0.1:{adm2}"
 [log]
 level = "warn"
 """
-        procs = []
+        procs, logs = [], []
         for name, text in (("billing", billing), ("orders", orders)):
             path = os.path.join(d, f"{name}.toml")
             with open(path, "w") as f:
                 f.write(text)
-            procs.append(self.spawn([self.tg, "run", "--config", path], log=os.path.join(d, f"{name}.log")))
-        for p, port in zip(procs, (adm1, adm2)):
-            wait_port(port, p)
+            logs.append(os.path.join(d, f"{name}.log"))
+            procs.append(self.spawn([self.tg, "run", "--config", path], log=logs[-1]))
+        try:
+            for p, port in zip(procs, (adm1, adm2)):
+                wait_port(port, p)
+        except RuntimeError:
+            for p in procs:
+                self.stop(p)
+            text = ""
+            for log in logs:
+                with open(log, errors="replace") as f:
+                    text += f.read()
+            raise SidecarExited(text) from None
         return out, procs
 
 
