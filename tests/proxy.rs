@@ -478,6 +478,67 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert_eq!(down.json()["error"], "upstream_unreachable");
 }
 
+/// An app that answers and then resets the connection before its body went out (Java's
+/// `HttpServer` answering an upload early: the reset discards what it had not sent): the
+/// client still gets the app's status line and head, then the cut — what a direct call
+/// shows — not a bare reset before any byte.
+#[tokio::test]
+async fn an_answer_whose_body_the_app_reset_away_still_shows_its_status() {
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = app.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 19\r\nconnection: close\r\n\r\n";
+                conn.write_all(answer.as_bytes()).await.unwrap();
+                // A close with linger 0 is a reset: the body never follows.
+                conn.set_zero_linger().unwrap();
+                drop(conn);
+            });
+        }
+    });
+    let keys = Keys::new();
+    let b = keys.make("billing");
+    let trusted = keys.trust_dir("t", &[]);
+    let side = Conf::new("billing", &b.private)
+        .inbound(&trusted, app_addr)
+        .set("inbound", r#"public_paths = ["/early"]"#)
+        .start()
+        .await;
+    for _ in 0..20 {
+        let mut client = tokio::net::TcpStream::connect(side.inbound())
+            .await
+            .unwrap();
+        client
+            .write_all(b"GET /early HTTP/1.1\r\nhost: billing\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 413 "), "the client got {text:?}");
+        assert!(
+            text.to_ascii_lowercase().contains("content-length: 19"),
+            "{text}"
+        );
+    }
+}
+
 /// On one keep-alive connection the request timeout's timer is reused from request to
 /// request: each request still gets the whole timeout from its own start (two 700 ms
 /// answers in a row under a 1 s timeout both arrive), a slow answer after them still
