@@ -129,31 +129,8 @@ measure minimal_hyper "$P" "http://127.0.0.1:$P/" /pub b - - -- "$MINI" "127.0.0
 
 HAP=$(port)
 HAPJ=$(port)
-haproxy_cfg() { # file port [jwt]
-    {
-        printf 'global\n    nbthread 1\n    log stderr local0 emerg\ndefaults\n    mode http\n'
-        printf '    timeout client 30s\n    timeout server 30s\n    timeout connect 5s\n'
-        printf '    option http-keep-alive\nfrontend fe\n    bind 127.0.0.1:%s\n' "$2"
-        if [ "${3:-}" = jwt ]; then
-            cat <<EOF
-    http-request set-var(txn.bearer) http_auth_bearer
-    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
-    http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('\$.iss')
-    http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('\$.aud')
-    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
-    http-request set-var(txn.now) date()
-    http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
-    http-request deny deny_status 401 unless { var(txn.iss) -m str orders }
-    http-request deny deny_status 401 unless { var(txn.aud) -m str billing }
-    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$WORK/keys/orders.pub") -m int 1 }
-EOF
-        fi
-        printf '    default_backend be\nbackend be\n    http-reuse always\n    server up 127.0.0.1:%s\n' "$UP"
-    } >"$1"
-}
-haproxy_cfg "$WORK/haproxy.cfg" "$HAP"
-haproxy_cfg "$WORK/haproxy-jwt.cfg" "$HAPJ" jwt
+haproxy_config "$WORK/haproxy.cfg" "$HAP" "$UP"
+haproxy_config "$WORK/haproxy-jwt.cfg" "$HAPJ" "$UP" jwt
 measure haproxy_plain "$HAP" "http://127.0.0.1:$HAP/" /pub b - - -- haproxy -f "$WORK/haproxy.cfg"
 
 IN=$(port)
@@ -167,21 +144,7 @@ measure verify_cached "$IN" "http://127.0.0.1:$ADMIN/readyz" /x b "$TOKEN" - -- 
 
 OUT=$(port)
 ADMIN2=$(port)
-cat >"$WORK/orders.toml" <<EOF
-[identity]
-name = "orders"
-private_key = "$WORK/keys/orders.key"
-[outbound]
-listen = "127.0.0.1:$OUT"
-[[outbound.routes]]
-host = "up"
-upstream = "http://127.0.0.1:$UP"
-audience = "billing"
-[admin]
-listen = "127.0.0.1:$ADMIN2"
-[log]
-level = "warn"
-EOF
+orders_config "$WORK/orders.toml" "$OUT" "$ADMIN2" "http://127.0.0.1:$UP"
 measure outbound_cached "$OUT" "http://127.0.0.1:$ADMIN2/readyz" /x up - - -- \
     "$TG" run --config "$WORK/orders.toml"
 

@@ -67,65 +67,12 @@ cp "$WORK/keys/orders.pub" "$WORK/trusted/"
 billing_config "$WORK/billing.toml" "$IN" "$UP" "$ADMIN" 'public_paths = ["/pub"]'
 billing_config "$WORK/bound.toml" "$IN" "$UP" "$ADMIN" "require_request_binding = true
 replay_cache_size = 1000000"
-orders_config() { # file outbound-port admin-port upstream
-    cat >"$1" <<EOF
-[identity]
-name = "orders"
-private_key = "$WORK/keys/orders.key"
-[outbound]
-listen = "127.0.0.1:$2"
-[[outbound.routes]]
-host = "up"
-upstream = "$4"
-audience = "billing"
-[admin]
-listen = "127.0.0.1:$3"
-[log]
-level = "warn"
-EOF
-}
 orders_config "$WORK/orders.toml" "$OUT" "$ADMIN2" "http://127.0.0.1:$UP"
 orders_config "$WORK/chain.toml" "$CHAIN_OUT" "$CHAIN_ADMIN" "http://127.0.0.1:$IN"
 
 # --- HAProxy, plain and with jwt_verify ----------------------------------------------------
-haproxy_config() { # file port [jwt]
-    cat >"$1" <<EOF
-global
-    nbthread 1
-    log stderr local0 emerg
-defaults
-    mode http
-    timeout client 30s
-    timeout server 30s
-    timeout connect 5s
-    option http-keep-alive
-frontend fe
-    bind 127.0.0.1:$2
-EOF
-    if [ "${3:-}" = jwt ]; then
-        cat >>"$1" <<EOF
-    http-request set-var(txn.bearer) http_auth_bearer
-    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
-    http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('\$.iss')
-    http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('\$.aud')
-    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
-    http-request set-var(txn.now) date()
-    http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
-    http-request deny deny_status 401 unless { var(txn.iss) -m str orders }
-    http-request deny deny_status 401 unless { var(txn.aud) -m str billing }
-    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$WORK/keys/orders.pub") -m int 1 }
-EOF
-    fi
-    cat >>"$1" <<EOF
-    default_backend be
-backend be
-    http-reuse always
-    server up 127.0.0.1:$UP
-EOF
-}
-haproxy_config "$WORK/haproxy.cfg" "$HAP"
-haproxy_config "$WORK/haproxy-jwt.cfg" "$HAPJ" jwt
+haproxy_config "$WORK/haproxy.cfg" "$HAP" "$UP"
+haproxy_config "$WORK/haproxy-jwt.cfg" "$HAPJ" "$UP" jwt
 
 # --- running fronts and measuring them ---------------------------------------------------------
 FRONT=""

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -168,4 +168,55 @@ pub fn linger(body: Incoming) {
             }
         }
     });
+}
+
+/// The upstream's response body, with one change: when the upstream breaks off before
+/// the body ends (an app that answers an upload early and resets the connection, as Java's
+/// `HttpServer` does, loses the body it had not sent yet), the error is held back for one
+/// poll. hyper writes a response head together with its body's first frame, so an error
+/// on the first poll dropped the head too and the client saw only a reset where a direct
+/// call shows the app's status; on `Pending` hyper flushes what it holds, then the error
+/// ends the exchange as before (the client sees the status, then the connection cut).
+pub struct ResponseBody {
+    inner: Incoming,
+    failed: Option<hyper::Error>,
+}
+
+impl ResponseBody {
+    pub fn new(inner: Incoming) -> Self {
+        ResponseBody {
+            inner,
+            failed: None,
+        }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Err(e)) => {
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => Poll::Ready(other.map(|r| r.map_err(BoxError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -6,18 +6,16 @@
 //! before it sets its own headers; here only what the protocol change needs is done.
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use http::header::{COOKIE, EXPECT, HOST};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Bytes, Frame, Incoming};
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::body::{BodyState, RequestBody};
+use super::body::{BodyState, RequestBody, ResponseBody};
 use super::client::{Affinity, Protocol};
 use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 use super::rescue::Failure;
@@ -226,53 +224,7 @@ fn respond(
     } else {
         Version::HTTP_11
     };
-    let body = ShowHeadFirst {
-        inner: body,
-        failed: None,
-    };
-    Response::from_parts(parts, body.boxed())
-}
-
-/// The upstream's response body, with one change: when the upstream breaks off before
-/// the body ends (an app that answers an upload early and resets the connection, as Java's
-/// `HttpServer` does, loses the body it had not sent yet), the error is held back for one
-/// poll. hyper writes a response head together with its body's first frame, so an error
-/// on the first poll dropped the head too and the client saw only a reset where a direct
-/// call shows the app's status; on `Pending` hyper flushes what it holds, then the error
-/// ends the exchange as before (the client sees the status, then the connection cut).
-struct ShowHeadFirst {
-    inner: Incoming,
-    failed: Option<hyper::Error>,
-}
-
-impl hyper::body::Body for ShowHeadFirst {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(e) = self.failed.take() {
-            return Poll::Ready(Some(Err(e.into())));
-        }
-        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-            Some(Err(e)) => {
-                self.failed = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            other => Poll::Ready(other.map(|r| r.map_err(BoxError::from))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.failed.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
+    Response::from_parts(parts, ResponseBody::new(body).boxed())
 }
 
 /// HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows one (RFC 9113 §8.2.3).

@@ -19,7 +19,7 @@ use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
-use crate::token::{unix_now, Issued, OutboundTokenCache};
+use crate::token::{unix_now, Issued};
 
 pub fn handle<'a>(
     state: &'a State,
@@ -226,7 +226,7 @@ fn token_for<B>(
             .unwrap_or("/");
         let issued = signer
             .sign(&route.audience, ctx, Some((req.method().as_str(), pq)), now)
-            .and_then(OutboundTokenCache::issue_once)
+            .and_then(|token| Issued::new(token.into()))
             .map_err(|e| Failure::Internal(e.to_string()))?;
         state.metrics.tokens_signed.inc();
         return Ok(issued);

@@ -36,7 +36,8 @@ pub struct Issued {
 }
 
 impl Issued {
-    fn new(token: Arc<str>) -> Result<Self, KeyError> {
+    /// The header values of `token`.
+    pub fn new(token: Arc<str>) -> Result<Self, KeyError> {
         let bytes = Bytes::from(format!("Bearer {token}"));
         let not_a_value = |_| KeyError::Sign("the token is not a header value".into());
         Ok(Issued {
@@ -122,11 +123,6 @@ impl OutboundTokenCache {
             },
         );
         Ok((issued, false))
-    }
-
-    /// A token signed for this one request (bound tokens are never cached).
-    pub fn issue_once(token: String) -> Result<Issued, KeyError> {
-        Issued::new(token.into())
     }
 
     /// Forget every token (after the signing key changed).

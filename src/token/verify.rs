@@ -330,8 +330,9 @@ struct JoseHeader<'a> {
     crit: Member<'a>,
 }
 
-/// A header member: absent, a string, or a value of another type (`null` included,
-/// which is *present*: `"crit": null` is refused as any `crit` is).
+/// A header member, or a member name: absent, a string (borrowed from the JSON text
+/// unless it holds an escape), or a value of another type (`null` included, which is
+/// *present*: `"crit": null` is refused as any `crit` is).
 #[derive(Default)]
 enum Member<'a> {
     #[default]
