@@ -17,14 +17,14 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         );
     }
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
-            if state.is_ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            }
-        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match state.health.not_ready() {
+            None => text(StatusCode::OK, "ready\n".into()),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         "/metrics" => {
             state.sources.update_age_metrics(state);
             state.metrics.ready.set(i64::from(state.is_ready()));
@@ -41,7 +41,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub trust_unreadable: IntGauge,
     /// 1 when `/readyz` answers 200; set when `/metrics` is scraped.
     pub ready: IntGauge,
+    /// 1 while the app answers on a pod address, around the sidecar (the exposure check).
+    pub app_exposed: IntGauge,
 }
 
 impl Metrics {
@@ -215,7 +217,12 @@ impl Metrics {
         )?;
         registry.register(Box::new(trust_problems.clone()))?;
         registry.register(Box::new(trust_unreadable.clone()))?;
+        let app_exposed = IntGauge::new(
+            "trustgate_app_exposed",
+            "1 while the app answers on a pod address, so that callers can reach it around the sidecar with forged identity headers; 0 otherwise.",
+        )?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(app_exposed.clone()))?;
         registry.register(Box::new(trust_fetches.clone()))?;
         registry.register(Box::new(trust_source_age.clone()))?;
         registry.register(Box::new(trust_fetch_errors.clone()))?;
@@ -261,6 +268,7 @@ impl Metrics {
             trust_problems,
             trust_unreadable,
             ready,
+            app_exposed,
         })
     }
 

@@ -288,3 +288,87 @@ async fn header_name_tricks_are_refused_by_the_parser() {
         }
     }
 }
+
+/// The app saw the trailer it was meant to (so trailers do cross), and no trailer an app
+/// could read as an identity header (some servers merge trailers into headers).
+fn assert_trailers_clean(seen: &Seen) {
+    let fields = seen.trailer_fields();
+    assert!(
+        fields
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("x-checksum") && v == "abc"),
+        "the innocent trailer did not arrive: {fields:?}"
+    );
+    for (name, value) in &fields {
+        let f = folded(name);
+        assert!(
+            !f.starts_with("x-service-caller") && f != "x-user-id",
+            "spoofed trailer {name}: {value} reached the app"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spoofed_trailers_never_reach_the_app() {
+    let t = target("", "").await;
+    let declared: Vec<&str> = SPOOFED.iter().copied().chain(["x-checksum"]).collect();
+    let fields: String = declared
+        .iter()
+        .map(|n| {
+            let v = if *n == "x-checksum" { "abc" } else { "admin" };
+            format!("{n}: {v}\r\n")
+        })
+        .collect();
+    // On a verified call and on a public path.
+    for path in ["/invoices/1", "/healthz"] {
+        t.app.clear();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: billing\r\nauthorization: Bearer {}\r\n\
+             transfer-encoding: chunked\r\ntrailer: {}\r\n\r\n4\r\nbody\r\n0\r\n{fields}\r\n",
+            t.token(),
+            declared.join(", ")
+        );
+        let r = exchange(t.inbound(), req.as_bytes()).await.expect("answer");
+        assert_eq!(r.status, 200, "{path}: {}", r.body_text());
+        let seen = t.app.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].body, b"body");
+        assert_trailers_clean(&seen[0]);
+    }
+}
+
+#[tokio::test]
+async fn spoofed_trailers_are_removed_over_http2() {
+    use http_body_util::BodyExt as _;
+    let t = target("", "").await;
+    let client = support::h2_client();
+    let mut trailers = http::HeaderMap::new();
+    let mut declared = vec!["x-checksum".to_owned()];
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    for name in SPOOFED {
+        let lower = name.to_ascii_lowercase();
+        trailers.append(
+            http::HeaderName::from_bytes(lower.as_bytes()).unwrap(),
+            "admin".parse().unwrap(),
+        );
+        declared.push(lower);
+    }
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+            b"body",
+        ))),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let req = http::Request::post(format!("http://{}/invoices/3", t.inbound()))
+        .header("authorization", format!("Bearer {}", t.token()))
+        .header("trailer", declared.join(", "))
+        .body(body)
+        .unwrap();
+    let a = support::send(&client, req).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let seen = t.app.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"body");
+    assert_trailers_clean(&seen[0]);
+}

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::parse::Problems;
-use super::{Config, FilePath, Inbound, Outbound, SigningKeySource};
+use super::{AppExposure, Config, FilePath, Inbound, Outbound, SigningKeySource};
 use crate::keys::{self, is_valid_identity};
 use crate::proxy::http::{name_starts_alike, names_alike};
 
@@ -66,6 +66,9 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
         }
     }
 
+    if cfg.inbound.as_ref().is_some_and(|i| !i.enabled) {
+        cfg.inbound = None;
+    }
     if let Some(inbound) = &cfg.inbound {
         check_inbound(inbound, p);
         if trust.authorized_keys.is_none() && trust.shared_key.is_none() {
@@ -134,6 +137,9 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
 }
 
 fn check_inbound(i: &Inbound, p: &mut Problems) {
+    if i.app_exposure != AppExposure::Off && i.app_exposure_interval.is_zero() {
+        p.add("inbound.app_exposure_interval", "must be greater than zero");
+    }
     for h in &i.signed_headers {
         let name = h.as_str().as_bytes();
         if name_starts_alike(name, b"x-service-caller")

@@ -18,7 +18,7 @@ mod check;
 mod parse;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -221,13 +221,72 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
+/// What the exposure check does when the app answers on a pod address
+/// (`inbound.app_exposure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppExposure {
+    /// Gauge and error log only.
+    Warn,
+    /// Also `/readyz` 503 naming the reason, so the pod takes no traffic.
+    Refuse,
+    /// No check.
+    Off,
+}
+
+/// `inbound.upstream`: where the app listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppUpstream {
+    /// Scheme and authority of the requests sent to the app. For a socket `http://localhost`,
+    /// which names the connection pool only (the app sees the caller's `Host`).
+    pub uri: Uri,
+    /// `unix:///run/app/app.sock`: every connection goes to this socket.
+    pub socket: Option<PathBuf>,
+}
+
+impl AppUpstream {
+    pub fn url(uri: Uri) -> Self {
+        AppUpstream { uri, socket: None }
+    }
+
+    pub fn unix(path: &Path) -> Self {
+        AppUpstream {
+            uri: Uri::from_static("http://localhost"),
+            socket: Some(path.to_path_buf()),
+        }
+    }
+
+    /// The TCP port the app listens on (none for a socket).
+    pub fn tcp_port(&self) -> Option<u16> {
+        if self.socket.is_some() {
+            return None;
+        }
+        self.uri.port_u16().or(match self.uri.scheme_str() {
+            Some("https") => Some(443),
+            _ => Some(80),
+        })
+    }
+}
+
+impl std::fmt::Display for AppUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.socket {
+            Some(p) => write!(f, "unix://{}", p.display()),
+            None => write!(f, "{}", self.uri),
+        }
+    }
+}
+
 section! {
     /// `[inbound]`: callers → this service's app.
     pub struct Inbound {
+        /// `false`: no inbound listener even though the section exists (an outbound-only
+        /// workload: `trustgate inject` sets `TRUSTGATE_INBOUND_ENABLED=false`).
+        pub enabled: bool = true,
         pub listen: SocketAddr = addr("0.0.0.0:8443"),
-        /// `http://` or `https://`, a host, no path.
-        #[serde(deserialize_with = "parse::upstream")]
-        pub upstream: Uri = Uri::from_static("http://127.0.0.1:8080"),
+        /// `http://` or `https://`, a host, no path; or `unix://` and a socket path.
+        #[serde(deserialize_with = "parse::app_upstream")]
+        pub upstream: AppUpstream = AppUpstream::url(Uri::from_static("http://127.0.0.1:8080")),
         pub upstream_protocol: UpstreamProtocol = UpstreamProtocol::Auto,
         /// Forwarded without a token (kubelet probes of the app).
         #[serde(deserialize_with = "parse::absolute_paths")]
@@ -249,6 +308,15 @@ section! {
         /// keys, as on the admin listener), so that peers can fetch them over the link
         /// they call through. Never forwarded, no token needed.
         pub publish_jwks: bool = true,
+        /// The exposure check: is the app reachable around the sidecar, on a pod address?
+        pub app_exposure: AppExposure = AppExposure::Warn,
+        /// The addresses it tries the app's TCP port on (default: every non-loopback
+        /// address of this host; inject sets them from the downward API's `status.podIPs`).
+        #[serde(deserialize_with = "parse::ip_addrs")]
+        pub pod_ips: Vec<IpAddr> = Vec::new(),
+        /// How often it tries (and once at start).
+        #[serde(with = "humantime_serde")]
+        pub app_exposure_interval: Duration = secs(30),
         /// `[[inbound.allow]]`: when rules exist, a caller must match one.
         pub allow: Vec<AllowRule> = Vec::new(),
     }

@@ -6,13 +6,16 @@
 //! The environment variables a section accepts, and how their text is read, are derived
 //! from the section's own declaration by [`shape`].
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::Path;
 
 use http::{HeaderName, Method, Uri};
 use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer as _, Visitor};
 use serde::Deserialize;
 
-use super::{Admin, Config, FilePath, Identity, Inbound, Limits, Log, Outbound, Trust};
+use super::{
+    Admin, AppUpstream, Config, FilePath, Identity, Inbound, Limits, Log, Outbound, Trust,
+};
 use crate::keys::is_valid_identity;
 
 /// Every problem found, one sentence each.
@@ -574,18 +577,59 @@ fn custom<E: de::Error>(reason: impl std::fmt::Display) -> E {
 /// An `http://` or `https://` URL with a host and no path.
 pub(super) fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
     let v = String::deserialize(d)?;
-    match v.parse::<Uri>() {
-        Ok(uri)
-            if matches!(uri.scheme_str(), Some("http" | "https"))
-                && uri.authority().is_some()
-                && uri.path_and_query().is_none_or(|p| p.as_str() == "/") =>
-        {
-            Ok(uri)
-        }
-        _ => Err(custom(format!(
+    http_upstream(&v).ok_or_else(|| {
+        custom(format!(
             "\"{v}\" is not an http:// or https:// URL with a host and no path"
-        ))),
+        ))
+    })
+}
+
+fn http_upstream(v: &str) -> Option<Uri> {
+    let uri = v.parse::<Uri>().ok()?;
+    (matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/"))
+    .then_some(uri)
+}
+
+/// The longest socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// `inbound.upstream`: an `http://`/`https://` URL as for routes, or `unix://` and an
+/// absolute socket path.
+pub(super) fn app_upstream<'de, D: Deserializer<'de>>(d: D) -> Result<AppUpstream, D::Error> {
+    let v = String::deserialize(d)?;
+    if let Some(path) = v.strip_prefix("unix://") {
+        let p = Path::new(path);
+        if !path.starts_with('/') || p.file_name().is_none() || path.contains(['?', '#']) {
+            return Err(custom(format!(
+                "\"{v}\" is not unix:// and an absolute socket path (unix:///run/app/app.sock)"
+            )));
+        }
+        if path.len() > MAX_SOCKET_PATH {
+            return Err(custom(format!(
+                "\"{v}\": a socket path is at most {MAX_SOCKET_PATH} bytes long"
+            )));
+        }
+        return Ok(AppUpstream::unix(p));
     }
+    http_upstream(&v).map(AppUpstream::url).ok_or_else(|| {
+        custom(format!(
+            "\"{v}\" is not an http:// or https:// URL with a host and no path, nor \
+             unix:///path/of/a.sock"
+        ))
+    })
+}
+
+pub(super) fn ip_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|v| {
+            v.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| custom(format!("\"{v}\" is not an IP address")))
+        })
+        .collect()
 }
 
 fn header_name<E: de::Error>(v: &str) -> Result<HeaderName, E> {

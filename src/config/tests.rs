@@ -35,7 +35,12 @@ fn defaults() {
     assert_eq!(c.trust.rescan_interval, Duration::from_secs(30));
     let i = c.inbound.unwrap();
     assert_eq!(i.listen, "0.0.0.0:8443".parse().unwrap());
-    assert_eq!(i.upstream, "http://127.0.0.1:8080");
+    assert_eq!(i.upstream.uri, "http://127.0.0.1:8080");
+    assert_eq!(i.upstream.socket, None);
+    assert_eq!(i.upstream.tcp_port(), Some(8080));
+    assert_eq!(i.app_exposure, AppExposure::Warn);
+    assert!(i.pod_ips.is_empty());
+    assert_eq!(i.app_exposure_interval, Duration::from_secs(30));
     assert_eq!(i.token_header, "authorization");
     assert_eq!(i.mode, InboundMode::Enforce);
     let o = c.outbound.unwrap();
@@ -320,7 +325,7 @@ fn env_creates_sections_and_rejects_unknown_names() {
         &[("TRUSTGATE_INBOUND_UPSTREAM", "http://127.0.0.1:9000")],
     )
     .unwrap();
-    assert_eq!(c.inbound.unwrap().upstream, "http://127.0.0.1:9000");
+    assert_eq!(c.inbound.unwrap().upstream.uri, "http://127.0.0.1:9000");
     let p = parse_env(
         MIN,
         &[
@@ -489,4 +494,109 @@ fn fetch_settings_are_checked() {
     .unwrap();
     assert!(c.trust.allow_http_fetch);
     assert_eq!(c.limits.worker_threads, 1);
+}
+
+#[test]
+fn the_app_on_a_unix_socket() {
+    let c = parse(
+        &format!("{MIN}upstream = \"unix:///run/app/app.sock\"\n").replace(
+            "[inbound]\n[outbound]\nupstream",
+            "[outbound]\n[inbound]\nupstream",
+        ),
+    )
+    .unwrap();
+    let up = c.inbound.unwrap().upstream;
+    assert_eq!(up.socket.as_deref(), Some(Path::new("/run/app/app.sock")));
+    assert_eq!(up.tcp_port(), None, "no TCP port to check for exposure");
+    assert_eq!(up.to_string(), "unix:///run/app/app.sock");
+    // From the environment too (inject wires it so).
+    let c = parse_env(
+        MIN,
+        &[(
+            "TRUSTGATE_INBOUND_UPSTREAM",
+            "unix:///run/trustgate-app/app.sock",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        c.inbound.unwrap().upstream.socket.as_deref(),
+        Some(Path::new("/run/trustgate-app/app.sock"))
+    );
+    let long = format!("unix:///{}", "a".repeat(120));
+    for (bad, says) in [
+        ("unix://run/app.sock", "absolute socket path"),
+        ("unix:///", "absolute socket path"),
+        ("unix:///run/app.sock?x=1", "absolute socket path"),
+        (long.as_str(), "at most 107 bytes"),
+        ("ftp://a", "nor unix:///path"),
+    ] {
+        let p = parse_env(MIN, &[("TRUSTGATE_INBOUND_UPSTREAM", bad)])
+            .unwrap_err()
+            .problems;
+        assert!(
+            p.iter()
+                .any(|p| p.contains("inbound.upstream") && p.contains(says)),
+            "{bad}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn exposure_check_keys() {
+    let c = parse_env(
+        MIN,
+        &[
+            ("TRUSTGATE_INBOUND_POD_IPS", "10.1.2.3, fd00::7"),
+            ("TRUSTGATE_INBOUND_APP_EXPOSURE", "refuse"),
+            ("TRUSTGATE_INBOUND_APP_EXPOSURE_INTERVAL", "5s"),
+        ],
+    )
+    .unwrap();
+    let i = c.inbound.unwrap();
+    assert_eq!(
+        i.pod_ips,
+        vec![
+            "10.1.2.3".parse::<IpAddr>().unwrap(),
+            "fd00::7".parse().unwrap()
+        ]
+    );
+    assert_eq!(i.app_exposure, AppExposure::Refuse);
+    assert_eq!(i.app_exposure_interval, Duration::from_secs(5));
+    let p = parse_env(
+        MIN,
+        &[
+            ("TRUSTGATE_INBOUND_POD_IPS", "10.1.2.3,pod"),
+            ("TRUSTGATE_INBOUND_APP_EXPOSURE", "loud"),
+        ],
+    )
+    .unwrap_err()
+    .problems;
+    assert!(
+        p.iter().any(|p| p.contains("\"pod\" is not an IP address")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("inbound.app_exposure: unknown variant `loud`")),
+        "{p:?}"
+    );
+    let p = problems(
+        &format!("{MIN}app_exposure_interval = \"0s\"\n")
+            .replace("[inbound]\n[outbound]\napp", "[outbound]\n[inbound]\napp"),
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("inbound.app_exposure_interval")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_inbound_section_can_be_switched_off() {
+    // An outbound-only workload whose ConfigMap also serves others: no inbound listener.
+    let c = parse_env(MIN, &[("TRUSTGATE_INBOUND_ENABLED", "false")]).unwrap();
+    assert!(c.inbound.is_none());
+    assert!(c.outbound.is_some());
+    let c = parse(MIN).unwrap();
+    assert!(c.inbound.is_some());
 }

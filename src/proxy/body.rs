@@ -16,6 +16,10 @@
 //!   the kernel send a reset that can destroy the answer before the client reads it.
 //!   An unfinished body is drained in the background instead, bounded by
 //!   [`LINGER_TOTAL`] and [`LINGER_IDLE`], as nginx's `lingering_close` does.
+//! - **Trailers** (inbound): a trailer field with a protected name (`x-service-caller`,
+//!   a signed header, in any spelling an app folds together) is removed as the trailers
+//!   pass. The head was scrubbed before any decision; trailers arrive after it, and some
+//!   app servers merge them into the headers the app reads.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +28,11 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderName;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use super::http::BoxError;
+use super::http::{scrub, BoxError};
 
 /// How long the body waits for the app's `100 Continue` before being sent anyway.
 pub const EXPECT_WAIT: Duration = Duration::from_secs(1);
@@ -66,12 +71,19 @@ pub struct RequestBody {
     /// to make the body `Sync`; it is reached through `&mut self` (`get_mut`), never locked.
     gate: Option<Mutex<Gate>>,
     state: Arc<BodyState>,
+    /// Inbound: the signed-context names; protected names are removed from trailers.
+    protected: Option<Arc<[HeaderName]>>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; with `expect_continue` the body waits for [`BodyState::open`] or
-    /// [`EXPECT_WAIT`].
-    pub fn new(inner: Incoming, expect_continue: bool) -> (Self, Arc<BodyState>) {
+    /// [`EXPECT_WAIT`]; with `protected` (the signed-context names), identity fields are
+    /// removed from its trailers.
+    pub fn new(
+        inner: Incoming,
+        expect_continue: bool,
+        protected: Option<Arc<[HeaderName]>>,
+    ) -> (Self, Arc<BodyState>) {
         let state = Arc::new(BodyState::default());
         let gate = expect_continue.then(|| {
             let state = state.clone();
@@ -87,6 +99,7 @@ impl RequestBody {
             inner: Some(inner),
             gate,
             state: state.clone(),
+            protected,
         };
         (body, state)
     }
@@ -121,7 +134,13 @@ impl HttpBody for RequestBody {
                 this.inner = None;
                 Poll::Ready(None)
             }
-            other => other.map_err(|e| Box::new(e) as BoxError),
+            Poll::Ready(Some(Ok(mut frame))) => {
+                if let (Some(signed), Some(trailers)) = (&this.protected, frame.trailers_mut()) {
+                    scrub(trailers, signed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -5,9 +5,15 @@
 //! upstream can never switch an HTTP/1.1 request to HTTP/2 behind the caller's back
 //! (which broke every HTTP/1.1 app behind a TLS sidecar link). Which pool a request
 //! takes is the caller's decision ([`Protocol`], from `upstream_protocol`).
+//!
+//! How connections are made is [`Dial`]: by host name over TCP (TLS for `https://`), or
+//! — an app listening on a Unix socket in a volume it shares with the sidecar, and on no
+//! TCP port anyone else could reach — always that socket, whatever the request's
+//! authority (which then only names the pool and the kept connection).
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -18,8 +24,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::UnixStream;
 use tokio::time::Sleep;
 
 use super::http::Body;
@@ -48,14 +55,82 @@ pub struct ClientOptions<'a> {
     pub idle_timeout: Duration,
     pub ca_file: Option<&'a Path>,
     pub client_cert: Option<(&'a Path, &'a Path)>,
+    pub dial: Dial,
 }
 
-type Stream = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+/// How the client reaches its upstreams.
+#[derive(Clone, Debug, Default)]
+pub enum Dial {
+    /// By the request's host and port over TCP (happy eyeballs, TLS for `https://`).
+    #[default]
+    Net,
+    /// Always this Unix socket (`inbound.upstream = "unix:///run/app/app.sock"`).
+    Unix(Arc<Path>),
+}
+
+type Stream = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 type Connector = tower::util::MapResponse<
     HttpsConnector<HttpConnector>,
     fn(Stream) -> super::upstream_io::ForgivingWrites<Stream>,
 >;
-type Pool = Client<Connector, Body>;
+type UnixIo = super::upstream_io::ForgivingWrites<TokioIo<UnixStream>>;
+
+/// One protocol's pool, over the network or over the Unix socket.
+#[derive(Clone)]
+enum Pool {
+    Net(Client<Connector, Body>),
+    Unix(Client<UnixConnector, Body>),
+}
+
+impl Pool {
+    fn request(&self, req: Request<Body>) -> ResponseFuture {
+        match self {
+            Pool::Net(c) => c.request(req),
+            Pool::Unix(c) => c.request(req),
+        }
+    }
+}
+
+/// The pools' connector for [`Dial::Unix`]: every URI is the one socket.
+#[derive(Clone)]
+struct UnixConnector {
+    path: Arc<Path>,
+    timeout: Duration,
+}
+
+impl tower::Service<Uri> for UnixConnector {
+    type Response = UnixIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<UnixIo>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let (path, timeout) = (self.path.clone(), self.timeout);
+        Box::pin(async move {
+            let stream = connect_unix(&path, timeout).await?;
+            Ok(super::upstream_io::ForgivingWrites::new(TokioIo::new(
+                stream,
+            )))
+        })
+    }
+}
+
+/// A connection to the app's socket, the error naming the socket.
+async fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("unix socket {}: {e}", path.display()))
+    };
+    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Ok(r) => r.map_err(named),
+        Err(_) => Err(named(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connect timed out after {timeout:?}"),
+        ))),
+    }
+}
 
 /// One request's exchange with its upstream, until the response head.
 pub type Exchange<'a> =
@@ -76,6 +151,7 @@ pub struct Upstreams {
     http2: Pool,
     request_timeout: Duration,
     connect_timeout: Duration,
+    dial: Dial,
 }
 
 /// Connection affinity: the plain HTTP/1.1 upstream connection one downstream connection
@@ -158,22 +234,27 @@ impl Upstreams {
                 super::upstream_io::ForgivingWrites::new;
             tower::ServiceExt::map_response(https, forgiving)
         };
-        let http1 = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(opts.idle_timeout)
-            .build(connector(false));
-        let http2 = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(opts.idle_timeout)
-            .http2_only(true)
-            .build(connector(true));
+        let builder = |h2_only: bool| {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(opts.idle_timeout)
+                .http2_only(h2_only);
+            b
+        };
+        let pool = |h2_only: bool| match &opts.dial {
+            Dial::Net => Pool::Net(builder(h2_only).build(connector(h2_only))),
+            Dial::Unix(path) => Pool::Unix(builder(h2_only).build(UnixConnector {
+                path: path.clone(),
+                timeout: opts.connect_timeout,
+            })),
+        };
         Ok(Upstreams {
-            http1,
-            http2,
+            http1: pool(false),
+            http2: pool(true),
             request_timeout: opts.request_timeout,
             connect_timeout: opts.connect_timeout,
+            dial: opts.dial.clone(),
         })
     }
 
@@ -346,8 +427,15 @@ impl Upstreams {
         ) && hyper::body::Body::is_end_stream(req.body())
     }
 
-    /// A new plain HTTP/1.1 connection to `to`, its connection task spawned.
+    /// A new plain HTTP/1.1 connection to `to` (or to the socket), its connection task
+    /// spawned.
     async fn connect(&self, to: &Authority) -> Result<SendRequest<Body>, UpstreamError> {
+        if let Dial::Unix(path) = &self.dial {
+            let stream = connect_unix(path, self.connect_timeout)
+                .await
+                .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            return handshake(stream).await;
+        }
         let host = to.host().trim_start_matches('[').trim_end_matches(']');
         let port = to.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(
@@ -366,17 +454,25 @@ impl Upstreams {
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = super::upstream_io::ForgivingWrites::new(hyper_util::rt::TokioIo::new(stream));
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        handshake(stream).await
     }
+}
+
+/// HTTP/1.1 over a new connection, its connection task spawned.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, UpstreamError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = super::upstream_io::ForgivingWrites::new(TokioIo::new(stream));
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {

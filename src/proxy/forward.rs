@@ -9,17 +9,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{COOKIE, EXPECT, HOST};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::body::{BodyState, RequestBody, ResponseBody};
-use super::client::{Affinity, Protocol};
+use super::client::{Affinity, Protocol, Upstreams};
 use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 use super::rescue::Failure;
-use super::state::State;
 
 /// How the `Host` header reaches the upstream.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,20 +56,30 @@ impl Downstream {
     }
 }
 
-/// Forwards `req` to `target`. The request is rewritten here, before the returned future
+/// Where a request goes and how.
+/// Only `upstreams` outlives the call: the rest is read while the request is rewritten.
+pub struct Hop<'a, 't> {
+    /// The client of this side (the inbound's dials the app, a Unix socket perhaps).
+    pub upstreams: &'a Upstreams,
+    pub target: &'t Uri,
+    pub host: HostHeader,
+    pub protocol: Protocol,
+    /// Inbound: the signed-context names; protected names leave the request's trailers
+    /// too ([`super::body`]).
+    pub protected: Option<&'t Arc<[HeaderName]>>,
+}
+
+/// Forwards `req` over `hop`. The request is rewritten here, before the returned future
 /// exists; the future holds only what the exchange needs (the boxed upstream exchange, the
 /// body's state, the downstream upgrade), not the request (see [`super::server`]: hyper
 /// keeps a connection's request future in an allocation of its own, so its size is paid
 /// per connection).
 pub fn forward<'a>(
-    state: &'a State,
     req: Request<Incoming>,
-    target: &Uri,
+    hop: Hop<'a, '_>,
     down: &'a Downstream,
-    host: HostHeader,
-    protocol: Protocol,
 ) -> impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
-    let sending = start(state, req, target, down, host, protocol);
+    let sending = start(req, hop, down);
     async move {
         let Sending {
             response,
@@ -100,13 +109,17 @@ struct Sending<'a> {
 
 /// The request rewritten for the upstream and handed to the client.
 fn start<'a>(
-    state: &'a State,
     mut req: Request<Incoming>,
-    target: &Uri,
+    hop: Hop<'a, '_>,
     down: &'a Downstream,
-    host: HostHeader,
-    protocol: Protocol,
 ) -> Result<Sending<'a>, Failure> {
+    let Hop {
+        upstreams,
+        target,
+        host,
+        protocol,
+        protected,
+    } = hop;
     let upgrade = is_upgrade(&req);
     // An upgrade exists only in HTTP/1.1, whatever the route prefers.
     let protocol = if upgrade { Protocol::Http1 } else { protocol };
@@ -161,7 +174,7 @@ fn start<'a>(
     let (body, body_state) = if body.is_end_stream() {
         (body.map_err(BoxError::from).boxed(), None)
     } else {
-        let (body, state) = RequestBody::new(body, expect_continue);
+        let (body, state) = RequestBody::new(body, expect_continue, protected.cloned());
         (body.boxed(), Some(state))
     };
     let mut req = Request::from_parts(parts, body);
@@ -178,7 +191,7 @@ fn start<'a>(
     // An upgrade takes its upstream connection for the tunnel: never the kept one.
     let affinity = (!upgrade).then_some(&down.affinity);
     Ok(Sending {
-        response: state.upstreams.send(req, protocol, affinity),
+        response: upstreams.send(req, protocol, affinity),
         body_state,
         downstream_upgrade,
         downstream_version,

@@ -84,6 +84,35 @@ pub fn name_starts_alike(name: &[u8], prefix: &[u8]) -> bool {
     name.len() >= prefix.len() && names_alike(&name[..prefix.len()], prefix)
 }
 
+/// The prefix of every header trustgate sets for the app (`x-service-caller`,
+/// `x-service-caller-roles`).
+const CALLER_PREFIX: &[u8] = b"x-service-caller";
+
+/// A header name an app could read as one trustgate sets: `x-service-caller*` or a
+/// signed-context header, in any spelling an app server folds together
+/// ([`names_alike`]).
+pub fn is_protected(name: &[u8], signed: &[HeaderName]) -> bool {
+    name_starts_alike(name, CALLER_PREFIX)
+        || signed
+            .iter()
+            .any(|s| names_alike(name, s.as_str().as_bytes()))
+}
+
+/// Identity cannot be spoofed: every field whose name an app could read as
+/// `x-service-caller*` or as a signed-context header is dropped — from the request head
+/// before anything else looks at it, on every path and in every mode, and from the
+/// request's trailers as they stream (some app servers merge trailers into headers).
+pub fn scrub(headers: &mut HeaderMap, signed: &[HeaderName]) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_protected(k.as_str().as_bytes(), signed))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
 /// The tokens of every `Connection` header (RFC 9110 §7.6.1), trimmed.
 pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers

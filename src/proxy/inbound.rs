@@ -17,10 +17,8 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::client::Protocol;
-use super::forward::{expects_continue, forward, Downstream, HostHeader};
-use super::http::{
-    connection_tokens, is_upgrade, name_starts_alike, names_alike, strip_hop_by_hop, Body,
-};
+use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
+use super::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
 use super::sources::KidOutcome;
@@ -50,7 +48,7 @@ pub fn handle<'a>(
             Decision::Forward(verdict, req) => (verdict, req),
             Decision::Answer(handled) => return observe::finish(&state.metrics, seen, handled),
         };
-        let handled = verdict.forwarded(to_app(state, &side.cfg, req, down).await);
+        let handled = verdict.forwarded(to_app(side, req, down).await);
         observe::finish(&state.metrics, seen, handled)
     }
 }
@@ -86,13 +84,18 @@ async fn steps(
 
 /// The one way a request reaches the app.
 fn to_app<'a>(
-    state: &'a State,
-    cfg: &Inbound,
+    side: &'a InboundState,
     req: Request<Incoming>,
     down: &'a Downstream,
 ) -> impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
-    let protocol = app_protocol(cfg.upstream_protocol, &req);
-    forward(state, req, &cfg.upstream, down, HostHeader::Keep, protocol)
+    let hop = Hop {
+        upstreams: &side.app,
+        target: &side.cfg.upstream.uri,
+        host: HostHeader::Keep,
+        protocol: app_protocol(side.cfg.upstream_protocol, &req),
+        protected: Some(&side.signed),
+    };
+    forward(req, hop, down)
 }
 
 /// A token or policy failure: refused in enforce mode; in audit mode counted, logged and
@@ -168,30 +171,6 @@ fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
         tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
         Failure::BadRequest("non_canonical_path")
     })
-}
-
-/// A header name an app could read as one trustgate sets: `x-service-caller*` or a
-/// signed-context header, in any spelling an app server folds together
-/// ([`super::http::names_alike`]).
-fn is_protected(name: &[u8], signed: &[HeaderName]) -> bool {
-    name_starts_alike(name, CALLER.as_str().as_bytes())
-        || signed
-            .iter()
-            .any(|s| names_alike(name, s.as_str().as_bytes()))
-}
-
-/// Identity cannot be spoofed: every header whose name an app could read as
-/// `x-service-caller*` or as a signed-context header is dropped before anything else
-/// looks at the request, on every path and in every mode.
-fn scrub(headers: &mut HeaderMap, signed: &[HeaderName]) {
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_protected(k.as_str().as_bytes(), signed))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
-    }
 }
 
 /// The allow rules (step 8 of the contract): when rules exist, the caller must match one.
@@ -460,7 +439,16 @@ mod tests {
              [callers.orders]\nroles = [\"reader\"]\n{extra}"
         );
         let cfg = crate::config::from_toml_str(&text, "t.toml", Vec::new()).unwrap();
-        InboundState::new(&cfg, cfg.inbound.as_ref().unwrap())
+        let app = super::super::client::Upstreams::new(&super::super::client::ClientOptions {
+            connect_timeout: std::time::Duration::from_secs(1),
+            request_timeout: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_secs(1),
+            ca_file: None,
+            client_cert: None,
+            dial: Default::default(),
+        })
+        .unwrap();
+        InboundState::new(&cfg, cfg.inbound.as_ref().unwrap(), app)
     }
 
     fn verified(caller: &str) -> Verified {

@@ -11,6 +11,7 @@
 //! told to stop, then drain.
 pub mod body;
 pub mod client;
+pub mod exposure;
 pub mod forward;
 pub mod http;
 pub mod inbound;
@@ -107,14 +108,28 @@ impl Proxy {
         let sources = sources::Sources::new(&cfg)?;
         sources.set(&url_sources);
         let outbound = cfg.outbound.as_ref();
-        let upstreams = client::Upstreams::new(&client::ClientOptions {
+        let mut opts = client::ClientOptions {
             connect_timeout: cfg.limits.connect_timeout,
             request_timeout: cfg.limits.request_timeout,
             idle_timeout: cfg.limits.idle_timeout,
             ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
             client_cert: outbound.and_then(|o| o.client_identity()),
-        })?;
-        let state = State::new(cfg, trust, sources, upstreams, metrics);
+            dial: client::Dial::Net,
+        };
+        let upstreams = client::Upstreams::new(&opts)?;
+        // The app on a Unix socket has a client of its own; over TCP it shares the pools.
+        let app = match cfg
+            .inbound
+            .as_ref()
+            .and_then(|i| i.upstream.socket.as_deref())
+        {
+            Some(socket) => {
+                opts.dial = client::Dial::Unix(socket.into());
+                client::Upstreams::new(&opts)?
+            }
+            None => upstreams.clone(),
+        };
+        let state = State::new(cfg, trust, sources, upstreams, app, metrics);
         let cfg = &state.cfg;
         let inbound = match &cfg.inbound {
             Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),
@@ -200,11 +215,21 @@ impl Proxy {
         let first_fetches = state
             .sources
             .wait_first_fetches(state.cfg.trust.fetch_timeout + std::time::Duration::from_secs(1));
+        // The exposure check's first round comes before readiness, so that with
+        // `app_exposure = "refuse"` an exposed app's pod never reports ready.
+        let mut exposure = exposure::Check::new(&state);
+        let first_exposure = async {
+            if let Some(check) = exposure.as_mut() {
+                check.once().await;
+            }
+        };
         tokio::pin!(shutdown);
         let stopped_early = tokio::select! {
-            _ = first_fetches => false,
+            _ = async { tokio::join!(first_fetches, first_exposure) } => false,
             _ = &mut shutdown => true,
         };
+        let (exposure_stop_tx, exposure_stop_rx) = watch::channel(false);
+        let exposure = exposure.map(|check| tokio::spawn(check.run(exposure_stop_rx)));
         if !stopped_early {
             state.health.set_ready();
             tracing::info!("ready");
@@ -223,6 +248,10 @@ impl Proxy {
         let _ = reloader.await;
         let _ = fetch_stop_tx.send(true);
         let _ = fetcher.await;
+        let _ = exposure_stop_tx.send(true);
+        if let Some(exposure) = exposure {
+            let _ = exposure.await;
+        }
         let _ = admin_tx.send(true);
         let _ = admin.await;
         tracing::info!("shutdown complete");

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::client::Protocol;
-use super::forward::{forward, Downstream, HostHeader};
+use super::forward::{forward, Downstream, Hop, HostHeader};
 use super::http::{is_upgrade, strip_hop_by_hop, Body};
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::Failure;
@@ -65,7 +65,14 @@ fn steps<'a>(
         Ok(Destination::Passthrough(target, host)) => {
             let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
             let verdict = Verdict::new("passthrough").by(Some(Who::Host(host)));
-            let forwarding = forward(state, req, &target, down, HostHeader::Keep, protocol);
+            let hop = Hop {
+                upstreams: &state.upstreams,
+                target: &target,
+                host: HostHeader::Keep,
+                protocol,
+                protected: None,
+            };
+            let forwarding = forward(req, hop, down);
             return Decision::Forward(verdict, forwarding);
         }
         Err((failure, host)) => {
@@ -77,14 +84,14 @@ fn steps<'a>(
     }
     let protocol = link_protocol(route.upstream_protocol, req.version());
     let verdict = Verdict::new("ok").by(Some(Who::Host(host)));
-    let forwarding = forward(
-        state,
-        req,
-        &route.upstream,
-        down,
-        HostHeader::Upstream,
+    let hop = Hop {
+        upstreams: &state.upstreams,
+        target: &route.upstream,
+        host: HostHeader::Upstream,
         protocol,
-    );
+        protected: None,
+    };
+    let forwarding = forward(req, hop, down);
     Decision::Forward(verdict, forwarding)
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::Jwk;
 
 use super::client::Upstreams;
@@ -133,6 +133,10 @@ impl TrustState {
 /// What only the inbound side reads.
 pub struct InboundState {
     pub cfg: Inbound,
+    /// The client that dials the app (over TCP, or its Unix socket).
+    pub app: Upstreams,
+    /// `cfg.signed_headers`, shared with the request bodies that scrub their trailers.
+    pub signed: Arc<[HeaderName]>,
     pub policy: VerifyPolicy,
     pub verified: VerifiedCache,
     pub replay: ReplayCache,
@@ -141,7 +145,7 @@ pub struct InboundState {
 }
 
 impl InboundState {
-    pub(crate) fn new(cfg: &Config, inbound: &Inbound) -> Self {
+    pub(crate) fn new(cfg: &Config, inbound: &Inbound, app: Upstreams) -> Self {
         let mut policy = VerifyPolicy::new(cfg.identity.name.clone());
         policy.leeway = cfg.trust.leeway;
         policy.max_ttl = cfg.trust.max_token_ttl;
@@ -156,6 +160,8 @@ impl InboundState {
             .collect();
         InboundState {
             cfg: inbound.clone(),
+            app,
+            signed: inbound.signed_headers.clone().into(),
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
@@ -178,16 +184,38 @@ pub struct OutboundState {
     pub tokens: OutboundTokenCache,
 }
 
-/// Readiness: ready once keys are loaded and listeners bound, until shutdown begins.
+/// Readiness: ready once keys are loaded and listeners bound, until shutdown begins —
+/// and, with `inbound.app_exposure = "refuse"`, not while the app is exposed.
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
     draining: AtomicBool,
+    /// Why the exposure check refuses readiness (refuse mode, while the app is exposed).
+    refusal: Mutex<Option<String>>,
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.not_ready().is_none()
+    }
+
+    /// Why `/readyz` answers 503, if it does.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Acquire) {
+            return Some("draining".into());
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Some("starting".into());
+        }
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Set or clear the exposure check's refusal.
+    pub fn refuse(&self, why: Option<String>) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     pub fn set_ready(&self) {
@@ -206,6 +234,7 @@ impl State {
         trust: TrustState,
         sources: super::sources::Sources,
         upstreams: Upstreams,
+        app: Upstreams,
         metrics: Metrics,
     ) -> Arc<Self> {
         let cfg = Arc::new(cfg);
@@ -213,7 +242,10 @@ impl State {
         metrics.trusted_keys.set(keyring.len() as i64);
         metrics.trust_problems.set(keyring.problems().len() as i64);
         Arc::new(State {
-            inbound: cfg.inbound.as_ref().map(|i| InboundState::new(&cfg, i)),
+            inbound: cfg
+                .inbound
+                .as_ref()
+                .map(|i| InboundState::new(&cfg, i, app)),
             outbound: cfg.outbound.as_ref().map(|o| OutboundState {
                 cfg: o.clone(),
                 tokens: OutboundTokenCache::new(10_000),

@@ -491,15 +491,21 @@ impl Conf {
     }
 
     /// An inbound listener trusting the keys in `authorized_keys`, in front of `app`
-    /// (`host:port`).
+    /// (`host:port`, or a URL such as `unix:///path`).
     pub fn inbound(mut self, authorized_keys: &Path, app: impl std::fmt::Display) -> Conf {
         self.trust.push(format!(
             "authorized_keys = \"{}\"",
             authorized_keys.display()
         ));
+        let app = app.to_string();
+        let upstream = if app.contains("://") {
+            app
+        } else {
+            format!("http://{app}")
+        };
         self.inbound = Some(vec![
             "listen = \"127.0.0.1:0\"".into(),
-            format!("upstream = \"http://{app}\""),
+            format!("upstream = \"{upstream}\""),
         ]);
         self
     }

@@ -14,6 +14,8 @@ pub struct Seen {
     /// The head, byte for byte, up to and including the blank line.
     pub head: Vec<u8>,
     pub body: Vec<u8>,
+    /// A chunked body's trailer section, byte for byte (without the final blank line).
+    pub trailers: Vec<u8>,
 }
 
 impl Seen {
@@ -35,6 +37,18 @@ impl Seen {
         self.head_text()
             .split("\r\n")
             .skip(1)
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                Some((n.to_owned(), v.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Trailer lines as (name as sent, value).
+    pub fn trailer_fields(&self) -> Vec<(String, String)> {
+        String::from_utf8_lossy(&self.trailers)
+            .split("\r\n")
             .filter(|l| !l.is_empty())
             .filter_map(|l| {
                 let (n, v) = l.split_once(':')?;
@@ -76,29 +90,55 @@ pub async fn spawn_raw_app() -> RawApp {
     let log = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(req) = read_request(&mut stream, &mut buf).await else {
-                        return;
-                    };
-                    log.lock().unwrap().push(req);
-                    if stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            tokio::spawn(serve_raw(stream, log.clone()));
         }
     });
     RawApp { addr, seen }
+}
+
+/// The raw app on a Unix socket at `path`: what it received, and how many connections it
+/// accepted.
+pub struct RawUnixApp {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn spawn_raw_unix_app(path: &std::path::Path) -> RawUnixApp {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (log, count) = (seen.clone(), connections.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve_raw(stream, log.clone()));
+        }
+    });
+    RawUnixApp { seen, connections }
+}
+
+/// One connection of the raw app: record each request, answer `200 ok`, keep alive.
+async fn serve_raw<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, log: Arc<Mutex<Vec<Seen>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(req) = read_request(&mut stream, &mut buf).await else {
+            return;
+        };
+        log.lock().unwrap().push(req);
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 async fn fill<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> bool {
@@ -117,12 +157,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads a message body framed as `lower_head` (the head, lower-cased) says: chunked
-/// (trailers skipped), Content-Length, or none.
+/// (with its trailer section), Content-Length, or none.
 async fn read_body<S: AsyncRead + Unpin>(
     s: &mut S,
     buf: &mut Vec<u8>,
     lower_head: &str,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut body = Vec::new();
     if lower_head.contains("\r\ntransfer-encoding: chunked") {
         loop {
@@ -131,8 +171,15 @@ async fn read_body<S: AsyncRead + Unpin>(
             let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
             if size == 0 {
                 // Trailer fields until the blank line.
-                while !read_line(s, buf).await?.is_empty() {}
-                return Some(body);
+                let mut trailers = Vec::new();
+                loop {
+                    let line = read_line(s, buf).await?;
+                    if line.is_empty() {
+                        return Some((body, trailers));
+                    }
+                    trailers.extend_from_slice(&line);
+                    trailers.extend_from_slice(b"\r\n");
+                }
             }
             while buf.len() < size + 2 {
                 if !fill(s, buf).await {
@@ -155,7 +202,7 @@ async fn read_body<S: AsyncRead + Unpin>(
         }
         body = buf.drain(..cl).collect();
     }
-    Some(body)
+    Some((body, Vec::new()))
 }
 
 /// One CRLF-terminated line, without the CRLF.
@@ -183,8 +230,12 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Opt
     };
     let head: Vec<u8> = buf.drain(..end).collect();
     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let body = read_body(s, buf, &text).await?;
-    Some(Seen { head, body })
+    let (body, trailers) = read_body(s, buf, &text).await?;
+    Some(Seen {
+        head,
+        body,
+        trailers,
+    })
 }
 
 /// A response as read off the wire.
@@ -230,7 +281,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
             if (100..200).contains(&status) {
                 continue;
             }
-            let body = read_body(s, buf, &head.to_ascii_lowercase()).await?;
+            let (body, _) = read_body(s, buf, &head.to_ascii_lowercase()).await?;
             return Some(RawResponse { status, head, body });
         }
     })

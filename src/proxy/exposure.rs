@@ -1,0 +1,221 @@
+//! The exposure check: can the app be called *around* the sidecar?
+//!
+//! Most app servers listen on `0.0.0.0` by default (Spring Boot, Node's `listen(8080)`,
+//! Go's `:8080`, Puma in containers). In a pod that makes the app's port reachable on the
+//! pod's address from every other pod, and whoever calls it there can send
+//! `x-service-caller: admin` and be believed: trustgate's checks are simply not on that
+//! path. Meshes close it with iptables (NET_ADMIN, refused under PodSecurity
+//! "restricted"); trustgate cannot redirect traffic without privileges, but it can see
+//! the hole: at start and every `inbound.app_exposure_interval` it connects to the app's
+//! TCP port on every pod address (`inbound.pod_ips`; by default every non-loopback
+//! address of this network namespace — the pod's). An app bound to loopback refuses
+//! those connections; one bound to a pod address or `0.0.0.0` accepts them.
+//!
+//! When it is exposed: `trustgate_app_exposed` = 1, an error line naming each address,
+//! and with `inbound.app_exposure = "refuse"` `/readyz` answers 503 with the reason, so
+//! the pod is never an endpoint of its Service while the app can be reached around the
+//! sidecar. A NetworkPolicy (written by `trustgate inject`) is the first line; this check
+//! is the backstop for clusters whose CNI does not enforce one. An app on a Unix socket
+//! (`inbound.upstream = "unix://..."`) has no TCP port to check.
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::state::State;
+use crate::config::{AppExposure, Inbound};
+
+/// How long one connection attempt may take. A pod address is local: it is accepted or
+/// refused at once; a filtered one is not the app listening there.
+const ATTEMPT: Duration = Duration::from_secs(1);
+
+/// The addresses to try: `inbound.pod_ips`, or every non-loopback address of this host
+/// (link-local IPv6 addresses excluded: they need a scope and no Service routes to them).
+pub fn pod_addresses(cfg: &Inbound) -> Vec<IpAddr> {
+    if !cfg.pod_ips.is_empty() {
+        return cfg.pod_ips.clone();
+    }
+    let mut found: Vec<IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(ifaces) => ifaces
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "exposure check: cannot list this host's addresses");
+            Vec::new()
+        }
+    };
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// The addresses among `addrs` on which something accepts a connection to `port`.
+pub async fn probe(addrs: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    let attempts = addrs.iter().map(|ip| {
+        let to = SocketAddr::new(*ip, port);
+        async move {
+            match tokio::time::timeout(ATTEMPT, tokio::net::TcpStream::connect(to)).await {
+                Ok(Ok(_)) => Some(to),
+                _ => None,
+            }
+        }
+    });
+    let mut open = Vec::new();
+    // A handful of addresses: one after the other is fast enough (refusals are immediate)
+    // and needs no extra dependency to join them.
+    for attempt in attempts {
+        if let Some(to) = attempt.await {
+            open.push(to);
+        }
+    }
+    open
+}
+
+/// The check of one sidecar: what it tries, and what it found last.
+pub struct Check {
+    state: Arc<State>,
+    addrs: Vec<IpAddr>,
+    port: u16,
+    last: Option<Vec<SocketAddr>>,
+}
+
+impl Check {
+    /// `None` when there is nothing to check: the check is off, there is no inbound, the
+    /// app is on a Unix socket, or on an address that is not loopback.
+    pub fn new(state: &Arc<State>) -> Option<Check> {
+        let inbound = &state.inbound.as_ref()?.cfg;
+        if inbound.app_exposure == AppExposure::Off {
+            return None;
+        }
+        let port = inbound.upstream.tcp_port()?;
+        let host = inbound.upstream.uri.host()?.trim_matches(['[', ']']);
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            // An app reached on another address (another host, a name) is reachable by
+            // design: nothing this check could tell.
+            tracing::info!(
+                upstream = %inbound.upstream,
+                "exposure check off: the app is not on a loopback address"
+            );
+            return None;
+        }
+        let addrs = pod_addresses(inbound);
+        if addrs.is_empty() {
+            tracing::warn!("exposure check: no pod address to try (set inbound.pod_ips)");
+            return None;
+        }
+        tracing::debug!(?addrs, port, "exposure check");
+        Some(Check {
+            state: state.clone(),
+            addrs,
+            port,
+            last: None,
+        })
+    }
+
+    /// One round; a result different from the last is published.
+    pub async fn once(&mut self) {
+        let open = probe(&self.addrs, self.port).await;
+        if self.last.as_ref() != Some(&open) {
+            report(&self.state, &open);
+            self.last = Some(open);
+        }
+    }
+
+    /// A round every `inbound.app_exposure_interval` until `stop`.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let Some(every) = self
+            .state
+            .inbound
+            .as_ref()
+            .map(|i| i.cfg.app_exposure_interval)
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            self.once().await;
+        }
+    }
+}
+
+/// Publishes a new result of the check: gauge, log, readiness.
+fn report(state: &State, open: &[SocketAddr]) {
+    state.metrics.app_exposed.set(i64::from(!open.is_empty()));
+    let refuse = state
+        .inbound
+        .as_ref()
+        .is_some_and(|i| i.cfg.app_exposure == AppExposure::Refuse);
+    if open.is_empty() {
+        tracing::info!("exposure check: the app answers on loopback only");
+        state.health.refuse(None);
+        return;
+    }
+    for address in open {
+        tracing::error!(
+            %address,
+            "the app answers on a pod address, around the sidecar: any caller that can \
+             reach it can send forged identity headers; make the app listen on 127.0.0.1 \
+             or a Unix socket{}",
+            if refuse { " (readiness refused until then)" } else { "" }
+        );
+    }
+    if refuse {
+        let list: Vec<String> = open.iter().map(ToString::to_string).collect();
+        state.health.refuse(Some(format!(
+            "app_exposed: the app answers on {} around the sidecar (inbound.app_exposure = \
+             \"refuse\")",
+            list.join(", ")
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_app_on_loopback_is_not_found_on_another_address_and_one_on_any_is() {
+        // 127.0.0.2 stands for the pod's address: an app bound to 127.0.0.1 does not
+        // answer there, one bound to 0.0.0.0 does.
+        let pod: IpAddr = "127.0.0.2".parse().unwrap();
+        let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = local.local_addr().unwrap().port();
+        assert_eq!(probe(&[pod], port).await, vec![]);
+        let any = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = any.local_addr().unwrap().port();
+        assert_eq!(probe(&[pod], port).await, vec![SocketAddr::new(pod, port)]);
+    }
+
+    #[test]
+    fn default_addresses_are_this_hosts_without_loopback() {
+        let cfg = Inbound::default();
+        let found = pod_addresses(&cfg);
+        assert!(found
+            .iter()
+            .all(|ip| !ip.is_loopback() && !is_link_local(ip)));
+        let given = Inbound {
+            pod_ips: vec!["127.0.0.2".parse().unwrap()],
+            ..Inbound::default()
+        };
+        assert_eq!(
+            pod_addresses(&given),
+            given.pod_ips,
+            "given ones are used as given"
+        );
+    }
+}
