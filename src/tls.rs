@@ -66,9 +66,19 @@ pub fn client_config(
         }
         None => {
             // System roots; unreadable ones are skipped (as every TLS client does).
+            // In a container that is the image's bundle
+            // (/etc/ssl/certs/ca-certificates.crt, or SSL_CERT_FILE).
             let native = rustls_native_certs::load_native_certs();
             for cert in native.certs {
                 let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                tracing::warn!(
+                    "no system CA roots found: https:// peers will be refused unless a CA \
+                     file is configured (or SSL_CERT_FILE names a bundle)"
+                );
+            } else {
+                tracing::debug!(roots = roots.len(), "system CA roots loaded");
             }
         }
     }

@@ -26,8 +26,10 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 11] = [
     "deployment",
+    "outbound-only",
+    "socket",
     "statefulset",
     "daemonset",
     "replicaset",
@@ -148,8 +150,12 @@ fn what_cannot_be_injected_safely_is_refused_with_the_reason() {
         "container a already uses port 15000",
     );
     refused(
-        &format!("---\nkind: ConfigMap\n---\n{POD}spec:\n  containers: [{{name: a, image: x}}]\n"),
-        "document 2 (Pod p): the app's port cannot be told",
+        &format!("{POD}  annotations: {{trustgate.dev/app-socket: app.sock}}\nspec:\n  containers: [{{name: a, image: x}}]\n"),
+        "trustgate.dev/app-socket is \"app.sock\", not an absolute socket path",
+    );
+    refused(
+        &format!("{POD}  annotations: {{trustgate.dev/network-policy: sometimes}}\nspec:\n  containers: [{{name: a, image: x}}]\n"),
+        "trustgate.dev/network-policy is \"sometimes\"; use true or false",
     );
     refused(
         &format!("{POD}  annotations: {{trustgate.dev/app-port: \"15001\"}}\nspec:\n  containers: [{{name: a, image: x}}]\n"),
@@ -253,5 +259,168 @@ fn the_output_is_valid_kubernetes_strictly() {
         Command::new("kubernetes-validate")
             .args(["--strict", "--quiet", "-k", "1.33"])
             .args(&files),
+    );
+}
+
+/// The documents of a YAML stream, parsed (PyYAML-free: the binary's own output is plain).
+fn documents(text: &str) -> Vec<String> {
+    text.split("\n---\n").map(str::to_owned).collect()
+}
+
+#[test]
+fn every_workload_gets_a_network_policy_letting_in_only_the_sidecar() {
+    let text = out(&inject(
+        &[fixtures().join("deployment.yaml").to_str().unwrap()],
+        "",
+    ));
+    let policy = documents(&text)
+        .into_iter()
+        .find(|d| d.contains("kind: NetworkPolicy"))
+        .expect("a NetworkPolicy");
+    for want in [
+        "name: billing-trustgate",
+        "podSelector:\n    matchLabels:\n      app.kubernetes.io/name: billing",
+        "policyTypes:\n    - Ingress",
+        "- protocol: TCP\n          port: 8443",
+        "- protocol: TCP\n          port: 15000",
+    ] {
+        assert!(policy.contains(want), "{want:?} in:\n{policy}");
+    }
+    assert!(!policy.contains("8080"), "never the app's port:\n{policy}");
+    // Right after its workload, before the Service.
+    let at = |w: &str| text.find(w).unwrap();
+    assert!(at("kind: Deployment") < at("kind: NetworkPolicy"));
+    assert!(at("kind: NetworkPolicy") < at("kind: Service"));
+    // The sidecar learns the pod's addresses for its exposure check.
+    assert!(
+        text.contains("name: TRUSTGATE_INBOUND_POD_IPS\n              valueFrom:\n                fieldRef:\n                  fieldPath: status.podIPs"),
+        "{text}"
+    );
+    let o = inject(&[fixtures().join("deployment.yaml").to_str().unwrap()], "");
+    assert!(
+        err(&o).contains("NetworkPolicy/billing-trustgate: added"),
+        "{}",
+        err(&o)
+    );
+
+    // Its namespace is the workload's; a List gets it among its items.
+    let report = out(&inject(
+        &[fixtures().join("outbound-only.yaml").to_str().unwrap()],
+        "",
+    ));
+    assert!(
+        report.contains("name: report-trustgate\n  namespace: shop"),
+        "{report}"
+    );
+    let list = out(&inject(
+        &[fixtures().join("list.yaml").to_str().unwrap()],
+        "",
+    ));
+    assert_eq!(
+        documents(&list).len(),
+        documents(&std::fs::read_to_string(fixtures().join("list.yaml")).unwrap()).len()
+    );
+    assert!(
+        list.contains("  - apiVersion: networking.k8s.io/v1\n    kind: NetworkPolicy"),
+        "{list}"
+    );
+
+    // Annotated off: none.
+    let off = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {app: p}\n  annotations: {trustgate.dev/network-policy: \"false\"}\nspec:\n  containers: [{name: a, image: x, ports: [{containerPort: 80}]}]\n";
+    assert!(!out(&inject(&["-"], off)).contains("NetworkPolicy"));
+    // A pod without labels gets one, so that the policy selects it and nothing else.
+    let bare = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers: [{name: a, image: x, ports: [{containerPort: 80}]}]\n";
+    let done = out(&inject(&["-"], bare));
+    assert!(
+        done.contains("labels:\n    trustgate.dev/workload: p"),
+        "{done}"
+    );
+    assert!(
+        done.contains("matchLabels:\n      trustgate.dev/workload: p"),
+        "{done}"
+    );
+    // One already in the stream is kept, not doubled.
+    let with = format!("{bare}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p-trustgate}}\nspec: {{podSelector: {{}}}}\n");
+    let o = inject(&["-"], &with);
+    assert_eq!(out(&o).matches("kind: NetworkPolicy").count(), 1);
+    assert!(err(&o).contains("already in the stream"), "{}", err(&o));
+}
+
+#[test]
+fn a_workload_with_no_port_gets_an_outbound_only_sidecar() {
+    let o = inject(
+        &[fixtures().join("outbound-only.yaml").to_str().unwrap()],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    assert!(
+        err(&o).contains("CronJob/report: injected outbound-only (identity report)"),
+        "{}",
+        err(&o)
+    );
+    assert!(err(&o).contains("denies all ingress"), "{}", err(&o));
+    assert!(
+        text.contains("name: TRUSTGATE_INBOUND_ENABLED\n                  value: \"false\""),
+        "{text}"
+    );
+    for absent in [
+        "TRUSTGATE_INBOUND_LISTEN",
+        "TRUSTGATE_INBOUND_UPSTREAM",
+        "TRUSTGATE_INBOUND_POD_IPS",
+        "trustgate-in\n",
+        "trustgate-authorized-keys",
+    ] {
+        assert!(
+            !text.contains(absent),
+            "{absent} in an outbound-only sidecar:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("HTTP_PROXY"),
+        "its calls still go through the sidecar"
+    );
+    let policy = documents(&text)
+        .into_iter()
+        .find(|d| d.contains("kind: NetworkPolicy"))
+        .unwrap();
+    assert!(policy.contains("policyTypes:\n    - Ingress"));
+    assert!(
+        !policy.contains("ingress:"),
+        "no rule: all ingress denied\n{policy}"
+    );
+}
+
+#[test]
+fn an_app_socket_is_wired_through_a_shared_empty_dir() {
+    let o = inject(&[fixtures().join("socket.yaml").to_str().unwrap()], "");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    assert!(
+        err(&o).contains("app socket /run/app/app.sock behind inbound 8443"),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        text.contains("value: \"unix:///run/app/app.sock\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("- name: trustgate-app-socket\n          emptyDir: {}"),
+        "{text}"
+    );
+    // Mounted in the app and in the sidecar, at the socket's directory.
+    assert_eq!(
+        text.matches("- name: trustgate-app-socket\n                mountPath: /run/app")
+            .count()
+            + text
+                .matches("- name: trustgate-app-socket\n              mountPath: /run/app")
+                .count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        !text.contains("TRUSTGATE_INBOUND_POD_IPS"),
+        "no TCP port to check"
     );
 }

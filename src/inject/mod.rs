@@ -8,6 +8,13 @@
 //!   and `HTTP_PROXY`/`NO_PROXY` in the app containers.
 //! - A Service in the same stream that selects an injected pod and targets the app's
 //!   port is re-targeted to the sidecar's inbound port.
+//! - Nobody around the sidecar: a NetworkPolicy per workload (`<workload>-trustgate`)
+//!   lets ingress reach its pods only on the sidecar's inbound and admin ports; the
+//!   sidecar learns the pod's addresses (`status.podIPs`) for its exposure check; an app
+//!   can be wired to a Unix socket in a shared `emptyDir` (`trustgate.dev/app-socket`),
+//!   so it listens on no TCP port at all.
+//! - A workload with no port to serve (a CronJob that only calls out) gets an
+//!   outbound-only sidecar: no inbound listener, all ingress denied.
 //! - Every other document is copied byte for byte; a workload already injected (it has
 //!   a `trustgate` container) or annotated `trustgate.dev/inject: disabled` too, so
 //!   injecting twice gives what injecting once did.
@@ -76,7 +83,7 @@ pub struct InjectError {
 struct InjectedPod {
     namespace: Option<String>,
     labels: Vec<(String, String)>,
-    app_port: i64,
+    app_port: Option<i64>,
     app_port_names: Vec<String>,
 }
 
@@ -106,19 +113,45 @@ pub fn inject(input: &str, opts: &Options) -> Result<Injection, InjectError> {
     let mut changed = vec![false; docs.len()];
     let mut pods = Vec::new();
     let mut report = Vec::new();
+    // NetworkPolicies to add, by document: after it, or into its items for a List.
+    let mut policies: Vec<Vec<Yaml>> = vec![Vec::new(); docs.len()];
+    let existing = existing_policies(&parsed);
     for (i, doc) in parsed.iter_mut().enumerate() {
         let Some(doc) = doc else { continue };
         for object in objects(doc) {
-            if let Some(line) =
-                inject_object(object, opts, &mut pods).map_err(|reason| InjectError {
+            let mut policy = None;
+            let done = inject_object(object, opts, &mut pods, &mut policy).map_err(|reason| {
+                InjectError {
                     doc: i + 1,
                     what: describe(object),
                     reason,
-                })?
-            {
+                }
+            })?;
+            if let Some(line) = done {
                 changed[i] |= line.0;
                 report.push(line.1);
             }
+            if let Some(policy) = policy {
+                let key = (namespace_of(&policy), name_of(&policy));
+                if existing.contains(&key) {
+                    report.push(format!(
+                        "NetworkPolicy/{}: already in the stream, kept as it is",
+                        key.1
+                    ));
+                } else {
+                    report.push(format!("NetworkPolicy/{}: added", key.1));
+                    policies[i].push(policy);
+                }
+            }
+        }
+    }
+    for (i, doc) in parsed.iter_mut().enumerate() {
+        let Some(doc) = doc else { continue };
+        if policies[i].is_empty() || get(doc, "kind").and_then(text) != Some("List") {
+            continue;
+        }
+        if let Some(Yaml::Array(items)) = get_mut(doc, "items") {
+            items.append(&mut policies[i]);
         }
     }
     for (i, doc) in parsed.iter_mut().enumerate() {
@@ -146,8 +179,55 @@ pub fn inject(input: &str, opts: &Options) -> Result<Injection, InjectError> {
             }
             _ => output.push_str(d.body),
         }
+        for policy in &policies[i] {
+            let text = yaml::emit(policy).map_err(|reason| InjectError {
+                doc: i + 1,
+                what: describe(policy),
+                reason: format!("cannot be written: {reason}"),
+            })?;
+            if !output.is_empty() && !output.ends_with('\n') {
+                output.push('\n');
+            }
+            output.push_str("---\n");
+            output.push_str(&text);
+        }
     }
     Ok(Injection { output, report })
+}
+
+fn name_of(object: &Yaml) -> String {
+    get(object, "metadata")
+        .and_then(|m| get(m, "name"))
+        .and_then(text)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn namespace_of(object: &Yaml) -> Option<String> {
+    get(object, "metadata")
+        .and_then(|m| get(m, "namespace"))
+        .and_then(text)
+        .map(str::to_owned)
+}
+
+/// The NetworkPolicies a stream already holds, by (namespace, name): inject adds none
+/// twice (an injected workload is skipped anyway; this covers a policy written by hand).
+fn existing_policies(parsed: &[Option<Yaml>]) -> Vec<(Option<String>, String)> {
+    let mut found = Vec::new();
+    for doc in parsed.iter().flatten() {
+        let items: Vec<&Yaml> = match get(doc, "items") {
+            Some(Yaml::Array(items)) if get(doc, "kind").and_then(text) == Some("List") => {
+                items.iter().collect()
+            }
+            _ => vec![doc],
+        };
+        for object in items {
+            if get(object, "kind").and_then(text) == Some("NetworkPolicy") {
+                found.push((namespace_of(object), name_of(object)));
+            }
+        }
+    }
+    found
 }
 
 /// The Kubernetes objects of a document: itself, or the items of a `List`.
@@ -214,7 +294,24 @@ struct Settings {
     authorized_keys: Source,
     tls_secret: Option<String>,
     fetch_ca: Option<Source>,
+    /// `trustgate.dev/app-socket`: the app listens on this Unix socket path.
+    app_socket: Option<String>,
+    network_policy: bool,
 }
+
+/// What the sidecar serves in front of the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Serve {
+    /// The app's TCP port (on loopback, behind the inbound listener).
+    Port(i64),
+    /// The app's Unix socket, in the `trustgate-app-socket` emptyDir.
+    Socket(String),
+    /// Nothing: no port to serve, no inbound listener.
+    OutboundOnly,
+}
+
+/// The volume an app socket lives in, shared by the app containers and the sidecar.
+const SOCKET_VOLUME: &str = "trustgate-app-socket";
 
 enum Source {
     Secret(String),
@@ -240,6 +337,7 @@ fn inject_object(
     object: &mut Yaml,
     opts: &Options,
     pods: &mut Vec<InjectedPod>,
+    policy: &mut Option<Yaml>,
 ) -> Result<Option<(bool, String)>, String> {
     let Some(kind) = get(object, "kind").and_then(text).map(str::to_owned) else {
         return Ok(None);
@@ -342,28 +440,137 @@ fn inject_object(
             (None, Some(c)) => Some(Source::ConfigMap(c)),
             (None, None) => None,
         },
+        app_socket: match ann("app-socket") {
+            None => None,
+            Some(p) => {
+                let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                if !p.starts_with('/') || dir.is_empty() || p.ends_with('/') || p.len() > 107 {
+                    return Err(format!(
+                        "{ANNOTATION}app-socket is \"{p}\", not an absolute socket path in a \
+                         directory of its own (e.g. /run/app/app.sock)"
+                    ));
+                }
+                Some(p)
+            }
+        },
+        network_policy: match ann("network-policy").as_deref() {
+            None | Some("true" | "enabled") => true,
+            Some("false" | "disabled") => false,
+            Some(other) => {
+                return Err(format!(
+                    "{ANNOTATION}network-policy is \"{other}\"; use true or false"
+                ))
+            }
+        },
         identity,
     };
-    let labels = pod_meta
+    let mut labels = pod_meta
         .as_ref()
         .and_then(|m| get(m, "labels"))
         .map(pairs)
         .unwrap_or_default();
     let injected = inject_pod(spec, &settings)?;
-    let mut line = format!(
-        "{what}: injected (identity {}, app port {} behind inbound {})",
-        settings.identity, injected.0, settings.inbound_port
-    );
-    for note in injected.2 {
+    let mut line = match &injected.serve {
+        Serve::Port(port) => format!(
+            "{what}: injected (identity {}, app port {port} behind inbound {})",
+            settings.identity, settings.inbound_port
+        ),
+        Serve::Socket(path) => format!(
+            "{what}: injected (identity {}, app socket {path} behind inbound {})",
+            settings.identity, settings.inbound_port
+        ),
+        Serve::OutboundOnly => format!(
+            "{what}: injected outbound-only (identity {}): it declares no port to serve, so \
+             the sidecar has no inbound listener{}",
+            settings.identity,
+            if settings.network_policy {
+                " and its NetworkPolicy denies all ingress"
+            } else {
+                ""
+            }
+        ),
+    };
+    for note in injected.notes {
         line.push_str(&format!("\n  note: {note}"));
     }
-    pods.push(InjectedPod {
-        namespace,
-        labels,
-        app_port: injected.0,
-        app_port_names: injected.1,
-    });
+    if settings.network_policy {
+        if labels.is_empty() {
+            // A selector needs a label: an empty one would select every pod around.
+            labels.push((format!("{ANNOTATION}workload"), name.clone()));
+            let meta = entry(template, "metadata", Yaml::Hash(Default::default()));
+            let l = entry(meta, "labels", Yaml::Hash(Default::default()));
+            if let Yaml::Hash(h) = l {
+                h.insert(s(&labels[0].0), s(&labels[0].1));
+            }
+        }
+        *policy = Some(network_policy(
+            &name,
+            namespace.as_deref(),
+            &labels,
+            &settings,
+            &injected.serve,
+        ));
+    }
+    let app_port = match injected.serve {
+        Serve::Port(p) => Some(p),
+        _ => None,
+    };
+    if injected.serve != Serve::OutboundOnly {
+        pods.push(InjectedPod {
+            namespace,
+            labels,
+            app_port: app_port.or(injected.declared_port),
+            app_port_names: injected.port_names,
+        });
+    }
     Ok(Some((true, line)))
+}
+
+/// `<workload>-trustgate`: ingress to the pods only on the sidecar's inbound and admin
+/// ports (none at all for an outbound-only workload). Egress is left alone: the app's
+/// calls go out through its own sidecar, to wherever they went before.
+fn network_policy(
+    workload: &str,
+    namespace: Option<&str>,
+    labels: &[(String, String)],
+    st: &Settings,
+    serve: &Serve,
+) -> Yaml {
+    let mut meta = vec![("name", s(&format!("{workload}-trustgate")))];
+    if let Some(ns) = namespace {
+        meta.push(("namespace", s(ns)));
+    }
+    meta.push((
+        "labels",
+        map([("app.kubernetes.io/managed-by", s("trustgate-inject"))]),
+    ));
+    let selector = Yaml::Hash(labels.iter().map(|(k, v)| (s(k), s(v))).collect());
+    let port = |p: i64| map([("protocol", s("TCP")), ("port", int_node(p))]);
+    let mut spec = vec![
+        ("podSelector", map([("matchLabels", selector)])),
+        ("policyTypes", Yaml::Array(vec![s("Ingress")])),
+    ];
+    if *serve != Serve::OutboundOnly {
+        spec.push((
+            "ingress",
+            Yaml::Array(vec![map([(
+                "ports",
+                Yaml::Array(vec![port(st.inbound_port), port(st.admin_port)]),
+            )])]),
+        ));
+    }
+    let mut doc = yaml_rust2::yaml::Hash::new();
+    doc.insert(s("apiVersion"), s("networking.k8s.io/v1"));
+    doc.insert(s("kind"), s("NetworkPolicy"));
+    doc.insert(
+        s("metadata"),
+        Yaml::Hash(meta.into_iter().map(|(k, v)| (s(k), v)).collect()),
+    );
+    doc.insert(
+        s("spec"),
+        Yaml::Hash(spec.into_iter().map(|(k, v)| (s(k), v)).collect()),
+    );
+    Yaml::Hash(doc)
 }
 
 fn pairs(y: &Yaml) -> Vec<(String, String)> {
@@ -390,9 +597,18 @@ fn has_container(spec: &Yaml, name: &str) -> bool {
         .any(|c| get(&c, "name").and_then(text) == Some(name))
 }
 
-/// Adds the sidecar to a pod spec; returns the app port and the names the app
-/// containers give it.
-fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<(i64, Vec<String>, Vec<String>), String> {
+/// What inject_pod did.
+struct Injected {
+    serve: Serve,
+    /// The app's declared port, for Services (with a socket too: a Service may name it).
+    declared_port: Option<i64>,
+    /// The names the app containers give that port.
+    port_names: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Adds the sidecar to a pod spec.
+fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<Injected, String> {
     if get(spec, "hostNetwork").and_then(text) == Some("true") {
         return Err(
             "uses hostNetwork: the sidecar's ports would be the node's and its loopback \
@@ -439,28 +655,25 @@ fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<(i64, Vec<String>, Vec<S
             }
         }
     }
-    let app_port = match st.app_port {
-        Some(p) => p,
-        None => declared.first().map(|d| d.1).ok_or_else(|| {
-            format!(
-                "the app's port cannot be told (no containerPort declared): set \
-                 {ANNOTATION}app-port"
-            )
-        })?,
+    let declared_port = st.app_port.or(declared.first().map(|d| d.1));
+    let serve = match (&st.app_socket, declared_port) {
+        (Some(path), _) => Serve::Socket(path.clone()),
+        (None, Some(port)) => Serve::Port(port),
+        (None, None) => Serve::OutboundOnly,
     };
-    if sidecar_ports.contains(&app_port) {
+    if let Some(port) = declared_port.filter(|p| sidecar_ports.contains(p)) {
         return Err(format!(
-            "the app port {app_port} is one of the sidecar's ports; choose others with the \
+            "the app port {port} is one of the sidecar's ports; choose others with the \
              {ANNOTATION}inbound-port / outbound-port / admin-port annotations"
         ));
     }
-    let app_port_names = declared
+    let port_names = declared
         .iter()
-        .filter(|d| d.1 == app_port)
+        .filter(|d| Some(d.1) == declared_port)
         .filter_map(|d| d.2.clone())
         .collect();
 
-    let volumes = sidecar_volumes(spec, st);
+    let volumes = sidecar_volumes(spec, st, &serve);
     let existing: Vec<String> = containers(spec, "volumes")
         .iter()
         .filter_map(|v| get(v, "name").and_then(text).map(str::to_owned))
@@ -477,12 +690,20 @@ fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<(i64, Vec<String>, Vec<S
         }
     }
 
-    // The app containers: outbound calls through the sidecar.
+    // The app containers: outbound calls through the sidecar; the socket's volume.
     let proxy = format!("http://127.0.0.1:{}", st.outbound_port);
     let mut notes = Vec::new();
     if let Some(Yaml::Array(app)) = get_mut(spec, "containers") {
         for c in app.iter_mut() {
             let cname = get(c, "name").and_then(text).unwrap_or("?").to_owned();
+            if let Serve::Socket(path) = &serve {
+                if let Yaml::Array(mounts) = entry(c, "volumeMounts", Yaml::Array(Vec::new())) {
+                    mounts.push(map([
+                        ("name", s(SOCKET_VOLUME)),
+                        ("mountPath", s(socket_dir(path))),
+                    ]));
+                }
+            }
             let env = entry(c, "env", Yaml::Array(Vec::new()));
             if let Yaml::Array(env) = env {
                 // Each variable pair is set both ways (curl reads only the lower-case
@@ -518,7 +739,13 @@ fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<(i64, Vec<String>, Vec<S
             }
         }
     }
-    let sidecar = sidecar_container(st, app_port);
+    if serve == Serve::OutboundOnly && st.app_port.is_none() {
+        notes.push(format!(
+            "no containerPort, {ANNOTATION}app-port or {ANNOTATION}app-socket: if the app \
+             does serve, say on which port"
+        ));
+    }
+    let sidecar = sidecar_container(st, &serve);
     if let Yaml::Array(init) = entry(spec, "initContainers", Yaml::Array(Vec::new())) {
         // First: the other init containers (and the app) start with the sidecar ready.
         init.insert(0, sidecar);
@@ -526,14 +753,24 @@ fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<(i64, Vec<String>, Vec<S
     if let Yaml::Array(v) = entry(spec, "volumes", Yaml::Array(Vec::new())) {
         v.extend(volumes);
     }
-    Ok((app_port, app_port_names, notes))
+    Ok(Injected {
+        serve,
+        declared_port,
+        port_names,
+        notes,
+    })
+}
+
+/// The directory of a socket path (validated to have one).
+fn socket_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("/", |(d, _)| d)
 }
 
 fn int_node(n: i64) -> Yaml {
     Yaml::Integer(n)
 }
 
-fn sidecar_container(st: &Settings, app_port: i64) -> Yaml {
+fn sidecar_container(st: &Settings, serve: &Serve) -> Yaml {
     let mut env = vec![
         ("TRUSTGATE_LOG_FORMAT", "json".to_owned()),
         ("TRUSTGATE_IDENTITY_NAME", st.identity.clone()),
@@ -541,36 +778,50 @@ fn sidecar_container(st: &Settings, app_port: i64) -> Yaml {
             "TRUSTGATE_IDENTITY_PRIVATE_KEY",
             format!("/etc/trustgate/identity/{}.key", st.identity),
         ),
-        (
-            "TRUSTGATE_TRUST_AUTHORIZED_KEYS",
-            "/etc/trustgate/authorized_keys".to_owned(),
-        ),
-        (
-            "TRUSTGATE_INBOUND_LISTEN",
-            format!("0.0.0.0:{}", st.inbound_port),
-        ),
-        (
-            "TRUSTGATE_INBOUND_UPSTREAM",
-            format!("http://127.0.0.1:{app_port}"),
-        ),
-        (
-            "TRUSTGATE_OUTBOUND_LISTEN",
-            format!("127.0.0.1:{}", st.outbound_port),
-        ),
-        (
-            "TRUSTGATE_ADMIN_LISTEN",
-            format!("0.0.0.0:{}", st.admin_port),
-        ),
     ];
     let mut mounts = vec![
         mount("trustgate-config", "/etc/trustgate/config"),
         mount("trustgate-identity", "/etc/trustgate/identity"),
-        mount(
-            "trustgate-authorized-keys",
-            "/etc/trustgate/authorized_keys",
-        ),
     ];
-    if st.tls_secret.is_some() {
+    let upstream = match serve {
+        Serve::Port(port) => Some(format!("http://127.0.0.1:{port}")),
+        Serve::Socket(path) => Some(format!("unix://{path}")),
+        Serve::OutboundOnly => None,
+    };
+    match upstream {
+        Some(upstream) => {
+            env.push((
+                "TRUSTGATE_TRUST_AUTHORIZED_KEYS",
+                "/etc/trustgate/authorized_keys".to_owned(),
+            ));
+            env.push((
+                "TRUSTGATE_INBOUND_LISTEN",
+                format!("0.0.0.0:{}", st.inbound_port),
+            ));
+            env.push(("TRUSTGATE_INBOUND_UPSTREAM", upstream));
+            mounts.push(mount(
+                "trustgate-authorized-keys",
+                "/etc/trustgate/authorized_keys",
+            ));
+        }
+        // Whatever [inbound] the shared ConfigMap has: not for this workload.
+        None => env.push(("TRUSTGATE_INBOUND_ENABLED", "false".to_owned())),
+    }
+    env.push((
+        "TRUSTGATE_OUTBOUND_LISTEN",
+        format!("127.0.0.1:{}", st.outbound_port),
+    ));
+    env.push((
+        "TRUSTGATE_ADMIN_LISTEN",
+        format!("0.0.0.0:{}", st.admin_port),
+    ));
+    if let Serve::Socket(path) = serve {
+        mounts.push(map([
+            ("name", s(SOCKET_VOLUME)),
+            ("mountPath", s(socket_dir(path))),
+        ]));
+    }
+    if st.tls_secret.is_some() && *serve != Serve::OutboundOnly {
         env.push((
             "TRUSTGATE_INBOUND_TLS_CERT",
             "/etc/trustgate/tls/tls.crt".into(),
@@ -581,12 +832,39 @@ fn sidecar_container(st: &Settings, app_port: i64) -> Yaml {
         ));
         mounts.push(mount("trustgate-tls", "/etc/trustgate/tls"));
     }
-    if st.fetch_ca.is_some() {
+    if st.fetch_ca.is_some() && *serve != Serve::OutboundOnly {
         env.push((
             "TRUSTGATE_TRUST_FETCH_CA_FILE",
             "/etc/trustgate/fetch-ca/ca.crt".into(),
         ));
         mounts.push(mount("trustgate-fetch-ca", "/etc/trustgate/fetch-ca"));
+    }
+    let mut env: Vec<Yaml> = env
+        .into_iter()
+        .map(|(k, v)| map([("name", s(k)), ("value", s(&v))]))
+        .collect();
+    if matches!(serve, Serve::Port(_)) {
+        // The exposure check tries the app's port on the pod's own addresses.
+        env.push(map([
+            ("name", s("TRUSTGATE_INBOUND_POD_IPS")),
+            (
+                "valueFrom",
+                map([("fieldRef", map([("fieldPath", s("status.podIPs"))]))]),
+            ),
+        ]));
+    }
+    let mut ports = vec![map([
+        ("name", s("trustgate-admin")),
+        ("containerPort", int_node(st.admin_port)),
+    ])];
+    if *serve != Serve::OutboundOnly {
+        ports.insert(
+            0,
+            map([
+                ("name", s(INBOUND_PORT_NAME)),
+                ("containerPort", int_node(st.inbound_port)),
+            ]),
+        );
     }
     let probe = |path: &str, extra: Vec<(&str, Yaml)>| {
         let mut p = map([(
@@ -614,27 +892,8 @@ fn sidecar_container(st: &Settings, app_port: i64) -> Yaml {
                 s("/etc/trustgate/config/trustgate.toml"),
             ]),
         ),
-        (
-            "env",
-            Yaml::Array(
-                env.into_iter()
-                    .map(|(k, v)| map([("name", s(k)), ("value", s(&v))]))
-                    .collect(),
-            ),
-        ),
-        (
-            "ports",
-            Yaml::Array(vec![
-                map([
-                    ("name", s(INBOUND_PORT_NAME)),
-                    ("containerPort", int_node(st.inbound_port)),
-                ]),
-                map([
-                    ("name", s("trustgate-admin")),
-                    ("containerPort", int_node(st.admin_port)),
-                ]),
-            ]),
-        ),
+        ("env", Yaml::Array(env)),
+        ("ports", Yaml::Array(ports)),
         (
             "startupProbe",
             probe(
@@ -683,7 +942,7 @@ fn mount(name: &str, path: &str) -> Yaml {
     ])
 }
 
-fn sidecar_volumes(spec: &Yaml, st: &Settings) -> Vec<Yaml> {
+fn sidecar_volumes(spec: &Yaml, st: &Settings, serve: &Serve) -> Vec<Yaml> {
     // Secret files are root's; with a pod fsGroup the kubelet gives them to that group
     // (which the sidecar is in), so the private key can be 0440. Without one, 0444: only
     // the sidecar mounts this volume, so no other container sees the file.
@@ -712,8 +971,20 @@ fn sidecar_volumes(spec: &Yaml, st: &Settings) -> Vec<Yaml> {
     let mut v = vec![
         config_map("trustgate-config", &st.config_map),
         secret("trustgate-identity", &st.identity_secret, key_mode),
-        source("trustgate-authorized-keys", &st.authorized_keys),
     ];
+    if *serve == Serve::OutboundOnly {
+        // Nothing to verify, nothing to serve TLS on: no trust, key-URL CA or
+        // certificate volumes (and no Secrets that must exist for the pod to start).
+        return v;
+    }
+    v.push(source("trustgate-authorized-keys", &st.authorized_keys));
+    if let Serve::Socket(_) = serve {
+        // Pod-private: only this pod's containers see the socket.
+        v.push(map([
+            ("name", s(SOCKET_VOLUME)),
+            ("emptyDir", Yaml::Hash(Default::default())),
+        ]));
+    }
     if let Some(tls) = &st.tls_secret {
         v.push(secret("trustgate-tls", tls, key_mode));
     }
@@ -759,7 +1030,7 @@ fn retarget_service(object: &mut Yaml, pods: &[InjectedPod]) -> Option<String> {
             .cloned();
         let Some(target) = target else { continue };
         let hits = match int(&target) {
-            Some(n) => n == pod.app_port,
+            Some(n) => Some(n) == pod.app_port,
             None => text(&target).is_some_and(|t| pod.app_port_names.iter().any(|n| n == t)),
         };
         if hits {
@@ -779,7 +1050,7 @@ fn retarget_service(object: &mut Yaml, pods: &[InjectedPod]) -> Option<String> {
         format!(
             "Service/{name}: port {} now targets {INBOUND_PORT_NAME} (was the app's {})",
             moved.join(", "),
-            pod.app_port
+            pod.app_port.unwrap_or_default()
         )
     })
 }

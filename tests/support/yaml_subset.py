@@ -1,6 +1,7 @@
 """Is every value of BEFORE still in AFTER, as a YAML 1.1 reader (PyYAML, like
-Kubernetes' own) reads both? Inject may add keys and list elements and may re-target a
-Service port to the sidecar; nothing else may change meaning (quoting, octal modes,
+Kubernetes' own) reads both? Inject may add keys and list elements, may re-target a
+Service port to the sidecar and may add NetworkPolicy documents of its own (labelled
+app.kubernetes.io/managed-by: trustgate-inject); nothing else may change meaning (quoting, octal modes,
 booleans, block scalars). Exit 0 if so; otherwise print the first difference, exit 1."""
 import sys
 
@@ -33,7 +34,12 @@ def covered(before, after, path):
 
 
 before = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]
-after = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d is not None]
+def added_by_inject(d):
+    labels = (d.get("metadata") or {}).get("labels") or {}
+    return d.get("kind") == "NetworkPolicy" and labels.get("app.kubernetes.io/managed-by") == "trustgate-inject"
+
+
+after = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d is not None and not added_by_inject(d)]
 if len(before) != len(after):
     sys.exit(f"{len(before)} documents became {len(after)}")
 for i, (b, a) in enumerate(zip(before, after)):
