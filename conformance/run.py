@@ -7,7 +7,10 @@ link between the sidecars.
     python3 conformance/run.py --require  # CI: a missing app or client is a failure too
 
 Apps (conformance/apps): Python http.server in HTTP/1.0 and HTTP/1.1 mode, uvicorn (ASGI),
-Node http, nginx, Java's com.sun.net.httpserver, grpcio. Clients: curl (HTTP/1.1,
+Node http, nginx, Java's com.sun.net.httpserver, grpcio. Topologies: `plain` and `tls`
+links between the sidecars, and `unix` — a plain link, and the app on a Unix socket
+(`inbound.upstream = "unix://..."`: uvicorn --uds, Node's server.listen(path), nginx
+`listen unix:`, grpcio `unix:`; Python's http.server and Java's HttpServer cannot). Clients: curl (HTTP/1.1,
 HTTP/1.0, h2c prior knowledge, proxy mode), Python requests with HTTP_PROXY, Python
 http.client (keep-alive, raw streaming), Node http.request through the proxy, h2load,
 the Python websockets client, grpcio. Every case that reaches an echo also checks that
@@ -137,24 +140,26 @@ class World:
         for p in self.procs:
             self.stop(p)
 
-    def sidecars(self, app_port, tls, tag):
+    def sidecars(self, app, tls, tag):
         """billing inbound in front of app_port, orders outbound routing `billing` and
         `localhost` to it; returns (outbound port, processes). A port picked free can be
         taken by another process before trustgate binds it: that start is tried again on
         new ports; any other failure to start says why, with the sidecar's log."""
         for attempt in range(3):
             try:
-                return self._sidecars(app_port, tls, f"{tag}-{attempt}")
+                return self._sidecars(app, tls, f"{tag}-{attempt}")
             except SidecarExited as e:
                 if "in use" not in e.log or attempt == 2:
                     raise RuntimeError(f"sidecar exited: {e.log[-2000:]}") from None
                 print(f"  (a port was taken before trustgate bound it; new ports)", flush=True)
 
-    def _sidecars(self, app_port, tls, tag):
+    def _sidecars(self, app, tls, tag):
         d = os.path.join(self.tmp, f"sidecars-{tag}")
         os.makedirs(d, exist_ok=True)
         inbound, out, adm1, adm2 = free_port(), free_port(), free_port(), free_port()
         tls_lines = f'tls_cert = "{self.cert}"\ntls_key = "{self.key}"\n' if tls else ""
+        # The app at a TCP port, or at a Unix socket's path.
+        upstream = f"unix://{app}" if isinstance(app, str) else f"http://127.0.0.1:{app}"
         billing = f"""
 [identity]
 name = "billing"
@@ -163,7 +168,7 @@ private_key = "{self.keys}/billing.key"
 authorized_keys = "{self.billing_trusts}"
 [inbound]
 listen = "127.0.0.1:{inbound}"
-upstream = "http://127.0.0.1:{app_port}"
+upstream = "{upstream}"
 public_paths = ["/healthz"]
 {tls_lines}
 [admin]
@@ -213,9 +218,34 @@ level = "warn"
         return out, procs
 
 
-def start_app(world, kind):
-    """Starts one app; returns (port, process) or raises NA if its stack is missing."""
+def wait_socket(path, proc, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode})")
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(0.5)
+            s.connect(path)
+            s.close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"socket {path} not listening after {timeout}s")
+
+
+UNIX_APPS = ("asgi", "node", "nginx", "grpc")
+
+
+def start_app(world, kind, unix=False):
+    """Starts one app; returns (port or socket path, process) or raises NA if its stack
+    is missing (or, with `unix`, if it cannot listen on a Unix socket)."""
+    if unix and kind not in UNIX_APPS:
+        raise NA("cannot listen on a Unix socket")
     port = free_port()
+    sock = os.path.join(world.tmp, f"{kind}-{port}.sock") if unix else None
+    # A port, or a socket path: what the app is told to listen on.
+    where = sock or str(port)
     env = dict(os.environ)
     if kind in ("py_http10", "py_http11"):
         mode = "1.0" if kind == "py_http10" else "1.1"
@@ -225,12 +255,13 @@ def start_app(world, kind):
             import uvicorn  # noqa: F401
         except ImportError:
             raise NA("uvicorn is not installed")
-        p = world.spawn([sys.executable, "-m", "uvicorn", "asgi_app:app", "--port", str(port),
-                         "--host", "127.0.0.1", "--log-level", "warning", "--http", "h11"], cwd=APPS)
+        listen = ["--uds", sock] if unix else ["--port", str(port), "--host", "127.0.0.1"]
+        p = world.spawn([sys.executable, "-m", "uvicorn", "asgi_app:app"] + listen +
+                        ["--log-level", "warning", "--http", "h11"], cwd=APPS)
     elif kind == "node":
         if not shutil.which("node"):
             raise NA("node is not installed")
-        p = world.spawn(["node", os.path.join(APPS, "node_http.js"), str(port)])
+        p = world.spawn(["node", os.path.join(APPS, "node_http.js"), where])
     elif kind == "java":
         if not shutil.which("java"):
             raise NA("java is not installed")
@@ -245,7 +276,8 @@ def start_app(world, kind):
         with open(os.path.join(d, "big.bin"), "wb") as f:
             f.write(pattern(BIG))
         conf = open(os.path.join(APPS, "nginx.conf.in")).read()
-        conf = conf.replace("@DIR@", d).replace("@ROOT@", d).replace("@PORT@", str(port))
+        conf = conf.replace("@DIR@", d).replace("@ROOT@", d)
+        conf = conf.replace("127.0.0.1:@PORT@", f"unix:{sock}" if unix else f"127.0.0.1:{port}")
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
@@ -255,9 +287,12 @@ def start_app(world, kind):
             import grpc  # noqa: F401
         except ImportError:
             raise NA("grpcio is not installed")
-        p = world.spawn([sys.executable, os.path.join(APPS, "grpc_app.py"), str(port)])
+        p = world.spawn([sys.executable, os.path.join(APPS, "grpc_app.py"), where])
     else:
         raise ValueError(kind)
+    if unix:
+        wait_socket(sock, p)
+        return sock, p
     wait_port(port, p, timeout=60)
     return port, p
 
@@ -593,7 +628,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trustgate", default=os.environ.get("TRUSTGATE"))
     ap.add_argument("--apps", default="py_http10,py_http11,asgi,node,nginx,java,grpc")
-    ap.add_argument("--topologies", default="plain,tls")
+    ap.add_argument("--topologies", default="plain,tls,unix")
     ap.add_argument("--require", action="store_true", help="a missing app or client fails")
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     args = ap.parse_args()
@@ -618,7 +653,17 @@ def main():
                     results[("(app)", app, topo)] = ("NA" if not args.require else "FAIL", str(e))
                 continue
             for topo in args.topologies.split(","):
-                out, sidecars = world.sidecars(port, topo == "tls", f"{app}-{topo}")
+                # `unix`: a second instance of the app, on a Unix socket.
+                app_proc = None
+                address = port
+                if topo == "unix":
+                    try:
+                        address, app_proc = start_app(world, app, unix=True)
+                    except NA as e:
+                        results[("(app)", app, topo)] = ("NA", str(e))
+                        print(f"NA   {app:10} {topo:5} {'(app)':22} {e}", flush=True)
+                        continue
+                out, sidecars = world.sidecars(address, topo == "tls", f"{app}-{topo}")
                 ctx = Ctx(app, out)
                 ctx.tmp = tmp
                 cases = [("gRPC unary+stream", case_grpc)] if app == "grpc" else HTTP_CASES
@@ -651,6 +696,8 @@ def main():
                     print(f"{status:4} {app:10} {topo:5} {name:22} {detail}", flush=True)
                 for p in sidecars:
                     world.stop(p)
+                if app_proc is not None:
+                    world.stop(app_proc)
             world.stop(proc)
     finally:
         world.close()

@@ -35,6 +35,8 @@ class Handler(grpc.GenericRpcHandler):
 if __name__ == "__main__":
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((Handler(),))
-    server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+    # A port on loopback, or a Unix socket's path.
+    where = sys.argv[1]
+    server.add_insecure_port(f"127.0.0.1:{where}" if where.isdigit() else f"unix:{where}")
     server.start()
     server.wait_for_termination()

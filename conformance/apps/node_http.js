@@ -102,4 +102,7 @@ server.on('upgrade', (req, socket) => {
 });
 
 server.keepAliveTimeout = 30000;
-server.listen(parseInt(process.argv[2], 10), '127.0.0.1');
+// A port on loopback, or a Unix socket's path.
+const where = process.argv[2];
+if (/^[0-9]+$/.test(where)) server.listen(parseInt(where, 10), '127.0.0.1');
+else server.listen(where);
