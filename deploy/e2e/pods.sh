@@ -20,7 +20,8 @@
 # what podman runs (README: "Pods under podman"). Needs root, podman (installed when
 # missing), busybox-static, python3 with PyYAML, curl.
 #
-#   TRUSTGATE=target/debug/trustgate  the binary for keygen and inject (default: that)
+#   TRUSTGATE=target/debug/trustgate  the binary for keygen and inject (default: that,
+#                                     built when missing)
 #   TRUSTGATE_IMAGE=localhost/trustgate:0.1.0  (default: built by build.sh if missing)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +32,7 @@ app_image=localhost/trustgate-e2e-app:1
 tg=${TRUSTGATE:-$top/target/debug/trustgate}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/deploy/image/containers.conf}
 net=trustgate-e2e
-calls=${CALLS:-300}
+min_calls=${MIN_CALLS:-50}
 
 need=()
 command -v podman >/dev/null 2>&1 || need+=(podman runc)
@@ -39,6 +40,7 @@ command -v podman >/dev/null 2>&1 || need+=(podman runc)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
+[ -x "$tg" ] || (cd "$top" && cargo build --bin trustgate >&2)
 podman image exists "$image" || TRUSTGATE_STATIC_BIN=${TRUSTGATE_STATIC_BIN:-} "$top/deploy/image/build.sh" "${image##*:}" >/dev/null
 
 work=$(mktemp -d)
@@ -51,8 +53,7 @@ cleanup() {
 trap cleanup EXIT
 fail() {
     echo "FAIL: $*" >&2
-    for c in $(podman ps -a --format '{{.Names}}' --filter "label=io.podman.trustgate-e2e=1" 2>/dev/null) \
-        $(podman ps -a --format '{{.Names}}' | grep -E '^(billing|orders|ledger)-trustgate$'); do
+    for c in $(podman ps -a --format '{{.Names}}' | grep -E '^(billing|orders|ledger)-trustgate$'); do
         echo "--- podman logs $c" >&2
         podman logs "$c" 2>&1 | tail -n 20 >&2 || true
     done
@@ -211,12 +212,13 @@ answer=$(raw intruder "$ledger_ip" 8080 | tail -n 1)
 echo "  intruder → ledger's app directly: $answer  (the hole the check reports)"
 [ "$answer" = "caller=admin roles=none" ] || fail "expected ledger's exposed app to answer: $answer"
 
-step "rotating orders' key under load ($calls calls one after another, kubelet-style swaps)"
+step "rotating orders' key under load (calls one after another until it is over, kubelet-style swaps)"
 rotation_started=$(date +%s%3N)
 old_kid=$(curl -s "http://$orders_ip:15000/trust" | python3 -c 'import json,sys; print(json.load(sys.stdin)["signing_kid"])')
-podman exec orders-app busybox sh -c "ok=0; bad=0; i=0; while [ \$i -lt $calls ]; do
+# Calls one after another until the rotation is over (a stop file), each checked.
+podman exec orders-app busybox sh -c "ok=0; bad=0; while [ ! -e /tmp/stop ]; do
     if [ \"\$(busybox wget -q -O - http://billing/cgi-bin/whoami)\" = 'caller=orders roles=invoicing' ]; then ok=\$((ok+1)); else bad=\$((bad+1)); fi
-    i=\$((i+1)); done; echo \"ok=\$ok failed=\$bad\" > /tmp/result" &
+    done; echo \"ok=\$ok failed=\$bad\" > /tmp/result" &
 loop=$!
 kids() { curl -s "http://$billing_ip:15000/trust" | python3 -c 'import json,sys; print(" ".join(sorted(k["kid"] for k in json.load(sys.stdin)["keys"] if k["identity"]=="orders")))'; }
 sleep 1
@@ -235,11 +237,14 @@ sleep 1
 publish billing trustgate-authorized-keys "$keys/orders-next/orders.pub=orders.next.pub"
 wait_for '[ "$(kids)" = "$new_kid" ]'
 echo "  billing trusts only $new_kid"
-kill -0 "$loop" 2>/dev/null || fail "the calls ended before the rotation did: raise CALLS"
+kill -0 "$loop" 2>/dev/null || fail "the calls ended before the rotation did"
+sleep 1
+podman exec orders-app busybox touch /tmp/stop
 wait "$loop"
 result=$(podman exec orders-app busybox cat /tmp/result)
 echo "  calls during the rotation: $result (the loop took $(($(date +%s%3N) - rotation_started)) ms)"
-[ "$result" = "ok=$calls failed=0" ] || fail "calls failed during the rotation"
+[[ "$result" =~ ^ok=([0-9]+)\ failed=0$ ]] && [ "${BASH_REMATCH[1]}" -ge "$min_calls" ] \
+    || fail "calls failed during the rotation (or fewer than $min_calls were made)"
 answer=$(in_pod orders wget -q -O - http://billing/cgi-bin/whoami)
 [ "$answer" = "caller=orders roles=invoicing" ] || fail "a call after the rotation"
 reloads=$(curl -s "http://$billing_ip:15000/metrics" | awk '$1 == "trustgate_keyring_reloads_total{result=\"ok\"}" {print $2}')
