@@ -128,6 +128,11 @@ def metric(admin, name, labels=""):
     return 0.0
 
 
+def reloads(admin, material):
+    """trustgate_reloads_total{material, result="ok"} of the sidecar at `admin`."""
+    return metric(admin, "trustgate_reloads_total", f'material="{material}",result="ok"')
+
+
 def trust(admin):
     return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{admin}/trust", timeout=5).read())
 
@@ -518,10 +523,9 @@ def main():
         return 401 if revoked["on"] else 200
 
     def swap_and_count(admin, material, do, what):
-        before = metric(admin, "trustgate_reloads_total", f'material="{material}",result="ok"')
+        before = reloads(admin, material)
         do()
-        wait_until(lambda: metric(admin, "trustgate_reloads_total", f'material="{material}",result="ok"') >= before + 1,
-                   10, f"a {material} reload after {what}")
+        wait_until(lambda: reloads(admin, material) >= before + 1, 10, f"a {material} reload after {what}")
         swaps.setdefault(material, 0)
         swaps[material] += 1
         note(what)
@@ -537,7 +541,7 @@ def main():
         jwks.start()
         sidecar_configs(w, ports)
         pids = {n: w.procs[n].pid for n in ("orders", "billing")}
-        reloads0 = {(n, m): metric(ports[f"{n}_admin"], "trustgate_reloads_total", f'material="{m}",result="ok"')
+        reloads0 = {(n, m): reloads(ports[f"{n}_admin"], m)
                     for n, m in (("billing", "trust"), ("billing", "tls_certificate"), ("orders", "signing_key"))}
         t0 = time.time()
         print(f"soak: {total:.0f} s, trustgate {args.trustgate}, work dir {tmp}", flush=True)
@@ -635,8 +639,7 @@ def main():
         want = {"trust": swaps.get("trust", 0) + swaps.get("tls_certificate", 0),
                 "tls_certificate": swaps.get("tls_certificate", 0)}
         for material, n in want.items():
-            got = metric(ports["billing_admin"], "trustgate_reloads_total", f'material="{material}",result="ok"')
-            got -= reloads0[("billing", material)]
+            got = reloads(ports["billing_admin"], material) - reloads0[("billing", material)]
             counted[material] = got
             if got != n:
                 problems.append(f"billing counted {got:.0f} {material} reloads, {n} expected ({swaps})")
@@ -668,8 +671,7 @@ def main():
         note(f"billing exited {code} after {exit_after:.1f} s; slow requests: {[s for s, _ in slow]}")
         for c in clients:
             c.join(20)
-        signing = metric(ports["orders_admin"], "trustgate_reloads_total", 'material="signing_key",result="ok"')
-        signing -= reloads0[("orders", "signing_key")]
+        signing = reloads(ports["orders_admin"], "signing_key") - reloads0[("orders", "signing_key")]
         if signing != swaps.get("signing_key"):
             problems.append(f"orders counted {signing:.0f} signing-key reloads for {swaps.get('signing_key')} swaps")
     finally:

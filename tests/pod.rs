@@ -10,20 +10,31 @@ use std::time::Duration;
 use support::raw::{exchange, exchange_n, spawn_raw_unix_app};
 use support::{get, run_binary, sign_as, Conf, Keys};
 
-#[tokio::test]
-async fn the_app_on_a_unix_socket_gets_verified_calls_over_one_kept_connection() {
+/// billing's sidecar in front of an app at `sock`, with `extra` inbound lines;
+/// and a token orders signed for it.
+async fn behind_socket(sock: &std::path::Path, extra: &[&str]) -> (support::Sidecar, String, Keys) {
     let keys = Keys::new();
     let billing = keys.make("billing");
     let orders = keys.make("orders");
     let trusted = keys.trust_dir("ak", &[&orders]);
+    let mut conf = Conf::new("billing", &billing.private)
+        .inbound(&trusted, format!("unix://{}", sock.display()));
+    for line in extra {
+        conf = conf.set("inbound", *line);
+    }
+    (
+        conf.start().await,
+        sign_as(&orders, "orders", "billing"),
+        keys,
+    )
+}
+
+#[tokio::test]
+async fn the_app_on_a_unix_socket_gets_verified_calls_over_one_kept_connection() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("app.sock");
     let app = spawn_raw_unix_app(&sock);
-    let side = Conf::new("billing", &billing.private)
-        .inbound(&trusted, format!("unix://{}", sock.display()))
-        .start()
-        .await;
-    let token = sign_as(&orders, "orders", "billing");
+    let (side, token, _keys) = behind_socket(&sock, &[]).await;
     let one = format!(
         "GET /invoices/1 HTTP/1.1\r\nhost: billing.shop\r\nauthorization: Bearer {token}\r\n\
          x-service-caller: admin\r\n\r\n"
@@ -53,10 +64,6 @@ async fn the_app_on_a_unix_socket_gets_verified_calls_over_one_kept_connection()
 #[tokio::test]
 async fn http2_to_an_app_on_a_unix_socket() {
     // A gRPC-style request goes to the app as HTTP/2 (the h2 pool over the socket).
-    let keys = Keys::new();
-    let billing = keys.make("billing");
-    let orders = keys.make("orders");
-    let trusted = keys.trust_dir("ak", &[&orders]);
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("h2.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
@@ -84,12 +91,7 @@ async fn http2_to_an_app_on_a_unix_socket() {
             });
         }
     });
-    let side = Conf::new("billing", &billing.private)
-        .inbound(&trusted, format!("unix://{}", sock.display()))
-        .set("inbound", "upstream_protocol = \"http2\"")
-        .start()
-        .await;
-    let token = sign_as(&orders, "orders", "billing");
+    let (side, token, _keys) = behind_socket(&sock, &["upstream_protocol = \"http2\""]).await;
     let a = get(
         format!("http://{}/x", side.inbound()),
         &[("authorization", &format!("Bearer {token}"))],
@@ -101,17 +103,9 @@ async fn http2_to_an_app_on_a_unix_socket() {
 
 #[tokio::test]
 async fn a_missing_socket_is_upstream_unreachable() {
-    let keys = Keys::new();
-    let billing = keys.make("billing");
-    let orders = keys.make("orders");
-    let trusted = keys.trust_dir("ak", &[&orders]);
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("nobody.sock");
-    let side = Conf::new("billing", &billing.private)
-        .inbound(&trusted, format!("unix://{}", sock.display()))
-        .start()
-        .await;
-    let token = sign_as(&orders, "orders", "billing");
+    let (side, token, _keys) = behind_socket(&sock, &[]).await;
     let a = get(
         format!("http://{}/x", side.inbound()),
         &[("authorization", &format!("Bearer {token}"))],

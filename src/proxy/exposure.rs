@@ -86,6 +86,7 @@ pub struct Check {
     state: Arc<State>,
     addrs: Vec<IpAddr>,
     port: u16,
+    every: Duration,
     last: Option<Vec<SocketAddr>>,
 }
 
@@ -120,6 +121,7 @@ impl Check {
             state: state.clone(),
             addrs,
             port,
+            every: inbound.app_exposure_interval,
             last: None,
         })
     }
@@ -135,17 +137,9 @@ impl Check {
 
     /// A round every `inbound.app_exposure_interval` until `stop`.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let Some(every) = self
-            .state
-            .inbound
-            .as_ref()
-            .map(|i| i.cfg.app_exposure_interval)
-        else {
-            return;
-        };
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(self.every) => {}
                 _ = stop.changed() => return,
             }
             self.once().await;
