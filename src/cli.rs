@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use trustgate::config;
 use trustgate::keys::{self, KeyAlg, Keyring, OutputFormat};
 use trustgate::token::{self, TokenSigner, VerifyPolicy};
+use trustgate::trust::files::{self as trust_files, TrustFiles};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -361,26 +362,12 @@ struct VerifyArgs {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mut trusted = Vec::new();
-    let mut problems = Vec::new();
-    if let Some(dir) = &args.authorized_keys {
-        let load = keys::load_dir(dir)?;
-        trusted.extend(load.keys);
-        problems.extend(load.problems);
-    }
-    if let Some(path) = &args.shared_key {
-        let key = keys::load_shared_key(path)?;
-        trusted.push(keys::TrustedKey {
-            identity: None,
-            key: key.verifying_key().clone(),
-            source: path.clone(),
-        });
-    }
-    let revoked = match &args.revoked {
-        Some(p) => keys::load_revoked(p)?,
-        None => Default::default(),
+    let files = TrustFiles {
+        authorized_keys: args.authorized_keys.as_deref(),
+        shared_key: args.shared_key.as_deref(),
+        revoked: args.revoked.as_deref(),
     };
-    let ring = Keyring::new(trusted, revoked, problems);
+    let ring = trust_files::compose(&trust_files::load(&files, None)?, Vec::new());
     for p in ring.problems() {
         eprintln!("warning: {}: {}", p.file.display(), p.reason);
     }
@@ -423,8 +410,11 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
     let mut problems = load.problems;
     let mut keys = load.keys;
     if let Some(args) = fetch {
-        let fetcher =
-            trustgate::fetch::Fetcher::new(args.ca_file.as_deref(), args.allow_http, args.timeout)?;
+        let fetcher = trustgate::trust::fetch::Fetcher::new(
+            args.ca_file.as_deref(),
+            args.allow_http,
+            args.timeout,
+        )?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -501,7 +491,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let files = config::validate_files(&cfg);
+    let (_, files) = trust_files::load_checked(&cfg);
     for w in &files.warnings {
         eprintln!("warning: {w}");
     }

@@ -8,7 +8,7 @@ mod demo;
 
 use cli::{Cli, Command, LogFormat};
 use trustgate::config;
-use trustgate::proxy::Proxy;
+use trustgate::proxy::{Proxy, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,18 +73,17 @@ fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::R
         config::LogFormat::Text => LogFormat::Text,
     });
     init_logging(Some(format), Some(level.unwrap_or(&cfg.log.level)));
-    let files = config::validate_files(&cfg);
-    for w in &files.warnings {
-        tracing::warn!("{w}");
-    }
-    if !files.errors.is_empty() {
-        for e in &files.errors {
-            eprintln!("error: {e}");
-        }
-        return Ok(ExitCode::from(1));
-    }
     runtime_with(cfg.limits.worker_threads)?.block_on(async {
-        let proxy = Proxy::bind(cfg, prometheus::Registry::new()).await?;
+        // The files are loaded (once) and checked here; each problem is one line.
+        let proxy = match Proxy::bind(cfg, prometheus::Registry::new()).await {
+            Err(StartError::Files(errors)) => {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+                return Ok(ExitCode::from(1));
+            }
+            other => other?,
+        };
         let addrs = proxy.addrs();
         let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
@@ -94,9 +93,8 @@ fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::R
             "listening"
         );
         proxy.serve(shutdown_signal()).await;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
 }
 
 async fn shutdown_signal() {

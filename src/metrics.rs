@@ -8,27 +8,64 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-/// Every `outcome` label value of `trustgate_requests_total`.
-pub const OUTCOMES: [&str; 13] = [
-    "ok",
-    "public",
-    "jwks",
-    "rejected",
-    "denied",
-    "audit",
-    "unavailable",
-    "upstream_error",
-    "timeout",
-    "no_route",
-    "passthrough",
-    "bad_request",
-    "internal_error",
-];
+/// Every `outcome` label value of `trustgate_requests_total`; its index is the series'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Public,
+    Jwks,
+    Rejected,
+    Denied,
+    Audit,
+    Unavailable,
+    UpstreamError,
+    Timeout,
+    NoRoute,
+    Passthrough,
+    BadRequest,
+    InternalError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 13] = [
+        Outcome::Ok,
+        Outcome::Public,
+        Outcome::Jwks,
+        Outcome::Rejected,
+        Outcome::Denied,
+        Outcome::Audit,
+        Outcome::Unavailable,
+        Outcome::UpstreamError,
+        Outcome::Timeout,
+        Outcome::NoRoute,
+        Outcome::Passthrough,
+        Outcome::BadRequest,
+        Outcome::InternalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Public => "public",
+            Outcome::Jwks => "jwks",
+            Outcome::Rejected => "rejected",
+            Outcome::Denied => "denied",
+            Outcome::Audit => "audit",
+            Outcome::Unavailable => "unavailable",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Timeout => "timeout",
+            Outcome::NoRoute => "no_route",
+            Outcome::Passthrough => "passthrough",
+            Outcome::BadRequest => "bad_request",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+}
 
 /// The per-request series, resolved once at start: a request does no label hashing.
 #[derive(Clone)]
 pub struct RequestSeries {
-    /// By direction (inbound, outbound), then by [`OUTCOMES`] index.
+    /// By direction (inbound, outbound), then by [`Outcome`] (its discriminant).
     counts: [Vec<IntCounter>; 2],
     durations: [Histogram; 2],
 }
@@ -36,9 +73,9 @@ pub struct RequestSeries {
 impl RequestSeries {
     fn new(requests: &IntCounterVec, duration: &HistogramVec) -> Result<Self, prometheus::Error> {
         let side = |d: &str| -> Result<Vec<IntCounter>, prometheus::Error> {
-            OUTCOMES
+            Outcome::ALL
                 .iter()
-                .map(|o| requests.get_metric_with_label_values(&[d, o]))
+                .map(|o| requests.get_metric_with_label_values(&[d, o.as_str()]))
                 .collect()
         };
         Ok(RequestSeries {
@@ -51,15 +88,9 @@ impl RequestSeries {
     }
 
     /// Counts one request of `direction` (0 inbound, 1 outbound) and observes its
-    /// duration. An outcome outside [`OUTCOMES`] (a bug) is still counted, the slow way.
-    pub fn observe(&self, metrics: &Metrics, direction: usize, outcome: &str, seconds: f64) {
-        match OUTCOMES.iter().position(|o| *o == outcome) {
-            Some(i) => self.counts[direction][i].inc(),
-            None => metrics
-                .requests
-                .with_label_values(&[["inbound", "outbound"][direction], outcome])
-                .inc(),
-        }
+    /// duration.
+    pub fn observe(&self, direction: usize, outcome: Outcome, seconds: f64) {
+        self.counts[direction][outcome as usize].inc();
         self.durations[direction].observe(seconds);
     }
 }

@@ -85,7 +85,7 @@ EOF
 pids+=($!)
 
 # A JWKS (and an upstream) over TLS with the test CA's certificate for localhost.
-coproc JWKS { python3 "$top/tests/support/jwks_server.py" "$tls/server.crt" "$tls/server.key" orders billing; }
+coproc JWKS { python3 "$top/tests/it/support/jwks_server.py" "$tls/server.crt" "$tls/server.key" orders billing; }
 pids+=("$JWKS_PID")
 read -r jwks_port token <&"${JWKS[0]}"
 

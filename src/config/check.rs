@@ -1,14 +1,13 @@
 //! The one check pass: what no single key can know alone (pairs of keys, contradictions,
-//! duplicates, defaults derived from other keys), then — for `check` and `run` — the files
-//! the configuration names ([`validate_files`]).
+//! duplicates, defaults derived from other keys). The files the configuration names are
+//! loaded and checked by the trust plane's loader (`trust::files::load_checked`).
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 
 use super::parse::Problems;
-use super::{AppExposure, Config, FilePath, Inbound, Outbound, SigningKeySource};
-use crate::keys::{self, is_valid_identity};
-use crate::proxy::http::{name_starts_alike, names_alike};
+use super::{AppExposure, Config, Inbound, Outbound};
+use crate::http::{name_starts_alike, names_alike};
+use crate::keys::is_valid_identity;
 
 pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     let trust = &cfg.trust;
@@ -219,132 +218,4 @@ fn check_outbound(o: &mut Outbound, p: &mut Problems) {
             }
         }
     }
-}
-
-/// Problems with the files a configuration names. Errors stop `run`; warnings are logged.
-#[derive(Debug, Default)]
-pub struct FileCheck {
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-/// Loads every file the configuration names, as `run` will, and reports what is wrong.
-pub fn validate_files(cfg: &Config) -> FileCheck {
-    let mut check = FileCheck::default();
-    match &cfg.identity.key() {
-        Some(SigningKeySource::Private(p)) => {
-            if let Err(e) = keys::load_signing_key(p) {
-                check.errors.push(format!("identity.private_key: {e}"));
-            }
-            if let Some(w) = loose_permissions(p) {
-                check.warnings.push(format!("identity.private_key: {w}"));
-            }
-        }
-        Some(SigningKeySource::Shared(p)) => {
-            if let Err(e) = keys::load_shared_key(p) {
-                check.errors.push(format!("identity.shared_key: {e}"));
-            }
-            if let Some(w) = loose_permissions(p) {
-                check.warnings.push(format!("identity.shared_key: {w}"));
-            }
-        }
-        None => {}
-    }
-    if let Some(dir) = &cfg.trust.authorized_keys {
-        match keys::load_dir(dir) {
-            Ok(load) => {
-                for p in load.problems {
-                    check.warnings.push(format!(
-                        "trust.authorized_keys: {}: {}",
-                        p.file.display(),
-                        p.reason
-                    ));
-                }
-                for s in load.sources {
-                    if s.url.scheme_str() == Some("http") && !cfg.trust.allow_http_fetch {
-                        check.warnings.push(format!(
-                            "trust.authorized_keys: {}: http:// key URLs are refused (keys \
-                             must travel over TLS; trust.allow_http_fetch = true allows them): \
-                             {} will fail closed",
-                            s.file.display(),
-                            s.identity
-                        ));
-                    }
-                }
-            }
-            Err(e) => check.errors.push(format!("trust.authorized_keys: {e}")),
-        }
-    }
-    if let Some(p) = &cfg.trust.shared_key {
-        if let Err(e) = keys::load_shared_key(p) {
-            check.errors.push(format!("trust.shared_key: {e}"));
-        }
-    }
-    readable_file(&mut check, "trust.fetch_ca_file", &cfg.trust.fetch_ca_file);
-    if let Some(p) = &cfg.trust.revoked {
-        if let Err(e) = keys::load_revoked(p) {
-            check.errors.push(format!("trust.revoked: {e}"));
-        }
-    }
-    let mut readable = |key: &str, p: &Option<FilePath>| readable_file(&mut check, key, p);
-    if let Some(i) = &cfg.inbound {
-        readable("inbound.tls_cert", &i.tls_cert);
-        readable("inbound.tls_key", &i.tls_key);
-        readable("inbound.client_ca", &i.client_ca);
-    }
-    if let Some(o) = &cfg.outbound {
-        readable("outbound.ca_file", &o.ca_file);
-        readable("outbound.client_cert", &o.client_cert);
-        readable("outbound.client_key", &o.client_key);
-    }
-    check
-}
-
-fn readable_file(check: &mut FileCheck, key: &str, p: &Option<FilePath>) {
-    if let Some(p) = p {
-        if let Err(e) = std::fs::File::open(p) {
-            check.errors.push(format!("{key}: {}: {e}", p.display()));
-        }
-    }
-}
-
-/// A private key readable by others, or by a group we are not in, deserves a warning.
-/// Group-readable by our own group is what Kubernetes does with `fsGroup` (a 0400 Secret
-/// file becomes 0440 root:<fsGroup>), so that alone is not warned about.
-#[cfg(unix)]
-pub(super) fn loose_permissions(p: &Path) -> Option<String> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let meta = std::fs::metadata(p).ok()?;
-    let mode = meta.permissions().mode();
-    let own_group = own_gids().contains(&meta.gid());
-    let loose = mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group);
-    loose.then(|| {
-        format!(
-            "{} is readable by {} (mode {:o}); chmod 600 it",
-            p.display(),
-            if mode & 0o007 != 0 {
-                "others"
-            } else {
-                "a group this process is not in"
-            },
-            mode & 0o777
-        )
-    })
-}
-
-/// Our real, effective and supplementary group ids, from /proc (no libc needed).
-#[cfg(unix)]
-fn own_gids() -> Vec<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .filter(|l| l.starts_with("Gid:") || l.starts_with("Groups:"))
-        .flat_map(|l| l.split_whitespace().skip(1))
-        .filter_map(|n| n.parse().ok())
-        .collect()
-}
-
-#[cfg(not(unix))]
-pub(super) fn loose_permissions(_: &Path) -> Option<String> {
-    None
 }

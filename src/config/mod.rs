@@ -25,7 +25,6 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use serde::Deserialize;
 
-pub use check::{validate_files, FileCheck};
 pub use parse::ConfigError;
 
 /// Reads `path`, applies `env` overrides, checks. Relative paths in the file (and in
@@ -47,7 +46,7 @@ pub fn load(
 }
 
 /// Parses and checks configuration text. `source` names it in messages. Touches no
-/// files: see [`validate_files`] for that.
+/// files: see `trust::files::load_checked` for that.
 pub fn from_toml_str(
     text: &str,
     source: &str,

@@ -375,12 +375,14 @@ fn loose_key_permissions_are_warned_about() {
     std::fs::write(&key, "x").unwrap();
     let mode = |m| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();
     mode(0o600);
-    assert!(check::loose_permissions(&key).is_none());
+    assert!(crate::trust::files::loose_permissions(&key).is_none());
     // Group-readable by our own group: the Kubernetes fsGroup layout.
     mode(0o640);
-    assert!(check::loose_permissions(&key).is_none());
+    assert!(crate::trust::files::loose_permissions(&key).is_none());
     mode(0o644);
-    assert!(check::loose_permissions(&key).unwrap().contains("others"));
+    assert!(crate::trust::files::loose_permissions(&key)
+        .unwrap()
+        .contains("others"));
 }
 
 #[test]
@@ -449,7 +451,8 @@ fn plain_http_key_urls_are_warned_about() {
     );
     let warned = |extra: &str| {
         let c = parse(&text.replace("[inbound]", &format!("{extra}[inbound]"))).unwrap();
-        validate_files(&c)
+        crate::trust::files::load_checked(&c)
+            .1
             .warnings
             .iter()
             .any(|w| w.contains("orders.url") && w.contains("allow_http_fetch"))

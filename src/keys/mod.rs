@@ -10,7 +10,6 @@ mod format;
 mod generate;
 mod keyring;
 mod loader;
-pub mod watch;
 
 pub use format::{load_shared_key, load_signing_key, parse_public_keys};
 pub use generate::{generate, write_keypair, GeneratedFiles, OutputFormat};

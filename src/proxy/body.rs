@@ -32,7 +32,7 @@ use http::HeaderName;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use super::http::{scrub, BoxError};
+use crate::http::{scrub, BoxError};
 
 /// How long the body waits for the app's `100 Continue` before being sent anyway.
 pub const EXPECT_WAIT: Duration = Duration::from_secs(1);

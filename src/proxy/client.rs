@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::UnixStream;
 use tokio::time::Sleep;
 
-use super::http::Body;
+use crate::http::{error_chain, Body};
 use crate::tls::TlsSetupError;
 
 /// Why a request did not get an upstream response. Mapped to a status in
@@ -538,18 +538,6 @@ fn tls_check(e: &rustls::Error) -> String {
     }
 }
 
-/// The whole cause chain in one line, for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 /// A request head copied into one flat buffer (method, target, then each field's name and
 /// value, each behind its length) for sending it again after HTTP/1.1's keep-alive race.
 /// One allocation and a memcpy per request, and no reference into the downstream
@@ -590,7 +578,7 @@ impl HeadCopy {
             rest = tail;
             Some(piece)
         };
-        let mut req = Request::new(super::http::empty());
+        let mut req = Request::new(crate::http::empty());
         *req.method_mut() = http::Method::from_bytes(next()?).ok()?;
         *req.uri_mut() = Uri::try_from(next()?).ok()?;
         *req.version_mut() = Version::HTTP_11;
@@ -609,7 +597,7 @@ mod tests {
 
     #[test]
     fn a_copied_head_comes_back_whole() {
-        let mut req = Request::new(super::super::http::empty());
+        let mut req = Request::new(crate::http::empty());
         *req.method_mut() = http::Method::OPTIONS;
         *req.uri_mut() = "http://app:8080/a/b?x=1&y=%20".parse().unwrap();
         let h = req.headers_mut();

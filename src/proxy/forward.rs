@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{BodyState, RequestBody, ResponseBody};
 use super::client::{Affinity, Protocol, Upstreams};
-use super::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
-use super::rescue::Failure;
+use super::rescue::{BadRequest, Failure};
+use crate::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
 
 /// How the `Host` header reaches the upstream.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub fn forward<'a>(
             Ok(resp) => resp,
             // The client's body broke, not the upstream: the client's fault, answered 400.
             Err(_) if body_state.as_ref().is_some_and(|b| b.downstream_failed()) => {
-                return Err(Failure::BadRequest("malformed_body"))
+                return Err(Failure::BadRequest(BadRequest::MalformedBody))
             }
             Err(e) => return Err(e.into()),
         };
@@ -144,7 +144,7 @@ fn start<'a>(
     }
     parts.uri = uri
         .build()
-        .map_err(|_| Failure::BadRequest("request target cannot be forwarded"))?;
+        .map_err(|_| Failure::BadRequest(BadRequest::TargetNotForwardable))?;
 
     append_forwarded(&mut parts.headers, down.peer, down.tls);
     match host {

@@ -18,13 +18,14 @@ use hyper::body::Incoming;
 
 use super::client::Protocol;
 use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
-use super::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
-use super::rescue::Failure;
-use super::sources::KidOutcome;
+use super::rescue::{BadRequest, Failure};
 use super::state::{InboundState, State};
 use crate::config::{Inbound, InboundMode, UpstreamProtocol};
+use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
+use crate::metrics::Outcome;
 use crate::token::{self, unix_now, Rejection, Verified, MAX_TOKEN_BYTES};
+use crate::trust::KidRefusal;
 
 /// Where this service's public keys are published (`inbound.publish_jwks`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -64,11 +65,11 @@ async fn steps(
         return Decision::Answer(refuse(req, failure));
     }
     if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
-        let jwks = crate::admin::jwks_response(state, req.method());
-        return Decision::Answer(Verdict::new("jwks").forwarded(Ok(jwks)));
+        let jwks = super::admin::jwks_response(state, req.method());
+        return Decision::Answer(Verdict::new(Outcome::Jwks).forwarded(Ok(jwks)));
     }
     if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
-        return Decision::Forward(Verdict::new("public"), req);
+        return Decision::Forward(Verdict::new(Outcome::Public), req);
     }
     let verified = match authenticate(state, side, &req, unix_now()).await {
         Ok(v) => v,
@@ -79,7 +80,7 @@ async fn steps(
     }
     present_caller(side, req.headers_mut(), &verified);
     let caller = Who::Caller(verified.caller.clone());
-    Decision::Forward(Verdict::new("ok").by(Some(caller)), req)
+    Decision::Forward(Verdict::new(Outcome::Ok).by(Some(caller)), req)
 }
 
 /// The one way a request reaches the app.
@@ -120,7 +121,7 @@ fn reject(
                 "audit mode: would have refused this request"
             );
             req.headers_mut().remove(&side.cfg.token_header);
-            Decision::Forward(Verdict::new("audit").because(failure.reason()), req)
+            Decision::Forward(Verdict::new(Outcome::Audit).because(failure.reason()), req)
         }
     }
 }
@@ -132,7 +133,7 @@ fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
     match setting {
         UpstreamProtocol::Http1 => Protocol::Http1,
         UpstreamProtocol::Http2 => Protocol::Http2,
-        UpstreamProtocol::Auto if super::http::is_grpc_proper(req) => Protocol::Http2,
+        UpstreamProtocol::Auto if crate::http::is_grpc_proper(req) => Protocol::Http2,
         UpstreamProtocol::Auto => Protocol::Http1,
     }
 }
@@ -156,7 +157,9 @@ fn refuse(req: Request<Incoming>, failure: Failure) -> Handled {
 /// 3. every header an app could read as an identity header is removed ([`scrub`]).
 fn screen<B>(inbound: &Inbound, req: &mut Request<B>) -> Result<(), Failure> {
     if connection_tokens(req.headers()).any(|token| is_protected(token, &inbound.signed_headers)) {
-        return Err(Failure::BadRequest("connection_names_protected_header"));
+        return Err(Failure::BadRequest(
+            BadRequest::ConnectionNamesProtectedHeader,
+        ));
     }
     let upgrade = is_upgrade(req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
@@ -169,7 +172,7 @@ fn screen<B>(inbound: &Inbound, req: &mut Request<B>) -> Result<(), Failure> {
 fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
     super::path::check(req.uri().path()).map_err(|why| {
         tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
-        Failure::BadRequest("non_canonical_path")
+        Failure::BadRequest(BadRequest::NonCanonicalPath)
     })
 }
 
@@ -196,7 +199,7 @@ fn authorize<B>(side: &InboundState, verified: &Verified, req: &Request<B>) -> R
 
 /// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
 /// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
-/// [`super::sources`]) — and an identity whose keys could not be fetched gets 503
+/// `crate::trust::sources`) — and an identity whose keys could not be fetched gets 503
 /// `keys_unavailable`, not 401.
 async fn authenticate<B>(
     state: &Arc<State>,
@@ -205,7 +208,7 @@ async fn authenticate<B>(
     now: u64,
 ) -> Result<Arc<Verified>, Failure> {
     match verify_token(state, side, req, now) {
-        Err(Rejection::UnknownKey) if !state.sources.is_empty() => {}
+        Err(Rejection::UnknownKey) if state.trust.has_url_sources() => {}
         other => return other.map_err(Failure::Unauthenticated),
     }
     let unknown = || Failure::Unauthenticated(Rejection::UnknownKey);
@@ -215,21 +218,13 @@ async fn authenticate<B>(
     let Some((kid, identity)) = peeked else {
         return Err(unknown());
     };
+    let again = || verify_token(state, side, req, now);
     // Boxed: this rare path's future would otherwise size every request's.
-    match Box::pin(state.sources.unknown_kid(state, &identity, &kid)).await {
-        KidOutcome::NotUrl | KidOutcome::Unknown => Err(unknown()),
-        KidOutcome::Unavailable => Err(Failure::KeysUnavailable(identity)),
-        KidOutcome::Retry => match verify_token(state, side, req, now) {
-            Err(Rejection::UnknownKey) => {
-                state.sources.remember_unknown(&identity, &kid);
-                if state.sources.unavailable(&identity) {
-                    Err(Failure::KeysUnavailable(identity))
-                } else {
-                    Err(unknown())
-                }
-            }
-            other => other.map_err(Failure::Unauthenticated),
-        },
+    match Box::pin(state.trust.unknown_kid(&identity, &kid, again)).await {
+        Ok(v) => Ok(v),
+        Err(KidRefusal::Unknown) => Err(unknown()),
+        Err(KidRefusal::Unavailable) => Err(Failure::KeysUnavailable(identity)),
+        Err(KidRefusal::Rejected(r)) => Err(Failure::Unauthenticated(r)),
     }
 }
 
@@ -524,7 +519,7 @@ mod tests {
         assert!(ok("orders", "PUT", "/catalog"), "by role");
         assert!(!ok("search", "GET", "/catalog"), "search has no roles");
         let err = authorize(&rules, &verified("search"), &request("GET", "/x", &[])).unwrap_err();
-        assert_eq!((err.outcome(), err.reason()), ("denied", "policy"));
+        assert_eq!((err.outcome().as_str(), err.reason()), ("denied", "policy"));
     }
 
     #[test]

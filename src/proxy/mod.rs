@@ -4,24 +4,23 @@
 //! HTTP/1.1 and HTTP/2, graceful shutdown), [`inbound`] or [`outbound`] runs the request
 //! through its steps, [`forward`] sends it on through [`client`], and [`observe`] turns
 //! the result into metrics, an access-log line and — for a failure — the one status code
-//! it deserves ([`rescue`]). [`state`] is what they share; [`reload`] is the only writer
-//! of its trust material.
+//! it deserves ([`rescue`]). [`state`] is what they share; the trust material in it is
+//! `crate::trust`'s, read here and written only there. [`admin`] answers probes, metrics
+//! and `/trust`; [`exposure`] checks that nobody can reach the app around the sidecar.
 //!
 //! [`Proxy`] ties them together: bind everything (nothing half-started), then serve until
 //! told to stop, then drain.
+pub mod admin;
 pub mod body;
 pub mod client;
 pub mod exposure;
 pub mod forward;
-pub mod http;
 pub mod inbound;
 pub mod observe;
 pub mod outbound;
 pub mod path;
-pub mod reload;
 pub mod rescue;
 pub mod server;
-pub mod sources;
 pub mod state;
 pub mod upstream_io;
 
@@ -35,18 +34,22 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::keys::KeyError;
 use crate::metrics::Metrics;
 use crate::tls::{CertResolver, TlsSetupError};
 pub use crate::token::unix_now;
+use crate::trust::files::{self, Loaded};
+use crate::trust::reload::{self, Reloader};
+use crate::trust::watch::{new_watch, DirWatch, Dirs};
+use crate::trust::Trust;
 use server::Side;
 pub use state::State;
 
 /// Why the proxy could not start. Each names the file, key or address concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Key(#[from] KeyError),
+    /// Files the configuration names that cannot be loaded (each line names its key).
+    #[error("{}", .0.join("\n"))]
+    Files(Vec<String>),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
     // Causes are part of the message, not also a `source()`: a printed chain says each
@@ -71,7 +74,7 @@ impl From<prometheus::Error> for StartError {
 pub struct Proxy {
     state: Arc<State>,
     certs: Option<Arc<CertResolver>>,
-    watcher: Option<crate::keys::watch::DirWatch>,
+    watcher: Option<DirWatch>,
     inbound: Option<(TcpListener, Option<TlsAcceptor>)>,
     outbound: Option<TcpListener>,
     admin: TcpListener,
@@ -94,9 +97,25 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 impl Proxy {
     /// Loads keys and TLS material and binds every listener. Nothing is served yet.
     pub async fn bind(cfg: Config, registry: Registry) -> Result<Proxy, StartError> {
-        let metrics = Metrics::new(registry)?;
         // Watches first, so that no change falls between the first load and the watch.
-        let watcher = reload::new_watch(&reload::watched_dirs(&cfg));
+        let watcher = new_watch(&Dirs::of(&cfg).all());
+        let (loaded, check) = files::load_checked(&cfg);
+        for w in &check.warnings {
+            tracing::warn!("{w}");
+        }
+        match loaded {
+            Some(loaded) => Self::bind_loaded(cfg, loaded, watcher, registry).await,
+            None => Err(StartError::Files(check.errors)),
+        }
+    }
+
+    async fn bind_loaded(
+        cfg: Config,
+        loaded: Loaded,
+        watcher: Option<DirWatch>,
+        registry: Registry,
+    ) -> Result<Proxy, StartError> {
+        let metrics = Metrics::new(registry)?;
         let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls()) {
             Some(t) => {
                 let (acceptor, certs) = crate::tls::server_acceptor(&t)?;
@@ -104,9 +123,8 @@ impl Proxy {
             }
             None => (None, None),
         };
-        let (trust, url_sources) = reload::load_initial(&cfg)?;
-        let sources = sources::Sources::new(&cfg)?;
-        sources.set(&url_sources);
+        let cfg = Arc::new(cfg);
+        let trust = Trust::new(cfg.clone(), loaded, metrics.clone())?;
         let outbound = cfg.outbound.as_ref();
         let mut opts = client::ClientOptions {
             connect_timeout: cfg.limits.connect_timeout,
@@ -129,7 +147,7 @@ impl Proxy {
             }
             None => upstreams.clone(),
         };
-        let state = State::new(cfg, trust, sources, upstreams, app, metrics);
+        let state = State::new(cfg, trust, upstreams, app, metrics);
         let cfg = &state.cfg;
         let inbound = match &cfg.inbound {
             Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),
@@ -199,22 +217,20 @@ impl Proxy {
             state.clone(),
             admin_rx,
         ));
-        let (reload_stop_tx, reload_stop_rx) = watch::channel(false);
-        let reloader = tokio::spawn(reload::run(
-            reload::Reloader {
-                state: state.clone(),
+        let (trust_stop_tx, trust_stop_rx) = watch::channel(false);
+        let trust_tasks = reload::spawn(
+            Reloader {
+                trust: state.trust.clone(),
                 certs: self.certs,
             },
             self.watcher,
-            reload_stop_rx,
-        ));
-        let (fetch_stop_tx, fetch_stop_rx) = watch::channel(false);
-        let fetcher = tokio::spawn(sources::Sources::run(state.clone(), fetch_stop_rx));
+            trust_stop_rx,
+        );
         // Readiness waits (bounded) for the first fetch of every key URL; sources still
         // failing then fail closed (503 keys_unavailable) until they succeed.
         let first_fetches = state
-            .sources
-            .wait_first_fetches(state.cfg.trust.fetch_timeout + std::time::Duration::from_secs(1));
+            .trust
+            .first_fetches(state.cfg.trust.fetch_timeout + std::time::Duration::from_secs(1));
         // The exposure check's first round comes before readiness, so that with
         // `app_exposure = "refuse"` an exposed app's pod never reports ready.
         let mut exposure = exposure::Check::new(&state);
@@ -244,10 +260,10 @@ impl Proxy {
         for t in traffic {
             let _ = t.await;
         }
-        let _ = reload_stop_tx.send(true);
-        let _ = reloader.await;
-        let _ = fetch_stop_tx.send(true);
-        let _ = fetcher.await;
+        let _ = trust_stop_tx.send(true);
+        for t in trust_tasks {
+            let _ = t.await;
+        }
         let _ = exposure_stop_tx.send(true);
         if let Some(exposure) = exposure {
             let _ = exposure.await;

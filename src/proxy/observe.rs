@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use http::{Method, Request, Response};
 
-use super::http::Body;
 use super::rescue::Failure;
-use crate::metrics::Metrics;
+use crate::http::Body;
+use crate::metrics::{Metrics, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -48,7 +48,7 @@ impl Seen {
             method: req.method().clone(),
             path: tracing::enabled!(target: "trustgate::access", tracing::Level::INFO)
                 .then(|| req.uri().path().into()),
-            grpc: super::http::is_grpc(req),
+            grpc: crate::http::is_grpc(req),
             trace: TraceId::of(req.headers()),
         }
     }
@@ -75,13 +75,13 @@ impl Who {
 /// `passthrough`, `jwks`, or a failure's), why, and who it concerned. A request sent on
 /// gets the upstream's answer added ([`Verdict::forwarded`]).
 pub struct Verdict {
-    outcome: &'static str,
+    outcome: Outcome,
     reason: Option<&'static str>,
     who: Option<Who>,
 }
 
 impl Verdict {
-    pub fn new(outcome: &'static str) -> Self {
+    pub fn new(outcome: Outcome) -> Self {
         Verdict {
             outcome,
             reason: None,
@@ -125,10 +125,11 @@ pub struct Handled {
 impl Handled {
     /// Stopped by a step.
     pub fn failed(failure: Failure) -> Self {
+        let answer = failure.answer();
         Handled {
             verdict: Verdict {
-                outcome: failure.outcome(),
-                reason: Some(failure.reason()),
+                outcome: answer.outcome,
+                reason: Some(answer.reason),
                 who: None,
             },
             result: Err(failure),
@@ -159,8 +160,9 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
             if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
                 tracing::warn!(direction, error = %failure, "request failed");
             }
-            outcome = failure.outcome();
-            reason = Some(failure.reason());
+            let answer = failure.answer();
+            outcome = answer.outcome;
+            reason = Some(answer.reason);
             failure.into_response_for(seen.grpc)
         }
     };
@@ -171,7 +173,8 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
     };
     metrics
         .per_request
-        .observe(metrics, index, outcome, elapsed.as_secs_f64());
+        .observe(index, outcome, elapsed.as_secs_f64());
+    let outcome = outcome.as_str();
     let who = who.as_ref().map_or("-", Who::as_str);
     let (method, path) = (&seen.method, seen.path.as_deref().unwrap_or("-"));
     let status = response.status().as_u16();

@@ -14,11 +14,12 @@ use hyper::body::Incoming;
 
 use super::client::Protocol;
 use super::forward::{forward, Downstream, Hop, HostHeader};
-use super::http::{is_upgrade, strip_hop_by_hop, Body};
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
-use super::rescue::Failure;
+use super::rescue::{BadRequest, Failure};
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
+use crate::http::{is_upgrade, strip_hop_by_hop, Body};
+use crate::metrics::Outcome;
 use crate::token::{unix_now, Issued};
 
 pub fn handle<'a>(
@@ -52,9 +53,7 @@ fn steps<'a>(
     if req.method() == Method::CONNECT {
         // A CONNECT tunnel would carry TLS we cannot add a token to: apps send plain
         // http:// and trustgate originates TLS where the route says https://.
-        return Decision::Answer(Handled::failed(Failure::BadRequest(
-            "CONNECT is not supported: send plain http:// requests through trustgate",
-        )));
+        return Decision::Answer(Handled::failed(Failure::BadRequest(BadRequest::Connect)));
     }
     // Hop-by-hop fields go first, so that `Connection` can never remove the token
     // header set below.
@@ -64,7 +63,7 @@ fn steps<'a>(
         Ok(Destination::Route(route, host)) => (route, host),
         Ok(Destination::Passthrough(target, host)) => {
             let protocol = link_protocol(UpstreamProtocol::Auto, req.version());
-            let verdict = Verdict::new("passthrough").by(Some(Who::Host(host)));
+            let verdict = Verdict::new(Outcome::Passthrough).by(Some(Who::Host(host)));
             let hop = Hop {
                 upstreams: &state.upstreams,
                 target: &target,
@@ -83,7 +82,7 @@ fn steps<'a>(
         return Decision::Answer(Handled::failed(failure).by(Some(Who::Host(host))));
     }
     let protocol = link_protocol(route.upstream_protocol, req.version());
-    let verdict = Verdict::new("ok").by(Some(Who::Host(host)));
+    let verdict = Verdict::new(Outcome::Ok).by(Some(Who::Host(host)));
     let hop = Hop {
         upstreams: &state.upstreams,
         target: &route.upstream,
@@ -110,7 +109,7 @@ fn route<'a, B>(
 ) -> Result<Destination<'a>, (Failure, Option<String>)> {
     let candidates = destinations(req);
     let Some(authority) = candidates[0] else {
-        return Err((Failure::BadRequest("no Host header"), None));
+        return Err((Failure::BadRequest(BadRequest::NoHost), None));
     };
     let found = candidates
         .into_iter()
@@ -125,7 +124,7 @@ fn route<'a, B>(
     }
     match format!("http://{authority}").parse() {
         Ok(target) => Ok(Destination::Passthrough(target, host)),
-        Err(_) => Err((Failure::BadRequest("invalid Host header"), Some(host))),
+        Err(_) => Err((Failure::BadRequest(BadRequest::InvalidHost), Some(host))),
     }
 }
 

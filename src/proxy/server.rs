@@ -317,13 +317,13 @@ async fn serve_conn<I>(
             let resp = match who.side {
                 Side::Inbound => match &state.inbound {
                     Some(side) => inbound::handle(&state, side, req, &down).await,
-                    None => super::http::not_found(),
+                    None => crate::http::not_found(),
                 },
                 Side::Outbound => match &state.outbound {
                     Some(side) => outbound::handle(&state, side, req, &down).await,
-                    None => super::http::not_found(),
+                    None => crate::http::not_found(),
                 },
-                Side::Admin => crate::admin::handle(&state, req).await,
+                Side::Admin => super::admin::handle(&state, req).await,
             };
             drop(in_flight);
             Ok::<_, Infallible>(resp)

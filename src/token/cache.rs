@@ -111,6 +111,10 @@ impl OutboundTokenCache {
                 entries.clear();
             }
         }
+        // The first token of a new signing key: the others can never be used again.
+        if entries.values().next().is_some_and(|v| *v.kid != *kid) {
+            entries.retain(|_, v| *v.kid == *kid);
+        }
         // A slot shared by two keys (a 64-bit collision) holds the latest one.
         entries.insert(
             slot,
@@ -125,7 +129,7 @@ impl OutboundTokenCache {
         Ok((issued, false))
     }
 
-    /// Forget every token (after the signing key changed).
+    /// Forget every token.
     pub fn clear(&self) {
         lock(&self.entries).clear();
     }
@@ -153,6 +157,8 @@ pub struct VerifiedCache {
     key: foldhash::quality::RandomState,
     /// Keyed by the slot hash itself (already a keyed hash): not hashed again.
     entries: Mutex<HashMap<u64, VerifiedEntry, BuildHasherDefault<SlotHasher>>>,
+    /// The newest keyring generation inserted; written under `entries`' lock.
+    newest: std::sync::atomic::AtomicU64,
 }
 
 /// The identity hash of a slot that is already a keyed hash.
@@ -182,6 +188,7 @@ impl VerifiedCache {
             capacity,
             key: foldhash::quality::RandomState::default(),
             entries: Mutex::new(HashMap::default()),
+            newest: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -218,6 +225,12 @@ impl VerifiedCache {
         let exp = verified.claims.exp;
         let hash = self.key(token.as_bytes());
         let mut entries = lock(&self.entries);
+        // The first entry of a new keyring: the older ones can never be used again.
+        let newest = &self.newest;
+        if generation > newest.load(std::sync::atomic::Ordering::Relaxed) {
+            newest.store(generation, std::sync::atomic::Ordering::Relaxed);
+            entries.retain(|_, e| e.generation >= generation);
+        }
         if entries.len() >= self.capacity {
             entries.retain(|_, e| e.generation == generation && now <= e.exp);
             if entries.len() >= self.capacity {

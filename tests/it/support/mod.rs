@@ -1,6 +1,5 @@
 //! Shared helpers of the integration tests: a test app, sidecars started in-process on
 //! `127.0.0.1:0`, the real binary for process-level tests, and small HTTP clients.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod attack;
 pub mod raw;
@@ -397,10 +396,7 @@ pub fn run_binary(config_text: &str, dir: &std::path::Path) -> Running {
             }
         }
     });
-    let process = Process {
-        child,
-        stderr_path: config.clone(),
-    };
+    let process = Process { child };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -444,7 +440,6 @@ pub fn access_line(
 /// The real binary, running `trustgate run` on a config file; killed on drop.
 pub struct Process {
     pub child: std::process::Child,
-    pub stderr_path: PathBuf,
 }
 
 impl Drop for Process {

@@ -1,5 +1,5 @@
 //! The real binary: `trustgate run` as a process, signals and memory as the OS sees them.
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

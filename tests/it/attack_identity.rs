@@ -1,7 +1,7 @@
 //! Attacker suite, identity: every spelling of a protected header, in every position
 //! (verified call, public path, audit mode, HTTP/1.1 and HTTP/2), and hop-by-hop tricks.
 //! Assertions are on the request head as the app received it, byte for byte.
-mod support;
+use crate::support;
 
 use support::attack::target;
 use support::raw::{exchange, Seen};

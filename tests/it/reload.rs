@@ -1,7 +1,7 @@
 //! Hot reload with real files, the real watcher and the real proxy: the exact kubelet
 //! `..data` swap, broken files, revocation on an open keep-alive connection, reloads under
 //! load, signing-key rotation under traffic, and the directory vanishing.
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! inbound listener publishes `/.well-known/jwks.json`), a scriptable fault server for
 //! every failure the fetcher must survive, and — in `interop.rs`'s style — a Python TLS
 //! server serving a JWKS made by jwcrypto.
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -193,7 +193,7 @@ fn fetches(side: &Sidecar, what: &str) -> u64 {
 }
 
 fn trust_listing(side: &Sidecar) -> serde_json::Value {
-    trustgate::admin::trust(&side.state)["url_sources"][0].clone()
+    side.state.trust.describe()["url_sources"][0].clone()
 }
 
 /// trustgate as the peer: orders publishes its JWKS on its TLS inbound listener; billing
@@ -422,7 +422,7 @@ async fn untrusted_certificates_are_refused() {
         })
         .await
     );
-    let err = trustgate::admin::trust(&side.state)["url_sources"][0]["last_error"].to_string();
+    let err = side.state.trust.describe()["url_sources"][0]["last_error"].to_string();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert_eq!(
         server.hits(),
@@ -632,7 +632,7 @@ async fn rotation_by_url_under_load_has_no_failed_requests() {
 async fn a_jwks_served_by_python_and_jwcrypto_is_trusted() {
     use std::io::BufRead as _;
     use std::process::{Command, Stdio};
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/jwks_server.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/jwks_server.py");
     let spawned = Command::new("python3")
         .arg(&script)
         .args([tls("server.crt"), tls("server.key")])

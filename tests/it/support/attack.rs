@@ -12,9 +12,9 @@ use super::raw::{spawn_raw_app, RawApp};
 use super::{Conf, Keys, Sidecar};
 
 pub struct Target {
-    pub keys: Keys,
+    /// The key files: they live as long as the target.
+    _keys: Keys,
     pub orders: GeneratedFiles,
-    pub billing: GeneratedFiles,
     pub app: RawApp,
     pub side: Sidecar,
 }
@@ -36,9 +36,8 @@ pub async fn target(extra_inbound: &str, extra: &str) -> Target {
         .start()
         .await;
     Target {
-        keys,
+        _keys: keys,
         orders,
-        billing,
         app,
         side,
     }

@@ -2,7 +2,7 @@
 //! reaches the app that an app server would route outside `/invoices` (servlet
 //! `;params`, percent-decoding once or twice, overlong UTF-8, backslashes, trailing dots
 //! and spaces, NUL). Those are refused with 400 before policy, on public paths too.
-mod support;
+use crate::support;
 
 use support::attack::target;
 use support::raw::exchange;

@@ -1,7 +1,7 @@
 //! TLS: inbound termination (HTTP/1.1 and HTTP/2 by ALPN), outbound origination to
 //! `https://` routes with a CA file, and client-certificate verification.
 //! Certificates: `tests/fixtures/tls/` (see tests/fixtures/README.md).
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

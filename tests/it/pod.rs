@@ -2,7 +2,7 @@
 //! exposure check that finds an app listening on a pod address. 127.0.0.2 stands for the
 //! pod's address: an app bound to 127.0.0.1 does not answer there, one bound to 0.0.0.0
 //! does.
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

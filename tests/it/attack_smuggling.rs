@@ -2,7 +2,7 @@
 //! request it forwards, so the property is: the app receives exactly the requests
 //! trustgate authorised, each framed once, and nothing an attacker tucked behind them.
 //! Malformed bodies are the client's fault (400), never an upstream error (502).
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -5,8 +5,8 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::http::{full, json_response, not_found, Body};
-use crate::proxy::state::State;
+use super::state::State;
+use crate::http::{full, json_response, not_found, Body};
 
 pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -26,7 +26,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             ),
         },
         "/metrics" => {
-            state.sources.update_age_metrics(state);
+            state.trust.update_scrape_metrics();
             state.metrics.ready.set(i64::from(state.is_ready()));
             let mut resp = Response::new(full(state.metrics.render()));
             resp.headers_mut().insert(
@@ -36,7 +36,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             resp
         }
         "/.well-known/jwks.json" => jwks_response(state, req.method()),
-        "/trust" => json(&trust(state)),
+        "/trust" => json(&state.trust.describe()),
         _ => not_found(),
     }
 }
@@ -80,35 +80,4 @@ pub fn jwks_response(state: &State, method: &Method) -> Response<Body> {
 /// rotation, the previous ones. Empty in shared-key mode: a secret is never published.
 pub fn jwks(state: &State) -> serde_json::Value {
     serde_json::json!({ "keys": state.trust.published_jwks() })
-}
-
-/// What is trusted now, and what could not be loaded.
-pub fn trust(state: &State) -> serde_json::Value {
-    let snapshot = state.trust.snapshot();
-    let ring = &snapshot.keyring;
-    let keys: Vec<_> = ring
-        .keys()
-        .into_iter()
-        .map(|k| {
-            serde_json::json!({
-                "identity": k.identity.as_deref().unwrap_or("*"),
-                "kid": k.key.kid,
-                "alg": k.key.alg.as_str(),
-                "file": k.source,
-                "revoked": ring.is_revoked(&k.key.kid),
-            })
-        })
-        .collect();
-    let mut revoked: Vec<_> = ring.revoked().iter().collect();
-    revoked.sort();
-    serde_json::json!({
-        "identity": state.cfg.identity.name,
-        "generation": snapshot.generation,
-        "trusted_keys": ring.len(),
-        "keys": keys,
-        "revoked": revoked,
-        "problems": ring.problems(),
-        "signing_kid": state.trust.signer().map(|s| s.kid().to_owned()),
-        "url_sources": state.sources.describe(),
-    })
 }

@@ -1,7 +1,7 @@
 //! The proxy on loopback: app, sidecars and clients in one process, real sockets, real
 //! keys. One test per behaviour of DESIGN.md "Inbound", "Outbound", "Protocols" and
 //! "Admin listener".
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //!
 //! Needs Debian's `prometheus` package (prometheus and promtool). Without it the test
 //! skips loudly, unless `TRUSTGATE_REQUIRE_INTEROP=1` (CI), which makes it fail.
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead as _;
@@ -304,10 +304,7 @@ async fn alerts_and_dashboard_work_with_promtool_and_a_live_prometheus() {
         .spawn()
         .unwrap();
     let stderr = prometheus.stderr.take().unwrap();
-    let _kill = Process {
-        child: prometheus,
-        stderr_path: config.clone(),
-    };
+    let _kill = Process { child: prometheus };
     // Its address, from the "Listening on" line (port 0 is resolved there).
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

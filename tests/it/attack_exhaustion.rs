@@ -3,7 +3,7 @@
 //! handshake) are closed within `limits.header_read_timeout` on every listener; floods
 //! past `max_connections`, HTTP/2 rapid reset and CONTINUATION floods, and 100 000
 //! headers leave memory bounded and a good request answered afterwards.
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

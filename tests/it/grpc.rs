@@ -1,7 +1,7 @@
 //! gRPC end to end through two sidecars, with tonic as a real gRPC client and server:
 //! unary and bidirectional streaming calls, trailers (grpc-status) intact, and the caller
 //! identity visible to the server as metadata.
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! Keys and tokens in `tests/fixtures/interop/` were made by PyJWT, `cryptography`,
 //! jwcrypto and ssh-keygen (see `tests/fixtures/README.md`); they must load and verify here
 //! with the kids jwcrypto computed. In the other direction, tokens trustgate signs are
-//! verified by PyJWT (`tests/support/interop_verify.py`) against the JWK trustgate
+//! verified by PyJWT (`tests/it/support/interop_verify.py`) against the JWK trustgate
 //! publishes. That direction needs Python with PyJWT: without it the test says so and
 //! skips, unless `TRUSTGATE_REQUIRE_INTEROP=1` (set by CI), which makes it fail.
 use std::collections::BTreeMap;
@@ -147,7 +147,7 @@ fn tokens_made_here_verify_in_pyjwt() {
     for file in ["ec_sec1.pem", "ed_private.jwk", "rsa_private.jwk"] {
         signing.push(keys::load_signing_key(&fixtures().join("private").join(file)).unwrap());
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/interop_verify.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/interop_verify.py");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

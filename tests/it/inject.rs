@@ -3,7 +3,7 @@
 //! copied byte for byte, refusals, and the output validated strictly against the
 //! Kubernetes schema by kubernetes-validate (skips loudly without it, unless
 //! `TRUSTGATE_REQUIRE_INTEROP=1`). `TRUSTGATE_BLESS=1` rewrites the golden files.
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -195,7 +195,7 @@ fn a_yaml_1_1_reader_sees_every_input_value_unchanged() {
     if !support::have_tool("python3", &["-c", "import yaml"], "pip install pyyaml") {
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/yaml_subset.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/yaml_subset.py");
     for name in KINDS {
         let o = Command::new("python3")
             .arg(&script)

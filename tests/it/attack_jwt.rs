@@ -2,7 +2,7 @@
 //! ECDSA r = s = 0 and other degenerate signatures, duplicate JSON members, header
 //! variants (alg/kid/typ spellings and types), numeric edge cases of exp/nbf/iat,
 //! multi-audience replay — and through the proxy: the token is never echoed.
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

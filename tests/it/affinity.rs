@@ -2,8 +2,8 @@
 //! to the app for all its requests (no pool checkout per request), and a kept
 //! connection the app has closed is replaced without the client seeing an error. The
 //! app is Python's standard-library HTTP server, which answers with the port its client
-//! connected from (`tests/support/conn_app.py`).
-mod support;
+//! connected from (`tests/it/support/conn_app.py`).
+use crate::support;
 
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
@@ -19,7 +19,8 @@ fn python_app(mode: &str) -> Option<(Process, String)> {
     if !have_tool("python3", &["--version"], "apt-get install python3") {
         return None;
     }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/conn_app.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/conn_app.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(mode)
@@ -32,13 +33,7 @@ fn python_app(mode: &str) -> Option<(Process, String)> {
         .read_line(&mut line)
         .unwrap();
     let port: u16 = line.trim().parse().expect("the app prints its port");
-    Some((
-        Process {
-            child,
-            stderr_path: script,
-        },
-        format!("127.0.0.1:{port}"),
-    ))
+    Some((Process { child }, format!("127.0.0.1:{port}")))
 }
 
 /// `n` requests, one after another, on one keep-alive connection to the sidecar's

@@ -122,7 +122,7 @@ impl Fetcher {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| FetchError::Unreachable(crate::proxy::client::error_chain(&e)))?;
+                .map_err(|e| FetchError::Unreachable(crate::http::error_chain(&e)))?;
             let status = resp.status();
             if status.is_redirection() {
                 target = same_origin_redirect(&target, resp.headers().get(LOCATION))?;

@@ -1,5 +1,5 @@
 //! The real binary, as a user runs it: outputs, files and exit codes of every command.
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,5 +1,7 @@
-//! HTTP plumbing shared by both sides: the body type, header hygiene (RFC 9110 §7.6.1
-//! hop-by-hop fields, `x-forwarded-for`/`forwarded`), and short JSON responses.
+//! HTTP plumbing shared by the data plane, the admin listener, the key fetcher and the
+//! configuration check: the body type, header-name folding, header hygiene (RFC 9110
+//! §7.6.1 hop-by-hop fields, `x-forwarded-for`/`forwarded`), short JSON responses and
+//! error chains for logs.
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -287,6 +289,18 @@ fn own_forwarded(ip: std::net::IpAddr, tls: bool) -> OwnForwarded {
 /// 404 with the usual JSON body.
 pub fn not_found() -> Response<Body> {
     json_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The whole cause chain in one line, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 #[cfg(test)]

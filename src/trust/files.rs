@@ -1,0 +1,284 @@
+//! The one loader of trust material from disk — authorized_keys, the shared key, the
+//! revocation list and the signing key — used by `run` (once, at start), `check`,
+//! `verify` and every reload, so that what each accepts cannot drift apart.
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, FilePath, SigningKeySource};
+use crate::keys::{self, FileProblem, KeyError, Keyring, TrustedKey, UrlSource};
+use crate::token::TokenSigner;
+
+/// What the files of the trust material hold (authorized_keys, shared key, revocation
+/// list): the part of the keyring that is not fetched.
+#[derive(Default)]
+pub struct FileTrust {
+    pub keys: Vec<TrustedKey>,
+    pub revoked: HashSet<String>,
+    pub problems: Vec<FileProblem>,
+    /// `<identity>.url` entries.
+    pub sources: Vec<UrlSource>,
+}
+
+/// Everything loaded at start: the files' trust and the signing key.
+pub struct Loaded {
+    pub files: FileTrust,
+    pub signer: Option<TokenSigner>,
+}
+
+/// Where the trust material lives (from the configuration, or `verify`'s flags).
+#[derive(Clone, Copy, Default)]
+pub struct TrustFiles<'a> {
+    pub authorized_keys: Option<&'a Path>,
+    pub shared_key: Option<&'a Path>,
+    pub revoked: Option<&'a Path>,
+}
+
+impl<'a> TrustFiles<'a> {
+    pub fn of(cfg: &'a Config) -> Self {
+        TrustFiles {
+            authorized_keys: cfg.trust.authorized_keys.as_deref(),
+            shared_key: cfg.trust.shared_key.as_deref(),
+            revoked: cfg.trust.revoked.as_deref(),
+        }
+    }
+}
+
+/// A part of the trust material that cannot be loaded, named by its configuration key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {error}")]
+pub struct LoadError {
+    pub key: &'static str,
+    pub error: KeyError,
+}
+
+fn at(key: &'static str) -> impl Fn(KeyError) -> LoadError {
+    move |error| LoadError { key, error }
+}
+
+/// Reads authorized_keys, the shared key and the revocation list; the first part that
+/// cannot be read is the error (a reload keeps the previous keyring then).
+///
+/// With a `previous` keyring, a key file that fails to load keeps the keys it held in
+/// it: a half-written or broken copy of `orders.pem` must not cut `orders` off. (A file
+/// that is *gone* is a removal, and its keys go.)
+pub fn load(files: &TrustFiles, previous: Option<&Keyring>) -> Result<FileTrust, LoadError> {
+    let mut trust = match files.authorized_keys {
+        Some(dir) => load_dir(dir, previous).map_err(at("trust.authorized_keys"))?,
+        None => FileTrust::default(),
+    };
+    if let Some(path) = files.shared_key {
+        trust
+            .keys
+            .push(shared_key(path).map_err(at("trust.shared_key"))?);
+    }
+    if let Some(p) = files.revoked {
+        trust.revoked = keys::load_revoked(p).map_err(at("trust.revoked"))?;
+    }
+    Ok(trust)
+}
+
+fn load_dir(dir: &Path, previous: Option<&Keyring>) -> Result<FileTrust, KeyError> {
+    let load = keys::load_dir(dir)?;
+    let mut trust = FileTrust {
+        keys: load.keys,
+        sources: load.sources,
+        ..FileTrust::default()
+    };
+    for mut p in load.problems {
+        if let Some(prev) = previous {
+            let kept: Vec<TrustedKey> = prev
+                .keys()
+                .into_iter()
+                .filter(|k| k.source == p.file && p.file.extension() != Some("url".as_ref()))
+                .map(|k| (**k).clone())
+                .collect();
+            if !kept.is_empty() {
+                p.reason = format!(
+                    "{}; keeping the {} key(s) it held before",
+                    p.reason,
+                    kept.len()
+                );
+                trust.keys.extend(kept);
+            }
+        }
+        trust.problems.push(p);
+    }
+    Ok(trust)
+}
+
+fn shared_key(path: &Path) -> Result<TrustedKey, KeyError> {
+    let key = keys::load_shared_key(path)?;
+    Ok(TrustedKey {
+        identity: None,
+        key: key.verifying_key().clone(),
+        source: path.to_path_buf(),
+    })
+}
+
+/// The keyring of the files' keys and the fetched ones.
+pub fn compose(files: &FileTrust, fetched: Vec<TrustedKey>) -> Keyring {
+    let mut keys = files.keys.clone();
+    keys.extend(fetched);
+    Keyring::new(keys, files.revoked.clone(), files.problems.clone())
+}
+
+/// The signing key the configuration names, if any.
+pub fn load_signer(cfg: &Config) -> Result<Option<TokenSigner>, LoadError> {
+    let Some(source) = cfg.identity.key() else {
+        return Ok(None);
+    };
+    let (key, loaded) = match &source {
+        SigningKeySource::Private(p) => ("identity.private_key", keys::load_signing_key(p)),
+        SigningKeySource::Shared(p) => ("identity.shared_key", keys::load_shared_key(p)),
+    };
+    let key = loaded.map_err(at(key))?;
+    Ok(Some(TokenSigner::new(
+        cfg.identity.name.clone(),
+        Arc::new(key),
+        cfg.identity.token_ttl,
+    )))
+}
+
+/// Problems with the files a configuration names. Errors stop `run`; warnings are logged.
+#[derive(Debug, Default)]
+pub struct FileCheck {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Loads every file the configuration names, as `run` does (and `run` uses what it
+/// loaded), and reports every problem at once: the material if nothing is in error.
+pub fn load_checked(cfg: &Config) -> (Option<Loaded>, FileCheck) {
+    let mut check = FileCheck::default();
+    let signer = load_signer(cfg).map_err(|e| check.errors.push(e.to_string()));
+    if let Some(p) = cfg.identity.key().map(|s| s.path().to_path_buf()) {
+        let key = match cfg.identity.key() {
+            Some(SigningKeySource::Shared(_)) => "identity.shared_key",
+            _ => "identity.private_key",
+        };
+        if let Some(w) = loose_permissions(&p) {
+            check.warnings.push(format!("{key}: {w}"));
+        }
+    }
+    let files = TrustFiles::of(cfg);
+    // Each part on its own, so that every one in error is reported.
+    let mut trust = match files.authorized_keys {
+        Some(dir) => match load_dir(dir, None) {
+            Ok(t) => {
+                warn_about_dir(cfg, &t, &mut check);
+                Some(t)
+            }
+            Err(e) => {
+                check
+                    .errors
+                    .push(at("trust.authorized_keys")(e).to_string());
+                None
+            }
+        },
+        None => Some(FileTrust::default()),
+    };
+    if let Some(path) = files.shared_key {
+        match shared_key(path) {
+            Ok(k) => trust.iter_mut().for_each(|t| t.keys.push(k.clone())),
+            Err(e) => check.errors.push(at("trust.shared_key")(e).to_string()),
+        }
+    }
+    readable_file(&mut check, "trust.fetch_ca_file", &cfg.trust.fetch_ca_file);
+    if let Some(p) = files.revoked {
+        match keys::load_revoked(p) {
+            Ok(r) => trust.iter_mut().for_each(|t| t.revoked = r.clone()),
+            Err(e) => check.errors.push(at("trust.revoked")(e).to_string()),
+        }
+    }
+    tls_files_readable(cfg, &mut check);
+    let loaded = match (trust, signer) {
+        (Some(files), Ok(signer)) if check.errors.is_empty() => Some(Loaded { files, signer }),
+        _ => None,
+    };
+    (loaded, check)
+}
+
+fn warn_about_dir(cfg: &Config, trust: &FileTrust, check: &mut FileCheck) {
+    for p in &trust.problems {
+        check.warnings.push(format!(
+            "trust.authorized_keys: {}: {}",
+            p.file.display(),
+            p.reason
+        ));
+    }
+    for s in &trust.sources {
+        if s.url.scheme_str() == Some("http") && !cfg.trust.allow_http_fetch {
+            check.warnings.push(format!(
+                "trust.authorized_keys: {}: http:// key URLs are refused (keys \
+                 must travel over TLS; trust.allow_http_fetch = true allows them): \
+                 {} will fail closed",
+                s.file.display(),
+                s.identity
+            ));
+        }
+    }
+}
+
+fn tls_files_readable(cfg: &Config, check: &mut FileCheck) {
+    let mut readable = |key: &str, p: &Option<FilePath>| readable_file(check, key, p);
+    if let Some(i) = &cfg.inbound {
+        readable("inbound.tls_cert", &i.tls_cert);
+        readable("inbound.tls_key", &i.tls_key);
+        readable("inbound.client_ca", &i.client_ca);
+    }
+    if let Some(o) = &cfg.outbound {
+        readable("outbound.ca_file", &o.ca_file);
+        readable("outbound.client_cert", &o.client_cert);
+        readable("outbound.client_key", &o.client_key);
+    }
+}
+
+fn readable_file(check: &mut FileCheck, key: &str, p: &Option<FilePath>) {
+    if let Some(p) = p {
+        if let Err(e) = std::fs::File::open(p) {
+            check.errors.push(format!("{key}: {}: {e}", p.display()));
+        }
+    }
+}
+
+/// A private key readable by others, or by a group we are not in, deserves a warning.
+/// Group-readable by our own group is what Kubernetes does with `fsGroup` (a 0400 Secret
+/// file becomes 0440 root:<fsGroup>), so that alone is not warned about.
+#[cfg(unix)]
+pub fn loose_permissions(p: &Path) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = std::fs::metadata(p).ok()?;
+    let mode = meta.permissions().mode();
+    let own_group = own_gids().contains(&meta.gid());
+    let loose = mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group);
+    loose.then(|| {
+        format!(
+            "{} is readable by {} (mode {:o}); chmod 600 it",
+            p.display(),
+            if mode & 0o007 != 0 {
+                "others"
+            } else {
+                "a group this process is not in"
+            },
+            mode & 0o777
+        )
+    })
+}
+
+/// Our real, effective and supplementary group ids, from /proc (no libc needed).
+#[cfg(unix)]
+fn own_gids() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("Gid:") || l.starts_with("Groups:"))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+#[cfg(not(unix))]
+pub fn loose_permissions(_: &Path) -> Option<String> {
+    None
+}

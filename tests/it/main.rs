@@ -1,0 +1,29 @@
+//! The integration tests: one binary, one module per area, `support` linked once.
+//! Sockets on `127.0.0.1:0`, real crypto and files, the real binary where it matters,
+//! apps, clients and JOSE libraries from other stacks where the protocol is the point.
+mod support;
+
+// The proxy, end to end.
+mod affinity;
+mod grpc;
+mod proxy;
+mod tls;
+// An attacker who has read the code.
+mod attack_exhaustion;
+mod attack_identity;
+mod attack_jwt;
+mod attack_paths;
+mod attack_smuggling;
+// The trust plane: reloads and key URLs.
+mod reload;
+mod trust_url;
+// Keys and tokens, with other stacks' JOSE libraries.
+mod interop;
+mod keys;
+mod tokens;
+// The binary and its commands; deployment.
+mod cli;
+mod inject;
+mod observability;
+mod pod;
+mod process;
