@@ -13,6 +13,9 @@ pub mod reload;
 pub mod sources;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
