@@ -23,11 +23,14 @@ const COOLDOWN: Duration = Duration::from_secs(10);
 const INTERVAL: Duration = Duration::from_secs(300);
 const MAX_STALE: Duration = Duration::from_secs(3600);
 
+/// One scripted answer: the keys, or why the fetch failed.
+type Answer = Result<Vec<VerifyingKey>, String>;
+
 /// Answers fetches from a script (the last answer repeats), each after `delay`, and
 /// records when each fetch started.
 #[derive(Clone, Default)]
 struct Script {
-    answers: Arc<Mutex<VecDeque<Result<Vec<VerifyingKey>, String>>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
     calls: Arc<Mutex<Vec<Instant>>>,
     delay: Duration,
 }
