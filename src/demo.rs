@@ -95,16 +95,16 @@ fn write_config(path: &Path, text: &str) -> anyhow::Result<config::Config> {
     config::load(path, Vec::new()).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))
 }
 
-pub async fn run() -> anyhow::Result<bool> {
-    let tmp = tempfile::Builder::new()
-        .prefix("trustgate-demo-")
-        .tempdir()?;
-    let dir = tmp.path();
-    println!(
-        "trustgate demo — two services, two sidecars, fresh keys in {}\n",
-        dir.display()
-    );
+/// The demo's keys: orders, billing, and mallory (trusted by nobody).
+struct DemoKeys {
+    orders: keys::GeneratedFiles,
+    billing: keys::GeneratedFiles,
+    mallory: keys::GeneratedFiles,
+    billing_trusts: std::path::PathBuf,
+    orders_trusts: std::path::PathBuf,
+}
 
+fn make_keys(dir: &Path) -> anyhow::Result<DemoKeys> {
     let keys_dir = dir.join("keys");
     let orders = keys::write_keypair("orders", KeyAlg::Es256, &keys_dir, OutputFormat::Pem)?;
     let billing = keys::write_keypair("billing", KeyAlg::Es256, &keys_dir, OutputFormat::Pem)?;
@@ -120,9 +120,22 @@ pub async fn run() -> anyhow::Result<bool> {
     println!("          mallory kid {} (trusted by nobody)", mallory.kid);
     println!("trust     billing's authorized_keys holds orders.pub\n");
 
-    let orders_app = spawn_echo_app("orders").await?;
-    let billing_app = spawn_echo_app("billing").await?;
+    Ok(DemoKeys {
+        orders,
+        billing,
+        mallory,
+        billing_trusts,
+        orders_trusts,
+    })
+}
 
+/// billing's sidecar (inbound only) and its inbound address.
+async fn billing_sidecar(
+    dir: &Path,
+    k: &DemoKeys,
+    billing_app: SocketAddr,
+) -> anyhow::Result<(Proxy, SocketAddr)> {
+    let (billing, billing_trusts) = (&k.billing, &k.billing_trusts);
     let billing_cfg = write_config(
         &dir.join("billing.toml"),
         &format!(
@@ -156,6 +169,17 @@ listen = "127.0.0.1:0"
         .inbound
         .ok_or_else(|| anyhow::anyhow!("billing sidecar has no inbound listener"))?;
 
+    Ok((billing_proxy, billing_in))
+}
+
+/// orders' sidecar, its outbound routing `billing` to billing's inbound.
+async fn orders_sidecar(
+    dir: &Path,
+    k: &DemoKeys,
+    orders_app: SocketAddr,
+    billing_in: SocketAddr,
+) -> anyhow::Result<(Proxy, SocketAddr)> {
+    let (orders, orders_trusts) = (&k.orders, &k.orders_trusts);
     let orders_cfg = write_config(
         &dir.join("orders.toml"),
         &format!(
@@ -187,6 +211,23 @@ listen = "127.0.0.1:0"
         .outbound
         .ok_or_else(|| anyhow::anyhow!("orders sidecar has no outbound listener"))?;
 
+    Ok((orders_proxy, orders_out))
+}
+
+pub async fn run() -> anyhow::Result<bool> {
+    let tmp = tempfile::Builder::new()
+        .prefix("trustgate-demo-")
+        .tempdir()?;
+    let dir = tmp.path();
+    println!(
+        "trustgate demo — two services, two sidecars, fresh keys in {}\n",
+        dir.display()
+    );
+    let k = make_keys(dir)?;
+    let orders_app = spawn_echo_app("orders").await?;
+    let billing_app = spawn_echo_app("billing").await?;
+    let (billing_proxy, billing_in) = billing_sidecar(dir, &k, billing_app).await?;
+    let (orders_proxy, orders_out) = orders_sidecar(dir, &k, orders_app, billing_in).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let mut servers = Vec::new();
     for proxy in [billing_proxy, orders_proxy] {
@@ -200,6 +241,30 @@ listen = "127.0.0.1:0"
         "sidecars  orders outbound {orders_out} → billing inbound {billing_in} → billing app\n"
     );
 
+    let all_ok = calls(&k, orders_out, billing_in).await?;
+    let _ = stop_tx.send(());
+    for s in servers {
+        let _ = s.await;
+    }
+    drop(tmp);
+    println!(
+        "{}",
+        if all_ok {
+            "demo complete: every answer was the expected one (keys removed)"
+        } else {
+            "demo FAILED: an answer was not the expected one"
+        }
+    );
+    Ok(all_ok)
+}
+
+/// The four calls, each checked against the answer it must get.
+async fn calls(
+    k: &DemoKeys,
+    orders_out: SocketAddr,
+    billing_in: SocketAddr,
+) -> anyhow::Result<bool> {
+    let (orders, mallory) = (&k.orders, &k.mallory);
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut all_ok = true;
@@ -290,18 +355,5 @@ listen = "127.0.0.1:0"
         StatusCode::FORBIDDEN,
     );
 
-    let _ = stop_tx.send(());
-    for s in servers {
-        let _ = s.await;
-    }
-    drop(tmp);
-    println!(
-        "{}",
-        if all_ok {
-            "demo complete: every answer was the expected one (keys removed)"
-        } else {
-            "demo FAILED: an answer was not the expected one"
-        }
-    );
     Ok(all_ok)
 }

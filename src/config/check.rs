@@ -10,6 +10,14 @@ use crate::http::{name_starts_alike, names_alike};
 use crate::keys::is_valid_identity;
 
 pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
+    check_trust(cfg, p);
+    check_identity(cfg, p);
+    check_sides(cfg, p);
+    check_limits(cfg, p);
+    check_listeners(cfg, p);
+}
+
+fn check_trust(cfg: &Config, p: &mut Problems) {
     let trust = &cfg.trust;
     if trust.rescan_interval.is_zero() {
         p.add("trust.rescan_interval", "must be greater than zero");
@@ -34,7 +42,10 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
             ),
         );
     }
-    let identity = &cfg.identity;
+}
+
+fn check_identity(cfg: &Config, p: &mut Problems) {
+    let (identity, trust) = (&cfg.identity, &cfg.trust);
     if identity.name.is_empty() && !p.failed("identity.name") {
         p.add("identity.name", "is required (this service's identity)");
     }
@@ -64,12 +75,16 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
             );
         }
     }
+}
 
+/// Each side's own checks, and what a side needs of the rest.
+fn check_sides(cfg: &mut Config, p: &mut Problems) {
     if cfg.inbound.as_ref().is_some_and(|i| !i.enabled) {
         cfg.inbound = None;
     }
     if let Some(inbound) = &cfg.inbound {
         check_inbound(inbound, p);
+        let trust = &cfg.trust;
         if trust.authorized_keys.is_none() && trust.shared_key.is_none() {
             p.add(
                 "trust.authorized_keys",
@@ -79,7 +94,7 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     }
     if let Some(outbound) = &mut cfg.outbound {
         check_outbound(outbound, p);
-        if identity.key().is_none() {
+        if cfg.identity.key().is_none() {
             p.add(
                 "identity.private_key",
                 "is required with [outbound] (or identity.shared_key in shared-key mode)",
@@ -92,7 +107,9 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
             "neither [inbound] nor [outbound] is configured: nothing to do",
         );
     }
+}
 
+fn check_limits(cfg: &Config, p: &mut Problems) {
     let limits = &cfg.limits;
     for (key, d) in [
         ("limits.header_read_timeout", limits.header_read_timeout),
@@ -118,7 +135,10 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
             format!("\"{}\" is not a log filter", cfg.log.level),
         );
     }
+}
 
+/// No two listeners on one address (port 0 excepted: each gets its own).
+fn check_listeners(cfg: &Config, p: &mut Problems) {
     let mut listeners: Vec<(&str, SocketAddr)> = vec![("admin.listen", cfg.admin.listen)];
     if let Some(i) = &cfg.inbound {
         listeners.push(("inbound.listen", i.listen));

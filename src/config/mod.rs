@@ -16,6 +16,7 @@
 //! A new key: a field in its section here (with its default), and the code that uses it.
 mod check;
 mod parse;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -116,7 +117,7 @@ section! {
     /// `[identity]`: who this service is and what it signs with.
     pub struct Identity {
         /// This service's identity, a DNS label (`orders`). Required.
-        #[serde(deserialize_with = "parse::identity")]
+        #[serde(deserialize_with = "values::identity")]
         pub name: String = String::new(),
         /// PKCS#8 / SEC1 PEM or private JWK.
         pub private_key: Option<FilePath> = None,
@@ -284,17 +285,17 @@ section! {
         pub enabled: bool = true,
         pub listen: SocketAddr = addr("0.0.0.0:8443"),
         /// `http://` or `https://`, a host, no path; or `unix://` and a socket path.
-        #[serde(deserialize_with = "parse::app_upstream")]
+        #[serde(deserialize_with = "values::app_upstream")]
         pub upstream: AppUpstream = AppUpstream::url(Uri::from_static("http://127.0.0.1:8080")),
         pub upstream_protocol: UpstreamProtocol = UpstreamProtocol::Auto,
         /// Forwarded without a token (kubelet probes of the app).
-        #[serde(deserialize_with = "parse::absolute_paths")]
+        #[serde(deserialize_with = "values::absolute_paths")]
         pub public_paths: Vec<String> = Vec::new(),
-        #[serde(deserialize_with = "parse::header")]
+        #[serde(deserialize_with = "values::header")]
         pub token_header: HeaderName = http::header::AUTHORIZATION,
         pub mode: InboundMode = InboundMode::Enforce,
         /// Headers re-created from the token's `ctx` claim only.
-        #[serde(deserialize_with = "parse::headers")]
+        #[serde(deserialize_with = "values::headers")]
         pub signed_headers: Vec<HeaderName> = Vec::new(),
         pub require_request_binding: bool = false,
         pub tls_cert: Option<FilePath> = None,
@@ -311,7 +312,7 @@ section! {
         pub app_exposure: AppExposure = AppExposure::Warn,
         /// The addresses it tries the app's TCP port on (default: every non-loopback
         /// address of this host; inject sets them from the downward API's `status.podIPs`).
-        #[serde(deserialize_with = "parse::ip_addrs")]
+        #[serde(deserialize_with = "values::ip_addrs")]
         pub pod_ips: Vec<IpAddr> = Vec::new(),
         /// How often it tries (and once at start).
         #[serde(with = "humantime_serde")]
@@ -345,10 +346,10 @@ pub struct ServerTls {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct AllowRule {
-    #[serde(deserialize_with = "parse::identities")]
+    #[serde(deserialize_with = "values::identities")]
     pub callers: Vec<String>,
     pub roles: Vec<String>,
-    #[serde(deserialize_with = "parse::methods")]
+    #[serde(deserialize_with = "values::methods")]
     pub methods: Vec<Method>,
     pub paths: Vec<PathPattern>,
 }
@@ -424,12 +425,12 @@ section! {
     /// `[outbound]`: this service's app → other services.
     pub struct Outbound {
         pub listen: SocketAddr = addr("127.0.0.1:15001"),
-        #[serde(deserialize_with = "parse::header")]
+        #[serde(deserialize_with = "values::header")]
         pub token_header: HeaderName = http::header::AUTHORIZATION,
         /// Forward requests for hosts without a route, without a token.
         pub passthrough_unknown: bool = false,
         /// Request headers whose values are signed into the token's `ctx` claim.
-        #[serde(deserialize_with = "parse::headers")]
+        #[serde(deserialize_with = "values::headers")]
         pub signed_headers: Vec<HeaderName> = Vec::new(),
         /// Tokens bound to method and path, signed per request (RFC 9449 `htm`/`htu`).
         pub bind_request: bool = false,
@@ -453,15 +454,15 @@ impl Outbound {
 #[derive(Clone, Debug, Deserialize)]
 pub struct Route {
     /// Lower-case host as the app names it (`billing`, `billing.default.svc`).
-    #[serde(deserialize_with = "parse::host")]
+    #[serde(deserialize_with = "values::host")]
     pub host: String,
-    #[serde(deserialize_with = "parse::upstream")]
+    #[serde(deserialize_with = "values::upstream")]
     pub upstream: Uri,
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
     /// Default: the host's first label (`billing` for `billing.default.svc`), filled in
     /// by [`check`].
-    #[serde(default, deserialize_with = "parse::identity")]
+    #[serde(default, deserialize_with = "values::identity")]
     pub audience: String,
 }
 

@@ -6,17 +6,11 @@
 //! The environment variables a section accepts, and how their text is read, are derived
 //! from the section's own declaration by [`shape`].
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::Path;
 
-use http::{HeaderName, Method, Uri};
 use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer as _, Visitor};
-use serde::Deserialize;
 
-use super::{
-    Admin, AppUpstream, Config, FilePath, Identity, Inbound, Limits, Log, Outbound, Trust,
-};
-use crate::keys::is_valid_identity;
+use super::{Admin, Config, FilePath, Identity, Inbound, Limits, Log, Outbound, Trust};
 
 /// Every problem found, one sentence each.
 #[derive(Debug, thiserror::Error)]
@@ -565,151 +559,6 @@ impl<'de> de::SeqAccess<'de> for OneElement<'_> {
             None => Ok(None),
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Conversions serde does not know (`deserialize_with` in the declarations)
-
-fn custom<E: de::Error>(reason: impl std::fmt::Display) -> E {
-    E::custom(reason)
-}
-
-/// An `http://` or `https://` URL with a host and no path.
-pub(super) fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
-    let v = String::deserialize(d)?;
-    http_upstream(&v).ok_or_else(|| {
-        custom(format!(
-            "\"{v}\" is not an http:// or https:// URL with a host and no path"
-        ))
-    })
-}
-
-fn http_upstream(v: &str) -> Option<Uri> {
-    let uri = v.parse::<Uri>().ok()?;
-    (matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.authority().is_some()
-        && uri.path_and_query().is_none_or(|p| p.as_str() == "/"))
-    .then_some(uri)
-}
-
-/// The longest socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
-const MAX_SOCKET_PATH: usize = 107;
-
-/// `inbound.upstream`: an `http://`/`https://` URL as for routes, or `unix://` and an
-/// absolute socket path.
-pub(super) fn app_upstream<'de, D: Deserializer<'de>>(d: D) -> Result<AppUpstream, D::Error> {
-    let v = String::deserialize(d)?;
-    if let Some(path) = v.strip_prefix("unix://") {
-        let p = Path::new(path);
-        if !path.starts_with('/') || p.file_name().is_none() || path.contains(['?', '#']) {
-            return Err(custom(format!(
-                "\"{v}\" is not unix:// and an absolute socket path (unix:///run/app/app.sock)"
-            )));
-        }
-        if path.len() > MAX_SOCKET_PATH {
-            return Err(custom(format!(
-                "\"{v}\": a socket path is at most {MAX_SOCKET_PATH} bytes long"
-            )));
-        }
-        return Ok(AppUpstream::unix(p));
-    }
-    http_upstream(&v).map(AppUpstream::url).ok_or_else(|| {
-        custom(format!(
-            "\"{v}\" is not an http:// or https:// URL with a host and no path, nor \
-             unix:///path/of/a.sock"
-        ))
-    })
-}
-
-pub(super) fn ip_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|v| {
-            v.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| custom(format!("\"{v}\" is not an IP address")))
-        })
-        .collect()
-}
-
-fn header_name<E: de::Error>(v: &str) -> Result<HeaderName, E> {
-    HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes())
-        .map_err(|_| custom(format!("\"{v}\" is not a valid header name")))
-}
-
-pub(super) fn header<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
-    header_name(&String::deserialize(d)?)
-}
-
-pub(super) fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|h| header_name(h))
-        .collect()
-}
-
-fn valid_identity<E: de::Error>(v: String) -> Result<String, E> {
-    if is_valid_identity(&v) {
-        Ok(v)
-    } else {
-        Err(custom(format!(
-            "\"{v}\" is not a valid identity (a DNS label: lower-case letters, digits, '-')"
-        )))
-    }
-}
-
-pub(super) fn identity<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    valid_identity(String::deserialize(d)?)
-}
-
-pub(super) fn identities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .into_iter()
-        .map(valid_identity)
-        .collect()
-}
-
-/// Standard methods only, any case.
-pub(super) fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
-    const STANDARD: [Method; 9] = [
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::PATCH,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::CONNECT,
-    ];
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|m| {
-            let upper = m.to_ascii_uppercase();
-            STANDARD
-                .iter()
-                .find(|s| s.as_str() == upper)
-                .cloned()
-                .ok_or_else(|| custom(format!("\"{m}\" is not an HTTP method")))
-        })
-        .collect()
-}
-
-pub(super) fn absolute_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let paths = Vec::<String>::deserialize(d)?;
-    match paths.iter().find(|p| !p.starts_with('/')) {
-        Some(p) => Err(custom(format!("\"{p}\" must start with '/'"))),
-        None => Ok(paths),
-    }
-}
-
-/// A host as the app names it, lower-cased.
-pub(super) fn host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let host = String::deserialize(d)?.to_ascii_lowercase();
-    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
-        return Err(custom(format!("\"{host}\" is not a host name")));
-    }
-    Ok(host)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 
-use super::format::{parse_signing_key, private_jwk_value, private_pkcs8, public_spki};
+use super::private::{parse_signing_key, private_jwk_value, private_pkcs8, public_spki};
 use super::{is_valid_identity, KeyAlg, KeyError, SigningKey};
 
 /// The file format `keygen` writes.

@@ -85,75 +85,80 @@ fn load_dir_once(dir: &Path) -> Result<DirLoad, KeyError> {
 
     let mut load = DirLoad::default();
     for entry in entries {
-        let path = entry.path();
-        let problem = |reason: String| FileProblem {
-            file: path.clone(),
-            reason,
-        };
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            load.problems
-                .push(problem("file name is not UTF-8; skipped".into()));
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let identity = name.split('.').next().unwrap_or_default();
-        if !is_valid_identity(identity) {
-            load.problems.push(problem(format!(
-                "\"{identity}\" is not a valid identity (file names start with a DNS label: \
-                 lower-case letters, digits and '-'); skipped"
-            )));
-            continue;
-        }
-        // `metadata` follows symlinks; a link to nowhere is worth its own sentence.
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                load.problems
-                    .push(problem("is a dangling symlink; skipped".into()));
-                continue;
-            }
-            Err(e) => {
-                load.problems.push(problem(format!("cannot be read: {e}")));
-                continue;
-            }
-        };
-        if meta.is_dir() {
-            load.problems
-                .push(problem("is a directory, not a key file; skipped".into()));
-            continue;
-        }
-        if !meta.is_file() {
-            load.problems
-                .push(problem("is not a regular file; skipped".into()));
-            continue;
-        }
-        if name.ends_with(".url") {
-            match read_key_file(&path)
-                .map_err(reason_of)
-                .and_then(|b| parse_url_file(&b))
-            {
-                Ok(url) => load.sources.push(UrlSource {
-                    identity: identity.to_owned(),
-                    url,
-                    file: path.clone(),
-                }),
-                Err(reason) => load.problems.push(problem(reason)),
-            }
-            continue;
-        }
-        let parsed = read_key_file(&path).and_then(|bytes| parse_public_keys(&bytes, &path));
-        match parsed {
-            Ok(keys) => load.keys.extend(keys.into_iter().map(|key| TrustedKey {
-                identity: Some(identity.to_owned()),
-                key,
-                source: path.clone(),
-            })),
-            Err(e) => load.problems.push(problem(reason_of(e))),
-        }
+        load_entry(&entry, &mut load);
     }
     Ok(load)
+}
+
+/// One directory entry: its keys or URL into `load`, or the problem with it.
+fn load_entry(entry: &std::fs::DirEntry, load: &mut DirLoad) {
+    let path = entry.path();
+    let problem = |reason: String| FileProblem {
+        file: path.clone(),
+        reason,
+    };
+    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        load.problems
+            .push(problem("file name is not UTF-8; skipped".into()));
+        return;
+    };
+    if name.starts_with('.') {
+        return;
+    }
+    let identity = name.split('.').next().unwrap_or_default();
+    if !is_valid_identity(identity) {
+        load.problems.push(problem(format!(
+            "\"{identity}\" is not a valid identity (file names start with a DNS label: \
+             lower-case letters, digits and '-'); skipped"
+        )));
+        return;
+    }
+    if let Err(reason) = regular_file(&path) {
+        load.problems.push(problem(reason.into()));
+        return;
+    }
+    if name.ends_with(".url") {
+        match read_key_file(&path)
+            .map_err(reason_of)
+            .and_then(|b| parse_url_file(&b))
+        {
+            Ok(url) => load.sources.push(UrlSource {
+                identity: identity.to_owned(),
+                url,
+                file: path.clone(),
+            }),
+            Err(reason) => load.problems.push(problem(reason)),
+        }
+        return;
+    }
+    let parsed = read_key_file(&path).and_then(|bytes| parse_public_keys(&bytes, &path));
+    match parsed {
+        Ok(keys) => load.keys.extend(keys.into_iter().map(|key| TrustedKey {
+            identity: Some(identity.to_owned()),
+            key,
+            source: path.clone(),
+        })),
+        Err(e) => load.problems.push(problem(reason_of(e))),
+    }
+}
+
+/// A regular file (symlinks followed), or why not.
+fn regular_file(path: &Path) -> Result<(), std::borrow::Cow<'static, str>> {
+    // `metadata` follows symlinks; a link to nowhere is worth its own sentence.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("is a dangling symlink; skipped".into())
+        }
+        Err(e) => return Err(format!("cannot be read: {e}").into()),
+    };
+    if meta.is_dir() {
+        return Err("is a directory, not a key file; skipped".into());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file; skipped".into());
+    }
+    Ok(())
 }
 
 /// The reason alone: the file is already named by [`FileProblem::file`].

@@ -10,11 +10,13 @@ mod format;
 mod generate;
 mod keyring;
 mod loader;
+mod private;
 
-pub use format::{load_shared_key, load_signing_key, parse_public_keys};
+pub use format::parse_public_keys;
 pub use generate::{generate, write_keypair, GeneratedFiles, OutputFormat};
 pub use keyring::{FileProblem, Keyring, TrustedKey};
 pub use loader::{load_dir, load_revoked, parse_url_file, DirLoad, UrlSource};
+pub use private::{load_shared_key, load_signing_key};
 
 use std::fmt;
 use std::path::PathBuf;

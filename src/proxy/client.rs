@@ -315,6 +315,13 @@ impl Upstreams {
     }
 }
 
+/// What an affine exchange gives: the response head, and the connection again if it can
+/// serve the next request.
+type Affine = (
+    Result<Response<Incoming>, UpstreamError>,
+    Option<(Authority, SendRequest<Body>)>,
+);
+
 impl Upstreams {
     async fn send_affine(
         &self,
@@ -347,55 +354,7 @@ impl Upstreams {
             None => Box::pin(tokio::time::sleep_until(deadline)),
         };
         // The response head, and the connection again if it can serve the next request.
-        let exchange = async move {
-            let mut kept = match kept {
-                // Normally ready at once: no timer for the wait.
-                Some(sender) if sender.is_ready() => Some(sender),
-                Some(mut sender) => match tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                    Ok(Ok(())) => Some(sender),
-                    _ => None,
-                },
-                None => None,
-            };
-            loop {
-                let reused = kept.is_some();
-                let mut sender = match kept.take() {
-                    Some(sender) => sender,
-                    None => match self.connect(&to).await {
-                        Ok(sender) => sender,
-                        Err(e) => return (Err(e), None),
-                    },
-                };
-                // On a kept connection, an idempotent request without a body keeps a
-                // copy of its head: if the app closed the connection just as the request
-                // went out (HTTP/1.1's keep-alive race), it is sent again on a new one
-                // (RFC 9112 §9.3.1).
-                let spare = (reused && Self::retryable(&req)).then(|| HeadCopy::of(&req));
-                match sender.try_send_request(req).await {
-                    Ok(resp) => return (Ok(resp), Some((to, sender))),
-                    Err(mut e) => {
-                        if reused {
-                            // Not sent at all: it goes as it is.
-                            if let Some(again) = e.take_message() {
-                                req = again;
-                                continue;
-                            }
-                            let closed = e.error().is_incomplete_message()
-                                || e.error().is_canceled()
-                                || e.error().is_closed();
-                            if let (Some(copy), true) = (spare, closed) {
-                                if let Some(again) = copy.request() {
-                                    req = again;
-                                    continue;
-                                }
-                            }
-                        }
-                        let failed = UpstreamError::Failed(error_chain(&e.into_error()));
-                        return (Err(failed), None);
-                    }
-                }
-            }
-        };
+        let exchange = self.exchange(to, kept, req);
         // `tokio::time::timeout`, with the kept timer.
         let mut exchange = std::pin::pin!(exchange);
         let (result, conn) = std::future::poll_fn(|cx| {
@@ -410,6 +369,64 @@ impl Upstreams {
         .await;
         affinity.put(conn, clock);
         result
+    }
+
+    /// One exchange on the kept connection (or a new one), sent again on a new one after
+    /// HTTP/1.1's keep-alive race where that is safe; the response head, and the
+    /// connection if it can serve the next request.
+    async fn exchange(
+        &self,
+        to: Authority,
+        kept: Option<SendRequest<Body>>,
+        mut req: Request<Body>,
+    ) -> Affine {
+        let mut kept = match kept {
+            // Normally ready at once: no timer for the wait.
+            Some(sender) if sender.is_ready() => Some(sender),
+            Some(mut sender) => match tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                Ok(Ok(())) => Some(sender),
+                _ => None,
+            },
+            None => None,
+        };
+        loop {
+            let reused = kept.is_some();
+            let mut sender = match kept.take() {
+                Some(sender) => sender,
+                None => match self.connect(&to).await {
+                    Ok(sender) => sender,
+                    Err(e) => return (Err(e), None),
+                },
+            };
+            // On a kept connection, an idempotent request without a body keeps a
+            // copy of its head: if the app closed the connection just as the request
+            // went out (HTTP/1.1's keep-alive race), it is sent again on a new one
+            // (RFC 9112 §9.3.1).
+            let spare = (reused && Self::retryable(&req)).then(|| HeadCopy::of(&req));
+            match sender.try_send_request(req).await {
+                Ok(resp) => return (Ok(resp), Some((to, sender))),
+                Err(mut e) => {
+                    if reused {
+                        // Not sent at all: it goes as it is.
+                        if let Some(again) = e.take_message() {
+                            req = again;
+                            continue;
+                        }
+                        let closed = e.error().is_incomplete_message()
+                            || e.error().is_canceled()
+                            || e.error().is_closed();
+                        if let (Some(copy), true) = (spare, closed) {
+                            if let Some(again) = copy.request() {
+                                req = again;
+                                continue;
+                            }
+                        }
+                    }
+                    let failed = UpstreamError::Failed(error_chain(&e.into_error()));
+                    return (Err(failed), None);
+                }
+            }
+        }
     }
 
     /// Safe to send again after a connection closed under it: an idempotent method

@@ -107,6 +107,38 @@ struct Sending<'a> {
     downstream_version: Version,
 }
 
+/// The target's scheme and authority with the request's path and query.
+fn next_hop_uri(uri: &Uri, target: &Uri) -> Result<Uri, Failure> {
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut next = Uri::builder().path_and_query(path_and_query);
+    if let Some(scheme) = target.scheme() {
+        next = next.scheme(scheme.clone());
+    }
+    if let Some(authority) = target.authority() {
+        next = next.authority(authority.clone());
+    }
+    next.build()
+        .map_err(|_| Failure::BadRequest(BadRequest::TargetNotForwardable))
+}
+
+/// `Host` as the hop wants it: the request's own (HTTP/2 carries it in `:authority`;
+/// kept visible to an HTTP/1.1 app), or the upstream's.
+fn set_host(
+    headers: &mut http::HeaderMap,
+    host: HostHeader,
+    original: Option<http::uri::Authority>,
+    target: &Uri,
+) {
+    let value = match host {
+        HostHeader::Keep if !headers.contains_key(HOST) => original,
+        HostHeader::Keep => None,
+        HostHeader::Upstream => target.authority().cloned(),
+    };
+    if let Some(v) = value.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        headers.insert(HOST, v);
+    }
+}
+
 /// The request rewritten for the upstream and handed to the client.
 fn start<'a>(
     mut req: Request<Incoming>,
@@ -129,43 +161,9 @@ fn start<'a>(
     let (mut parts, body) = req.into_parts();
 
     let original_authority = parts.uri.authority().cloned();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
-    let mut uri = Uri::builder().path_and_query(path_and_query.as_str());
-    if let Some(scheme) = target.scheme() {
-        uri = uri.scheme(scheme.clone());
-    }
-    if let Some(authority) = target.authority() {
-        uri = uri.authority(authority.clone());
-    }
-    parts.uri = uri
-        .build()
-        .map_err(|_| Failure::BadRequest(BadRequest::TargetNotForwardable))?;
-
+    parts.uri = next_hop_uri(&parts.uri, target)?;
     append_forwarded(&mut parts.headers, down.peer, down.tls);
-    match host {
-        HostHeader::Keep => {
-            // HTTP/2 carries the name in :authority; keep it visible to an HTTP/1.1 app.
-            if !parts.headers.contains_key(HOST) {
-                if let Some(a) = original_authority {
-                    if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                        parts.headers.insert(HOST, v);
-                    }
-                }
-            }
-        }
-        HostHeader::Upstream => {
-            if let Some(a) = target.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(HOST, v);
-                }
-            }
-        }
-    }
+    set_host(&mut parts.headers, host, original_authority, target);
     if protocol == Protocol::Http1 && downstream_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }

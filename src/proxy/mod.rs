@@ -190,25 +190,7 @@ impl Proxy {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let state = self.state;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut traffic = Vec::new();
-        if let Some((l, tls)) = self.inbound {
-            traffic.push(tokio::spawn(server::run_listener(
-                Side::Inbound,
-                l,
-                tls,
-                state.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        if let Some(l) = self.outbound {
-            traffic.push(tokio::spawn(server::run_listener(
-                Side::Outbound,
-                l,
-                None,
-                state.clone(),
-                stop_rx.clone(),
-            )));
-        }
+        let traffic = spawn_traffic(&state, self.inbound, self.outbound, &stop_rx);
         let (admin_tx, admin_rx) = watch::channel(false);
         let admin = tokio::spawn(server::run_listener(
             Side::Admin,
@@ -272,4 +254,35 @@ impl Proxy {
         let _ = admin.await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// The inbound and outbound listeners' tasks, until `stop` turns true.
+fn spawn_traffic(
+    state: &Arc<State>,
+    inbound: Option<(TcpListener, Option<TlsAcceptor>)>,
+    outbound: Option<TcpListener>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut traffic = Vec::new();
+    if let Some((l, tls)) = inbound {
+        let (state, stop) = (state.clone(), stop.clone());
+        traffic.push(tokio::spawn(server::run_listener(
+            Side::Inbound,
+            l,
+            tls,
+            state,
+            stop,
+        )));
+    }
+    if let Some(l) = outbound {
+        let (state, stop) = (state.clone(), stop.clone());
+        traffic.push(tokio::spawn(server::run_listener(
+            Side::Outbound,
+            l,
+            None,
+            state,
+            stop,
+        )));
+    }
+    traffic
 }

@@ -65,7 +65,7 @@ pub(super) async fn run_listener(
     // Connections are told to finish through `conns_stop`; each holds a clone of
     // `conns_done`, so `recv()` returns `None` once the last one has ended.
     let (conns_stop_tx, conns_stop) = watch::channel(false);
-    let (conns_done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let (conns_done, all_done) = tokio::sync::mpsc::channel::<()>(1);
     let open = Arc::new(AtomicUsize::new(0));
     let limit = Arc::new(Semaphore::new(state.cfg.limits.max_connections));
     let gauge = state
@@ -110,45 +110,82 @@ pub(super) async fn run_listener(
             limits.idle_timeout + limits.header_read_timeout,
         );
         let (state, builder, conn_stop) = (state.clone(), builder.clone(), conns_stop.clone());
-        // Plain and TLS connections are tasks of their own types: a task is as large as
-        // its future, and a plain connection's need not hold room for a TLS session.
-        match &tls {
-            None => {
-                tokio::spawn(async move {
-                    let conn = Conn {
-                        side,
-                        peer,
-                        tls: false,
-                    };
-                    let io = TokioIo::new(stream);
-                    serve_conn(conn, &builder, io, state, activity, conn_stop).await;
-                    drop(slot);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout_at(activity.first_deadline(), handshake).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = Conn {
-                                side,
-                                peer,
-                                tls: true,
-                            };
-                            let io = TokioIo::new(tls_stream);
-                            serve_conn(conn, &builder, io, state, activity, conn_stop).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                    drop(slot);
-                });
-            }
-        }
+        spawn_conn(
+            side,
+            peer,
+            stream,
+            &tls,
+            (state, builder, conn_stop),
+            activity,
+            slot,
+        );
     }
     drop(listener);
     drop(conns_done);
+    drain(side, &state, &open, conns_stop_tx, all_done).await;
+}
+
+/// A connection's task. Plain and TLS connections are tasks of their own types: a task
+/// is as large as its future, and a plain connection's need not hold room for a TLS
+/// session.
+fn spawn_conn(
+    side: Side,
+    peer: SocketAddr,
+    stream: tokio::net::TcpStream,
+    tls: &Option<TlsAcceptor>,
+    (state, builder, conn_stop): (
+        Arc<State>,
+        Arc<auto::Builder<TokioExecutor>>,
+        watch::Receiver<bool>,
+    ),
+    activity: Arc<Activity>,
+    slot: Slot,
+) {
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                let conn = Conn {
+                    side,
+                    peer,
+                    tls: false,
+                };
+                let io = TokioIo::new(stream);
+                serve_conn(conn, &builder, io, state, activity, conn_stop).await;
+                drop(slot);
+            });
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let handshake = acceptor.accept(stream);
+                match tokio::time::timeout_at(activity.first_deadline(), handshake).await {
+                    Ok(Ok(tls_stream)) => {
+                        let conn = Conn {
+                            side,
+                            peer,
+                            tls: true,
+                        };
+                        let io = TokioIo::new(tls_stream);
+                        serve_conn(conn, &builder, io, state, activity, conn_stop).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// The listener is closed: serve what has arrived for a short, bounded moment, then tell
+/// every connection to finish and wait for them, at most `shutdown_grace`.
+async fn drain(
+    side: Side,
+    state: &State,
+    open: &AtomicUsize,
+    conns_stop_tx: watch::Sender<bool>,
+    mut all_done: tokio::sync::mpsc::Receiver<()>,
+) {
     let grace = state.cfg.limits.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
     // Settle: an HTTP/1.1 connection whose request bytes have arrived but are not parsed
@@ -300,7 +337,7 @@ async fn serve_conn<I>(
     io: I,
     state: Arc<State>,
     activity: Arc<Activity>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -337,20 +374,7 @@ async fn serve_conn<I>(
     // orders this one through `control`: the connection's task, woken several times per
     // request, polls only the connection, not the watchdog's timer and channel too.
     let control = Arc::new(Control::default());
-    let watchdog = tokio::spawn({
-        let control = control.clone();
-        async move {
-            tokio::select! {
-                _ = stop.changed() => control.order(GRACEFUL),
-                never_requested = activity.idle() => {
-                    // Nothing to finish: a slot held without a request is closed at
-                    // once. Idle: HTTP/2 gets a GOAWAY (open streams finish), HTTP/1.1
-                    // closes.
-                    control.order(if never_requested { CLOSE } else { GRACEFUL })
-                }
-            }
-        }
-    });
+    let watchdog = tokio::spawn(watchdog(control.clone(), activity, stop));
     let peer = who.peer;
     let mut closing = false;
     let ended = std::future::poll_fn(|cx| {
@@ -372,6 +396,19 @@ async fn serve_conn<I>(
         Some(Ok(())) => {}
         None => {
             tracing::debug!(%peer, "no complete request head within header_read_timeout; closing")
+        }
+    }
+}
+
+/// A connection's watchdog: orders a graceful end at drain or after idling, and a close
+/// when no request ever came (a slot held without a request).
+async fn watchdog(control: Arc<Control>, activity: Arc<Activity>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = stop.changed() => control.order(GRACEFUL),
+        never_requested = activity.idle() => {
+            // Nothing to finish: a slot held without a request is closed at once. Idle:
+            // HTTP/2 gets a GOAWAY (open streams finish), HTTP/1.1 closes.
+            control.order(if never_requested { CLOSE } else { GRACEFUL })
         }
     }
 }
@@ -401,5 +438,65 @@ impl Control {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: Duration = Duration::from_secs(1);
+    const IDLE: Duration = Duration::from_secs(5);
+
+    /// When `idle()` resolves, measured on tokio's paused clock from now, and what it said.
+    async fn idle_after(activity: &Arc<Activity>) -> (Duration, bool) {
+        let start = tokio::time::Instant::now();
+        let never = activity.idle().await;
+        (start.elapsed(), never)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_sends_a_request_is_closed_at_the_head_timeout() {
+        let activity = Activity::new(HEAD, IDLE);
+        assert_eq!(idle_after(&activity).await, (HEAD, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_end_of_the_last_request_and_never_during_one() {
+        let activity = Activity::new(HEAD, IDLE);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let request = activity.begin();
+        // A request in flight for 20 s (a slow upstream): never idle meanwhile.
+        let watch = tokio::spawn({
+            let activity = activity.clone();
+            async move { idle_after(&activity).await }
+        });
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!watch.is_finished(), "idle while a request was in flight");
+        drop(request);
+        let (after, never) = watch.await.unwrap();
+        assert!(!never, "a request was served");
+        // 20 s in flight, then the idle timeout from its end (rounded to whole ms, and
+        // the in-flight wait polls every head timeout).
+        let idle_from_end = after - Duration::from_secs(20);
+        assert!(
+            idle_from_end >= IDLE && idle_from_end <= IDLE + HEAD,
+            "idle {idle_from_end:?} after the request ended"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_request_pushes_the_idle_deadline_back() {
+        let activity = Activity::new(HEAD, IDLE);
+        drop(activity.begin());
+        let watch = tokio::spawn({
+            let activity = activity.clone();
+            async move { idle_after(&activity).await }
+        });
+        tokio::time::sleep(IDLE - Duration::from_secs(1)).await;
+        drop(activity.begin());
+        let (after, never) = watch.await.unwrap();
+        assert!(!never);
+        assert_eq!(after, IDLE - Duration::from_secs(1) + IDLE);
     }
 }

@@ -16,6 +16,11 @@ use support::*;
 /// The Python app (killed on drop) and its address; `None` (skipped loudly) without
 /// python3, unless `TRUSTGATE_REQUIRE_INTEROP=1`.
 fn python_app(mode: &str) -> Option<(Process, String)> {
+    python_app_logging(mode, None)
+}
+
+/// As [`python_app`], the app writing one line per request it receives to `log`.
+fn python_app_logging(mode: &str, log: Option<&std::path::Path>) -> Option<(Process, String)> {
     if !have_tool("python3", &["--version"], "apt-get install python3") {
         return None;
     }
@@ -24,6 +29,7 @@ fn python_app(mode: &str) -> Option<(Process, String)> {
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(mode)
+        .args(log)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -107,6 +113,94 @@ async fn a_kept_connection_the_app_closed_is_replaced_unseen() {
     let ports = sequential(sidecar.inbound(), 30).await;
     let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
     assert_eq!(distinct.len(), 30, "{ports:?}");
+}
+
+/// Each request of `(method, body)` on one keep-alive connection to the sidecar's
+/// public path; the status of each.
+async fn statuses(sidecar: std::net::SocketAddr, requests: &[(&str, &'static [u8])]) -> Vec<u16> {
+    let stream = tokio::net::TcpStream::connect(sidecar).await.unwrap();
+    let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for (method, b) in requests {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let req = http::Request::builder()
+            .method(*method)
+            .uri("/pub")
+            .header("host", "billing")
+            .body(body(bytes::Bytes::from_static(b)))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        out.push(resp.status().as_u16());
+        let _ = resp.into_body().collect().await;
+    }
+    out
+}
+
+/// What the app received, one line per request (`METHOD PATH PORT`), once `n` arrived.
+async fn received(log: &std::path::Path, n: usize) -> Vec<String> {
+    let lines = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    eventually(std::time::Duration::from_secs(5), || lines().len() >= n).await;
+    lines()
+}
+
+/// The keep-alive race, both ways (RFC 9112 §9.3.1): a request that reached a kept
+/// connection which then closed without an answer is sent again on a new connection if
+/// it is idempotent and has no body — the app receives it twice and the client sees one
+/// 200 — and a POST is not: the app receives it once and the client gets the 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_on_a_dying_kept_connection_is_sent_again_and_a_post_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("get.log");
+    let Some((_app, addr)) = python_app_logging("drop", Some(&log)) else {
+        return;
+    };
+    let sidecar = sidecar_for(&addr).await;
+    let got = statuses(sidecar.inbound(), &[("GET", b""), ("GET", b"")]).await;
+    assert_eq!(
+        got,
+        [200, 200],
+        "the second GET is answered after the re-send"
+    );
+    let lines = received(&log, 3).await;
+    assert_eq!(lines.len(), 3, "sent again exactly once: {lines:?}");
+    let port = |l: &str| l.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(
+        port(&lines[0]),
+        port(&lines[1]),
+        "the second went on the kept connection"
+    );
+    assert_ne!(
+        port(&lines[1]),
+        port(&lines[2]),
+        "and again on a new one: {lines:?}"
+    );
+
+    let log = dir.path().join("post.log");
+    let Some((_app, addr)) = python_app_logging("drop", Some(&log)) else {
+        return;
+    };
+    let sidecar = sidecar_for(&addr).await;
+    let got = statuses(sidecar.inbound(), &[("POST", b"one"), ("POST", b"two")]).await;
+    assert_eq!(
+        got,
+        [200, 502],
+        "a POST that may have been processed is not replayed"
+    );
+    // The 502 is the exchange's end: a re-send would have come before it (and answered
+    // it with a 200), so what arrived by now is all that will.
+    let lines = received(&log, 2).await;
+    assert_eq!(lines.len(), 2, "each POST arrived once: {lines:?}");
 }
 
 /// An app calling two services through one connection to its outbound sidecar (as

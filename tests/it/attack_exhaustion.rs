@@ -314,3 +314,42 @@ async fn slow_body_does_not_block_other_callers() {
     good_request_works(&t).await;
     drop(s);
 }
+
+/// Slowloris proper: headers dripped a byte every 200 ms never finish, and the header
+/// timeout (1 s) bounds the whole head, not the gap between bytes: the connection is
+/// closed after about 1 s — not before 0.9 s (then something else closed it), not after
+/// 2 s (then the drip kept it alive). (Replaces a test that accepted a close within 5 s
+/// of a head sent at once.)
+#[tokio::test]
+async fn a_dripped_head_is_cut_by_the_header_timeout_not_reset_by_each_byte() {
+    let t = target("", LIMITS).await;
+    let mut s = TcpStream::connect(t.inbound()).await.unwrap();
+    s.write_all(b"GET /invoices/1 HTTP/1.1\r\nHost: billing\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let drip = tokio::spawn(async move {
+        while wr.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut buf),
+    )
+    .await;
+    let took = start.elapsed();
+    drip.abort();
+    assert!(read.is_ok(), "still open after 5 s of dripping");
+    assert!(
+        took >= Duration::from_millis(900) && took <= Duration::from_secs(2),
+        "closed after {took:?}, want about 1 s"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}

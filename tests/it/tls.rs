@@ -127,11 +127,51 @@ async fn client_certificates_are_required_when_client_ca_is_set() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.body);
 }
 
-/// The inbound certificate is reloaded like the keys: a broken file keeps the current
-/// certificate in force and is counted as an error, a new valid pair is swapped in and
-/// counted as ok (`trustgate_reloads_total{material="tls_certificate"}`).
+/// The SHA-256 fingerprint of the certificate a TLS server at `addr` presents, read by
+/// OpenSSL's client (another stack's handshake).
+fn served_fingerprint(addr: std::net::SocketAddr) -> String {
+    let mut s_client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let mut pem = String::new();
+    std::io::Read::read_to_string(s_client.stdout.as_mut().unwrap(), &mut pem).unwrap();
+    let _ = s_client.wait();
+    fingerprint_of_pem(pem.as_bytes())
+}
+
+/// The SHA-256 fingerprint of the first certificate in `pem` (`openssl x509`).
+fn fingerprint_of_pem(pem: &[u8]) -> String {
+    let mut x509 = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    std::io::Write::write_all(x509.stdin.as_mut().unwrap(), pem).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The inbound certificate is reloaded like the keys, and a handshake shows it: a broken
+/// file keeps the current certificate served (counted as an error), a new valid pair is
+/// served on the next connection (counted as ok,
+/// `trustgate_reloads_total{material="tls_certificate"}`), and neither swap counts a
+/// reload of the trust material (each material has its own watched directories).
 #[tokio::test]
-async fn certificate_reloads_are_counted() {
+async fn certificate_reloads_are_served_and_counted() {
+    if !have_tool("openssl", &["version"], "apt-get install openssl") {
+        return;
+    }
     let keys = Keys::new();
     let billing = keys.make("billing");
     let orders = keys.make("orders");
@@ -153,27 +193,55 @@ async fn certificate_reloads_are_counted() {
         .start()
         .await;
     let state = side.state.clone();
-    let count = move |result: &str| {
+    let count = move |material: &str, result: &str| {
         state
             .metrics
             .reloads
-            .with_label_values(&["tls_certificate", result])
+            .with_label_values(&[material, result])
             .get()
     };
+    let addr = side.inbound();
+    let served = move || tokio::task::spawn_blocking(move || served_fingerprint(addr));
+    let server = fingerprint_of_pem(&std::fs::read(tls("server.crt")).unwrap());
+    let client = fingerprint_of_pem(&std::fs::read(tls("client.crt")).unwrap());
+    assert!(server.contains("Fingerprint") && server != client);
+    assert_eq!(served().await.unwrap(), server);
+    let trust_reloads = (count("trust", "ok"), count("trust", "error"));
+
     std::fs::write(dir.join("tls.crt.new"), "not a certificate").unwrap();
     std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || count("error") >= 1).await,
+        eventually(Duration::from_secs(5), || count("tls_certificate", "error")
+            >= 1)
+        .await,
         "a broken certificate is counted as a failed reload"
     );
-    assert_eq!(count("ok"), 0);
+    assert_eq!(count("tls_certificate", "ok"), 0);
+    assert_eq!(
+        served().await.unwrap(),
+        server,
+        "the old certificate is still served"
+    );
+
     // A different valid pair (the client certificate, signed by the same CA).
     std::fs::copy(tls("client.key"), dir.join("tls.key")).unwrap();
     std::fs::copy(tls("client.crt"), dir.join("tls.crt.new")).unwrap();
     std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || count("ok") >= 1).await,
+        eventually(Duration::from_secs(5), || count("tls_certificate", "ok")
+            >= 1)
+        .await,
         "a new valid pair is swapped in and counted"
+    );
+    assert_eq!(
+        served().await.unwrap(),
+        client,
+        "the new certificate is served"
+    );
+    assert_eq!(
+        (count("trust", "ok"), count("trust", "error")),
+        trust_reloads,
+        "a certificate swap is not a trust reload"
     );
     side.shutdown().await;
 }
