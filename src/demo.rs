@@ -258,6 +258,36 @@ pub async fn run() -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
+/// A real orders token whose claims were edited to say "admin" (the signature no longer
+/// matches them).
+fn forged_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Result<String> {
+    let orders_key = Arc::new(keys::load_signing_key(&orders.private)?);
+    let signer = TokenSigner::new("orders".into(), orders_key, Duration::from_secs(60));
+    let token = signer.sign("billing", None, None, now)?;
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let forged_claims = serde_json::json!({
+        "iss": "admin", "sub": "admin", "aud": "billing", "iat": now, "exp": now + 60
+    });
+    parts[1] = URL_SAFE_NO_PAD.encode(forged_claims.to_string());
+    Ok(parts.join("."))
+}
+
+/// Prints one call and its answer; whether it was the expected one.
+fn check_answer(title: &str, hops: &str, answer: &Answer, expected: StatusCode) -> bool {
+    let ok = answer.status == expected;
+    println!("{} {title}", if ok { "✔" } else { "✘" });
+    println!("    {hops}");
+    println!("    answer: {} {}", answer.status.as_u16(), answer.body);
+    if let Some(w) = &answer.www_authenticate {
+        println!("    www-authenticate: {w}");
+    }
+    if !ok {
+        println!("    expected {expected}");
+    }
+    println!();
+    ok
+}
+
 /// The four calls, each checked against the answer it must get.
 async fn calls(
     k: &DemoKeys,
@@ -268,20 +298,6 @@ async fn calls(
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut all_ok = true;
-    let check = |title: &str, hops: &str, answer: &Answer, expected: StatusCode| {
-        let ok = answer.status == expected;
-        println!("{} {title}", if ok { "✔" } else { "✘" });
-        println!("    {hops}");
-        println!("    answer: {} {}", answer.status.as_u16(), answer.body);
-        if let Some(w) = &answer.www_authenticate {
-            println!("    www-authenticate: {w}");
-        }
-        if !ok {
-            println!("    expected {expected}");
-        }
-        println!();
-        ok
-    };
 
     // 1. Trusted: orders' app calls billing through its sidecar, by Host header.
     let a = call(
@@ -290,7 +306,7 @@ async fn calls(
         &[("host", "billing".into())],
     )
     .await?;
-    all_ok &= check(
+    all_ok &= check_answer(
         "trusted call: orders app → orders sidecar (signs) → billing sidecar (verifies) → billing app",
         "the billing app sees x-service-caller: orders and never the token",
         &a,
@@ -302,22 +318,15 @@ async fn calls(
     }
 
     // 2. Forged: a real orders token whose claims were edited to another caller.
-    let orders_key = Arc::new(keys::load_signing_key(&orders.private)?);
-    let signer = TokenSigner::new("orders".into(), orders_key, Duration::from_secs(60));
     let now = trustgate::proxy::unix_now();
-    let token = signer.sign("billing", None, None, now)?;
-    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    let forged_claims = serde_json::json!({
-        "iss": "admin", "sub": "admin", "aud": "billing", "iat": now, "exp": now + 60
-    });
-    parts[1] = URL_SAFE_NO_PAD.encode(forged_claims.to_string());
+    let forged = forged_token(orders, now)?;
     let a = call(
         &client,
         format!("http://{billing_in}/invoices/42"),
-        &[("authorization", format!("Bearer {}", parts.join(".")))],
+        &[("authorization", format!("Bearer {forged}"))],
     )
     .await?;
-    all_ok &= check(
+    all_ok &= check_answer(
         "forged call: orders' token with its claims edited to say \"admin\"",
         "straight to billing's sidecar; the signature no longer matches",
         &a,
@@ -334,7 +343,7 @@ async fn calls(
         &[("authorization", format!("Bearer {mallory_token}"))],
     )
     .await?;
-    all_ok &= check(
+    all_ok &= check_answer(
         "unknown key: a well-formed token from a key billing does not trust",
         "billing's authorized_keys has no such kid",
         &a,
@@ -348,7 +357,7 @@ async fn calls(
         &[("host", "billing".into())],
     )
     .await?;
-    all_ok &= check(
+    all_ok &= check_answer(
         "policy: orders calls billing's /admin/users",
         "the token is valid; [[inbound.allow]] only lets orders reach /invoices",
         &a,

@@ -35,7 +35,7 @@ mod yaml;
 
 use yaml_rust2::Yaml;
 
-use self::pod::{has_container, inject_pod, int_node, pairs};
+use self::pod::{has_container, inject_pod, int_node, pairs, Injected};
 use self::policy::{existing_policies, network_policy};
 use self::service::retarget_service;
 use self::yaml::{entry, get, get_mut, int, map, s, text};
@@ -170,6 +170,19 @@ pub fn inject(input: &str, opts: &Options) -> Result<Injection, InjectError> {
         }
     }
 
+    let output = write_stream(input, &docs, &parsed, &changed, &policies)?;
+    Ok(Injection { output, report })
+}
+
+/// The stream again: untouched documents verbatim, changed ones re-emitted under their
+/// leading comments, each followed by the NetworkPolicies it brought.
+fn write_stream(
+    input: &str,
+    docs: &[yaml::Document],
+    parsed: &[Option<Yaml>],
+    changed: &[bool],
+    policies: &[Vec<Yaml>],
+) -> Result<String, InjectError> {
     let mut output = String::with_capacity(input.len() * 2);
     for (i, d) in docs.iter().enumerate() {
         output.push_str(d.separator);
@@ -198,7 +211,7 @@ pub fn inject(input: &str, opts: &Options) -> Result<Injection, InjectError> {
             output.push_str(&text);
         }
     }
-    Ok(Injection { output, report })
+    Ok(output)
 }
 
 fn name_of(object: &Yaml) -> String {
@@ -351,16 +364,8 @@ fn inject_object(
     let ann = |key: &str| annotation(pod_meta.as_ref(), meta.as_ref(), key).map(str::to_owned);
 
     let what = format!("{kind}/{name}");
-    match ann("inject").as_deref() {
-        None | Some("enabled" | "true") => {}
-        Some("disabled" | "false") => {
-            return Ok(Some((false, format!("{what}: skipped (annotation)"))))
-        }
-        Some(other) => {
-            return Err(format!(
-                "{ANNOTATION}inject is \"{other}\"; use enabled or disabled"
-            ))
-        }
+    if !wanted(&ann)? {
+        return Ok(Some((false, format!("{what}: skipped (annotation)"))));
     }
     let Some(spec) = get_mut(template, "spec") else {
         return Err("has no pod spec".into());
@@ -369,76 +374,101 @@ fn inject_object(
         return Ok(Some((false, format!("{what}: already injected"))));
     }
 
-    let port = |key: &str, default: u16| -> Result<i64, String> {
-        match ann(key) {
-            None => Ok(i64::from(default)),
-            Some(v) => v
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .map(i64::from)
-                .ok_or_else(|| format!("{ANNOTATION}{key} is \"{v}\", not a port number")),
-        }
+    let settings = settings(&ann, opts, &name)?;
+    let mut labels = pod_meta
+        .as_ref()
+        .and_then(|m| get(m, "labels"))
+        .map(pairs)
+        .unwrap_or_default();
+    let injected = inject_pod(spec, &settings)?;
+    let line = report_line(&what, &settings, &injected);
+    if settings.network_policy {
+        *policy = Some(policy_for(
+            template,
+            &name,
+            namespace.as_deref(),
+            &mut labels,
+            &settings,
+            &injected.serve,
+        ));
+    }
+    let app_port = match injected.serve {
+        Serve::Port(p) => Some(p),
+        _ => None,
     };
-    let identity = ann("identity").unwrap_or_else(|| name.clone());
+    if injected.serve != Serve::OutboundOnly {
+        pods.push(InjectedPod {
+            namespace,
+            labels,
+            app_port: app_port.or(injected.declared_port),
+            app_port_names: injected.port_names,
+        });
+    }
+    Ok(Some((true, line)))
+}
+
+/// `inject`: enabled (the default) or disabled.
+fn wanted(ann: &impl Fn(&str) -> Option<String>) -> Result<bool, String> {
+    match ann("inject").as_deref() {
+        None | Some("enabled" | "true") => Ok(true),
+        Some("disabled" | "false") => Ok(false),
+        Some(other) => Err(format!(
+            "{ANNOTATION}inject is \"{other}\"; use enabled or disabled"
+        )),
+    }
+}
+
+/// The workload's NetworkPolicy; a pod template without labels gets one
+/// (`trustgate.dev/workload`), since a selector needs a label: an empty one would select
+/// every pod around.
+fn policy_for(
+    template: &mut Yaml,
+    name: &str,
+    namespace: Option<&str>,
+    labels: &mut Vec<(String, String)>,
+    settings: &Settings,
+    serve: &Serve,
+) -> Yaml {
+    if labels.is_empty() {
+        labels.push((format!("{ANNOTATION}workload"), name.to_owned()));
+        let meta = entry(template, "metadata", Yaml::Hash(Default::default()));
+        let l = entry(meta, "labels", Yaml::Hash(Default::default()));
+        if let Yaml::Hash(h) = l {
+            h.insert(s(&labels[0].0), s(&labels[0].1));
+        }
+    }
+    network_policy(name, namespace, labels, settings, serve)
+}
+
+/// The workload's settings: its annotations (`ann`) over the command line's defaults.
+fn settings(
+    ann: &impl Fn(&str) -> Option<String>,
+    opts: &Options,
+    name: &str,
+) -> Result<Settings, String> {
+    let identity = ann("identity").unwrap_or_else(|| name.to_owned());
     if !crate::keys::is_valid_identity(&identity) {
         return Err(format!(
             "identity \"{identity}\" is not a valid identity name (set {ANNOTATION}identity)"
         ));
     }
-    let settings = Settings {
-        app_port: ann("app-port")
-            .map(|v| {
-                v.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .map(i64::from)
-                    .ok_or_else(|| format!("{ANNOTATION}app-port is \"{v}\", not a port number"))
-            })
-            .transpose()?,
+    let port = |key: &str, default: u16| {
+        Ok::<_, String>(port_annotation(ann, key)?.unwrap_or(i64::from(default)))
+    };
+    let authorized_keys = one_source(ann, "authorized-keys")?
+        .unwrap_or_else(|| Source::Secret("trustgate-authorized-keys".into()));
+    Ok(Settings {
+        app_port: port_annotation(ann, "app-port")?,
         inbound_port: port("inbound-port", opts.inbound_port)?,
         outbound_port: port("outbound-port", opts.outbound_port)?,
         admin_port: port("admin-port", opts.admin_port)?,
         image: ann("image").unwrap_or_else(|| opts.image.clone()),
         config_map: ann("config").unwrap_or_else(|| "trustgate-config".into()),
         identity_secret: ann("identity-secret").unwrap_or_else(|| "trustgate-identity".into()),
-        authorized_keys: match (
-            ann("authorized-keys-secret"),
-            ann("authorized-keys-configmap"),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{ANNOTATION}authorized-keys-secret and -configmap both set; choose one"
-                ))
-            }
-            (_, Some(c)) => Source::ConfigMap(c),
-            (Some(sec), None) => Source::Secret(sec),
-            (None, None) => Source::Secret("trustgate-authorized-keys".into()),
-        },
+        authorized_keys,
         tls_secret: ann("tls-secret"),
-        fetch_ca: match (ann("fetch-ca-secret"), ann("fetch-ca-configmap")) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{ANNOTATION}fetch-ca-secret and -configmap both set; choose one"
-                ))
-            }
-            (Some(sec), None) => Some(Source::Secret(sec)),
-            (None, Some(c)) => Some(Source::ConfigMap(c)),
-            (None, None) => None,
-        },
-        app_socket: match ann("app-socket") {
-            None => None,
-            Some(p) => {
-                let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                if !p.starts_with('/') || dir.is_empty() || p.ends_with('/') || p.len() > 107 {
-                    return Err(format!(
-                        "{ANNOTATION}app-socket is \"{p}\", not an absolute socket path in a \
-                         directory of its own (e.g. /run/app/app.sock)"
-                    ));
-                }
-                Some(p)
-            }
-        },
+        fetch_ca: one_source(ann, "fetch-ca")?,
+        app_socket: app_socket(ann)?,
         network_policy: match ann("network-policy").as_deref() {
             None | Some("true" | "enabled") => true,
             Some("false" | "disabled") => false,
@@ -449,13 +479,57 @@ fn inject_object(
             }
         },
         identity,
+    })
+}
+
+/// A port annotation, if set.
+fn port_annotation(
+    ann: &impl Fn(&str) -> Option<String>,
+    key: &str,
+) -> Result<Option<i64>, String> {
+    ann(key)
+        .map(|v| {
+            v.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .map(i64::from)
+                .ok_or_else(|| format!("{ANNOTATION}{key} is \"{v}\", not a port number"))
+        })
+        .transpose()
+}
+
+/// `<what>-secret` or `<what>-configmap`, at most one of them.
+fn one_source(ann: &impl Fn(&str) -> Option<String>, what: &str) -> Result<Option<Source>, String> {
+    match (
+        ann(&format!("{what}-secret")),
+        ann(&format!("{what}-configmap")),
+    ) {
+        (Some(_), Some(_)) => Err(format!(
+            "{ANNOTATION}{what}-secret and -configmap both set; choose one"
+        )),
+        (Some(sec), None) => Ok(Some(Source::Secret(sec))),
+        (None, Some(c)) => Ok(Some(Source::ConfigMap(c))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `app-socket`: an absolute socket path in a directory of its own.
+fn app_socket(ann: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let Some(p) = ann("app-socket") else {
+        return Ok(None);
     };
-    let mut labels = pod_meta
-        .as_ref()
-        .and_then(|m| get(m, "labels"))
-        .map(pairs)
-        .unwrap_or_default();
-    let injected = inject_pod(spec, &settings)?;
+    let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    if !p.starts_with('/') || dir.is_empty() || p.ends_with('/') || p.len() > 107 {
+        return Err(format!(
+            "{ANNOTATION}app-socket is \"{p}\", not an absolute socket path in a \
+             directory of its own (e.g. /run/app/app.sock)"
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// The report's line for an injected workload, with its notes.
+fn report_line(what: &str, settings: &Settings, injected: &Injected) -> String {
     let mut line = match &injected.serve {
         Serve::Port(port) => format!(
             "{what}: injected (identity {}, app port {port} behind inbound {})",
@@ -476,40 +550,10 @@ fn inject_object(
             }
         ),
     };
-    for note in injected.notes {
+    for note in &injected.notes {
         line.push_str(&format!("\n  note: {note}"));
     }
-    if settings.network_policy {
-        if labels.is_empty() {
-            // A selector needs a label: an empty one would select every pod around.
-            labels.push((format!("{ANNOTATION}workload"), name.clone()));
-            let meta = entry(template, "metadata", Yaml::Hash(Default::default()));
-            let l = entry(meta, "labels", Yaml::Hash(Default::default()));
-            if let Yaml::Hash(h) = l {
-                h.insert(s(&labels[0].0), s(&labels[0].1));
-            }
-        }
-        *policy = Some(network_policy(
-            &name,
-            namespace.as_deref(),
-            &labels,
-            &settings,
-            &injected.serve,
-        ));
-    }
-    let app_port = match injected.serve {
-        Serve::Port(p) => Some(p),
-        _ => None,
-    };
-    if injected.serve != Serve::OutboundOnly {
-        pods.push(InjectedPod {
-            namespace,
-            labels,
-            app_port: app_port.or(injected.declared_port),
-            app_port_names: injected.port_names,
-        });
-    }
-    Ok(Some((true, line)))
+    line
 }
 
 #[cfg(test)]

@@ -58,6 +58,59 @@ pub(super) fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<Injected, Str
     if app.is_empty() {
         return Err("has no containers".into());
     }
+    let declared = declared_ports(spec, st, &sidecar_ports)?;
+    let declared_port = st.app_port.or(declared.first().map(|d| d.1));
+    let serve = match (&st.app_socket, declared_port) {
+        (Some(path), _) => Serve::Socket(path.clone()),
+        (None, Some(port)) => Serve::Port(port),
+        (None, None) => Serve::OutboundOnly,
+    };
+    if let Some(port) = declared_port.filter(|p| sidecar_ports.contains(p)) {
+        return Err(format!(
+            "the app port {port} is one of the sidecar's ports; choose others with the \
+             {ANNOTATION}inbound-port / outbound-port / admin-port annotations"
+        ));
+    }
+    let port_names = declared
+        .iter()
+        .filter(|d| Some(d.1) == declared_port)
+        .filter_map(|d| d.2.clone())
+        .collect();
+
+    let volumes = sidecar_volumes(spec, st, &serve);
+    no_clash(spec, &app, &volumes)?;
+
+    // The app containers: outbound calls through the sidecar; the socket's volume.
+    let mut notes = through_the_sidecar(spec, st, &serve);
+    if serve == Serve::OutboundOnly && st.app_port.is_none() {
+        notes.push(format!(
+            "no containerPort, {ANNOTATION}app-port or {ANNOTATION}app-socket: if the app \
+             does serve, say on which port"
+        ));
+    }
+    let sidecar = sidecar_container(st, &serve);
+    if let Yaml::Array(init) = entry(spec, "initContainers", Yaml::Array(Vec::new())) {
+        // First: the other init containers (and the app) start with the sidecar ready.
+        init.insert(0, sidecar);
+    }
+    if let Yaml::Array(v) = entry(spec, "volumes", Yaml::Array(Vec::new())) {
+        v.extend(volumes);
+    }
+    Ok(Injected {
+        serve,
+        declared_port,
+        port_names,
+        notes,
+    })
+}
+
+/// Every port the containers declare, as (container, port, name), the app containers'
+/// only; an error if one is the sidecar's.
+fn declared_ports(
+    spec: &Yaml,
+    st: &Settings,
+    sidecar_ports: &[i64; 3],
+) -> Result<Vec<(String, i64, Option<String>)>, String> {
     let mut declared = Vec::new(); // (container, port, name)
     for key in ["containers", "initContainers"] {
         for c in containers(spec, key) {
@@ -83,48 +136,38 @@ pub(super) fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<Injected, Str
             }
         }
     }
-    let declared_port = st.app_port.or(declared.first().map(|d| d.1));
-    let serve = match (&st.app_socket, declared_port) {
-        (Some(path), _) => Serve::Socket(path.clone()),
-        (None, Some(port)) => Serve::Port(port),
-        (None, None) => Serve::OutboundOnly,
-    };
-    if let Some(port) = declared_port.filter(|p| sidecar_ports.contains(p)) {
-        return Err(format!(
-            "the app port {port} is one of the sidecar's ports; choose others with the \
-             {ANNOTATION}inbound-port / outbound-port / admin-port annotations"
-        ));
-    }
-    let port_names = declared
-        .iter()
-        .filter(|d| Some(d.1) == declared_port)
-        .filter_map(|d| d.2.clone())
-        .collect();
+    Ok(declared)
+}
 
-    let volumes = sidecar_volumes(spec, st, &serve);
+/// Nothing of the sidecar's may be in the pod already: volumes, a container's name.
+fn no_clash(spec: &Yaml, app: &[Yaml], volumes: &[Yaml]) -> Result<(), String> {
     let existing: Vec<String> = containers(spec, "volumes")
         .iter()
         .filter_map(|v| get(v, "name").and_then(text).map(str::to_owned))
         .collect();
-    for v in &volumes {
+    for v in volumes {
         let n = get(v, "name").and_then(text).unwrap_or_default();
         if existing.iter().any(|e| e == n) {
             return Err(format!("a volume named {n} already exists"));
         }
     }
-    for c in &app {
+    for c in app {
         if get(c, "name").and_then(text) == Some(SIDECAR) {
             return Err(format!("a container is already named {SIDECAR}"));
         }
     }
+    Ok(())
+}
 
-    // The app containers: outbound calls through the sidecar; the socket's volume.
+/// The app containers: outbound calls through the sidecar (`HTTP_PROXY`, both
+/// spellings), the socket's volume; notes on what the app decided itself.
+fn through_the_sidecar(spec: &mut Yaml, st: &Settings, serve: &Serve) -> Vec<String> {
     let proxy = format!("http://127.0.0.1:{}", st.outbound_port);
     let mut notes = Vec::new();
     if let Some(Yaml::Array(app)) = get_mut(spec, "containers") {
         for c in app.iter_mut() {
             let cname = get(c, "name").and_then(text).unwrap_or("?").to_owned();
-            if let Serve::Socket(path) = &serve {
+            if let Serve::Socket(path) = serve {
                 if let Yaml::Array(mounts) = entry(c, "volumeMounts", Yaml::Array(Vec::new())) {
                     mounts.push(map([
                         ("name", s(SOCKET_VOLUME)),
@@ -167,26 +210,7 @@ pub(super) fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<Injected, Str
             }
         }
     }
-    if serve == Serve::OutboundOnly && st.app_port.is_none() {
-        notes.push(format!(
-            "no containerPort, {ANNOTATION}app-port or {ANNOTATION}app-socket: if the app \
-             does serve, say on which port"
-        ));
-    }
-    let sidecar = sidecar_container(st, &serve);
-    if let Yaml::Array(init) = entry(spec, "initContainers", Yaml::Array(Vec::new())) {
-        // First: the other init containers (and the app) start with the sidecar ready.
-        init.insert(0, sidecar);
-    }
-    if let Yaml::Array(v) = entry(spec, "volumes", Yaml::Array(Vec::new())) {
-        v.extend(volumes);
-    }
-    Ok(Injected {
-        serve,
-        declared_port,
-        port_names,
-        notes,
-    })
+    notes
 }
 
 /// The directory of a socket path (validated to have one).
@@ -199,6 +223,81 @@ pub(super) fn int_node(n: i64) -> Yaml {
 }
 
 fn sidecar_container(st: &Settings, serve: &Serve) -> Yaml {
+    let (env, mounts) = sidecar_env(st, serve);
+    let mut env: Vec<Yaml> = env
+        .into_iter()
+        .map(|(k, v)| map([("name", s(k)), ("value", s(&v))]))
+        .collect();
+    if matches!(serve, Serve::Port(_)) {
+        // The exposure check tries the app's port on the pod's own addresses.
+        env.push(map([
+            ("name", s("TRUSTGATE_INBOUND_POD_IPS")),
+            (
+                "valueFrom",
+                map([("fieldRef", map([("fieldPath", s("status.podIPs"))]))]),
+            ),
+        ]));
+    }
+    let ports = sidecar_ports(st, serve);
+    map([
+        ("name", s(SIDECAR)),
+        ("image", s(&st.image)),
+        // Native sidecar: started before the app, stopped after it.
+        ("restartPolicy", s("Always")),
+        (
+            "command",
+            Yaml::Array(vec![
+                s("/usr/local/bin/trustgate"),
+                s("run"),
+                s("--config"),
+                s("/etc/trustgate/config/trustgate.toml"),
+            ]),
+        ),
+        ("env", Yaml::Array(env)),
+        ("ports", Yaml::Array(ports)),
+        (
+            "startupProbe",
+            probe(
+                "/readyz",
+                vec![
+                    ("periodSeconds", int_node(1)),
+                    ("failureThreshold", int_node(30)),
+                ],
+            ),
+        ),
+        (
+            "livenessProbe",
+            probe("/healthz", vec![("periodSeconds", int_node(10))]),
+        ),
+        (
+            "readinessProbe",
+            probe("/readyz", vec![("periodSeconds", int_node(5))]),
+        ),
+        (
+            "resources",
+            map([
+                ("requests", map([("cpu", s("50m")), ("memory", s("32Mi"))])),
+                ("limits", map([("memory", s("128Mi"))])),
+            ]),
+        ),
+        (
+            "securityContext",
+            map([
+                ("runAsUser", int_node(65532)),
+                ("runAsGroup", int_node(65532)),
+                ("runAsNonRoot", Yaml::Boolean(true)),
+                ("allowPrivilegeEscalation", Yaml::Boolean(false)),
+                ("readOnlyRootFilesystem", Yaml::Boolean(true)),
+                ("capabilities", map([("drop", Yaml::Array(vec![s("ALL")]))])),
+            ]),
+        ),
+        ("volumeMounts", Yaml::Array(mounts)),
+    ])
+}
+
+/// The sidecar's environment (its configuration, over the shared ConfigMap's) and the
+/// volume mounts that go with it.
+fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Vec<Yaml>) {
     let mut env = vec![
         ("TRUSTGATE_LOG_FORMAT", "json".to_owned()),
         ("TRUSTGATE_IDENTITY_NAME", st.identity.clone()),
@@ -267,20 +366,11 @@ fn sidecar_container(st: &Settings, serve: &Serve) -> Yaml {
         ));
         mounts.push(mount("trustgate-fetch-ca", "/etc/trustgate/fetch-ca"));
     }
-    let mut env: Vec<Yaml> = env
-        .into_iter()
-        .map(|(k, v)| map([("name", s(k)), ("value", s(&v))]))
-        .collect();
-    if matches!(serve, Serve::Port(_)) {
-        // The exposure check tries the app's port on the pod's own addresses.
-        env.push(map([
-            ("name", s("TRUSTGATE_INBOUND_POD_IPS")),
-            (
-                "valueFrom",
-                map([("fieldRef", map([("fieldPath", s("status.podIPs"))]))]),
-            ),
-        ]));
-    }
+    (env, mounts)
+}
+
+/// The sidecar's ports: inbound (unless outbound-only) and admin.
+fn sidecar_ports(st: &Settings, serve: &Serve) -> Vec<Yaml> {
     let mut ports = vec![map([
         ("name", s("trustgate-admin")),
         ("containerPort", int_node(st.admin_port)),
@@ -294,72 +384,21 @@ fn sidecar_container(st: &Settings, serve: &Serve) -> Yaml {
             ]),
         );
     }
-    let probe = |path: &str, extra: Vec<(&str, Yaml)>| {
-        let mut p = map([(
-            "httpGet",
-            map([("path", s(path)), ("port", s("trustgate-admin"))]),
-        )]);
-        if let Yaml::Hash(h) = &mut p {
-            for (k, v) in extra {
-                h.insert(s(k), v);
-            }
+    ports
+}
+
+/// An HTTP probe of the admin port.
+fn probe(path: &str, extra: Vec<(&str, Yaml)>) -> Yaml {
+    let mut p = map([(
+        "httpGet",
+        map([("path", s(path)), ("port", s("trustgate-admin"))]),
+    )]);
+    if let Yaml::Hash(h) = &mut p {
+        for (k, v) in extra {
+            h.insert(s(k), v);
         }
-        p
-    };
-    map([
-        ("name", s(SIDECAR)),
-        ("image", s(&st.image)),
-        // Native sidecar: started before the app, stopped after it.
-        ("restartPolicy", s("Always")),
-        (
-            "command",
-            Yaml::Array(vec![
-                s("/usr/local/bin/trustgate"),
-                s("run"),
-                s("--config"),
-                s("/etc/trustgate/config/trustgate.toml"),
-            ]),
-        ),
-        ("env", Yaml::Array(env)),
-        ("ports", Yaml::Array(ports)),
-        (
-            "startupProbe",
-            probe(
-                "/readyz",
-                vec![
-                    ("periodSeconds", int_node(1)),
-                    ("failureThreshold", int_node(30)),
-                ],
-            ),
-        ),
-        (
-            "livenessProbe",
-            probe("/healthz", vec![("periodSeconds", int_node(10))]),
-        ),
-        (
-            "readinessProbe",
-            probe("/readyz", vec![("periodSeconds", int_node(5))]),
-        ),
-        (
-            "resources",
-            map([
-                ("requests", map([("cpu", s("50m")), ("memory", s("32Mi"))])),
-                ("limits", map([("memory", s("128Mi"))])),
-            ]),
-        ),
-        (
-            "securityContext",
-            map([
-                ("runAsUser", int_node(65532)),
-                ("runAsGroup", int_node(65532)),
-                ("runAsNonRoot", Yaml::Boolean(true)),
-                ("allowPrivilegeEscalation", Yaml::Boolean(false)),
-                ("readOnlyRootFilesystem", Yaml::Boolean(true)),
-                ("capabilities", map([("drop", Yaml::Array(vec![s("ALL")]))])),
-            ]),
-        ),
-        ("volumeMounts", Yaml::Array(mounts)),
-    ])
+    }
+    p
 }
 
 fn mount(name: &str, path: &str) -> Yaml {

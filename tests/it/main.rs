@@ -27,3 +27,5 @@ mod inject;
 mod observability;
 mod pod;
 mod process;
+// The shape of src/ (import cycles, file and function lengths).
+mod layout;
