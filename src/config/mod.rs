@@ -82,6 +82,12 @@ macro_rules! section {
                 Self { $( $field: $default ),* }
             }
         }
+
+        impl parse::Section for $name {
+            const KEYS: &'static [(&'static str, parse::Kind)] = &[
+                $( (stringify!($field), <$ty as parse::EnvKind>::KIND) ),*
+            ];
+        }
     };
 }
 
@@ -513,15 +519,10 @@ section! {
 }
 
 /// A file the configuration names. Relative paths are resolved against the directory of
-/// the configuration file (the environment's too); the type is what tells [`parse`]
+/// the configuration file (the environment's too); its `EnvKind` is what tells [`parse`]
 /// which keys those are.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct FilePath(PathBuf);
-
-impl FilePath {
-    /// The name serde sees, by which [`parse`] recognises path keys.
-    pub(crate) const NAME: &'static str = "FilePath";
-}
 
 impl std::ops::Deref for FilePath {
     type Target = Path;

@@ -3,14 +3,18 @@
 //!
 //! serde stops at a section's first bad value; to report *every* problem, the bad value
 //! is taken out and the section parsed again (its default stands in), until it parses.
-//! The environment variables a section accepts, and how their text is read, are derived
-//! from the section's own declaration by [`shape`].
+//! The environment variables a section accepts, and how their text is read, come from
+//! the section's own declaration: `section!` emits them through [`Section`] and
+//! [`EnvKind`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer as _, Visitor};
+use serde::de::DeserializeOwned;
 
-use super::{Admin, Config, FilePath, Identity, Inbound, Limits, Log, Outbound, Trust};
+use super::{
+    Admin, AllowRule, AppExposure, AppUpstream, Config, FilePath, Identity, Inbound, InboundMode,
+    Limits, Log, LogFormat, Outbound, Route, Trust, UpstreamProtocol,
+};
 
 /// Every problem found, one sentence each.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +254,7 @@ fn ignored_key(path: &serde_ignored::Path<'_>) -> String {
 
 /// How a key's text is read from an environment variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Str,
     Bool,
     Int,
@@ -379,186 +383,36 @@ fn resolve_paths(table: &mut toml::Table, base: &Path) {
     }
 }
 
-/// The keys of a section and how each is read, found by asking its `Deserialize` impl:
-/// once for the field names, then once per field for the first thing it asks for.
-fn shape<T: DeserializeOwned>() -> Vec<(&'static str, Kind)> {
-    let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(Fields(&mut fields));
-    fields
-        .iter()
-        .map(|&field| {
-            let mut kind = None;
-            let _ = T::deserialize(OneField {
-                field,
-                kind: &mut kind,
-            });
-            (field, kind.unwrap_or(Kind::Str))
-        })
-        .collect()
+/// How each type's text is read from an environment variable, declared once per type:
+/// [`section!`](super) gives every field's `Kind` through this trait, so a field of a type
+/// without it is a compile error, not a string read the day someone sets it.
+pub(super) trait EnvKind {
+    const KIND: Kind;
 }
 
-type ProbeError = de::value::Error;
-
-fn stop<T>() -> Result<T, ProbeError> {
-    Err(de::Error::custom("probe"))
+macro_rules! env_kind {
+    ($kind:ident: $($t:ty),* $(,)?) => {
+        $(impl EnvKind for $t {
+            const KIND: Kind = Kind::$kind;
+        })*
+    };
 }
 
-/// Records the field names a struct declares.
-struct Fields<'a>(&'a mut &'static [&'static str]);
+env_kind!(Str: String, std::time::Duration, std::net::SocketAddr, http::HeaderName);
+env_kind!(Str: AppUpstream, AppExposure, InboundMode, LogFormat, UpstreamProtocol);
+env_kind!(Bool: bool);
+env_kind!(Int: u16, u32, u64, usize);
+env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>);
+env_kind!(Table: Vec<AllowRule>, Vec<Route>);
+env_kind!(Path: Option<FilePath>);
 
-impl<'de> Deserializer<'de> for Fields<'_> {
-    type Error = ProbeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        stop()
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        fields: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, ProbeError> {
-        *self.0 = fields;
-        stop()
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-        identifier ignored_any
-    }
+/// A section's keys and how each is read from the environment (emitted by `section!`).
+pub(super) trait Section {
+    const KEYS: &'static [(&'static str, Kind)];
 }
 
-/// A struct with exactly one field present, whose value is a [`Probe`].
-struct OneField<'a> {
-    field: &'static str,
-    kind: &'a mut Option<Kind>,
-}
-
-impl<'de> Deserializer<'de> for OneField<'_> {
-    type Error = ProbeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
-        v.visit_map(OneFieldMap {
-            field: Some(self.field),
-            kind: self.kind,
-        })
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
-        enum identifier ignored_any
-    }
-}
-
-struct OneFieldMap<'a> {
-    field: Option<&'static str>,
-    kind: &'a mut Option<Kind>,
-}
-
-impl<'de> de::MapAccess<'de> for OneFieldMap<'_> {
-    type Error = ProbeError;
-
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, ProbeError> {
-        match self.field.take() {
-            Some(f) => seed.deserialize(f.into_deserializer()).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, ProbeError> {
-        seed.deserialize(Probe(self.kind))
-    }
-}
-
-/// Notes the first thing a value's `Deserialize` asks for, then stops it.
-struct Probe<'a>(&'a mut Option<Kind>);
-
-impl Probe<'_> {
-    fn is<T>(self, kind: Kind) -> Result<T, ProbeError> {
-        self.0.get_or_insert(kind);
-        stop()
-    }
-}
-
-impl<'de> Deserializer<'de> for Probe<'_> {
-    type Error = ProbeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        self.is(Kind::Str)
-    }
-    fn deserialize_bool<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        self.is(Kind::Bool)
-    }
-    fn deserialize_u64<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        self.is(Kind::Int)
-    }
-    fn deserialize_i64<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        self.is(Kind::Int)
-    }
-    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
-        v.visit_some(self)
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        v: V,
-    ) -> Result<V::Value, ProbeError> {
-        if name == FilePath::NAME {
-            self.is(Kind::Path)
-        } else {
-            v.visit_newtype_struct(self)
-        }
-    }
-    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
-        let mut element = None;
-        let _ = v.visit_seq(OneElement(Some(&mut element)));
-        self.is(if element == Some(Kind::Table) {
-            Kind::Table
-        } else {
-            Kind::List
-        })
-    }
-    fn deserialize_map<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        self.is(Kind::Table)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, ProbeError> {
-        self.is(Kind::Table)
-    }
-
-    serde::forward_to_deserialize_any! {
-        i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char str string bytes byte_buf unit
-        unit_struct tuple tuple_struct enum identifier ignored_any
-    }
-}
-
-struct OneElement<'a>(Option<&'a mut Option<Kind>>);
-
-impl<'de> de::SeqAccess<'de> for OneElement<'_> {
-    type Error = ProbeError;
-
-    fn next_element_seed<T: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, ProbeError> {
-        match self.0.take() {
-            Some(kind) => seed.deserialize(Probe(kind)).map(Some),
-            None => Ok(None),
-        }
-    }
+fn shape<T: Section>() -> Vec<(&'static str, Kind)> {
+    T::KEYS.to_vec()
 }
 
 #[cfg(test)]

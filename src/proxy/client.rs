@@ -152,6 +152,8 @@ pub struct Upstreams {
     request_timeout: Duration,
     connect_timeout: Duration,
     dial: Dial,
+    /// The TCP connector the pools wrap, for the kept connections' own dials.
+    tcp: HttpConnector,
 }
 
 /// Connection affinity: the plain HTTP/1.1 upstream connection one downstream connection
@@ -217,11 +219,14 @@ const READY_WAIT: Duration = Duration::from_millis(50);
 impl Upstreams {
     pub fn new(opts: &ClientOptions<'_>) -> Result<Self, TlsSetupError> {
         let tls = crate::tls::client_config(opts.ca_file, opts.client_cert)?;
+        // One TCP connector for the pools and the kept connections alike (happy
+        // eyeballs, the connect timeout, nodelay, one kind of error).
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(opts.connect_timeout));
         let connector = |h2_only: bool| {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(opts.connect_timeout));
+            let http = tcp.clone();
             let b = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_or_http();
@@ -255,6 +260,7 @@ impl Upstreams {
             request_timeout: opts.request_timeout,
             connect_timeout: opts.connect_timeout,
             dial: opts.dial.clone(),
+            tcp,
         })
     }
 
@@ -453,24 +459,16 @@ impl Upstreams {
                 .map_err(|e| UpstreamError::Connect(e.to_string()))?;
             return handshake(stream).await;
         }
-        let host = to.host().trim_start_matches('[').trim_end_matches(']');
-        let port = to.port_u16().unwrap_or(80);
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect((host, port)),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(format!("tcp connect error: {e}"))),
-            Err(_) => {
-                return Err(UpstreamError::Connect(format!(
-                    "tcp connect timed out after {:?}",
-                    self.connect_timeout
-                )))
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(to.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let stream = tower::ServiceExt::oneshot(self.tcp.clone(), uri)
+            .await
+            .map_err(|e| UpstreamError::Connect(error_chain(&e)))?
+            .into_inner();
         handshake(stream).await
     }
 }

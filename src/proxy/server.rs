@@ -192,10 +192,14 @@ async fn drain(
     // yet counts as idle, and a graceful shutdown would close it unanswered. Connections
     // keep being served for a short, bounded moment first (cut short once none is open),
     // so every request already sent on an accepted connection is answered.
-    let settle = SETTLE.min(grace / 2);
-    let settle_end = tokio::time::Instant::now() + settle;
-    while open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle_end {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // `all_done` ends once the last connection's slot is dropped: no polling.
+    let settle_end = tokio::time::Instant::now() + SETTLE.min(grace / 2);
+    if open.load(Ordering::Acquire) == 0
+        || tokio::time::timeout_at(settle_end, all_done.recv())
+            .await
+            .is_ok()
+    {
+        return;
     }
     let _ = conns_stop_tx.send(true);
     tokio::select! {
