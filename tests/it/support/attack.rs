@@ -16,25 +16,71 @@ pub struct Target {
     _keys: Keys,
     pub orders: GeneratedFiles,
     pub app: RawApp,
-    pub side: Sidecar,
+    pub side: Side,
+}
+
+/// billing's sidecar: in this process, or the real binary in its own (so that its memory
+/// is its own, not shared with the app, the client and sibling tests).
+pub enum Side {
+    InProcess(Sidecar),
+    Binary(super::Running),
+}
+
+impl Side {
+    pub fn admin(&self) -> SocketAddr {
+        match self {
+            Side::InProcess(s) => s.admin(),
+            Side::Binary(r) => r.admin.parse().unwrap(),
+        }
+    }
+
+    /// The binary's resident set size in KiB (`None` in process).
+    pub fn rss_kib(&self) -> Option<u64> {
+        match self {
+            Side::InProcess(_) => None,
+            Side::Binary(r) => {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", r.process.child.id()))
+                        .ok()?;
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            }
+        }
+    }
 }
 
 /// `extra_inbound` goes into [inbound], `extra` at the end (its own sections).
 pub async fn target(extra_inbound: &str, extra: &str) -> Target {
+    make_target(extra_inbound, extra, false).await
+}
+
+/// As [`target`], billing's sidecar the real binary in a process of its own.
+pub async fn binary_target(extra_inbound: &str, extra: &str) -> Target {
+    make_target(extra_inbound, extra, true).await
+}
+
+async fn make_target(extra_inbound: &str, extra: &str, binary: bool) -> Target {
     let keys = Keys::new();
     let orders = keys.make("orders");
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("billing-trusts", &[&orders]);
     let app = spawn_raw_app().await;
-    let side = Conf::new("billing", &billing.private)
+    let conf = Conf::new("billing", &billing.private)
         .inbound(&trusted, app.addr)
         .set("inbound", r#"public_paths = ["/healthz"]"#)
         .set("inbound", r#"signed_headers = ["x-user-id"]"#)
         .set("inbound", extra_inbound)
         .extra("[[inbound.allow]]\ncallers = [\"orders\"]\npaths = [\"/invoices/*\", \"/healthz\"]")
-        .extra(extra)
-        .start()
-        .await;
+        .extra(extra);
+    let side = if binary {
+        let dir = keys.path().join("billing-run");
+        std::fs::create_dir_all(&dir).unwrap();
+        Side::Binary(super::run_binary(&conf.toml(), &dir))
+    } else {
+        Side::InProcess(conf.start().await)
+    };
     Target {
         _keys: keys,
         orders,
@@ -45,7 +91,10 @@ pub async fn target(extra_inbound: &str, extra: &str) -> Target {
 
 impl Target {
     pub fn inbound(&self) -> SocketAddr {
-        self.side.inbound()
+        match &self.side {
+            Side::InProcess(s) => s.inbound(),
+            Side::Binary(r) => r.inbound.parse().unwrap(),
+        }
     }
 
     /// A valid token from orders for billing.

@@ -326,15 +326,3 @@ pub async fn closed_within<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, within:
         }
     }
 }
-
-/// The resident set size of this process, in KiB.
-pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
