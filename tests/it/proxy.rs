@@ -240,39 +240,6 @@ async fn rejections_are_401_with_the_reason_and_never_echo_the_token() {
 }
 
 #[tokio::test]
-async fn spoofed_identity_headers_are_removed_everywhere() {
-    let p = pair("signed_headers = [\"x-user-id\"]", "", "").await;
-    let token = token_as(&p.orders, "orders", "billing");
-    for (path, auth) in [("/orders", Some(bearer(&token))), ("/healthz", None)] {
-        let mut req = Request::get(format!("http://{}{path}", p.billing_side.inbound()))
-            .header("x-service-caller", "admin")
-            .header("X-Service-Caller-Roles", "root")
-            .header("x-service-caller-extra", "1")
-            .header("x-user-id", "spoofed");
-        if let Some(a) = &auth {
-            req = req.header("authorization", a.as_str());
-        }
-        let a = send(&client(), req.body(body(Bytes::new())).unwrap()).await;
-        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
-        let h = &a.json()["headers"];
-        assert!(h.get("x-service-caller-extra").is_none(), "{path}");
-        assert!(
-            h.get("x-user-id").is_none(),
-            "{path}: unsigned copy removed"
-        );
-        if auth.is_some() {
-            assert_eq!(h["x-service-caller"], "orders");
-        } else {
-            assert!(
-                h.get("x-service-caller").is_none(),
-                "public path: no identity at all"
-            );
-            assert!(h.get("x-service-caller-roles").is_none());
-        }
-    }
-}
-
-#[tokio::test]
 async fn signed_context_travels_in_the_token() {
     let p = pair(
         "signed_headers = [\"x-user-id\"]",
@@ -788,53 +755,6 @@ async fn admin_endpoints() {
         StatusCode::NOT_FOUND
     );
     let _ = p.app;
-}
-
-#[tokio::test]
-async fn graceful_shutdown_finishes_in_flight_requests() {
-    let keys = Keys::new();
-    let orders = keys.make("orders");
-    let billing = keys.make("billing");
-    let trusted = keys.trust_dir("trusted", &[&orders]);
-    let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let app = spawn_app_counting(inflight.clone()).await;
-    let side = Conf::new("billing", &billing.private)
-        .inbound(&trusted, app)
-        .start()
-        .await;
-    let token = token_as(&orders, "orders", "billing");
-    let url = format!("http://{}/slow/500", side.inbound());
-    let mut requests = Vec::new();
-    for _ in 0..5 {
-        let (url, token) = (url.clone(), token.clone());
-        requests.push(tokio::spawn(async move {
-            get(url, &[("authorization", &bearer(&token))]).await.status
-        }));
-    }
-    // Wait until all five are at the app (truly in flight), then stop.
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            inflight.load(std::sync::atomic::Ordering::SeqCst) == 5
-        })
-        .await
-    );
-    let state = side.state.clone();
-    let admin = side.admin();
-    let stopping = tokio::spawn(side.shutdown());
-    assert!(
-        eventually(Duration::from_secs(5), || !state.is_ready()).await,
-        "readiness turns false first"
-    );
-    let ready = get(format!("http://{admin}/readyz"), &[]).await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    for r in requests {
-        assert_eq!(
-            r.await.unwrap(),
-            StatusCode::OK,
-            "no accepted request is dropped"
-        );
-    }
-    stopping.await.unwrap();
 }
 
 /// An accepted connection whose request arrives just as shutdown begins is answered, not
