@@ -172,17 +172,7 @@ pub(super) fn public_key_from_spki(der: &[u8]) -> Result<VerifyingKey, String> {
         .ok_or("public key bit string is not byte-aligned")?;
     match info.algorithm.oid.to_string().as_str() {
         OID_EC_PUBLIC_KEY => {
-            let curve = info
-                .algorithm
-                .parameters_oid()
-                .map_err(|_| "EC key without a named curve")?
-                .to_string();
-            if curve != OID_P256 {
-                return Err(format!(
-                    "unsupported curve {} (only P-256 is accepted)",
-                    curve_name(&curve)
-                ));
-            }
+            require_p256(&info.algorithm)?;
             ec_public(key_bytes)
         }
         OID_ED25519 => okp_public(key_bytes),
@@ -366,6 +356,21 @@ pub(super) fn rsa_bits(n: &[u8]) -> usize {
 pub(super) fn jwk_key(jwk: Value, alg: KeyAlg) -> Result<VerifyingKey, String> {
     let jwk: Jwk = serde_json::from_value(jwk).map_err(|e| format!("unusable key: {e}"))?;
     VerifyingKey::from_public_jwk(jwk, alg)
+}
+
+/// An EC key's named curve, which must be P-256.
+pub(super) fn require_p256(alg: &spki::AlgorithmIdentifierRef<'_>) -> Result<(), String> {
+    let curve = alg
+        .parameters_oid()
+        .map_err(|_| "EC key without a named curve")?
+        .to_string();
+    if curve != OID_P256 {
+        return Err(format!(
+            "unsupported curve {} (only P-256 is accepted)",
+            curve_name(&curve)
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn curve_name(oid: &str) -> String {

@@ -104,17 +104,7 @@ pub(super) fn private_from_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
         .map_err(|e| format!("not a valid PKCS#8 private key: {e}"))?;
     match info.algorithm.oid.to_string().as_str() {
         OID_EC_PUBLIC_KEY => {
-            let curve = info
-                .algorithm
-                .parameters_oid()
-                .map_err(|_| "EC key without a named curve")?
-                .to_string();
-            if curve != OID_P256 {
-                return Err(format!(
-                    "unsupported curve {} (only P-256 is accepted)",
-                    curve_name(&curve)
-                ));
-            }
+            require_p256(&info.algorithm)?;
             ec_signing(
                 EcdsaKeyPair::from_private_key_der(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, der)
                     .map_err(|e| format!("unusable P-256 private key: {e}"))?,

@@ -49,14 +49,20 @@ async fn sequential(sidecar: std::net::SocketAddr, n: usize) -> Vec<String> {
     on_one_connection(sidecar, &hosts).await
 }
 
-/// One request per entry of `hosts` (its `Host` header), in order, on one keep-alive
-/// connection; the app's answers.
-async fn on_one_connection(sidecar: std::net::SocketAddr, hosts: &[&str]) -> Vec<String> {
+/// One HTTP/1.1 keep-alive connection to the sidecar (hyper's client connection).
+async fn connection(sidecar: std::net::SocketAddr) -> http1::SendRequest<TestBody> {
     let stream = tokio::net::TcpStream::connect(sidecar).await.unwrap();
-    let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(stream))
+    let (sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+/// One request per entry of `hosts` (its `Host` header), in order, on one keep-alive
+/// connection; the app's answers.
+async fn on_one_connection(sidecar: std::net::SocketAddr, hosts: &[&str]) -> Vec<String> {
+    let mut sender = connection(sidecar).await;
     let mut ports = Vec::new();
     for host in hosts {
         sender.ready().await.unwrap();
@@ -118,11 +124,7 @@ async fn a_kept_connection_the_app_closed_is_replaced_unseen() {
 /// Each request of `(method, body)` on one keep-alive connection to the sidecar's
 /// public path; the status of each.
 async fn statuses(sidecar: std::net::SocketAddr, requests: &[(&str, &'static [u8])]) -> Vec<u16> {
-    let stream = tokio::net::TcpStream::connect(sidecar).await.unwrap();
-    let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connection(sidecar).await;
     let mut out = Vec::new();
     for (method, b) in requests {
         if sender.ready().await.is_err() {
