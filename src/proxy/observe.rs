@@ -1,6 +1,6 @@
 //! The ending both sides share: whatever the steps decided becomes one response, one
 //! count in `trustgate_requests_total`, one latency observation and one access-log line.
-//! A failure becomes its status code here ([`Failure::into_response_for`]), and only
+//! A failure becomes its status code here ([`Failure::render`]), and only
 //! failures of our own or of the upstream are logged as warnings.
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,10 +160,9 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
             if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
                 tracing::warn!(direction, error = %failure, "request failed");
             }
-            let answer = failure.answer();
-            outcome = answer.outcome;
-            reason = Some(answer.reason);
-            failure.into_response_for(seen.grpc)
+            let (o, r, resp) = failure.render(seen.grpc);
+            (outcome, reason) = (o, Some(r));
+            resp
         }
     };
     let elapsed = seen.start.elapsed();

@@ -201,6 +201,12 @@ impl Failure {
     /// `grpc-message` ("trailers-only"), as gRPC clients expect from a proxy, the HTTP
     /// headers (`www-authenticate`) kept.
     pub fn into_response_for(self, grpc: bool) -> Response<Body> {
+        self.render(grpc).2
+    }
+
+    /// The metric outcome, the access log's reason and the answer, from one look at the
+    /// table.
+    pub fn render(self, grpc: bool) -> (Outcome, &'static str, Response<Body>) {
         let a = self.answer();
         let mut resp = json_response(a.status, a.error, &a.message);
         let headers = resp.headers_mut();
@@ -220,7 +226,7 @@ impl Failure {
             _ => {}
         }
         if !grpc {
-            return resp;
+            return (a.outcome, a.reason, resp);
         }
         let (mut parts, _) = resp.into_parts();
         parts.status = StatusCode::OK;
@@ -235,7 +241,8 @@ impl Failure {
         if let Ok(v) = HeaderValue::from_str(&format!("trustgate: {}", a.reason)) {
             parts.headers.insert("grpc-message", v);
         }
-        Response::from_parts(parts, crate::http::empty())
+        let resp = Response::from_parts(parts, crate::http::empty());
+        (a.outcome, a.reason, resp)
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -276,4 +283,145 @@ fn upstream(e: &UpstreamError) -> Answer {
         ),
     };
     row(outcome, reason, status, reason, message, grpc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    async fn body_of(resp: Response<Body>) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Every 400: status, the JSON body as clients have always seen it, and the access
+    /// log's code (a code for all of them now, sentences only in the body).
+    #[tokio::test]
+    async fn bad_requests_answer_400_with_their_message_and_log_a_code() {
+        let rows = [
+            (
+                BadRequest::Connect,
+                "connect_unsupported",
+                "CONNECT is not supported: send plain http:// requests through trustgate",
+            ),
+            (BadRequest::NoHost, "no_host", "no Host header"),
+            (
+                BadRequest::InvalidHost,
+                "invalid_host",
+                "invalid Host header",
+            ),
+            (
+                BadRequest::MalformedBody,
+                "malformed_body",
+                "malformed_body",
+            ),
+            (
+                BadRequest::TargetNotForwardable,
+                "target_not_forwardable",
+                "request target cannot be forwarded",
+            ),
+            (
+                BadRequest::ConnectionNamesProtectedHeader,
+                "connection_names_protected_header",
+                "connection_names_protected_header",
+            ),
+            (
+                BadRequest::NonCanonicalPath,
+                "non_canonical_path",
+                "non_canonical_path",
+            ),
+        ];
+        for (b, code, message) in rows {
+            let (outcome, reason, resp) = Failure::BadRequest(b).render(false);
+            assert_eq!((outcome, reason), (Outcome::BadRequest, code));
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+            let json = body_of(resp).await;
+            assert_eq!(json["error"], "bad_request");
+            assert_eq!(json["reason"], message, "{b:?}");
+        }
+    }
+
+    /// The rows the contract names: status, JSON error, the challenge on 401, Retry-After
+    /// on 503, and what a gRPC client gets instead (HTTP 200, grpc-status).
+    #[tokio::test]
+    async fn each_failure_has_its_status_body_and_grpc_status() {
+        type Make = fn() -> Failure;
+        let rows: [(Make, u16, &str, &str, u16); 7] = [
+            (
+                || Failure::Unauthenticated(Rejection::UnknownKey),
+                401,
+                "invalid_token",
+                "unknown_key",
+                16,
+            ),
+            (
+                || Failure::Forbidden {
+                    caller: "o".into(),
+                    method: "GET".into(),
+                    path: "/".into(),
+                },
+                403,
+                "forbidden",
+                "policy",
+                7,
+            ),
+            (
+                || Failure::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1))),
+                504,
+                "upstream_timeout",
+                "upstream_timeout",
+                4,
+            ),
+            (
+                || Failure::Upstream(UpstreamError::Connect("refused".into())),
+                502,
+                "upstream_unreachable",
+                "upstream_unreachable",
+                14,
+            ),
+            (
+                || Failure::NoRoute("ledger".into()),
+                502,
+                "no_route",
+                "no_route",
+                14,
+            ),
+            (
+                || Failure::KeysUnavailable("orders".into()),
+                503,
+                "unavailable",
+                "keys_unavailable",
+                14,
+            ),
+            (
+                || Failure::Internal("x".into()),
+                500,
+                "internal_error",
+                "internal",
+                13,
+            ),
+        ];
+        for (make, status, error, reason, grpc) in rows {
+            let name = format!("{:?}", make());
+            let (_, r, plain) = make().render(false);
+            assert_eq!((plain.status().as_u16(), r), (status, reason), "{name}");
+            let challenge = plain.headers().get(WWW_AUTHENTICATE).is_some();
+            let retry = plain.headers().get(http::header::RETRY_AFTER).is_some();
+            assert_eq!((challenge, retry), (status == 401, status == 503), "{name}");
+            assert_eq!(body_of(plain).await["error"], error, "{name}");
+            let (_, _, g) = make().render(true);
+            assert_eq!(g.status(), StatusCode::OK, "{name}");
+            assert_eq!(
+                g.headers()["grpc-status"],
+                grpc.to_string().as_str(),
+                "{name}"
+            );
+            assert_eq!(
+                g.headers()["grpc-message"],
+                format!("trustgate: {reason}").as_str(),
+                "{name}"
+            );
+        }
+    }
 }
