@@ -91,7 +91,6 @@ def references(code, me, modules):
             base = ()
         else:
             base = me[:-1]
-            rest = m.group(2)
             # super::super::x
             while segs and segs[0] == "super":
                 base, segs = base[:-1], segs[1:]

@@ -159,6 +159,14 @@ impl SigningKeySource {
             SigningKeySource::Private(p) | SigningKeySource::Shared(p) => p,
         }
     }
+
+    /// The configuration key it comes from.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            SigningKeySource::Private(_) => "identity.private_key",
+            SigningKeySource::Shared(_) => "identity.shared_key",
+        }
+    }
 }
 
 section! {

@@ -263,15 +263,7 @@ pub(super) fn public_jwk_from_json(value: &Value) -> Result<VerifyingKey, String
             ));
         }
     }
-    if let Some(kid) = obj.get("kid") {
-        if kid.as_str() != Some(key.kid.as_str()) {
-            return Err(format!(
-                "member \"kid\" is {kid} but the key's RFC 7638 thumbprint is \"{}\"; \
-                 fix or remove the kid",
-                key.kid
-            ));
-        }
-    }
+    kid_agrees(obj, &key.kid)?;
     Ok(key)
 }
 
@@ -356,6 +348,17 @@ pub(super) fn rsa_bits(n: &[u8]) -> usize {
 pub(super) fn jwk_key(jwk: Value, alg: KeyAlg) -> Result<VerifyingKey, String> {
     let jwk: Jwk = serde_json::from_value(jwk).map_err(|e| format!("unusable key: {e}"))?;
     VerifyingKey::from_public_jwk(jwk, alg)
+}
+
+/// A JWK's own `kid`, if it carries one, must be its RFC 7638 thumbprint.
+pub(super) fn kid_agrees(obj: &Map<String, Value>, thumbprint: &str) -> Result<(), String> {
+    match obj.get("kid") {
+        Some(kid) if kid.as_str() != Some(thumbprint) => Err(format!(
+            "member \"kid\" is {kid} but the key's RFC 7638 thumbprint is \"{thumbprint}\"; \
+             fix or remove the kid"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// An EC key's named curve, which must be P-256.

@@ -189,15 +189,7 @@ pub(super) fn private_jwk(value: &Value) -> Result<SigningKey, String> {
         "RSA" => rsa_signing(rsa_from_jwk(obj)?)?,
         other => return Err(format!("unsupported key type \"{other}\"")),
     };
-    if let Some(kid) = obj.get("kid") {
-        if kid.as_str() != Some(key.kid.as_str()) {
-            return Err(format!(
-                "member \"kid\" is {kid} but the key's RFC 7638 thumbprint is \"{}\"; \
-                 fix or remove the kid",
-                key.kid
-            ));
-        }
-    }
+    kid_agrees(obj, &key.kid)?;
     Ok(key)
 }
 

@@ -63,19 +63,36 @@ fn at(key: &'static str) -> impl Fn(KeyError) -> LoadError {
 /// it: a half-written or broken copy of `orders.pem` must not cut `orders` off. (A file
 /// that is *gone* is a removal, and its keys go.)
 pub fn load(files: &TrustFiles, previous: Option<&Keyring>) -> Result<FileTrust, LoadError> {
-    let mut trust = match files.authorized_keys {
-        Some(dir) => load_dir(dir, previous).map_err(at("trust.authorized_keys"))?,
+    let (trust, errors) = load_parts(files, previous);
+    match errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(trust),
+    }
+}
+
+/// Every part that loads, and why each other one does not: [`load`] stops at the first
+/// error, [`load_checked`] reports them all.
+fn load_parts(files: &TrustFiles, previous: Option<&Keyring>) -> (FileTrust, Vec<LoadError>) {
+    let mut errors = Vec::new();
+    let mut trust = match files.authorized_keys.map(|dir| load_dir(dir, previous)) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            errors.push(at("trust.authorized_keys")(e));
+            FileTrust::default()
+        }
         None => FileTrust::default(),
     };
-    if let Some(path) = files.shared_key {
-        trust
-            .keys
-            .push(shared_key(path).map_err(at("trust.shared_key"))?);
+    match files.shared_key.map(shared_key) {
+        Some(Ok(k)) => trust.keys.push(k),
+        Some(Err(e)) => errors.push(at("trust.shared_key")(e)),
+        None => {}
     }
-    if let Some(p) = files.revoked {
-        trust.revoked = keys::load_revoked(p).map_err(at("trust.revoked"))?;
+    match files.revoked.map(keys::load_revoked) {
+        Some(Ok(r)) => trust.revoked = r,
+        Some(Err(e)) => errors.push(at("trust.revoked")(e)),
+        None => {}
     }
-    Ok(trust)
+    (trust, errors)
 }
 
 fn load_dir(dir: &Path, previous: Option<&Keyring>) -> Result<FileTrust, KeyError> {
@@ -128,11 +145,11 @@ pub fn load_signer(cfg: &Config) -> Result<Option<TokenSigner>, LoadError> {
     let Some(source) = cfg.identity.key() else {
         return Ok(None);
     };
-    let (key, loaded) = match &source {
-        SigningKeySource::Private(p) => ("identity.private_key", keys::load_signing_key(p)),
-        SigningKeySource::Shared(p) => ("identity.shared_key", keys::load_shared_key(p)),
+    let loaded = match &source {
+        SigningKeySource::Private(p) => keys::load_signing_key(p),
+        SigningKeySource::Shared(p) => keys::load_shared_key(p),
     };
-    let key = loaded.map_err(at(key))?;
+    let key = loaded.map_err(at(source.config_key()))?;
     Ok(Some(TokenSigner::new(
         cfg.identity.name.clone(),
         Arc::new(key),
@@ -152,48 +169,21 @@ pub struct FileCheck {
 pub fn load_checked(cfg: &Config) -> (Option<Loaded>, FileCheck) {
     let mut check = FileCheck::default();
     let signer = load_signer(cfg).map_err(|e| check.errors.push(e.to_string()));
-    if let Some(p) = cfg.identity.key().map(|s| s.path().to_path_buf()) {
-        let key = match cfg.identity.key() {
-            Some(SigningKeySource::Shared(_)) => "identity.shared_key",
-            _ => "identity.private_key",
-        };
-        if let Some(w) = loose_permissions(&p) {
-            check.warnings.push(format!("{key}: {w}"));
+    if let Some(source) = cfg.identity.key() {
+        if let Some(w) = loose_permissions(source.path()) {
+            check.warnings.push(format!("{}: {w}", source.config_key()));
         }
     }
-    let files = TrustFiles::of(cfg);
-    // Each part on its own, so that every one in error is reported.
-    let mut trust = match files.authorized_keys {
-        Some(dir) => match load_dir(dir, None) {
-            Ok(t) => {
-                warn_about_dir(cfg, &t, &mut check);
-                Some(t)
-            }
-            Err(e) => {
-                check
-                    .errors
-                    .push(at("trust.authorized_keys")(e).to_string());
-                None
-            }
-        },
-        None => Some(FileTrust::default()),
-    };
-    if let Some(path) = files.shared_key {
-        match shared_key(path) {
-            Ok(k) => trust.iter_mut().for_each(|t| t.keys.push(k.clone())),
-            Err(e) => check.errors.push(at("trust.shared_key")(e).to_string()),
-        }
-    }
+    let (trust, errors) = load_parts(&TrustFiles::of(cfg), None);
+    warn_about_dir(cfg, &trust, &mut check);
+    check.errors.extend(errors.iter().map(ToString::to_string));
     readable_file(&mut check, "trust.fetch_ca_file", &cfg.trust.fetch_ca_file);
-    if let Some(p) = files.revoked {
-        match keys::load_revoked(p) {
-            Ok(r) => trust.iter_mut().for_each(|t| t.revoked = r.clone()),
-            Err(e) => check.errors.push(at("trust.revoked")(e).to_string()),
-        }
-    }
     tls_files_readable(cfg, &mut check);
-    let loaded = match (trust, signer) {
-        (Some(files), Ok(signer)) if check.errors.is_empty() => Some(Loaded { files, signer }),
+    let loaded = match signer {
+        Ok(signer) if check.errors.is_empty() => Some(Loaded {
+            files: trust,
+            signer,
+        }),
         _ => None,
     };
     (loaded, check)

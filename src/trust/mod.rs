@@ -24,7 +24,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use jsonwebtoken::jwk::Jwk;
 
 use crate::config::Config;
-use crate::keys::{Keyring, TrustedKey};
+use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::tls::TlsSetupError;
 use crate::token::{Rejection, TokenSigner};
@@ -77,7 +77,8 @@ impl Trust {
         loaded: Loaded,
         metrics: Metrics,
     ) -> Result<Arc<Trust>, TlsSetupError> {
-        Self::with_sources(cfg.clone(), loaded, metrics, Sources::new(&cfg)?)
+        let sources = Sources::new(&cfg)?;
+        Ok(Self::with_sources(cfg, loaded, metrics, sources))
     }
 
     /// As [`Trust::new`], with the URL sources given (tests give them a fetcher of their
@@ -87,7 +88,7 @@ impl Trust {
         loaded: Loaded,
         metrics: Metrics,
         sources: Sources,
-    ) -> Result<Arc<Trust>, TlsSetupError> {
+    ) -> Arc<Trust> {
         let Loaded { files, signer } = loaded;
         let keyring = files::compose(&files, Vec::new());
         for p in keyring.problems() {
@@ -96,7 +97,7 @@ impl Trust {
         metrics.trusted_keys.set(keyring.len() as i64);
         metrics.trust_problems.set(keyring.problems().len() as i64);
         sources.set(&files.sources);
-        Ok(Arc::new(Trust {
+        Arc::new(Trust {
             cfg,
             metrics,
             snapshot: ArcSwap::from_pointee(TrustSnapshot {
@@ -108,7 +109,7 @@ impl Trust {
             previous_jwks: Mutex::new(Vec::new()),
             generation: AtomicU64::new(1),
             sources,
-        }))
+        })
     }
 
     /// The snapshot to use for one whole decision.
@@ -252,10 +253,5 @@ impl Trust {
             prev.push((jwk, grace_until));
         }
         self.signer.store(Some(Arc::new(signer)));
-    }
-
-    /// The keys of the URL sources, each trusted for its identity only.
-    fn fetched_keys(&self) -> Vec<TrustedKey> {
-        self.sources.keys()
     }
 }

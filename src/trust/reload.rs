@@ -88,7 +88,7 @@ impl Reloader {
         // One composition at a time: a fetch finishing now waits for this one.
         let mut held = trust.files.lock().unwrap_or_else(|p| p.into_inner());
         trust.sources.set(&loaded.sources);
-        let keyring = files::compose(&loaded, trust.fetched_keys());
+        let keyring = files::compose(&loaded, trust.sources.keys());
         *held = loaded;
         let changed = !keyring.same_as(&current.keyring);
         m.trust_unreadable.set(0);
