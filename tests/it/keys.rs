@@ -217,6 +217,22 @@ fn jwk_missing_members() {
     assert_reason(&single_problem(br#"{"kty":"EC""#), "not valid JSON");
 }
 
+/// The same rule for a private JWK (the signing key): its own kid must be its thumbprint.
+#[test]
+fn private_jwk_with_a_kid_that_is_not_its_thumbprint_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (private, _, kid) = keypair(tmp.path(), "p", KeyAlg::Es256, OutputFormat::Jwk);
+    let mut jwk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&private).unwrap()).unwrap();
+    jwk["kid"] = "my-own-name".into();
+    std::fs::write(&private, jwk.to_string()).unwrap();
+    let err = load_signing_key(&private).unwrap_err().to_string();
+    assert!(err.contains("my-own-name") && err.contains(&kid), "{err}");
+    jwk["kid"] = kid.clone().into();
+    std::fs::write(&private, jwk.to_string()).unwrap();
+    assert_eq!(load_signing_key(&private).unwrap().kid, kid);
+}
+
 #[test]
 fn jwk_with_a_kid_that_is_not_its_thumbprint_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
