@@ -21,7 +21,7 @@ const NOW: u64 = 1_900_000_000;
 
 fn trusted(identity: &str, key: &keys::SigningKey) -> TrustedKey {
     TrustedKey {
-        identity: Some(identity.to_owned()),
+        speaks: keys::Speaks::Identity(identity.to_owned()),
         key: key.verifying_key().clone(),
         source: format!("{identity}.pub").into(),
     }
@@ -47,7 +47,7 @@ fn sign_and_verify(c: &mut Criterion) {
         let key = s.key();
         let mut t = trusted("orders", key);
         if alg == KeyAlg::Hs256 {
-            t.identity = None;
+            t.speaks = keys::Speaks::Anyone;
         }
         let ring = Keyring::new(vec![t], Default::default(), vec![]);
         let tok = s.sign("billing", None, None, NOW).expect("sign");

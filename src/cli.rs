@@ -421,7 +421,7 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
         for s in &sources {
             match runtime.block_on(fetcher.fetch(&s.url)) {
                 Ok(fetched) => keys.extend(fetched.keys.into_iter().map(|key| keys::TrustedKey {
-                    identity: Some(s.identity.clone()),
+                    speaks: keys::Speaks::Identity(s.identity.clone()),
                     key,
                     source: s.file.clone(),
                 })),
@@ -443,7 +443,7 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
             .into_iter()
             .map(|k| {
                 serde_json::json!({
-                    "identity": k.identity,
+                    "identity": k.speaks.identity(),
                     "kid": k.key.kid,
                     "alg": k.key.alg.as_str(),
                     "file": k.source,
@@ -458,7 +458,7 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
         for k in ring.keys() {
             println!(
                 "{:<24} {:<44} {:<6} {}",
-                k.identity.as_deref().unwrap_or("*"),
+                k.speaks.label(),
                 k.key.kid,
                 k.key.alg,
                 k.source.display()

@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::parse::Problems;
-use super::{AppExposure, Config, Inbound, Outbound};
+use super::{AppExposure, Config, Inbound, Outbound, ISSUER_FROM_POD};
 use crate::http::{name_starts_alike, names_alike};
-use crate::keys::is_valid_identity;
+use crate::keys::{is_valid_identity, IssuerKind};
+use crate::token::is_spiffe_id_in;
 
 pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     check_trust(cfg, p);
@@ -17,7 +18,8 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     check_listeners(cfg, p);
 }
 
-fn check_trust(cfg: &Config, p: &mut Problems) {
+fn check_trust(cfg: &mut Config, p: &mut Problems) {
+    check_issuers(cfg, p);
     let trust = &cfg.trust;
     if trust.rescan_interval.is_zero() {
         p.add("trust.rescan_interval", "must be greater than zero");
@@ -85,19 +87,25 @@ fn check_sides(cfg: &mut Config, p: &mut Problems) {
     if let Some(inbound) = &cfg.inbound {
         check_inbound(inbound, p);
         let trust = &cfg.trust;
-        if trust.authorized_keys.is_none() && trust.shared_key.is_none() {
+        if trust.authorized_keys.is_none() && trust.shared_key.is_none() && trust.issuers.is_empty()
+        {
             p.add(
                 "trust.authorized_keys",
-                "is required with [inbound] (or trust.shared_key in shared-key mode)",
+                "is required with [inbound] (or trust.shared_key in shared-key mode, or \
+                 [[trust.issuers]])",
             );
         }
     }
     if let Some(outbound) = &mut cfg.outbound {
         check_outbound(outbound, p);
-        if cfg.identity.key().is_none() {
+        // Routes that present a token file sign nothing.
+        let signs =
+            outbound.routes.iter().any(|r| r.token_file.is_none()) || outbound.routes.is_empty();
+        if signs && cfg.identity.key().is_none() {
             p.add(
                 "identity.private_key",
-                "is required with [outbound] (or identity.shared_key in shared-key mode)",
+                "is required with [outbound] (or identity.shared_key in shared-key mode; \
+                 not needed when every route has a token_file)",
             );
         }
     }
@@ -237,5 +245,148 @@ fn check_outbound(o: &mut Outbound, p: &mut Problems) {
                 );
             }
         }
+    }
+}
+
+/// `[[trust.issuers]]`: names unique, an issuer to fetch from, subjects well-formed for
+/// the kind, and the subject → caller map collision-free (one caller, one subject, over
+/// every issuer: a caller's calls are then one subject's).
+fn check_issuers(cfg: &mut Config, p: &mut Problems) {
+    let own = cfg.identity.name.clone();
+    let allow_http = cfg.trust.allow_http_fetch;
+    let mut names = BTreeSet::new();
+    let mut mapped: std::collections::BTreeMap<String, String> = Default::default();
+    for (n, issuer) in cfg.trust.issuers.iter_mut().enumerate() {
+        let key = p.element("trust.issuers", n);
+        if !names.insert(issuer.name.clone()) {
+            p.add(
+                &format!("{key}.name"),
+                format!("\"{}\" names two issuers", issuer.name),
+            );
+        }
+        if issuer.audiences.is_empty() {
+            issuer.audiences = vec![own.clone()];
+        }
+        if issuer.max_token_ttl.is_zero() {
+            p.add(&format!("{key}.max_token_ttl"), "must be greater than zero");
+        }
+        check_issuer_source(issuer, allow_http, &key, p);
+        for (subject, caller) in &issuer.callers {
+            let at = format!("{key}.callers.\"{subject}\"");
+            if let Err(why) = subject_shape(issuer, subject) {
+                p.add(&at, why);
+            }
+            if !is_valid_identity(caller) {
+                p.add(
+                    &at,
+                    format!("\"{caller}\" is not a valid identity (a DNS label)"),
+                );
+            } else if let Some(first) = mapped.insert(caller.clone(), at.clone()) {
+                p.add(
+                    &at,
+                    format!(
+                        "caller \"{caller}\" is also mapped by {first}; one caller, one subject"
+                    ),
+                );
+            }
+        }
+        if issuer.callers.is_empty() {
+            p.add(
+                &format!("{key}.callers"),
+                "maps no subject to a caller: every token of this issuer would be refused",
+            );
+        }
+    }
+}
+
+/// Where an issuer's keys come from: an explicit `jwks_url`, or discovery at an
+/// `https://` issuer, or the API server for `kubernetes:///`.
+fn check_issuer_source(
+    issuer: &super::IssuerConfig,
+    allow_http: bool,
+    key: &str,
+    p: &mut Problems,
+) {
+    let url_ok = |u: &str| u.starts_with("https://") || (allow_http && u.starts_with("http://"));
+    match issuer.kind {
+        IssuerKind::Spiffe => {
+            if issuer.jwks_url.is_none() && issuer.issuer.is_empty() {
+                p.add(
+                    &format!("{key}.jwks_url"),
+                    "is required for a spiffe issuer without issuer",
+                );
+            }
+            if issuer.trust_domain.is_empty() {
+                p.add(
+                    &format!("{key}.trust_domain"),
+                    "is required for a spiffe issuer",
+                );
+            }
+        }
+        IssuerKind::Kubernetes | IssuerKind::Oidc => {
+            if issuer.issuer.is_empty() {
+                p.add(
+                    &format!("{key}.issuer"),
+                    "is required (the exact iss of its tokens)",
+                );
+            }
+            if issuer.from_pod() && issuer.kind != IssuerKind::Kubernetes {
+                p.add(
+                    &format!("{key}.issuer"),
+                    "kubernetes:/// is for kind = \"kubernetes\" only",
+                );
+            }
+        }
+    }
+    if !issuer.issuer.is_empty()
+        && !issuer.from_pod()
+        && issuer.jwks_url.is_none()
+        && !url_ok(&issuer.issuer)
+    {
+        p.add(
+            &format!("{key}.issuer"),
+            format!(
+                "\"{}\" is not an https:// URL to discover keys at; set jwks_url",
+                issuer.issuer
+            ),
+        );
+    }
+    if let Some(u) = &issuer.jwks_url {
+        if !url_ok(&u.to_string()) {
+            p.add(
+                &format!("{key}.jwks_url"),
+                "must be https:// (or set trust.allow_http_fetch = true)",
+            );
+        }
+    }
+    if issuer.from_pod() && issuer.bearer_path().is_none() {
+        p.add(
+            &format!("{key}.bearer_token_file"),
+            format!("{ISSUER_FROM_POD} reads the issuer from this pod's token: it cannot be \"\""),
+        );
+    }
+}
+
+/// A `callers` key as the issuer's kind names subjects.
+fn subject_shape(issuer: &super::IssuerConfig, subject: &str) -> Result<(), String> {
+    match issuer.kind {
+        IssuerKind::Kubernetes => {
+            let ok = subject.split_once('/').is_some_and(|(ns, sa)| {
+                is_valid_identity(ns) && !sa.is_empty() && !sa.contains(['/', ':'])
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "\"{subject}\" is not \"<namespace>/<serviceaccount>\""
+                ))
+            }
+        }
+        IssuerKind::Spiffe if !is_spiffe_id_in(subject, &issuer.trust_domain) => Err(format!(
+            "\"{subject}\" is not a SPIFFE ID in trust domain \"{}\"",
+            issuer.trust_domain
+        )),
+        _ if subject.is_empty() => Err("an empty subject".into()),
+        _ => Ok(()),
     }
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Admin, AllowRule, AppExposure, AppUpstream, Config, FilePath, Identity, Inbound, InboundMode,
-    Limits, Log, LogFormat, Outbound, Route, Trust, UpstreamProtocol,
+    IssuerConfig, Limits, Log, LogFormat, Outbound, Route, Trust, UpstreamProtocol,
 };
 
 /// Every problem found, one sentence each.
@@ -363,21 +363,42 @@ fn apply_env(
     }
 }
 
+/// File paths in arrays of tables: (section, array, keys).
+const NESTED_PATHS: [(&str, &str, &[&str]); 2] = [
+    ("trust", "issuers", &["ca_file", "bearer_token_file"]),
+    ("outbound", "routes", &["token_file"]),
+];
+
 /// Relative [`FilePath`] values, from the file or the environment, become relative to
-/// the configuration's directory.
+/// the configuration's directory (an empty one stays empty: it means "none").
 fn resolve_paths(table: &mut toml::Table, base: &Path) {
+    let resolve = |v: Option<&mut toml::Value>| {
+        if let Some(toml::Value::String(s)) = v {
+            if !s.is_empty() && Path::new(s.as_str()).is_relative() {
+                *s = base.join(&*s).to_string_lossy().into_owned();
+            }
+        }
+    };
     for (section, keys) in sections() {
         let Some(toml::Value::Table(t)) = table.get_mut(section) else {
             continue;
         };
         for (key, kind) in keys {
-            if kind != Kind::Path {
-                continue;
+            if kind == Kind::Path {
+                resolve(t.get_mut(key));
             }
-            if let Some(toml::Value::String(s)) = t.get_mut(key) {
-                if Path::new(s.as_str()).is_relative() {
-                    *s = base.join(&*s).to_string_lossy().into_owned();
-                }
+        }
+    }
+    for (section, array, keys) in NESTED_PATHS {
+        let Some(toml::Value::Table(t)) = table.get_mut(section) else {
+            continue;
+        };
+        let Some(toml::Value::Array(items)) = t.get_mut(array) else {
+            continue;
+        };
+        for item in items.iter_mut().filter_map(toml::Value::as_table_mut) {
+            for key in keys {
+                resolve(item.get_mut(*key));
             }
         }
     }
@@ -403,7 +424,7 @@ env_kind!(Str: AppUpstream, AppExposure, InboundMode, LogFormat, UpstreamProtoco
 env_kind!(Bool: bool);
 env_kind!(Int: u16, u32, u64, usize);
 env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>);
-env_kind!(Table: Vec<AllowRule>, Vec<Route>);
+env_kind!(Table: Vec<AllowRule>, Vec<Route>, Vec<IssuerConfig>);
 env_kind!(Path: Option<FilePath>);
 
 /// A section's keys and how each is read from the environment (emitted by `section!`).

@@ -151,3 +151,25 @@ pub(super) fn host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     }
     Ok(host)
 }
+
+/// A URL (`jwks_url`): `http://` or `https://` with a host; `""` is the default (none).
+pub(super) fn optional_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
+    let v = String::deserialize(d)?;
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Ok(Some(uri))
+        }
+        _ => Err(custom(format!("\"{v}\" is not an https:// URL"))),
+    }
+}
+
+pub(super) fn non_empty_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.iter().any(String::is_empty) {
+        return Err(custom("an empty string names nothing"));
+    }
+    Ok(list)
+}

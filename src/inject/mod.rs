@@ -31,6 +31,7 @@
 mod pod;
 mod policy;
 mod service;
+mod tokens;
 mod yaml;
 
 use yaml_rust2::Yaml;
@@ -296,6 +297,10 @@ struct Settings {
     /// `trustgate.dev/app-socket`: the app listens on this Unix socket path.
     app_socket: Option<String>,
     network_policy: bool,
+    /// `trustgate.dev/projected-audiences`: projected tokens for outbound `token_file`s.
+    projected_audiences: Vec<String>,
+    /// `trustgate.dev/kubernetes-issuer`: this pod's token and CA in the sidecar.
+    pod_token: bool,
 }
 
 /// What the sidecar serves in front of the app.
@@ -478,6 +483,8 @@ fn settings(
                 ))
             }
         },
+        projected_audiences: tokens::projected_audiences(ann)?,
+        pod_token: tokens::pod_token(ann)?,
         identity,
     })
 }

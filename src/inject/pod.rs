@@ -366,6 +366,11 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
         ));
         mounts.push(mount("trustgate-fetch-ca", "/etc/trustgate/fetch-ca"));
     }
+    mounts.extend(
+        super::tokens::mounts(st)
+            .into_iter()
+            .map(|(name, path)| mount(name, path)),
+    );
     (env, mounts)
 }
 
@@ -439,6 +444,7 @@ fn sidecar_volumes(spec: &Yaml, st: &Settings, serve: &Serve) -> Vec<Yaml> {
         config_map("trustgate-config", &st.config_map),
         secret("trustgate-identity", &st.identity_secret, key_mode),
     ];
+    v.extend(super::tokens::volumes(st));
     if *serve == Serve::OutboundOnly {
         // Nothing to verify, nothing to serve TLS on: no trust, key-URL CA or
         // certificate volumes (and no Secrets that must exist for the pod to start).

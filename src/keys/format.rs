@@ -218,6 +218,21 @@ pub(super) fn public_jwk_from_json(value: &Value) -> Result<VerifyingKey, String
             "holds private key material (member \"{m}\"); authorized_keys takes public keys only"
         ));
     }
+    let key = jwk_public_key(obj)?;
+    if let Some(u) = obj.get("use") {
+        if u.as_str() != Some("sig") {
+            return Err(format!(
+                "member \"use\" is {u}; only \"sig\" keys verify tokens"
+            ));
+        }
+    }
+    kid_agrees(obj, &key.kid)?;
+    Ok(key)
+}
+
+/// The key of a public JWK's members (`kty` and its own), checked against a `alg` member
+/// it carries; `kid` and `use` are the caller's business.
+pub(super) fn jwk_public_key(obj: &Map<String, Value>) -> Result<VerifyingKey, String> {
     let kty = str_member(obj, "kty")?;
     let key = match kty {
         "EC" => {
@@ -256,14 +271,6 @@ pub(super) fn public_jwk_from_json(value: &Value) -> Result<VerifyingKey, String
             ));
         }
     }
-    if let Some(u) = obj.get("use") {
-        if u.as_str() != Some("sig") {
-            return Err(format!(
-                "member \"use\" is {u}; only \"sig\" keys verify tokens"
-            ));
-        }
-    }
-    kid_agrees(obj, &key.kid)?;
     Ok(key)
 }
 

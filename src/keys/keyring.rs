@@ -7,17 +7,58 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::VerifyingKey;
+use super::{VerifyingKey, Vouch};
 
-/// A key trusted for one identity (or, for the shared secret, for any identity).
+/// Whom a trusted key may speak for.
+#[derive(Debug, Clone)]
+pub enum Speaks {
+    /// One identity: the key file's name up to the first `.` (or the `.url` file's).
+    Identity(String),
+    /// The shared secret of shared-key mode: its holders can claim any identity
+    /// (documented as the weaker mode).
+    Anyone,
+    /// The subjects an issuer vouches for, mapped to callers by its rules.
+    Issuer(Arc<Vouch>),
+}
+
+impl PartialEq for Speaks {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Speaks::Identity(a), Speaks::Identity(b)) => a == b,
+            (Speaks::Anyone, Speaks::Anyone) => true,
+            (Speaks::Issuer(a), Speaks::Issuer(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Speaks {}
+
+impl Speaks {
+    /// How `/trust`, `keys` and logs name it: the identity, `*`, or `issuer:<name>`.
+    pub fn label(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Speaks::Identity(i) => i.as_str().into(),
+            Speaks::Anyone => "*".into(),
+            Speaks::Issuer(v) => format!("issuer:{}", v.name).into(),
+        }
+    }
+
+    /// The identity, for a key trusted for one.
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            Speaks::Identity(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+/// A trusted key, and whom it speaks for.
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
-    /// The identity this key may speak for: the key file's name up to the first `.`.
-    /// `None` only for the shared secret of shared-key mode, whose holders can claim
-    /// any identity (documented as the weaker mode).
-    pub identity: Option<String>,
+    pub speaks: Speaks,
     pub key: VerifyingKey,
-    /// The file the key was read from.
+    /// The file the key was read from (`issuer:<name>` for an issuer's).
     pub source: PathBuf,
 }
 
@@ -49,7 +90,7 @@ impl Keyring {
         for key in keys {
             let kid = key.key.kid.clone();
             match map.get(&kid) {
-                Some(existing) if existing.identity != key.identity => {
+                Some(existing) if existing.speaks != key.speaks => {
                     conflicted
                         .entry(kid)
                         .or_insert_with(|| vec![existing.source.clone()])
@@ -116,7 +157,7 @@ impl Keyring {
     /// Every trusted key (revoked ones included), sorted by identity then kid.
     pub fn keys(&self) -> Vec<&Arc<TrustedKey>> {
         let mut v: Vec<_> = self.keys.values().collect();
-        v.sort_by(|a, b| (&a.identity, &a.key.kid).cmp(&(&b.identity, &b.key.kid)));
+        v.sort_by(|a, b| (a.speaks.label(), &a.key.kid).cmp(&(b.speaks.label(), &b.key.kid)));
         v
     }
 
@@ -132,7 +173,7 @@ impl Keyring {
                 other
                     .keys
                     .get(kid)
-                    .is_some_and(|o| o.identity == k.identity && o.source == k.source)
+                    .is_some_and(|o| o.speaks == k.speaks && o.source == k.source)
             })
             && self.revoked == other.revoked
             && self.problems == other.problems

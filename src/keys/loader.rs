@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::format::{parse_public_keys, read_key_file};
-use super::{is_valid_identity, FileProblem, KeyError, TrustedKey};
+use super::{is_valid_identity, FileProblem, KeyError, Speaks, TrustedKey};
 
 /// What one pass over an authorized_keys directory found.
 #[derive(Debug, Default)]
@@ -134,7 +134,7 @@ fn load_entry(entry: &std::fs::DirEntry, load: &mut DirLoad) {
     let parsed = read_key_file(&path).and_then(|bytes| parse_public_keys(&bytes, &path));
     match parsed {
         Ok(keys) => load.keys.extend(keys.into_iter().map(|key| TrustedKey {
-            identity: Some(identity.to_owned()),
+            speaks: Speaks::Identity(identity.to_owned()),
             key,
             source: path.clone(),
         })),

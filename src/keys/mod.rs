@@ -8,13 +8,15 @@
 
 mod format;
 mod generate;
+mod issuer;
 mod keyring;
 mod loader;
 mod private;
 
 pub use format::parse_public_keys;
 pub use generate::{generate, write_keypair, GeneratedFiles, OutputFormat};
-pub use keyring::{FileProblem, Keyring, TrustedKey};
+pub use issuer::{parse_issuer_jwks, IssuerKind, Vouch};
+pub use keyring::{FileProblem, Keyring, Speaks, TrustedKey};
 pub use loader::{load_dir, load_revoked, parse_url_file, DirLoad, UrlSource};
 pub use private::{load_shared_key, load_signing_key};
 
@@ -141,6 +143,18 @@ impl VerifyingKey {
             decoding,
             parsed,
         })
+    }
+}
+
+impl VerifyingKey {
+    /// The same key under the kid its issuer published (issuers' kids are not
+    /// thumbprints: see [`issuer`]).
+    pub(crate) fn with_kid(mut self, kid: String) -> Self {
+        if let Some(jwk) = &mut self.jwk {
+            jwk.common.key_id = Some(kid.clone());
+        }
+        self.kid = kid;
+        self
     }
 }
 

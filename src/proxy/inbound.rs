@@ -214,16 +214,18 @@ async fn authenticate<B>(
     let unknown = || Failure::Unauthenticated(Rejection::UnknownKey);
     let peeked = extract_token(req.headers(), &side.cfg.token_header)
         .ok()
-        .and_then(token::peek_kid_and_issuer);
-    let Some((kid, identity)) = peeked else {
+        .and_then(token::peek);
+    let Some(claimed) = peeked else {
         return Err(unknown());
     };
     let again = || verify_token(state, side, req, now);
     // Boxed: this rare path's future would otherwise size every request's.
-    match Box::pin(state.trust.unknown_kid(&identity, &kid, again)).await {
+    match Box::pin(state.trust.unknown_kid(&claimed, again)).await {
         Ok(v) => Ok(v),
         Err(KidRefusal::Unknown) => Err(unknown()),
-        Err(KidRefusal::Unavailable) => Err(Failure::KeysUnavailable(identity)),
+        Err(KidRefusal::Unavailable) => {
+            Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
+        }
         Err(KidRefusal::Rejected(r)) => Err(Failure::Unauthenticated(r)),
     }
 }
@@ -452,13 +454,7 @@ mod tests {
             "ctx": {"x-user-id": "7", "x-other": "not signed here"},
         }))
         .unwrap();
-        Verified {
-            caller: caller.into(),
-            caller_header: HeaderValue::from_str(caller).unwrap(),
-            kid: "kid".into(),
-            alg: crate::keys::KeyAlg::Es256,
-            claims,
-        }
+        Verified::new(caller, "kid".into(), crate::keys::KeyAlg::Es256, claims).unwrap()
     }
 
     fn request(method: &str, path: &str, pairs: &[(&str, &str)]) -> Request<()> {

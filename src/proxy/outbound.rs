@@ -212,6 +212,14 @@ fn token_for<B>(
     req: &Request<B>,
 ) -> Result<Issued, Failure> {
     let outbound = &side.cfg;
+    if route.token_file.is_some() {
+        // A projected token: presented as written, never signed here.
+        return side
+            .token_files
+            .of(&route.host)
+            .and_then(|f| f.get())
+            .ok_or_else(|| Failure::TokenUnavailable(route.host.clone()));
+    }
     let signer = state
         .trust
         .signer()

@@ -35,6 +35,9 @@ pub enum Failure {
     /// not within `trust.max_stale`): 503, the caller did nothing wrong.
     #[error("keys of {0} unavailable (key URL not fetched)")]
     KeysUnavailable(String),
+    /// Outbound: the route's `token_file` has never been readable: 503.
+    #[error("no token to present for {0} (token_file unreadable)")]
+    TokenUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -173,6 +176,10 @@ impl Failure {
                 let (r, s) = ("keys_unavailable", S::SERVICE_UNAVAILABLE);
                 row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE)
             }
+            Failure::TokenUnavailable(_) => {
+                let (r, s) = ("token_unavailable", S::SERVICE_UNAVAILABLE);
+                row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE)
+            }
             Failure::Internal(_) => {
                 let (e, s) = ("internal_error", S::INTERNAL_SERVER_ERROR);
                 row(
@@ -220,7 +227,7 @@ impl Failure {
                     headers.insert(WWW_AUTHENTICATE, v);
                 }
             }
-            Failure::KeysUnavailable(_) => {
+            Failure::KeysUnavailable(_) | Failure::TokenUnavailable(_) => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
@@ -347,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn each_failure_has_its_status_body_and_grpc_status() {
         type Make = fn() -> Failure;
-        let rows: [(Make, u16, &str, &str, u16); 7] = [
+        let rows: [(Make, u16, &str, &str, u16); 8] = [
             (
                 || Failure::Unauthenticated(Rejection::UnknownKey),
                 401,
@@ -392,6 +399,13 @@ mod tests {
                 503,
                 "unavailable",
                 "keys_unavailable",
+                14,
+            ),
+            (
+                || Failure::TokenUnavailable("billing".into()),
+                503,
+                "unavailable",
+                "token_unavailable",
                 14,
             ),
             (

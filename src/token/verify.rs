@@ -8,8 +8,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::claims::Claims;
-use crate::keys::{is_valid_identity, KeyAlg, Keyring};
+use super::claims::{Audience, Claims};
+use crate::keys::{is_valid_identity, IssuerKind, KeyAlg, Keyring, Speaks, TrustedKey, Vouch};
 
 /// Tokens above this size are refused before they are parsed.
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -54,10 +54,14 @@ pub enum Rejection {
     BindingMissing,
     #[error("binding_mismatch")]
     BindingMismatch,
+    #[error("subject_mismatch")]
+    SubjectMismatch,
+    #[error("unmapped_subject")]
+    UnmappedSubject,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 18] = [
+    pub const ALL: [Rejection; 20] = [
         Rejection::Missing,
         Rejection::MultipleTokens,
         Rejection::TooLarge,
@@ -76,6 +80,8 @@ impl Rejection {
         Rejection::Replayed,
         Rejection::BindingMissing,
         Rejection::BindingMismatch,
+        Rejection::SubjectMismatch,
+        Rejection::UnmappedSubject,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -98,6 +104,8 @@ impl Rejection {
             Rejection::Replayed => "replayed",
             Rejection::BindingMissing => "binding_missing",
             Rejection::BindingMismatch => "binding_mismatch",
+            Rejection::SubjectMismatch => "subject_mismatch",
+            Rejection::UnmappedSubject => "unmapped_subject",
         }
     }
 }
@@ -138,9 +146,41 @@ pub struct Verified {
     pub kid: String,
     pub alg: KeyAlg,
     pub claims: Claims,
+    /// The issuer that vouched for the caller (`[[trust.issuers]].name`); `None` for a
+    /// token signed with the caller's own key.
+    pub issuer: Option<Arc<str>>,
+    /// The verified claims as they arrived (JSON), for claim lookups by JSON Pointer.
+    payload: Vec<u8>,
+    parsed: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl Verified {
+    pub fn new(caller: &str, kid: String, alg: KeyAlg, claims: Claims) -> Result<Self, Rejection> {
+        let payload = serde_json::to_vec(&claims).map_err(|_| Rejection::Malformed)?;
+        Ok(Verified {
+            caller: caller.into(),
+            caller_header: http::HeaderValue::from_str(caller).map_err(|_| Rejection::Malformed)?,
+            kid,
+            alg,
+            claims,
+            issuer: None,
+            payload,
+            parsed: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Every verified claim, as JSON (parsed on first use, then kept with the token).
+    pub fn claims_json(&self) -> &serde_json::Value {
+        self.parsed.get_or_init(|| {
+            serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+        })
+    }
+
+    /// The claim at a JSON Pointer (RFC 6901): `/kubernetes.io/namespace`, `/ctx/x-tenant`.
+    pub fn claim(&self, pointer: &str) -> Option<&serde_json::Value> {
+        self.claims_json().pointer(pointer)
+    }
+
     /// Request binding: the token's `htm`/`htu` must name this request. `htu` may be the
     /// path and query, or an absolute URL whose path and query are these.
     pub fn check_binding(&self, method: &str, path_and_query: &str) -> Result<(), Rejection> {
@@ -175,6 +215,49 @@ pub fn verify(
     policy: &VerifyPolicy,
     now: u64,
 ) -> Result<Verified, Rejection> {
+    // 2–4. Shape, header, signature.
+    let (trusted, alg, payload) = signed_by(token, keyring)?;
+    // 5–6. Who and when: by the rules of whom the key speaks for.
+    let (caller, claims, issuer) = match &trusted.speaks {
+        Speaks::Issuer(vouch) => {
+            let (caller, claims) = vouched(vouch, &payload, policy, now)?;
+            (caller, claims, Some(vouch.name.as_str().into()))
+        }
+        speaks => {
+            let claims: Claims =
+                serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
+            let caller = own_caller(speaks, &claims)?;
+            audience(&claims.aud, std::slice::from_ref(&policy.audience), policy)?;
+            when(&claims, claims.iat, policy.max_ttl, policy.leeway, now)?;
+            (caller, claims, None)
+        }
+    };
+
+    // 7. Revocation (binding and replay are the caller's, they need the request).
+    if keyring.is_revoked(&trusted.key.kid) {
+        return Err(Rejection::Revoked);
+    }
+    // An identity is a DNS label, always a valid header value.
+    let caller_header = http::HeaderValue::from_str(&caller).map_err(|_| Rejection::Malformed)?;
+    Ok(Verified {
+        caller,
+        caller_header,
+        kid: trusted.key.kid.clone(),
+        alg,
+        claims,
+        issuer,
+        payload,
+        parsed: std::sync::OnceLock::new(),
+    })
+}
+
+/// Steps 2–4: size and shape, the JOSE header (alg, crit, typ, a trusted kid whose key
+/// has that alg), the signature with the key's own algorithm. The key, the alg and the
+/// claims' JSON text.
+fn signed_by<'k>(
+    token: &str,
+    keyring: &'k Keyring,
+) -> Result<(&'k Arc<TrustedKey>, KeyAlg, Vec<u8>), Rejection> {
     // 2. Size and shape.
     if token.is_empty() {
         return Err(Rejection::Missing);
@@ -239,33 +322,53 @@ pub fn verify(
     if !valid {
         return Err(Rejection::BadSignature);
     }
-    let claims: Claims = decode_object(payload_b64)?;
+    Ok((trusted, alg, decode_object_bytes(payload_b64)?))
+}
 
-    // 5. Who: the key speaks for one identity only.
-    let caller: Arc<str> = match &trusted.identity {
-        Some(identity) => {
+/// Step 5 for a token signed with the caller's own key: it speaks for one identity only.
+fn own_caller(speaks: &Speaks, claims: &Claims) -> Result<Arc<str>, Rejection> {
+    match speaks {
+        Speaks::Identity(identity) => {
             if claims.iss != *identity || claims.sub != *identity {
                 return Err(Rejection::IssuerMismatch);
             }
-            identity.as_str().into()
+            Ok(identity.as_str().into())
         }
         // Shared-key mode: any holder can claim any (well-formed) identity.
-        None => {
+        _ => {
             if claims.iss != claims.sub || !is_valid_identity(&claims.iss) {
                 return Err(Rejection::IssuerMismatch);
             }
-            claims.iss.as_str().into()
+            Ok(claims.iss.as_str().into())
         }
-    };
-    if !claims.aud.contains(&policy.audience) {
+    }
+}
+
+/// `aud` names one of `ours`, and (unless allowed) no one else.
+fn audience(aud: &Audience, ours: &[String], policy: &VerifyPolicy) -> Result<(), Rejection> {
+    if !ours.iter().any(|a| aud.contains(a)) {
         return Err(Rejection::WrongAudience);
     }
-    if !policy.allow_multi_audience && !claims.aud.only(&policy.audience) {
+    let only_ours = match aud {
+        Audience::One(_) => true,
+        Audience::Many(list) => list.iter().all(|a| ours.contains(a)),
+    };
+    if !policy.allow_multi_audience && !only_ours {
         return Err(Rejection::MultipleAudiences);
     }
+    Ok(())
+}
 
-    // 6. When.
-    let leeway = policy.leeway.as_secs();
+/// Step 6: `exp`, `nbf`, `iat` within the leeway and `exp - iat` at most `max_ttl`.
+/// Without an `iat` (a JWT-SVID may omit it) the lifetime left is what is bounded.
+fn when(
+    claims: &Claims,
+    iat: u64,
+    max_ttl: Duration,
+    leeway: Duration,
+    now: u64,
+) -> Result<(), Rejection> {
+    let leeway = leeway.as_secs();
     if now > claims.exp.saturating_add(leeway) {
         return Err(Rejection::Expired);
     }
@@ -274,26 +377,124 @@ pub fn verify(
             return Err(Rejection::NotYetValid);
         }
     }
-    if now.saturating_add(leeway) < claims.iat {
+    if now.saturating_add(leeway) < iat {
         return Err(Rejection::NotYetValid);
     }
-    if claims.exp < claims.iat || claims.exp - claims.iat > policy.max_ttl.as_secs() {
+    if claims.exp < iat || claims.exp - iat > max_ttl.as_secs() {
         return Err(Rejection::LifetimeTooLong);
     }
+    Ok(())
+}
 
-    // 7. Revocation (binding and replay are the caller's, they need the request).
-    if keyring.is_revoked(kid) {
-        return Err(Rejection::Revoked);
+/// The claims of a token an issuer signed (DESIGN.md "Platform identity").
+#[derive(serde::Deserialize)]
+struct PlatformClaims {
+    #[serde(default)]
+    iss: Option<String>,
+    sub: String,
+    aud: Audience,
+    /// Required: a platform token without an expiry is a password.
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default, rename = "kubernetes.io")]
+    kubernetes: Option<serde_json::Value>,
+}
+
+/// Steps 5–6 for a token an issuer signed: `iss` exact, `aud` one of the issuer's
+/// audiences, `exp` required, the lifetime bounded by the issuer's `max_token_ttl`; then
+/// the subject by the issuer's kind, and its caller from the issuer's map.
+fn vouched(
+    vouch: &Vouch,
+    payload: &[u8],
+    policy: &VerifyPolicy,
+    now: u64,
+) -> Result<(Arc<str>, Claims), Rejection> {
+    let pc: PlatformClaims = serde_json::from_slice(payload).map_err(|_| Rejection::Malformed)?;
+    if let Some(issuer) = &vouch.issuer {
+        if pc.iss.as_deref() != Some(issuer.as_str()) {
+            return Err(Rejection::IssuerMismatch);
+        }
     }
-    // An identity is a DNS label, always a valid header value.
-    let caller_header = http::HeaderValue::from_str(&caller).map_err(|_| Rejection::Malformed)?;
-    Ok(Verified {
-        caller,
-        caller_header,
-        kid: trusted.key.kid.clone(),
-        alg,
-        claims,
-    })
+    audience(&pc.aud, &vouch.audiences, policy)?;
+    let claims = Claims {
+        iss: pc.iss.unwrap_or_default(),
+        sub: pc.sub,
+        aud: pc.aud,
+        iat: pc.iat.unwrap_or(now),
+        exp: pc.exp,
+        nbf: pc.nbf,
+        jti: pc.jti,
+        ctx: None,
+        htm: None,
+        htu: None,
+    };
+    when(&claims, claims.iat, vouch.max_ttl, policy.leeway, now)?;
+    let key = subject_key(vouch, &claims.sub, pc.kubernetes.as_ref())?;
+    let caller = vouch
+        .callers
+        .get(key.as_ref())
+        .ok_or(Rejection::UnmappedSubject)?;
+    Ok((caller.as_str().into(), claims))
+}
+
+/// The key of `callers` a subject is looked up by, once it is well-formed for its kind.
+fn subject_key<'a>(
+    vouch: &Vouch,
+    sub: &'a str,
+    kubernetes: Option<&serde_json::Value>,
+) -> Result<Cow<'a, str>, Rejection> {
+    match vouch.kind {
+        IssuerKind::Kubernetes => {
+            // `system:serviceaccount:<ns>:<sa>`, and the `kubernetes.io` claim agreeing.
+            let rest = sub
+                .strip_prefix("system:serviceaccount:")
+                .ok_or(Rejection::SubjectMismatch)?;
+            let (ns, sa) = rest.split_once(':').ok_or(Rejection::SubjectMismatch)?;
+            let k = kubernetes.ok_or(Rejection::SubjectMismatch)?;
+            let agrees = k.pointer("/namespace").and_then(|v| v.as_str()) == Some(ns)
+                && k.pointer("/serviceaccount/name").and_then(|v| v.as_str()) == Some(sa);
+            if ns.is_empty() || sa.is_empty() || sa.contains(':') || !agrees {
+                return Err(Rejection::SubjectMismatch);
+            }
+            Ok(format!("{ns}/{sa}").into())
+        }
+        IssuerKind::Spiffe => {
+            let domain = vouch.trust_domain.as_deref().unwrap_or_default();
+            if !is_spiffe_id_in(sub, domain) {
+                return Err(Rejection::SubjectMismatch);
+            }
+            Ok(sub.into())
+        }
+        IssuerKind::Oidc => Ok(sub.into()),
+    }
+}
+
+/// A SPIFFE ID (spiffe.io SPIFFE-ID §2) in `domain`: `spiffe://<domain>/<path>`, a path of
+/// non-empty segments of letters, digits, `.`, `-` and `_`, no dot segments, nothing
+/// percent-encoded, no query or fragment.
+pub fn is_spiffe_id_in(id: &str, domain: &str) -> bool {
+    let Some(path) = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.strip_prefix(domain))
+    else {
+        return false;
+    };
+    !domain.is_empty()
+        && path.len() > 1
+        && path.starts_with('/')
+        && path[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        })
 }
 
 /// Claims must be a JSON object: serde would otherwise read an array into the struct by
@@ -401,10 +602,18 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Member<'a> {
     }
 }
 
-/// The `kid` and the claimed `iss` of a token, **unverified**: only to pick, among the
-/// key URLs the authorized_keys directory names, which one may hold a key not seen yet.
-/// Never trusted for anything else, never turned into a URL.
-pub fn peek_kid_and_issuer(token: &str) -> Option<(String, String)> {
+/// What a token claims, **unverified**: its `kid`, `iss` and `sub`. Only to pick, among
+/// the key URLs the authorized_keys directory names and the issuers configured, which
+/// one may hold a key not seen yet. Never trusted for anything else, never turned into
+/// a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    pub kid: String,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+}
+
+pub fn peek(token: &str) -> Option<Peeked> {
     let mut parts = token.split('.');
     let (header, payload) = (parts.next()?, parts.next()?);
     #[derive(serde::Deserialize)]
@@ -413,11 +622,18 @@ pub fn peek_kid_and_issuer(token: &str) -> Option<(String, String)> {
     }
     #[derive(serde::Deserialize)]
     struct Payload {
-        iss: String,
+        #[serde(default)]
+        iss: Option<String>,
+        #[serde(default)]
+        sub: Option<String>,
     }
     let h: Header = decode_object(header).ok()?;
     let p: Payload = decode_object(payload).ok()?;
-    Some((h.kid, p.iss))
+    Some(Peeked {
+        kid: h.kid,
+        iss: p.iss,
+        sub: p.sub,
+    })
 }
 
 /// RFC 7515 §5.2 / RFC 8725 §3.x: a JOSE header or claims object with a member named

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, LOCATION, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, LOCATION, USER_AGENT};
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_rustls::HttpsConnector;
@@ -110,12 +110,44 @@ impl Fetcher {
     }
 
     async fn fetch_inner(&self, url: &Uri) -> Result<Fetched, FetchError> {
+        let (body, max_age) = self.get_inner(url, None).await?;
+        let keys = parse_jwks(&body, url)?;
+        Ok(Fetched { keys, max_age })
+    }
+
+    /// One JSON document (a JWKS, a discovery document), within the time limit, with a
+    /// bearer token when given; its body and `Cache-Control: max-age`.
+    pub async fn get(
+        &self,
+        url: &Uri,
+        bearer: Option<&str>,
+    ) -> Result<(Bytes, Option<Duration>), FetchError> {
+        match tokio::time::timeout(self.timeout, self.get_inner(url, bearer)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn get_inner(
+        &self,
+        url: &Uri,
+        bearer: Option<&str>,
+    ) -> Result<(Bytes, Option<Duration>), FetchError> {
         self.allowed(url)?;
         let mut target = url.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let req = Request::get(target.clone())
+            let mut req = Request::get(target.clone())
                 .header(ACCEPT, "application/jwk-set+json, application/json")
-                .header(USER_AGENT, concat!("trustgate/", env!("CARGO_PKG_VERSION")))
+                .header(USER_AGENT, concat!("trustgate/", env!("CARGO_PKG_VERSION")));
+            if let Some(token) = bearer {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        FetchError::Refused("the bearer token is not a header value".into())
+                    })?;
+                value.set_sensitive(true);
+                req = req.header(AUTHORIZATION, value);
+            }
+            let req = req
                 .body(Empty::new())
                 .map_err(|e| FetchError::Refused(format!("cannot make a request: {e}")))?;
             let resp = self
@@ -151,15 +183,14 @@ impl Fetcher {
                     }
                 })?
                 .to_bytes();
-            let keys = parse_jwks(&body, url)?;
-            return Ok(Fetched { keys, max_age });
+            return Ok((body, max_age));
         }
         Err(FetchError::Refused(format!(
             "more than {MAX_REDIRECTS} redirects"
         )))
     }
 
-    fn allowed(&self, url: &Uri) -> Result<(), FetchError> {
+    pub fn allowed(&self, url: &Uri) -> Result<(), FetchError> {
         match url.scheme_str() {
             Some("https") => Ok(()),
             Some("http") if self.allow_http => Ok(()),

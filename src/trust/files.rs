@@ -127,7 +127,7 @@ fn load_dir(dir: &Path, previous: Option<&Keyring>) -> Result<FileTrust, KeyErro
 fn shared_key(path: &Path) -> Result<TrustedKey, KeyError> {
     let key = keys::load_shared_key(path)?;
     Ok(TrustedKey {
-        identity: None,
+        speaks: keys::Speaks::Anyone,
         key: key.verifying_key().clone(),
         source: path.to_path_buf(),
     })

@@ -9,6 +9,7 @@
 //! [`reload`] re-reads what changed and publishes it.
 pub mod fetch;
 pub mod files;
+pub mod issuer;
 pub mod reload;
 pub mod sources;
 pub mod watch;
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::tls::TlsSetupError;
-use crate::token::{Rejection, TokenSigner};
+use crate::token::{Peeked, Rejection, TokenSigner};
 pub use files::{FileCheck, FileTrust, Loaded};
 pub use sources::Sources;
 
@@ -126,26 +127,25 @@ impl Trust {
         !self.sources.is_empty()
     }
 
-    /// A token's kid is in no key of the snapshot. When the identity it claims (not yet
-    /// verified: it only picks among the sources the directory names) has a key URL, the
-    /// keys may be fetched once (single-flight, cooldown: see [`sources`]) and
+    /// A token's kid is in no key of the snapshot. When what it claims (not yet verified:
+    /// it only picks among the sources configured — an identity's key URL, an issuer) has a
+    /// source, its keys may be fetched once (single-flight, cooldown: see [`sources`]) and
     /// `verify_again` is then called against the new snapshot. `Err(Unknown)` without a
-    /// URL source: this is not the URL sources' business.
+    /// source: this is not the sources' business.
     pub async fn unknown_kid<T>(
         self: &Arc<Self>,
-        identity: &str,
-        kid: &str,
+        claimed: &Peeked,
         verify_again: impl FnOnce() -> Result<T, Rejection>,
     ) -> Result<T, KidRefusal> {
         use sources::KidOutcome;
-        match self.sources.unknown_kid(self, identity, kid).await {
+        match self.sources.unknown_kid(self, claimed).await {
             KidOutcome::NotUrl | KidOutcome::Unknown => Err(KidRefusal::Unknown),
             KidOutcome::Unavailable => Err(KidRefusal::Unavailable),
             KidOutcome::Retry => match verify_again() {
                 Ok(v) => Ok(v),
                 Err(Rejection::UnknownKey) => {
-                    self.sources.remember_unknown(identity, kid);
-                    if self.sources.unavailable(identity) {
+                    self.sources.remember_unknown(claimed);
+                    if self.sources.unavailable(claimed) {
                         Err(KidRefusal::Unavailable)
                     } else {
                         Err(KidRefusal::Unknown)
@@ -190,7 +190,7 @@ impl Trust {
             .into_iter()
             .map(|k| {
                 serde_json::json!({
-                    "identity": k.identity.as_deref().unwrap_or("*"),
+                    "identity": k.speaks.label(),
                     "kid": k.key.kid,
                     "alg": k.key.alg.as_str(),
                     "file": k.source,
@@ -198,6 +198,11 @@ impl Trust {
                 })
             })
             .collect();
+        let (issuers, url_sources): (Vec<_>, Vec<_>) = self
+            .sources
+            .describe()
+            .into_iter()
+            .partition(|s| !s["issuer"].is_null());
         let mut revoked: Vec<_> = ring.revoked().iter().collect();
         revoked.sort();
         serde_json::json!({
@@ -208,7 +213,8 @@ impl Trust {
             "revoked": revoked,
             "problems": ring.problems(),
             "signing_kid": self.signer().map(|s| s.kid().to_owned()),
-            "url_sources": self.sources.describe(),
+            "url_sources": url_sources,
+            "issuers": issuers,
         })
     }
 

@@ -20,6 +20,11 @@
 //! - **Never fetched** (or dropped): requests of that identity get 503
 //!   `keys_unavailable`, not 401 — the caller did nothing wrong.
 //!
+//! - **Issuers** (`[[trust.issuers]]`, [`super::issuer`]) are sources too, labelled
+//!   `issuer:<name>`: the same machine, refresh, refetch, staleness and 503. What an
+//!   unknown kid selects them by is the token's claimed `iss` (the issuer's exact one),
+//!   or for a SPIFFE issuer that checks no `iss`, a `sub` in its trust domain.
+//!
 //! Each source is a small state machine ([`Held`] × [`Fetching`]); the scheduler
 //! ([`run`]) and unknown kids ([`Sources::unknown_kid`]) move it, fetches finish it.
 //! Time is tokio's clock, so that the unit tests drive it (`start_paused`).
@@ -35,11 +40,13 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::fetch::{FetchError, Fetched, Fetcher};
+use super::issuer::IssuerSource;
 use super::Trust;
 use crate::config::Config;
-use crate::keys::{TrustedKey, UrlSource, VerifyingKey};
+use crate::keys::{IssuerKind, Speaks, TrustedKey, UrlSource, VerifyingKey, Vouch};
 use crate::metrics::Metrics;
 use crate::tls::TlsSetupError;
+use crate::token::{is_spiffe_id_in, Peeked};
 
 /// Unknown kids remembered per source, at most (then every unknown kid is refused
 /// without a fetch until the next refresh).
@@ -80,6 +87,9 @@ pub struct Timing {
 pub struct Sources {
     fetcher: Box<dyn FetchKeys>,
     timing: Timing,
+    /// `[[trust.issuers]]`: fixed at start.
+    issuers: Vec<Arc<Source>>,
+    /// `<identity>.url` entries: the set the directory names now.
     list: Mutex<Vec<Arc<Source>>>,
     /// The scheduler's doorbell: the set changed, or a fetch finished.
     wake: Notify,
@@ -87,11 +97,17 @@ pub struct Sources {
     attempts: watch::Sender<u64>,
 }
 
-/// One `<identity>.url` entry.
+/// One `<identity>.url` entry, or one issuer.
 pub struct Source {
+    /// The identity its keys speak for; `issuer:<name>` for an issuer (the label of its
+    /// metrics and logs).
     pub identity: String,
+    /// What is fetched (an issuer's first request: its JWKS or its discovery document).
     pub url: Uri,
+    /// The `.url` file; `issuer:<name>` for an issuer.
     pub file: PathBuf,
+    /// An issuer: how it is fetched and what its keys vouch for.
+    issuer: Option<Arc<IssuerSource>>,
     /// When this source was configured: a source never fetched is as old as this.
     added: Instant,
     status: Mutex<Status>,
@@ -128,9 +144,29 @@ struct Status {
     /// Failures in a row (the backoff doubles with each).
     failures: u32,
     unknown_kids: HashSet<String>,
+    /// An issuer's rules, from its last successful fetch.
+    vouch: Option<Arc<Vouch>>,
+    /// An issuer's `iss` as last resolved (unknown kids select the issuer by it).
+    iss: Option<String>,
+    /// An issuer's JWKS URL, from its last successful fetch (discovered, perhaps).
+    jwks_uri: Option<String>,
 }
 
 impl Status {
+    fn new(now: Instant, iss: Option<String>) -> Self {
+        Status {
+            held: Held::Never,
+            fetching: Fetching::Idle { next: now },
+            last_attempt: None,
+            last_error: None,
+            failures: 0,
+            unknown_kids: HashSet::new(),
+            vouch: None,
+            iss,
+            jwks_uri: None,
+        }
+    }
+
     fn keys(&self) -> &[VerifyingKey] {
         match &self.held {
             Held::Keys { keys, .. } => keys,
@@ -196,6 +232,12 @@ impl Sources {
             t.allow_http_fetch,
             t.fetch_timeout,
         )?;
+        let env = |k: &str| std::env::var(k).ok();
+        let issuers = t
+            .issuers
+            .iter()
+            .map(|i| IssuerSource::new(i, t, &env))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Sources::with_fetcher(
             Box::new(fetcher),
             Timing {
@@ -204,26 +246,48 @@ impl Sources {
                 max_stale: t.max_stale,
                 timeout: t.fetch_timeout,
             },
-        ))
+        )
+        .with_issuers(issuers))
     }
 
     pub fn with_fetcher(fetcher: Box<dyn FetchKeys>, timing: Timing) -> Self {
         Sources {
             fetcher,
             timing,
+            issuers: Vec::new(),
             list: Mutex::new(Vec::new()),
             wake: Notify::new(),
             attempts: watch::channel(0).0,
         }
     }
 
-    fn list(&self) -> Vec<Arc<Source>> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The issuers, fetched from the start like every source.
+    pub fn with_issuers(mut self, issuers: Vec<IssuerSource>) -> Self {
+        let now = Instant::now();
+        self.issuers = issuers
+            .into_iter()
+            .map(|i| Arc::new(Source::issuer(i, now)))
+            .collect();
+        self
     }
 
-    fn of(&self, identity: &str) -> Vec<Arc<Source>> {
+    /// Every source: the issuers, then the URL entries.
+    fn list(&self) -> Vec<Arc<Source>> {
+        let mut all = self.issuers.clone();
+        all.extend(
+            self.list
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all
+    }
+
+    /// The sources a token's (unverified) claims select.
+    fn of(&self, claimed: &Peeked) -> Vec<Arc<Source>> {
         let mut list = self.list();
-        list.retain(|s| s.identity == identity);
+        list.retain(|s| s.selects(claimed));
         list
     }
 
@@ -264,10 +328,12 @@ impl Sources {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        self.issuers.is_empty()
+            && self
+                .list
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     /// The keys every source holds now, each trusted for its identity only.
@@ -275,8 +341,12 @@ impl Sources {
         let mut out = Vec::new();
         for s in self.list() {
             let st = s.status();
+            let speaks = match &st.vouch {
+                Some(v) => Speaks::Issuer(v.clone()),
+                None => Speaks::Identity(s.identity.clone()),
+            };
             out.extend(st.keys().iter().map(|k| TrustedKey {
-                identity: Some(s.identity.clone()),
+                speaks: speaks.clone(),
                 key: k.clone(),
                 source: s.file.clone(),
             }));
@@ -307,11 +377,12 @@ impl Sources {
         }
     }
 
-    /// An unknown `kid` in a token claiming `identity` (not yet verified: it only picks
-    /// among the sources the directory names). May fetch (see the module comment) and
-    /// waits at most `trust.fetch_timeout` for it.
-    pub async fn unknown_kid(&self, trust: &Arc<Trust>, identity: &str, kid: &str) -> KidOutcome {
-        let sources = self.of(identity);
+    /// An unknown `kid` in a token claiming what `claimed` says (not yet verified: it only
+    /// picks among the sources configured). May fetch (see the module comment) and waits
+    /// at most `trust.fetch_timeout` for it.
+    pub async fn unknown_kid(&self, trust: &Arc<Trust>, claimed: &Peeked) -> KidOutcome {
+        let kid = claimed.kid.as_str();
+        let sources = self.of(claimed);
         if sources.is_empty() {
             return KidOutcome::NotUrl;
         }
@@ -392,8 +463,9 @@ impl Sources {
 
     /// The kid was still unknown after a fetch: no more fetches for it until the next
     /// successful refresh.
-    pub fn remember_unknown(&self, identity: &str, kid: &str) {
-        for s in self.of(identity) {
+    pub fn remember_unknown(&self, claimed: &Peeked) {
+        let kid = &claimed.kid;
+        for s in self.of(claimed) {
             let mut st = s.status();
             if st.unknown_kids.len() < MAX_UNKNOWN_KIDS {
                 st.unknown_kids.insert(kid.to_owned());
@@ -401,9 +473,9 @@ impl Sources {
         }
     }
 
-    /// Whether `identity` has a URL source without usable keys.
-    pub fn unavailable(&self, identity: &str) -> bool {
-        let sources = self.of(identity);
+    /// Whether the claims select sources, none with usable keys.
+    pub fn unavailable(&self, claimed: &Peeked) -> bool {
+        let sources = self.of(claimed);
         !sources.is_empty() && !sources.iter().any(|s| s.status().usable())
     }
 
@@ -419,7 +491,18 @@ impl Sources {
                     Fetching::InFlight => Duration::ZERO,
                 };
                 let success = st.last_success();
+                let issuer = s.issuer.as_ref().map(|i| {
+                    serde_json::json!({
+                        "name": i.cfg.name,
+                        "kind": i.cfg.kind.as_str(),
+                        "iss": st.iss,
+                        "jwks_uri": st.jwks_uri,
+                        "audiences": i.cfg.audiences,
+                        "callers": i.cfg.callers,
+                    })
+                });
                 serde_json::json!({
+                    "issuer": issuer,
                     "identity": s.identity,
                     "url": s.url.to_string(),
                     "file": s.file,
@@ -529,17 +612,45 @@ impl Source {
             identity: f.identity.clone(),
             url: f.url.clone(),
             file: f.file.clone(),
+            issuer: None,
             added: now,
-            status: Mutex::new(Status {
-                held: Held::Never,
-                fetching: Fetching::Idle { next: now },
-                last_attempt: None,
-                last_error: None,
-                failures: 0,
-                unknown_kids: HashSet::new(),
-            }),
+            status: Mutex::new(Status::new(now, None)),
             attempts: watch::channel(0).0,
         }
+    }
+
+    fn issuer(i: IssuerSource, now: Instant) -> Self {
+        let label = i.label();
+        // Known before the first fetch, so that unknown kids can select it at once (for
+        // `kubernetes:///`, if this pod's token is readable now).
+        let iss = i.issuer_now().ok().flatten();
+        Source {
+            identity: label.clone(),
+            url: i.first_url(),
+            file: PathBuf::from(label),
+            issuer: Some(Arc::new(i)),
+            added: now,
+            status: Mutex::new(Status::new(now, iss)),
+            attempts: watch::channel(0).0,
+        }
+    }
+
+    /// Whether a token claiming `claimed` may be signed by a key of this source: a URL
+    /// source's identity is the claimed `iss`; an issuer's `iss` is, or for a SPIFFE
+    /// issuer that checks none, the `sub` is in its trust domain.
+    fn selects(&self, claimed: &Peeked) -> bool {
+        let Some(issuer) = &self.issuer else {
+            return claimed.iss.as_deref() == Some(self.identity.as_str());
+        };
+        let cfg = &issuer.cfg;
+        if cfg.kind == IssuerKind::Spiffe && cfg.issuer.is_empty() {
+            return claimed
+                .sub
+                .as_deref()
+                .is_some_and(|sub| is_spiffe_id_in(sub, &cfg.trust_domain));
+        }
+        let st = self.status();
+        st.iss.is_some() && st.iss == claimed.iss
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
@@ -551,9 +662,18 @@ impl Source {
 /// keyring when the keys changed, and wakes whoever waits.
 async fn fetch_claimed(trust: &Arc<Trust>, s: &Arc<Source>) {
     let sources = &trust.sources;
-    let result = sources.fetcher.fetch(&s.url).await;
+    let result = match &s.issuer {
+        None => sources.fetcher.fetch(&s.url).await.map(|f| (f, None)),
+        Some(issuer) => issuer.fetch().await.map(|r| {
+            let extra = IssuerFetched {
+                vouch: r.vouch,
+                jwks_uri: r.jwks_uri.to_string(),
+            };
+            (r.fetched, Some(extra))
+        }),
+    };
     let changed = match result {
-        Ok(fetched) => succeeded(sources, &trust.metrics, s, fetched),
+        Ok((fetched, issuer)) => succeeded(sources, &trust.metrics, s, fetched, issuer),
         Err(e) => {
             failed(sources, &trust.metrics, s, &e);
             false
@@ -567,14 +687,32 @@ async fn fetch_claimed(trust: &Arc<Trust>, s: &Arc<Source>) {
     sources.wake.notify_one();
 }
 
+/// What an issuer's fetch brings besides keys.
+struct IssuerFetched {
+    vouch: Arc<Vouch>,
+    jwks_uri: String,
+}
+
 /// Records a successful fetch; `true` if the keys a request can see changed.
-fn succeeded(sources: &Sources, metrics: &Metrics, s: &Source, fetched: Fetched) -> bool {
+fn succeeded(
+    sources: &Sources,
+    metrics: &Metrics,
+    s: &Source,
+    fetched: Fetched,
+    issuer: Option<IssuerFetched>,
+) -> bool {
     let now = Instant::now();
     let t = &sources.timing;
     let mut st = s.status();
     let old: Vec<&str> = st.keys().iter().map(|k| k.kid.as_str()).collect();
     let new: Vec<&str> = fetched.keys.iter().map(|k| k.kid.as_str()).collect();
-    let changed = old != new || !st.usable();
+    let mut changed = old != new || !st.usable();
+    if let Some(i) = issuer {
+        changed |= st.vouch.as_deref() != Some(&*i.vouch);
+        st.iss = i.vouch.issuer.clone();
+        st.vouch = Some(i.vouch);
+        st.jwks_uri = Some(i.jwks_uri);
+    }
     let wait = fetched
         .max_age
         .unwrap_or(t.interval)

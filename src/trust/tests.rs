@@ -130,6 +130,15 @@ fn plane(script: Script) -> Plane {
     }
 }
 
+/// What a token claiming `iss` with `kid` shows before it is verified.
+fn claimed(iss: &str, kid: &str) -> crate::token::Peeked {
+    crate::token::Peeked {
+        kid: kid.into(),
+        iss: Some(iss.into()),
+        sub: Some(iss.into()),
+    }
+}
+
 impl Plane {
     /// The data plane's question, with "verify again" = is `kid` in the snapshot now.
     async fn ask(&self, kid: &str) -> Result<(), KidRefusal> {
@@ -139,7 +148,7 @@ impl Plane {
             let known = snapshot.keyring.keys().iter().any(|k| k.key.kid == kid);
             known.then_some(()).ok_or(Rejection::UnknownKey)
         };
-        self.trust.unknown_kid("orders", kid, again).await
+        self.trust.unknown_kid(&claimed("orders", kid), again).await
     }
 
     async fn first_fetch(&self) {
@@ -318,7 +327,7 @@ async fn never_fetched_is_unavailable_and_another_identity_is_not_the_sources_bu
     assert!(matches!(p.ask("any").await, Err(KidRefusal::Unavailable)));
     let trust = p.trust.clone();
     let other = trust
-        .unknown_kid("search", "kid", || Ok::<_, Rejection>(()))
+        .unknown_kid(&claimed("search", "kid"), || Ok::<_, Rejection>(()))
         .await;
     assert!(
         matches!(other, Err(KidRefusal::Unknown)),

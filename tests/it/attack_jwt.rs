@@ -23,7 +23,7 @@ fn world() -> World {
     let orders = Arc::new(keys::generate(KeyAlg::Es256).unwrap());
     let ring = Keyring::new(
         vec![TrustedKey {
-            identity: Some("orders".into()),
+            speaks: keys::Speaks::Identity("orders".into()),
             key: orders.verifying_key().clone(),
             source: "test".into(),
         }],

@@ -50,7 +50,7 @@ fn kids_of_foreign_public_keys_equal_jwcrypto_thumbprints() {
             .iter()
             .filter(|k| k.source.file_name().unwrap() == file.as_str())
         {
-            assert_eq!(k.identity.as_deref(), entry["identity"].as_str());
+            assert_eq!(k.speaks.identity(), entry["identity"].as_str());
         }
     }
 }
@@ -72,7 +72,7 @@ fn fixture_keyring(shared: bool) -> Keyring {
         let path = fixtures().join("shared/join.key");
         let key = keys::load_shared_key(&path).unwrap();
         let t = TrustedKey {
-            identity: None,
+            speaks: keys::Speaks::Anyone,
             key: key.verifying_key().clone(),
             source: path,
         };

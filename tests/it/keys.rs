@@ -99,7 +99,7 @@ fn directory_loads_identities_from_file_names_and_skips_dotfiles() {
         (&billing_kid, "billing"),
     ] {
         let key = ring.get(kid).unwrap();
-        assert_eq!(key.identity.as_deref(), Some(identity));
+        assert_eq!(key.speaks.identity(), Some(identity));
     }
 }
 

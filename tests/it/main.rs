@@ -15,6 +15,7 @@ mod attack_jwt;
 mod attack_paths;
 mod attack_smuggling;
 // The trust plane: reloads and key URLs.
+mod platform;
 mod reload;
 mod trust_url;
 // Keys and tokens, with other stacks' JOSE libraries.

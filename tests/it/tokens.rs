@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use trustgate::keys::{self, KeyAlg, Keyring, SigningKey, TrustedKey};
+use trustgate::keys::{self, KeyAlg, Keyring, SigningKey, Speaks, TrustedKey};
 use trustgate::token::{
     verify, OutboundTokenCache, Rejection, ReplayCache, TokenSigner, VerifiedCache, VerifyPolicy,
     MAX_TOKEN_BYTES,
@@ -26,7 +26,7 @@ struct World {
 
 fn trusted(identity: Option<&str>, key: &SigningKey) -> TrustedKey {
     TrustedKey {
-        identity: identity.map(str::to_owned),
+        speaks: identity.map_or(Speaks::Anyone, |i| Speaks::Identity(i.to_owned())),
         key: key.verifying_key().clone(),
         source: "test".into(),
     }
