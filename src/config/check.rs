@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use super::parse::Problems;
 use super::{AppExposure, Config, Inbound, Outbound, ISSUER_FROM_POD};
 use crate::http::{name_starts_alike, names_alike};
-use crate::keys::{is_valid_identity, IssuerKind};
-use crate::token::is_spiffe_id_in;
+use crate::keys::{is_spiffe_id_in, is_valid_identity, IssuerKind};
 
 pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     check_trust(cfg, p);

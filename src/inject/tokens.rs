@@ -114,3 +114,63 @@ fn projected(name: &str, sources: Vec<Yaml>) -> Yaml {
         ),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{inject, Options};
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    #[test]
+    fn projected_tokens_and_the_pods_own_token_are_mounted_into_the_sidecar() {
+        let deploy = "kind: Deployment\nmetadata:\n  name: orders\nspec:\n  template:\n    \
+            metadata:\n      labels: {app: orders}\n      annotations:\n        \
+            trustgate.dev/projected-audiences: \"billing, ledger,billing\"\n        \
+            trustgate.dev/kubernetes-issuer: \"true\"\n    spec:\n      containers:\n        \
+            - {name: a, image: x, ports: [{containerPort: 7000}]}\n";
+        let out = inject(deploy, &Options::default()).unwrap().output;
+        let doc = &YamlLoader::load_from_str(&out).unwrap()[0];
+        let spec = &doc["spec"]["template"]["spec"];
+        let named = |list: &Yaml, name: &str| {
+            list.as_vec()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"].as_str() == Some(name))
+                .cloned()
+        };
+        let tokens = named(&spec["volumes"], "trustgate-tokens").expect("tokens volume");
+        let sources = tokens["projected"]["sources"].as_vec().unwrap();
+        let auds: Vec<_> = sources
+            .iter()
+            .map(|s| s["serviceAccountToken"]["audience"].as_str().unwrap())
+            .collect();
+        assert_eq!(auds, ["billing", "ledger"], "each audience once");
+        assert_eq!(
+            sources[0]["serviceAccountToken"]["path"].as_str(),
+            Some("billing")
+        );
+        let sa = named(&spec["volumes"], "trustgate-service-account").expect("pod token volume");
+        assert_eq!(
+            sa["projected"]["sources"][1]["configMap"]["name"].as_str(),
+            Some("kube-root-ca.crt")
+        );
+        let sidecar = named(&spec["initContainers"], "trustgate")
+            .or_else(|| named(&spec["containers"], "trustgate"))
+            .expect("the sidecar");
+        let mounts: Vec<_> = sidecar["volumeMounts"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["mountPath"].as_str())
+            .collect();
+        assert!(mounts.contains(&"/var/run/secrets/tokens"), "{mounts:?}");
+        assert!(mounts.contains(&crate::config::POD_SA_DIR), "{mounts:?}");
+        let app = named(&spec["containers"], "a").unwrap();
+        assert!(
+            !format!("{app:?}").contains("trustgate-tokens"),
+            "the app gets neither"
+        );
+
+        let bad = deploy.replace("billing, ledger,billing", "Billing");
+        assert!(inject(&bad, &Options::default()).is_err());
+    }
+}

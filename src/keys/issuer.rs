@@ -124,6 +124,29 @@ pub fn parse_issuer_jwks(
     Ok((keys, skipped))
 }
 
+/// A SPIFFE ID (spiffe.io SPIFFE-ID §2) in `domain`: `spiffe://<domain>/<path>`, a path of
+/// non-empty segments of letters, digits, `.`, `-` and `_`, no dot segments, nothing
+/// percent-encoded, no query or fragment.
+pub fn is_spiffe_id_in(id: &str, domain: &str) -> bool {
+    let Some(path) = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.strip_prefix(domain))
+    else {
+        return false;
+    };
+    !domain.is_empty()
+        && path.len() > 1
+        && path.starts_with('/')
+        && path[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,9 +13,7 @@ mod verify;
 pub use cache::{Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
 pub use sign::TokenSigner;
-pub use verify::{
-    is_spiffe_id_in, peek, verify, Peeked, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES,
-};
+pub use verify::{peek, verify, Peeked, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
 
 /// Unix seconds now (the `now` of every check at run time).
 pub fn unix_now() -> u64 {

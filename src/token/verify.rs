@@ -9,7 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use super::claims::{Audience, Claims};
-use crate::keys::{is_valid_identity, IssuerKind, KeyAlg, Keyring, Speaks, TrustedKey, Vouch};
+use crate::keys::{
+    is_spiffe_id_in, is_valid_identity, IssuerKind, KeyAlg, Keyring, Speaks, TrustedKey, Vouch,
+};
 
 /// Tokens above this size are refused before they are parsed.
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -472,29 +474,6 @@ fn subject_key<'a>(
         }
         IssuerKind::Oidc => Ok(sub.into()),
     }
-}
-
-/// A SPIFFE ID (spiffe.io SPIFFE-ID §2) in `domain`: `spiffe://<domain>/<path>`, a path of
-/// non-empty segments of letters, digits, `.`, `-` and `_`, no dot segments, nothing
-/// percent-encoded, no query or fragment.
-pub fn is_spiffe_id_in(id: &str, domain: &str) -> bool {
-    let Some(path) = id
-        .strip_prefix("spiffe://")
-        .and_then(|rest| rest.strip_prefix(domain))
-    else {
-        return false;
-    };
-    !domain.is_empty()
-        && path.len() > 1
-        && path.starts_with('/')
-        && path[1..].split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        })
 }
 
 /// Claims must be a JSON object: serde would otherwise read an array into the struct by

@@ -202,3 +202,47 @@ fn unverified_iss(token: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("iss")?.as_str().map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> crate::config::Config {
+        let text = format!(
+            "[identity]\nname = \"billing\"\n[inbound]\n[[trust.issuers]]\nname = \"c\"\n\
+             kind = \"kubernetes\"\ncallers = {{ \"shop/orders\" = \"orders\" }}\n\
+             ca_file = \"\"\n{extra}"
+        );
+        crate::config::from_toml_str(&text, "t.toml", Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn kubernetes_from_the_pod_fetches_from_the_api_server_it_runs_under() {
+        let c = cfg("issuer = \"kubernetes:///\"\n");
+        let env = |k: &str| match k {
+            "KUBERNETES_SERVICE_HOST" => Some("fd00::1".to_owned()),
+            "KUBERNETES_SERVICE_PORT" => Some("6443".to_owned()),
+            _ => None,
+        };
+        let i = IssuerSource::new(&c.trust.issuers[0], &c.trust, &env).unwrap();
+        assert_eq!(i.first_url(), "https://[fd00::1]:6443/openid/v1/jwks");
+        // Outside a pod: discovery at the issuer its token names (none readable here).
+        let i = IssuerSource::new(&c.trust.issuers[0], &c.trust, &|_| None).unwrap();
+        assert!(i.jwks.is_none());
+        assert!(
+            i.issuer_now().is_err(),
+            "no pod token to read the issuer from"
+        );
+        // A configured issuer: discovery there, and `iss` is that one.
+        let c = cfg("issuer = \"https://kubernetes.default.svc.cluster.local\"\n");
+        let i = IssuerSource::new(&c.trust.issuers[0], &c.trust, &|_| None).unwrap();
+        assert_eq!(
+            i.first_url(),
+            "https://kubernetes.default.svc.cluster.local/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            i.issuer_now().unwrap().as_deref(),
+            Some("https://kubernetes.default.svc.cluster.local")
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod files;
 pub mod issuer;
 pub mod reload;
+mod source;
 pub mod sources;
 pub mod watch;
 

@@ -163,7 +163,9 @@ fn rejection_reasons_are_stable_strings() {
             "revoked",
             "replayed",
             "binding_missing",
-            "binding_mismatch"
+            "binding_mismatch",
+            "subject_mismatch",
+            "unmapped_subject"
         ]
     );
     for r in Rejection::ALL {
