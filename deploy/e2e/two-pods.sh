@@ -4,6 +4,8 @@
 #   ns tg-orders  10.77.0.2   app (127.0.0.1:8080) + trustgate (outbound 127.0.0.1:15001)
 #   ns tg-billing 10.77.0.3   app (127.0.0.1:8080) + trustgate (inbound 0.0.0.0:8443)
 #   ns tg-stranger 10.77.0.4  no sidecar, a key nobody trusts
+#   ns tg-apiserver 10.77.0.5 a Kubernetes-like API server (Python: discovery, JWKS behind
+#                             a bearer token, RS256, projected-token claims)
 #   joined by a bridge tg-br0 (10.77.0.1) in the root namespace, like a node's pod network.
 #
 # The real trustgate binary, bound the way deploy/kubernetes binds it, with its keys and
@@ -18,14 +20,19 @@
 #      loop: not one failed call, and the kid switches;
 #   4. trust by URL: billing's authorized_keys holds only `orders.url` (orders' own
 #      inbound listener, over TLS, publishes its JWKS); orders rotates its key again —
-#      only its own Secret changes — while calling billing in a loop: not one failed call.
+#      only its own Secret changes — while calling billing in a loop: not one failed call;
+#   5. platform identity: both pods trust the API server (`issuer = "kubernetes:///"`: the
+#      issuer read from each pod's own token, the JWKS fetched from
+#      $KUBERNETES_SERVICE_HOST with that token); orders calls billing presenting a
+#      projected-style token file (route `token_file`) that the test rotates as the kubelet
+#      does, while calling in a loop: not one failed call.
 # Needs root, iproute2, curl, python3, openssl. Fails loudly without network namespace
 # support.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 TG="${TRUSTGATE:-$ROOT/target/debug/trustgate}"
 WORK="$(mktemp -d /tmp/trustgate-e2e.XXXXXX)"
-NS=(tg-orders tg-billing tg-stranger)
+NS=(tg-orders tg-billing tg-stranger tg-apiserver)
 PIDS=()
 
 say() { printf '\n== %s\n' "$*"; }
@@ -46,7 +53,7 @@ command -v curl >/dev/null || fail "curl is not installed"
 command -v openssl >/dev/null || fail "openssl is not installed"
 [ -x "$TG" ] || fail "no trustgate binary at $TG (cargo build first, or set TRUSTGATE)"
 
-say "network: bridge + three namespaces"
+say "network: bridge + four namespaces"
 ip link add tg-br0 type bridge || fail "cannot create a bridge: no network namespace support here"
 ip addr add 10.77.0.1/24 dev tg-br0
 ip link set tg-br0 up
@@ -104,6 +111,13 @@ printf 'subjectAltName=IP:10.77.0.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage
     >"$WORK/orders-tls.ext"
 openssl x509 -req -in "$WORK/orders-tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
     -CAcreateserial -days 2 -extfile "$WORK/orders-tls.ext" -out "$WORK/orders-tls.crt" 2>/dev/null
+# The API server's serving certificate (its pod IP), from the same CA.
+openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
+    -keyout "$WORK/apiserver.key" -out "$WORK/apiserver.csr" 2>/dev/null
+printf 'subjectAltName=IP:10.77.0.5\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$WORK/apiserver.ext"
+openssl x509 -req -in "$WORK/apiserver.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/apiserver.ext" -out "$WORK/apiserver.crt" 2>/dev/null
 kid_of() { # public key file
     local d="$WORK/kid.$RANDOM"
     mkdir -p "$d" && cp "$1" "$d/"
@@ -115,6 +129,28 @@ KID_THIRD="$(kid_of "$WORK/keys-third/orders.pub")"
 for svc in orders billing; do
     volume "$WORK/$svc/identity" "$svc.key=$WORK/keys/$svc.key"
 done
+
+say "the API server in its own namespace; each pod's service-account token and CA"
+coproc APISERVER { ip netns exec tg-apiserver python3 "$ROOT/tests/it/support/platform_issuer.py" \
+    "$WORK/apiserver.crt" "$WORK/apiserver.key" "reader-$RANDOM$RANDOM" 10.77.0.5; }
+PIDS+=("$APISERVER_PID")
+read -r -t 20 API_PORT <&"${APISERVER[0]}" || fail "the API server did not start"
+ISSUER="https://10.77.0.5:$API_PORT"
+api() { # command -> one line
+    echo "$*" >&"${APISERVER[1]}"
+    local line
+    read -r -t 20 line <&"${APISERVER[0]}" || fail "the API server did not answer $1"
+    printf '%s' "$line"
+}
+sa_token() { # namespace serviceaccount audience -> a projected token's claims, minted
+    api mint k8s k8s 3600 "{\"sub\": \"system:serviceaccount:$1:$2\", \"aud\": [\"$3\"], \"kubernetes.io\": {\"namespace\": \"$1\", \"pod\": {\"name\": \"$2-0\"}, \"serviceaccount\": {\"name\": \"$2\"}}}"
+}
+for svc in orders billing; do
+    sa_token shop "$svc" "https://kubernetes.default.svc" >"$WORK/$svc-sa-token"
+    volume "$WORK/$svc/serviceaccount" "token=$WORK/$svc-sa-token" "ca.crt=$WORK/ca.crt"
+done
+sa_token shop orders billing >"$WORK/projected-billing"
+volume "$WORK/orders/tokens" "billing=$WORK/projected-billing"
 volume "$WORK/billing/authorized_keys" "orders.pub=$WORK/keys/orders.pub"
 volume "$WORK/orders/authorized_keys" "billing.pub=$WORK/keys/billing.pub"
 volume "$WORK/orders/tls" "tls.crt=$WORK/orders-tls.crt" "tls.key=$WORK/orders-tls.key"
@@ -137,8 +173,20 @@ listen = "127.0.0.1:15001"
 [[outbound.routes]]
 host = "billing"
 upstream = "http://10.77.0.3:8443"
+[[outbound.routes]]
+host = "billing-sa"
+upstream = "http://10.77.0.3:8443"
+audience = "billing"
+token_file = "$WORK/orders/tokens/billing"
 [admin]
 listen = "0.0.0.0:15000"
+[[trust.issuers]]
+name = "cluster"
+kind = "kubernetes"
+issuer = "kubernetes:///"
+ca_file = "$WORK/orders/serviceaccount/ca.crt"
+bearer_token_file = "$WORK/orders/serviceaccount/token"
+callers = { "shop/billing" = "billing" }
 EOF
 cat >"$WORK/billing.toml" <<EOF
 [identity]
@@ -159,6 +207,13 @@ paths = ["/invoices", "/invoices/*"]
 listen = "127.0.0.1:15001"
 [admin]
 listen = "0.0.0.0:15000"
+[[trust.issuers]]
+name = "cluster"
+kind = "kubernetes"
+issuer = "kubernetes:///"
+ca_file = "$WORK/billing/serviceaccount/ca.crt"
+bearer_token_file = "$WORK/billing/serviceaccount/token"
+callers = { "shop/orders" = "orders" }
 EOF
 for svc in orders billing; do
     volume "$WORK/$svc/config" "trustgate.toml=$WORK/$svc.toml"
@@ -188,7 +243,8 @@ say "pods: app + real trustgate in each namespace"
 for svc in orders billing; do
     ip netns exec "tg-$svc" python3 "$WORK/app.py" "$svc" &
     PIDS+=($!)
-    ip netns exec "tg-$svc" "$TG" --log-format json run --config "$WORK/$svc/config/trustgate.toml" \
+    ip netns exec "tg-$svc" env KUBERNETES_SERVICE_HOST=10.77.0.5 KUBERNETES_SERVICE_PORT="$API_PORT" \
+        "$TG" --log-format json run --config "$WORK/$svc/config/trustgate.toml" \
         2>"$WORK/$svc.log" &
     PIDS+=($!)
 done
@@ -312,5 +368,36 @@ echo "calls during the rotation by URL: $OK ok, $BAD failed"
 [ "$OK" -gt 10 ] || fail "too few calls during the rotation by URL ($OK)"
 FETCHES="$(ip netns exec tg-billing curl -fs http://10.77.0.3:15000/metrics | grep '^trustgate_trust_fetches_total' || true)"
 echo "$FETCHES"
+
+say "5. platform identity: a projected token file, rotated as the kubelet does"
+trust_has tg-billing 10.77.0.3 "\"iss\":\"$ISSUER\""
+trust_has tg-orders 10.77.0.2 "\"iss\":\"$ISSUER\""
+echo "both pods trust $ISSUER (read from their own tokens; JWKS from the API server)"
+OUT="$(ip netns exec tg-orders env http_proxy=http://127.0.0.1:15001 curl -s -w ' %{http_code}' http://billing-sa/invoices/5)"
+echo "$OUT"
+case "$OUT" in *'"caller": "orders"'*' 200') ;; *) fail "call with the projected token: $OUT" ;; esac
+sed -i 's#http://billing/invoices/2#http://billing-sa/invoices/2#' "$WORK/loop.py"
+ip netns exec tg-orders python3 "$WORK/loop.py" "$WORK/stop3" >"$WORK/loop3.out" &
+LOOP=$!
+ROTATIONS=0
+for _ in 1 2 3 4 5; do
+    sleep 1.2
+    sa_token shop orders billing >"$WORK/projected-billing"
+    volume "$WORK/orders/tokens" "billing=$WORK/projected-billing"
+    ROTATIONS=$((ROTATIONS + 1))
+done
+sleep 1.2
+touch "$WORK/stop3"
+wait "$LOOP"
+read -r OK BAD <<<"$(tail -1 "$WORK/loop3.out")"
+REREADS="$(grep -c 'token file re-read' "$WORK/orders.log" || true)"
+echo "token file rotated $ROTATIONS times (orders re-read it $REREADS times): $OK calls ok, $BAD failed"
+[ "$BAD" = 0 ] || { cat "$WORK/loop3.out"; fail "$BAD calls failed during the token rotations"; }
+[ "$OK" -gt 10 ] || fail "too few calls during the token rotations ($OK)"
+[ "$REREADS" -ge "$ROTATIONS" ] || fail "orders re-read the token file $REREADS times for $ROTATIONS rotations"
+SIGNED="$(ip netns exec tg-orders curl -fs http://10.77.0.2:15000/metrics | grep '^trustgate_tokens_signed_total' || true)"
+echo "orders $SIGNED (the projected route signs nothing)"
+ip netns exec tg-billing curl -fs http://10.77.0.3:15000/metrics | grep 'issuer:cluster' | grep '^trustgate_trust_fetches_total' || true
+echo "API server: $(api stats)"
 
 say "two-pod end-to-end: all checks passed"

@@ -179,6 +179,7 @@ pub fn load_checked(cfg: &Config) -> (Option<Loaded>, FileCheck) {
     check.errors.extend(errors.iter().map(ToString::to_string));
     readable_file(&mut check, "trust.fetch_ca_file", &cfg.trust.fetch_ca_file);
     tls_files_readable(cfg, &mut check);
+    platform_files_readable(cfg, &mut check);
     let loaded = match signer {
         Ok(signer) if check.errors.is_empty() => Some(Loaded {
             files: trust,
@@ -221,6 +222,41 @@ fn tls_files_readable(cfg: &Config, check: &mut FileCheck) {
         readable("outbound.ca_file", &o.ca_file);
         readable("outbound.client_cert", &o.client_cert);
         readable("outbound.client_key", &o.client_key);
+    }
+}
+
+/// Issuers' CA bundles (an error: the issuer could never be fetched) and bearer tokens (a
+/// warning: fetches fail until the file appears); routes' token files (an error).
+fn platform_files_readable(cfg: &Config, check: &mut FileCheck) {
+    for (n, issuer) in cfg.trust.issuers.iter().enumerate() {
+        if let Some(ca) = issuer.ca_path(&cfg.trust) {
+            if let Err(e) = std::fs::File::open(ca) {
+                check
+                    .errors
+                    .push(format!("trust.issuers[{n}].ca_file: {}: {e}", ca.display()));
+            }
+        }
+        if let Some(token) = issuer.bearer_path() {
+            if let Err(e) = super::issuer::read_token_file(token) {
+                check.warnings.push(format!(
+                    "trust.issuers[{n}].bearer_token_file: {e}; fetches of issuer \"{}\" fail until it can be read",
+                    issuer.name
+                ));
+            }
+        }
+    }
+    for (n, route) in cfg
+        .outbound
+        .iter()
+        .flat_map(|o| o.routes.iter().enumerate())
+    {
+        if let Some(file) = &route.token_file {
+            if let Err(e) = super::issuer::read_token_file(file) {
+                check
+                    .errors
+                    .push(format!("outbound.routes[{n}].token_file: {e}"));
+            }
+        }
     }
 }
 

@@ -357,6 +357,54 @@ fn check_validates_a_config_and_its_files() {
 }
 
 #[test]
+fn check_names_the_platform_files_it_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    keygen(&keys, "billing", &[]);
+    let config = tmp.path().join("trustgate.toml");
+    std::fs::write(tmp.path().join("token"), "aaa.bbb.ccc\n").unwrap();
+    // Relative paths are the configuration directory's.
+    let text = format!(
+        "[identity]\nname = \"billing\"\nprivate_key = \"{}\"\n[inbound]\n\
+         [[trust.issuers]]\nname = \"cluster\"\nkind = \"kubernetes\"\n\
+         issuer = \"https://kubernetes.default.svc.cluster.local\"\nca_file = \"CA\"\n\
+         bearer_token_file = \"token\"\ncallers = {{ \"shop/orders\" = \"orders\" }}\n\
+         [outbound]\n[[outbound.routes]]\nhost = \"ledger\"\nupstream = \"http://l:8443\"\n\
+         token_file = \"TOKEN_FILE\"\n",
+        p(&keys.join("billing.key")),
+    );
+    std::fs::write(
+        &config,
+        text.replace("CA", "absent-ca.crt")
+            .replace("TOKEN_FILE", "gone"),
+    )
+    .unwrap();
+    let o = trustgate(&["check", "--config", p(&config)]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("trust.issuers[0].ca_file") && err.contains("absent-ca.crt"),
+        "{err}"
+    );
+    assert!(
+        err.contains("outbound.routes[0].token_file") && err.contains("gone"),
+        "{err}"
+    );
+    std::fs::copy(
+        crate::support::tls_fixture("ca.crt"),
+        tmp.path().join("ca.crt"),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        text.replace("CA", "ca.crt").replace("TOKEN_FILE", "token"),
+    )
+    .unwrap();
+    let o = trustgate(&["check", "--config", p(&config)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
 fn run_refuses_a_missing_or_bad_config_before_binding() {
     let o = trustgate(&["run", "--config", "/nonexistent/trustgate.toml"]);
     assert_eq!(code(&o), 1);

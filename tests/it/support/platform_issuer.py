@@ -11,8 +11,9 @@ tokens by `cryptography` and PyJWT.
   X.509-SVID key (`use: x509-svid`, with `x5c`), `spiffe_sequence`, no `kid` rules.
 - A generic OIDC provider at https://localhost:PORT/oidc (discovery, JWKS, ES256).
 
-Usage: platform_issuer.py CERT KEY READER_TOKEN
-Prints the port, then answers one command per stdin line, one line each:
+Usage: platform_issuer.py CERT KEY READER_TOKEN [ADDRESS]
+Listens on ADDRESS (default 127.0.0.1, issuer https://localhost:PORT; otherwise the
+issuer is https://ADDRESS:PORT). Prints the port, then answers one command per stdin line, one line each:
   mint KIND SIGNER TTL CLAIMS_JSON   -> a token; KIND k8s|spiffe|oidc fills the usual
                                         claims, CLAIMS_JSON overrides them ("null" removes);
                                         SIGNER k8s|unpublished|spiffe|x509|oidc
@@ -35,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 cert, keyfile, reader = sys.argv[1:4]
+address = sys.argv[4] if len(sys.argv) > 4 else None
 lock = threading.Lock()
 stats = {"discovery": 0, "jwks": 0, "refused": 0, "bundle": 0, "oidc": 0}
 
@@ -85,7 +87,7 @@ port_holder = {}
 
 
 def issuer():
-    return "https://localhost:%d" % port_holder["port"]
+    return "https://%s:%d" % (address or "localhost", port_holder["port"])
 
 
 def k8s_jwks():
@@ -197,7 +199,7 @@ def mint(kind, signer, ttl, overrides):
     return jwt.encode(claims, s.private, algorithm=s.alg, headers={"kid": s.kid, "typ": "JWT"})
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = http.server.ThreadingHTTPServer((address or "127.0.0.1", 0), Handler)
 port_holder["port"] = server.server_address[1]
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, keyfile)
