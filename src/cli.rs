@@ -171,6 +171,28 @@ pub enum Command {
         #[arg(long, env = "TRUSTGATE_CONFIG")]
         config: PathBuf,
     },
+    /// What the inbound side would do with one request, step by step (exit 0: forwarded,
+    /// 1: refused).
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    #[arg(long, env = "TRUSTGATE_CONFIG")]
+    config: PathBuf,
+    /// The token the request carries (`-`: read it from stdin).
+    #[arg(long, conflicts_with = "caller", required_unless_present = "caller")]
+    token: Option<String>,
+    /// A caller by name, instead of a token.
+    #[arg(long)]
+    caller: Option<String>,
+    /// GET, POST, ...
+    method: String,
+    /// The request target: path and query.
+    path: String,
+    /// A request header, `"name: value"` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -276,6 +298,7 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             keys_cmd(&dir, json, fetch)
         }
         Command::Check { config } => check(&config),
+        Command::Explain(args) => explain(args),
         Command::Inject {
             file,
             image,
@@ -283,15 +306,12 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             outbound_port,
             admin_port,
         } => {
-            let mut opts = trustgate::inject::Options {
+            let opts = trustgate::inject::Options {
                 inbound_port,
                 outbound_port,
                 admin_port,
-                ..Default::default()
+                image: image.unwrap_or_else(|| trustgate::inject::Options::default().image),
             };
-            if let Some(image) = image {
-                opts.image = image;
-            }
             inject(file.as_deref(), &opts)
         }
         Command::Run { .. } | Command::Demo => {
@@ -506,10 +526,94 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `trustgate explain`: the steps on stdout; exit 0 forwarded, 1 refused, 2 bad usage.
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    use trustgate::proxy::explain::{Question, Who};
+    let ExplainArgs {
+        config: path,
+        token,
+        caller,
+        method,
+        path: target,
+        headers,
+    } = args;
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        Ok(ExitCode::from(2))
+    };
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return usage(format!("\"{method}\" is not an HTTP method"));
+    };
+    let mut parsed = Vec::new();
+    for h in &headers {
+        let Some((n, v)) = h.split_once(':') else {
+            return usage(format!("-H \"{h}\": expected \"name: value\""));
+        };
+        match (
+            http::HeaderName::from_bytes(n.trim().as_bytes()),
+            http::HeaderValue::from_str(v.trim()),
+        ) {
+            (Ok(n), Ok(v)) => parsed.push((n, v)),
+            _ => return usage(format!("-H \"{h}\" is not a valid header")),
+        }
+    }
+    let who = match (token, caller) {
+        (Some(t), None) if t == "-" => Who::Token(read_stdin()?.trim().to_owned()),
+        (Some(t), None) => Who::Token(t),
+        (None, Some(c)) => Who::Caller(c),
+        _ => return usage("give --token or --caller, not both".into()),
+    };
+    let cfg = match config::load(&path, std::env::vars()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (loaded, files) = trust_files::load_checked(&cfg);
+    let Some(loaded) = loaded else {
+        for e in &files.errors {
+            eprintln!("error: {e}");
+        }
+        return Ok(ExitCode::from(1));
+    };
+    let q = Question {
+        method,
+        target,
+        headers: parsed,
+        who,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(async {
+        let metrics = trustgate::metrics::Metrics::new(prometheus::Registry::new())?;
+        let state = trustgate::proxy::shared_state(std::sync::Arc::new(cfg), loaded, metrics)?;
+        trustgate::proxy::explain::explain(&state, q)
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    for line in &answer.lines {
+        println!("{line}");
+    }
+    Ok(ExitCode::from(if answer.forwarded { 0 } else { 1 }))
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| anyhow::anyhow!("stdin: {e}"))?;
+    Ok(s)
+}
+
 /// `trustgate inject`: the result on stdout, what was done on stderr; nothing on stdout
 /// when a workload is refused (exit 1), so a pipe into `kubectl apply` applies nothing.
 fn inject(file: Option<&Path>, opts: &trustgate::inject::Options) -> anyhow::Result<ExitCode> {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let (name, input) = match file {
         None => ("stdin".to_owned(), read_stdin()?),
         Some(p) if p == Path::new("-") => ("stdin".to_owned(), read_stdin()?),
@@ -518,13 +622,6 @@ fn inject(file: Option<&Path>, opts: &trustgate::inject::Options) -> anyhow::Res
             std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
         ),
     };
-    fn read_stdin() -> anyhow::Result<String> {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| anyhow::anyhow!("stdin: {e}"))?;
-        Ok(s)
-    }
     match trustgate::inject::inject(&input, opts) {
         Ok(done) => {
             for line in &done.report {

@@ -24,10 +24,12 @@ pub enum Outcome {
     Passthrough,
     BadRequest,
     InternalError,
+    /// A per-caller limit: 429.
+    Limited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::Public,
         Outcome::Jwks,
@@ -41,6 +43,7 @@ impl Outcome {
         Outcome::Passthrough,
         Outcome::BadRequest,
         Outcome::InternalError,
+        Outcome::Limited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Outcome {
             Outcome::Passthrough => "passthrough",
             Outcome::BadRequest => "bad_request",
             Outcome::InternalError => "internal_error",
+            Outcome::Limited => "limited",
         }
     }
 }
@@ -102,6 +106,11 @@ pub struct Metrics {
     /// `upstream_error`, `timeout`, `no_route`, `passthrough`).
     pub requests: IntCounterVec,
     pub inbound_rejections: IntCounterVec,
+    /// Audit rules (`audit = true`): `rule` × `result` (`match`, `no_match`).
+    pub policy_audit: IntCounterVec,
+    /// Requests refused by a per-caller limit: `caller` × `reason` (`rate_limited`,
+    /// `concurrency_limited`). Callers are those the configuration names.
+    pub caller_limited: IntCounterVec,
     pub request_duration: HistogramVec,
     pub trusted_keys: IntGauge,
     pub keyring_reloads: IntCounterVec,
@@ -148,6 +157,20 @@ impl Metrics {
                 "Inbound requests refused (or, in audit mode, that would have been), by reason.",
             ),
             &["reason"],
+        )?;
+        let policy_audit = IntCounterVec::new(
+            Opts::new(
+                "trustgate_policy_audit_total",
+                "Audit rules evaluated (they decide nothing), by rule name and result (match, no_match).",
+            ),
+            &["rule", "result"],
+        )?;
+        let caller_limited = IntCounterVec::new(
+            Opts::new(
+                "trustgate_caller_limited_total",
+                "Inbound requests refused by a per-caller limit, by caller and reason (rate_limited, concurrency_limited).",
+            ),
+            &["caller", "reason"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -260,6 +283,8 @@ impl Metrics {
         registry.register(Box::new(trust_keys_dropped.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(inbound_rejections.clone()))?;
+        registry.register(Box::new(policy_audit.clone()))?;
+        registry.register(Box::new(caller_limited.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(trusted_keys.clone()))?;
         registry.register(Box::new(keyring_reloads.clone()))?;
@@ -283,6 +308,8 @@ impl Metrics {
             registry,
             requests,
             inbound_rejections,
+            policy_audit,
+            caller_limited,
             request_duration,
             trusted_keys,
             keyring_reloads,

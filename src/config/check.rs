@@ -83,6 +83,10 @@ fn check_sides(cfg: &mut Config, p: &mut Problems) {
     if cfg.inbound.as_ref().is_some_and(|i| !i.enabled) {
         cfg.inbound = None;
     }
+    check_caller_limits(cfg, p);
+    if let Some(inbound) = &mut cfg.inbound {
+        check_rules(inbound, p);
+    }
     if let Some(inbound) = &cfg.inbound {
         check_inbound(inbound, p);
         let trust = &cfg.trust;
@@ -186,20 +190,76 @@ fn check_inbound(i: &Inbound, p: &mut Problems) {
         ),
         _ => {}
     }
-    for (n, rule) in i.allow.iter().enumerate() {
-        let key = p.element("inbound.allow", n);
-        if rule.callers.is_empty()
-            && rule.roles.is_empty()
-            && rule.methods.is_empty()
-            && rule.paths.is_empty()
-            && !p.failed(&format!("{key}.callers"))
-            && !p.failed(&format!("{key}.methods"))
-            && !(0..4).any(|k| p.failed(&format!("{key}.paths[{k}]")))
+    for h in &i.claim_headers {
+        let name = h.0.as_str().as_bytes();
+        if name_starts_alike(name, b"x-service-caller")
+            || names_alike(name, i.token_header.as_str().as_bytes())
         {
             p.add(
-                &key,
-                "an empty rule would allow everything; name callers, roles, methods or paths",
+                "inbound.claim_headers",
+                format!("\"{}\" is reserved for trustgate's own headers", h.0),
             );
+        }
+        if i.signed_headers
+            .iter()
+            .any(|s| names_alike(s.as_str().as_bytes(), name))
+        {
+            p.add(
+                "inbound.claim_headers",
+                format!("\"{}\" is also a signed header: one source per header", h.0),
+            );
+        }
+    }
+}
+
+/// Rule names: defaults as errors name them, each name once.
+fn check_rules(i: &mut Inbound, p: &mut Problems) {
+    let mut names = BTreeSet::new();
+    for (list, rules) in [("allow", &mut i.allow), ("deny", &mut i.deny)] {
+        let array = format!("inbound.{list}");
+        for (n, rule) in rules.iter_mut().enumerate() {
+            let key = p.element(&array, n);
+            if rule.name.is_empty() {
+                rule.name = key["inbound.".len()..].to_owned();
+            }
+            if !names.insert(rule.name.clone()) {
+                p.add(
+                    &format!("{key}.name"),
+                    format!("\"{}\" names two rules", rule.name),
+                );
+            }
+            let failed = ["callers", "methods", "claims"]
+                .iter()
+                .any(|f| p.failed(&format!("{key}.{f}")))
+                || (0..4).any(|k| p.failed(&format!("{key}.paths[{k}]")));
+            if rule.is_empty() && !failed {
+                p.add(
+                    &key,
+                    format!(
+                        "an empty rule would {} everything; name callers, roles, methods, paths or claims",
+                        if list == "allow" { "allow" } else { "deny" }
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Per-caller limits: a burst needs a rate; neither may be zero.
+fn check_caller_limits(cfg: &Config, p: &mut Problems) {
+    for (name, c) in &cfg.callers {
+        let key = |k: &str| format!("callers.{name}.{k}");
+        if c.burst == Some(0) {
+            p.add(&key("burst"), "must be at least 1");
+        }
+        if c.burst.is_some() && c.rate_limit.is_none() {
+            p.add(
+                &key("burst"),
+                "needs a rate_limit (the rate the bucket refills at)",
+            );
+        }
+        if c.max_concurrent == Some(0) {
+            p.add(&key("max_concurrent"), "must be at least 1");
         }
     }
 }

@@ -16,6 +16,7 @@
 //! A new key: a field in its section here (with its default), and the code that uses it.
 mod check;
 mod parse;
+mod platform;
 mod values;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use http::{HeaderName, Method, Uri};
 use serde::Deserialize;
 
 pub use parse::ConfigError;
+pub use platform::{IssuerConfig, ISSUER_FROM_POD, POD_CA_FILE, POD_SA_DIR, POD_TOKEN_FILE};
 
 /// Reads `path`, applies `env` overrides, checks. Relative paths in the file (and in
 /// the environment) are resolved against the file's directory.
@@ -216,86 +218,6 @@ section! {
     }
 }
 
-/// Where a pod finds its API server's CA and its own service-account token.
-pub const POD_SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-pub const POD_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
-pub const POD_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-
-/// `issuer = "kubernetes:///"`: the issuer is read from the `iss` of this pod's own token.
-pub const ISSUER_FROM_POD: &str = "kubernetes:///";
-
-/// One `[[trust.issuers]]` entry (DESIGN.md "Platform identity").
-#[derive(Clone, Debug, Deserialize)]
-pub struct IssuerConfig {
-    /// The label in metrics (`identity="issuer:<name>"`), logs and `/trust`; a DNS label.
-    #[serde(deserialize_with = "values::identity")]
-    pub name: String,
-    pub kind: crate::keys::IssuerKind,
-    /// `iss`, exactly; `kubernetes:///`: read from this pod's own token. Empty: none (a
-    /// SPIFFE issuer only, then `iss` is not checked).
-    #[serde(default)]
-    pub issuer: String,
-    /// Default: discovery (`<issuer>/.well-known/openid-configuration` → `jwks_uri`); for
-    /// `kubernetes:///`, the API server's own `/openid/v1/jwks`.
-    #[serde(default, deserialize_with = "values::optional_url")]
-    pub jwks_url: Option<Uri>,
-    /// CA bundle for discovery and the JWKS (kubernetes default: the pod's `ca.crt`;
-    /// others: `trust.fetch_ca_file`, else the system roots).
-    #[serde(default)]
-    pub ca_file: Option<FilePath>,
-    /// A token sent as `Authorization: Bearer` when fetching, re-read at every fetch
-    /// (kubernetes default: the pod's own token; `""`: none).
-    #[serde(default)]
-    pub bearer_token_file: Option<FilePath>,
-    /// `aud` must name one of these. Default: `[identity.name]`, filled in by [`check`].
-    #[serde(default, deserialize_with = "values::non_empty_strings")]
-    pub audiences: Vec<String>,
-    #[serde(default = "day", with = "humantime_serde")]
-    pub max_token_ttl: Duration,
-    /// spiffe: the trust domain of every subject.
-    #[serde(default)]
-    pub trust_domain: String,
-    /// Subject → caller identity (kubernetes: `"<namespace>/<serviceaccount>"`; spiffe:
-    /// the SPIFFE ID; oidc: `sub`).
-    #[serde(default)]
-    pub callers: BTreeMap<String, String>,
-}
-
-fn day() -> Duration {
-    secs(24 * 3600)
-}
-
-impl IssuerConfig {
-    /// The CA bundle to fetch with, defaults applied (`None`: the system roots).
-    pub fn ca_path<'a>(&'a self, trust: &'a Trust) -> Option<&'a Path> {
-        match &self.ca_file {
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p),
-            None if self.kind == crate::keys::IssuerKind::Kubernetes => {
-                Some(Path::new(POD_CA_FILE))
-            }
-            None => trust.fetch_ca_file.as_deref(),
-        }
-    }
-
-    /// The bearer token file, defaults applied (`None`: no token sent).
-    pub fn bearer_path(&self) -> Option<&Path> {
-        match &self.bearer_token_file {
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p),
-            None if self.kind == crate::keys::IssuerKind::Kubernetes => {
-                Some(Path::new(POD_TOKEN_FILE))
-            }
-            None => None,
-        }
-    }
-
-    /// `issuer = "kubernetes:///"`.
-    pub fn from_pod(&self) -> bool {
-        self.issuer == ISSUER_FROM_POD
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InboundMode {
@@ -413,8 +335,15 @@ section! {
         /// How often it tries (and once at start).
         #[serde(with = "humantime_serde")]
         pub app_exposure_interval: Duration = secs(30),
-        /// `[[inbound.allow]]`: when rules exist, a caller must match one.
-        pub allow: Vec<AllowRule> = Vec::new(),
+        /// `[[inbound.allow]]`: when rules exist (audit rules aside), a caller must match one.
+        pub allow: Vec<Rule> = Vec::new(),
+        /// `[[inbound.deny]]`: a request matching one is refused before allow rules are
+        /// looked at.
+        pub deny: Vec<Rule> = Vec::new(),
+        /// `[inbound.claim_headers]`: header name → JSON Pointer into the verified claims;
+        /// the app receives the claim in that header (protected like `x-service-caller`).
+        #[serde(deserialize_with = "values::claim_headers")]
+        pub claim_headers: Vec<(HeaderName, ClaimPointer)> = Vec::new(),
     }
 }
 
@@ -438,24 +367,70 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
-/// One `[[inbound.allow]]` rule: every non-empty field must match.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// One `[[inbound.allow]]` or `[[inbound.deny]]` rule: every field given must match (see
+/// `crate::policy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct AllowRule {
+pub struct Rule {
+    /// Default: `allow[0]`, `deny[1]` (as configuration errors name them), filled in by
+    /// [`check`].
+    pub name: String,
     #[serde(deserialize_with = "values::identities")]
     pub callers: Vec<String>,
     pub roles: Vec<String>,
     #[serde(deserialize_with = "values::methods")]
     pub methods: Vec<Method>,
     pub paths: Vec<PathPattern>,
+    /// JSON Pointer into the verified claims → the values that match.
+    #[serde(deserialize_with = "values::claim_rules")]
+    pub claims: Vec<(ClaimPointer, Vec<String>)>,
+    /// Evaluated, logged and counted, deciding nothing: a dry run.
+    pub audit: bool,
 }
 
-impl AllowRule {
-    pub fn matches(&self, caller: &str, roles: &[String], method: &Method, path: &str) -> bool {
-        (self.callers.is_empty() || self.callers.iter().any(|c| c == caller))
-            && (self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r)))
-            && (self.methods.is_empty() || self.methods.contains(method))
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+impl Rule {
+    /// Names nothing to match: it would match every request.
+    pub fn is_empty(&self) -> bool {
+        self.callers.is_empty()
+            && self.roles.is_empty()
+            && self.methods.is_empty()
+            && self.paths.is_empty()
+            && self.claims.is_empty()
+    }
+}
+
+/// A JSON Pointer (RFC 6901) into a token's claims: `/kubernetes.io/namespace`,
+/// `/ctx/x-tenant`, `/groups/0`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimPointer(String);
+
+impl ClaimPointer {
+    /// A pointer that starts with `/` and whose every `~` is `~0` or `~1`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!(
+                "\"{s}\" is not a JSON Pointer into the claims: it must start with '/' (\"/sub\", \"/kubernetes.io/namespace\")"
+            ));
+        }
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return Err(format!(
+                    "\"{s}\": '~' must be written ~0, and '/' inside a name ~1 (RFC 6901)"
+                ));
+            }
+        }
+        Ok(ClaimPointer(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClaimPointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -515,6 +490,29 @@ impl PathPattern {
 pub struct Caller {
     /// Sent to the app in `x-service-caller-roles`; matched by `[[inbound.allow]].roles`.
     pub roles: Vec<String>,
+    /// `"100/s"`, `"600/m"`: this caller's requests past it get 429 `rate_limited`.
+    #[serde(deserialize_with = "values::rate")]
+    pub rate_limit: Option<Rate>,
+    /// The bucket: this many requests at once, refilled at the rate (default: one
+    /// second's worth, at least 1).
+    pub burst: Option<u32>,
+    /// Requests of this caller in flight at most; past it 429 `concurrency_limited`.
+    pub max_concurrent: Option<u32>,
+}
+
+/// A request rate: `count` per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The bucket when `burst` is not given: one second's worth, at least one request.
+    pub fn default_burst(self) -> u32 {
+        let per_second = u64::from(self.count) * 1000 / (self.per.as_millis() as u64).max(1);
+        per_second.clamp(1, u64::from(u32::MAX)) as u32
+    }
 }
 
 section! {

@@ -7,7 +7,9 @@ use http::{HeaderName, Method, Uri};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::AppUpstream;
+use std::time::Duration;
+
+use super::{AppUpstream, ClaimPointer, Rate};
 use crate::keys::is_valid_identity;
 
 fn custom<E: de::Error>(reason: impl std::fmt::Display) -> E {
@@ -172,4 +174,72 @@ pub(super) fn non_empty_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<S
         return Err(custom("an empty string names nothing"));
     }
     Ok(list)
+}
+
+/// `claims = { "/kubernetes.io/namespace" = ["shop"], "/sub" = "x" }`: each pointer
+/// checked, each value a string or a list of strings.
+pub(super) fn claim_rules<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(ClaimPointer, Vec<String>)>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Values {
+        One(String),
+        Many(Vec<String>),
+    }
+    let table = std::collections::BTreeMap::<String, Values>::deserialize(d)?;
+    table
+        .into_iter()
+        .map(|(k, v)| {
+            let pointer = ClaimPointer::parse(&k).map_err(custom)?;
+            let values = match v {
+                Values::One(s) => vec![s],
+                Values::Many(list) if list.is_empty() => {
+                    return Err(custom(format!("\"{k}\": an empty list matches nothing")))
+                }
+                Values::Many(list) => list,
+            };
+            Ok((pointer, values))
+        })
+        .collect()
+}
+
+/// `[inbound.claim_headers]`: header name → pointer.
+pub(super) fn claim_headers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(HeaderName, ClaimPointer)>, D::Error> {
+    let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    table
+        .into_iter()
+        .map(|(name, pointer)| {
+            Ok((
+                header_name(&name)?,
+                ClaimPointer::parse(&pointer).map_err(custom)?,
+            ))
+        })
+        .collect()
+}
+
+/// `"100/s"`, `"600/m"`, `"10/h"`.
+pub(super) fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let v = String::deserialize(d)?;
+    let bad = || {
+        custom(format!(
+            "\"{v}\" is not a rate: a whole number of requests per s, m or h (\"100/s\", \"600/m\")"
+        ))
+    };
+    let (count, unit) = v.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    if count == 0 {
+        return Err(custom(format!(
+            "\"{v}\": a rate of zero refuses everything; remove the caller's rules instead"
+        )));
+    }
+    Ok(Some(Rate { count, per }))
 }

@@ -18,12 +18,14 @@ use hyper::body::Incoming;
 
 use super::client::Protocol;
 use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
+use super::limits::InFlight;
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::{BadRequest, Failure};
 use super::state::{InboundState, State};
-use crate::config::{Inbound, InboundMode, UpstreamProtocol};
+use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
+use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
 use crate::token::{self, unix_now, Rejection, Verified, MAX_TOKEN_BYTES};
 use crate::trust::KidRefusal;
 
@@ -45,23 +47,30 @@ pub fn handle<'a>(
     // `let`, not a `match` around the exchange: that would keep the decision alive in the
     // future during the exchange.
     async move {
-        let (verdict, req) = match steps(state, side, req).await {
+        let mut in_flight = None;
+        let (verdict, req) = match steps(state, side, req, &mut in_flight).await {
             Decision::Forward(verdict, req) => (verdict, req),
             Decision::Answer(handled) => return observe::finish(&state.metrics, seen, handled),
         };
-        let handled = verdict.forwarded(to_app(side, req, down).await);
+        let answer = to_app(side, req, down).await;
+        let handled = verdict.forwarded(match in_flight {
+            None => answer,
+            Some(f) => answer.map(|resp| super::limits::hold(resp, f)),
+        });
         observe::finish(&state.metrics, seen, handled)
     }
 }
 
-/// The inbound pipeline. Every early return is a decision.
+/// The inbound pipeline. Every early return is a decision. A request of a caller with a
+/// concurrency limit leaves its [`InFlight`] in `in_flight`, held until the answer ends.
 async fn steps(
     state: &Arc<State>,
     side: &InboundState,
     mut req: Request<Incoming>,
+    in_flight: &mut Option<InFlight>,
 ) -> Decision<Request<Incoming>> {
     let cfg = &side.cfg;
-    if let Err(failure) = screen(cfg, &mut req).and_then(|()| canonical_path(&req)) {
+    if let Err(failure) = screen(&side.protected, &mut req).and_then(|()| canonical_path(&req)) {
         return Decision::Answer(refuse(req, failure));
     }
     if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
@@ -75,8 +84,26 @@ async fn steps(
         Ok(v) => v,
         Err(failure) => return reject(state, side, req, failure),
     };
-    if let Err(failure) = authorize(side, &verified, &req) {
+    let mut audit = AuditRules {
+        metrics: &state.metrics,
+        caller: &verified.caller,
+    };
+    if let Err(failure) = authorize(side, &verified, &req, &mut audit) {
         return reject(state, side, req, failure);
+    }
+    if !side.limits.is_empty() {
+        match side.limits.admit(&verified.caller) {
+            Ok(f) => *in_flight = f,
+            Err(limit) => {
+                state
+                    .metrics
+                    .caller_limited
+                    .with_label_values(&[&verified.caller, limit.reason()])
+                    .inc();
+                let caller = verified.caller.to_string();
+                return reject(state, side, req, Failure::Limited { caller, limit });
+            }
+        }
     }
     present_caller(side, req.headers_mut(), &verified);
     let caller = Who::Caller(verified.caller.clone());
@@ -94,7 +121,7 @@ fn to_app<'a>(
         target: &side.cfg.upstream.uri,
         host: HostHeader::Keep,
         protocol: app_protocol(side.cfg.upstream_protocol, &req),
-        protected: Some(&side.signed),
+        protected: Some(&side.protected),
     };
     forward(req, hop, down)
 }
@@ -155,53 +182,91 @@ fn refuse(req: Request<Incoming>, failure: Failure) -> Handled {
 ///    only be there to make a hop-by-hop pass remove the verified identity;
 /// 2. the hop-by-hop fields go, *before* trustgate sets any header of its own;
 /// 3. every header an app could read as an identity header is removed ([`scrub`]).
-fn screen<B>(inbound: &Inbound, req: &mut Request<B>) -> Result<(), Failure> {
-    if connection_tokens(req.headers()).any(|token| is_protected(token, &inbound.signed_headers)) {
+pub(crate) fn screen<B>(protected: &[HeaderName], req: &mut Request<B>) -> Result<(), Failure> {
+    if connection_tokens(req.headers()).any(|token| is_protected(token, protected)) {
         return Err(Failure::BadRequest(
             BadRequest::ConnectionNamesProtectedHeader,
         ));
     }
     let upgrade = is_upgrade(req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
-    scrub(req.headers_mut(), &inbound.signed_headers);
+    scrub(req.headers_mut(), protected);
     Ok(())
 }
 
 /// A path that an app server could route differently from the rules is refused (400,
 /// [`super::path`]).
-fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
+pub(crate) fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
     super::path::check(req.uri().path()).map_err(|why| {
         tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
         Failure::BadRequest(BadRequest::NonCanonicalPath)
     })
 }
 
-/// The allow rules (step 8 of the contract): when rules exist, the caller must match one.
-fn authorize<B>(side: &InboundState, verified: &Verified, req: &Request<B>) -> Result<(), Failure> {
-    let rules = &side.cfg.allow;
-    if rules.is_empty() {
+/// The policy (step 8 of the contract, [`crate::policy`]): deny rules, then allow rules;
+/// audit rules counted and logged through `obs`.
+pub(crate) fn authorize<B, O: Observe>(
+    side: &InboundState,
+    verified: &Verified,
+    req: &Request<B>,
+    obs: &mut O,
+) -> Result<(), Failure> {
+    let cfg = &side.cfg;
+    if cfg.allow.is_empty() && cfg.deny.is_empty() {
         return Ok(());
     }
-    let roles = side.roles_of(&verified.caller);
     let path = req.uri().path();
-    if rules
-        .iter()
-        .any(|rule| rule.matches(&verified.caller, roles, req.method(), path))
-    {
-        return Ok(());
-    }
+    let subject = Subject {
+        caller: &verified.caller,
+        roles: side.roles_of(&verified.caller),
+        method: req.method(),
+        path,
+        verified,
+    };
+    let rule = match policy::decide(cfg, &subject, obs) {
+        PolicyVerdict::Allowed(_) => return Ok(()),
+        PolicyVerdict::Denied(rule) => Some(rule.name.clone()),
+        PolicyVerdict::NoAllowMatched => None,
+    };
     Err(Failure::Forbidden {
         caller: verified.caller.to_string(),
         method: req.method().to_string(),
         path: path.to_owned(),
+        rule,
     })
+}
+
+/// The proxy's observer of the rules: audit rules counted
+/// (`trustgate_policy_audit_total{rule,result}`) and logged; the others decide.
+pub(crate) struct AuditRules<'a> {
+    pub metrics: &'a crate::metrics::Metrics,
+    pub caller: &'a str,
+}
+
+impl Observe for AuditRules<'_> {
+    const EVERY: bool = false;
+
+    fn rule(&mut self, list: List, rule: &Rule, result: Result<(), Miss<'_>>, _: &Subject) {
+        if !rule.audit {
+            return;
+        }
+        let verdict = if result.is_ok() { "match" } else { "no_match" };
+        self.metrics
+            .policy_audit
+            .with_label_values(&[&rule.name, verdict])
+            .inc();
+        tracing::info!(
+            rule = %rule.name, list = ?list, result = verdict, caller = self.caller,
+            "audit rule evaluated (decides nothing)"
+        );
+    }
 }
 
 /// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
 /// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
 /// `crate::trust::sources`) — and an identity whose keys could not be fetched gets 503
 /// `keys_unavailable`, not 401.
-async fn authenticate<B>(
+pub(crate) async fn authenticate<B>(
     state: &Arc<State>,
     side: &InboundState,
     req: &Request<B>,
@@ -322,7 +387,7 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// What the app is told: who called, with which roles, and the signed context.
-fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &Verified) {
+pub(crate) fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &Verified) {
     let inbound = &side.cfg;
     headers.remove(&inbound.token_header);
     headers.insert(CALLER, v.caller_header.clone());
@@ -342,6 +407,14 @@ fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &Verified) {
                     headers.insert(name.clone(), value);
                 }
             }
+        }
+    }
+    // Claims to the app: a claim absent, or not text, sends no header (any copy from
+    // the network is gone already).
+    for (name, pointer) in &inbound.claim_headers {
+        let text = v.claim(pointer.as_str()).and_then(policy::claim_text);
+        if let Some(value) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
+            headers.insert(name.clone(), value);
         }
     }
 }
@@ -479,12 +552,12 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        screen(&side.cfg, &mut req).unwrap();
+        screen(&side.protected, &mut req).unwrap();
         let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
         let mut req = request("GET", "/", &[("connection", "X_Service_Caller")]);
         assert_eq!(
-            screen(&side.cfg, &mut req).unwrap_err().reason(),
+            screen(&side.protected, &mut req).unwrap_err().reason(),
             "connection_names_protected_header"
         );
     }
@@ -501,20 +574,28 @@ mod tests {
     #[test]
     fn step_authorize() {
         let open = side("");
-        assert!(authorize(&open, &verified("orders"), &request("DELETE", "/x", &[])).is_ok());
+        assert!(authorize(
+            &open,
+            &verified("orders"),
+            &request("DELETE", "/x", &[]),
+            &mut policy::Quiet
+        )
+        .is_ok());
         let rules = side(
             "[[inbound.allow]]\ncallers = [\"orders\"]\nmethods = [\"GET\"]\npaths = [\"/orders/*\"]\n\
              [[inbound.allow]]\nroles = [\"reader\"]\npaths = [\"/catalog\"]\n",
         );
         let ok = |caller: &str, method: &str, path: &str| {
-            authorize(&rules, &verified(caller), &request(method, path, &[])).is_ok()
+            let req = request(method, path, &[]);
+            authorize(&rules, &verified(caller), &req, &mut policy::Quiet).is_ok()
         };
         assert!(ok("orders", "GET", "/orders/7"));
         assert!(!ok("orders", "POST", "/orders/7"));
         assert!(!ok("search", "GET", "/orders/7"));
         assert!(ok("orders", "PUT", "/catalog"), "by role");
         assert!(!ok("search", "GET", "/catalog"), "search has no roles");
-        let err = authorize(&rules, &verified("search"), &request("GET", "/x", &[])).unwrap_err();
+        let req = request("GET", "/x", &[]);
+        let err = authorize(&rules, &verified("search"), &req, &mut policy::Quiet).unwrap_err();
         assert_eq!((err.outcome().as_str(), err.reason()), ("denied", "policy"));
     }
 

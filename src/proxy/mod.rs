@@ -13,9 +13,11 @@
 pub mod admin;
 pub mod body;
 pub mod client;
+pub mod explain;
 pub mod exposure;
 pub mod forward;
 pub mod inbound;
+pub mod limits;
 pub mod observe;
 pub mod outbound;
 pub mod path;
@@ -95,6 +97,40 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
         .map_err(|error| StartError::Bind { what, addr, error })
 }
 
+/// The state every request path shares, from a checked configuration and its loaded
+/// material: the trust plane, the forwarding clients, the metrics. `run` serves it;
+/// `explain` asks it one question.
+pub fn shared_state(
+    cfg: Arc<Config>,
+    loaded: Loaded,
+    metrics: Metrics,
+) -> Result<Arc<State>, StartError> {
+    let trust = Trust::new(cfg.clone(), loaded, metrics.clone())?;
+    let outbound = cfg.outbound.as_ref();
+    let mut opts = client::ClientOptions {
+        connect_timeout: cfg.limits.connect_timeout,
+        request_timeout: cfg.limits.request_timeout,
+        idle_timeout: cfg.limits.idle_timeout,
+        ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
+        client_cert: outbound.and_then(|o| o.client_identity()),
+        dial: client::Dial::Net,
+    };
+    let upstreams = client::Upstreams::new(&opts)?;
+    // The app on a Unix socket has a client of its own; over TCP it shares the pools.
+    let app = match cfg
+        .inbound
+        .as_ref()
+        .and_then(|i| i.upstream.socket.as_deref())
+    {
+        Some(socket) => {
+            opts.dial = client::Dial::Unix(socket.into());
+            client::Upstreams::new(&opts)?
+        }
+        None => upstreams.clone(),
+    };
+    Ok(State::new(cfg, trust, upstreams, app, metrics))
+}
+
 impl Proxy {
     /// Loads keys and TLS material and binds every listener. Nothing is served yet.
     pub async fn bind(cfg: Config, registry: Registry) -> Result<Proxy, StartError> {
@@ -124,31 +160,7 @@ impl Proxy {
             }
             None => (None, None),
         };
-        let cfg = Arc::new(cfg);
-        let trust = Trust::new(cfg.clone(), loaded, metrics.clone())?;
-        let outbound = cfg.outbound.as_ref();
-        let mut opts = client::ClientOptions {
-            connect_timeout: cfg.limits.connect_timeout,
-            request_timeout: cfg.limits.request_timeout,
-            idle_timeout: cfg.limits.idle_timeout,
-            ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
-            client_cert: outbound.and_then(|o| o.client_identity()),
-            dial: client::Dial::Net,
-        };
-        let upstreams = client::Upstreams::new(&opts)?;
-        // The app on a Unix socket has a client of its own; over TCP it shares the pools.
-        let app = match cfg
-            .inbound
-            .as_ref()
-            .and_then(|i| i.upstream.socket.as_deref())
-        {
-            Some(socket) => {
-                opts.dial = client::Dial::Unix(socket.into());
-                client::Upstreams::new(&opts)?
-            }
-            None => upstreams.clone(),
-        };
-        let state = State::new(cfg, trust, upstreams, app, metrics);
+        let state = shared_state(Arc::new(cfg), loaded, metrics)?;
         let cfg = &state.cfg;
         let inbound = match &cfg.inbound {
             Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),

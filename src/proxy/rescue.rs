@@ -19,12 +19,17 @@ use crate::token::Rejection;
 pub enum Failure {
     #[error("token rejected: {0}")]
     Unauthenticated(Rejection),
-    #[error("caller {caller} is not allowed {method} {path}")]
+    #[error("caller {caller} is not allowed {method} {path}{}", rule.as_ref().map(|r| format!(" (deny rule {r})")).unwrap_or_default())]
     Forbidden {
         caller: String,
         method: String,
         path: String,
+        /// The deny rule that matched; `None`: no allow rule did.
+        rule: Option<String>,
     },
+    /// A per-caller limit (`[callers.<name>]`): 429.
+    #[error("caller {caller} is over its {}", limit.reason())]
+    Limited { caller: String, limit: Limit },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("no route for host {0}")]
@@ -40,6 +45,24 @@ pub enum Failure {
     TokenUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Which per-caller limit a request is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `rate_limit` / `burst`: a request fits again in this many seconds.
+    Rate { retry_after: u64 },
+    /// `max_concurrent`.
+    Concurrency,
+}
+
+impl Limit {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Limit::Rate { .. } => "rate_limited",
+            Limit::Concurrency => "concurrency_limited",
+        }
+    }
 }
 
 /// Why a request cannot be handled as sent: 400.
@@ -92,6 +115,7 @@ mod grpc {
     pub const INVALID_ARGUMENT: u16 = 3;
     pub const DEADLINE_EXCEEDED: u16 = 4;
     pub const PERMISSION_DENIED: u16 = 7;
+    pub const RESOURCE_EXHAUSTED: u16 = 8;
     pub const INTERNAL: u16 = 13;
     pub const UNAVAILABLE: u16 = 14;
     pub const UNAUTHENTICATED: u16 = 16;
@@ -148,6 +172,18 @@ impl Failure {
             Failure::Forbidden { .. } => {
                 let (r, e) = ("policy", "forbidden");
                 row(O::Denied, r, S::FORBIDDEN, e, r, grpc::PERMISSION_DENIED)
+            }
+            Failure::Limited { limit, .. } => {
+                let r = limit.reason();
+                let s = S::TOO_MANY_REQUESTS;
+                row(
+                    O::Limited,
+                    r,
+                    s,
+                    "too_many_requests",
+                    r,
+                    grpc::RESOURCE_EXHAUSTED,
+                )
             }
             Failure::Upstream(e) => upstream(e),
             Failure::NoRoute(host) => {
@@ -229,6 +265,13 @@ impl Failure {
             }
             Failure::KeysUnavailable(_) | Failure::TokenUnavailable(_) => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Failure::Limited { limit, .. } => {
+                let secs = match limit {
+                    Limit::Rate { retry_after } => retry_after.max(1),
+                    Limit::Concurrency => 1,
+                };
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
             }
             _ => {}
         }
@@ -354,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn each_failure_has_its_status_body_and_grpc_status() {
         type Make = fn() -> Failure;
-        let rows: [(Make, u16, &str, &str, u16); 8] = [
+        let rows: [(Make, u16, &str, &str, u16); 10] = [
             (
                 || Failure::Unauthenticated(Rejection::UnknownKey),
                 401,
@@ -367,11 +410,32 @@ mod tests {
                     caller: "o".into(),
                     method: "GET".into(),
                     path: "/".into(),
+                    rule: Some("no-admin".into()),
                 },
                 403,
                 "forbidden",
                 "policy",
                 7,
+            ),
+            (
+                || Failure::Limited {
+                    caller: "o".into(),
+                    limit: Limit::Rate { retry_after: 3 },
+                },
+                429,
+                "too_many_requests",
+                "rate_limited",
+                8,
+            ),
+            (
+                || Failure::Limited {
+                    caller: "o".into(),
+                    limit: Limit::Concurrency,
+                },
+                429,
+                "too_many_requests",
+                "concurrency_limited",
+                8,
             ),
             (
                 || Failure::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1))),
@@ -422,7 +486,11 @@ mod tests {
             assert_eq!((plain.status().as_u16(), r), (status, reason), "{name}");
             let challenge = plain.headers().get(WWW_AUTHENTICATE).is_some();
             let retry = plain.headers().get(http::header::RETRY_AFTER).is_some();
-            assert_eq!((challenge, retry), (status == 401, status == 503), "{name}");
+            assert_eq!(
+                (challenge, retry),
+                (status == 401, status == 503 || status == 429),
+                "{name}"
+            );
             assert_eq!(body_of(plain).await["error"], error, "{name}");
             let (_, _, g) = make().render(true);
             assert_eq!(g.status(), StatusCode::OK, "{name}");

@@ -34,8 +34,12 @@ pub struct InboundState {
     pub cfg: Inbound,
     /// The client that dials the app (over TCP, or its Unix socket).
     pub app: Upstreams,
-    /// `cfg.signed_headers`, shared with the request bodies that scrub their trailers.
-    pub signed: Arc<[HeaderName]>,
+    /// The names trustgate sets besides `x-service-caller*`: `cfg.signed_headers` and the
+    /// `cfg.claim_headers` names. Scrubbed from requests in every spelling, and shared with
+    /// the request bodies that scrub their trailers.
+    pub protected: Arc<[HeaderName]>,
+    /// `[callers.<name>]` rate and concurrency limits.
+    pub limits: super::limits::CallerLimits,
     pub policy: VerifyPolicy,
     pub verified: VerifiedCache,
     pub replay: ReplayCache,
@@ -60,7 +64,13 @@ impl InboundState {
         InboundState {
             cfg: inbound.clone(),
             app,
-            signed: inbound.signed_headers.clone().into(),
+            protected: inbound
+                .signed_headers
+                .iter()
+                .chain(inbound.claim_headers.iter().map(|(name, _)| name))
+                .cloned()
+                .collect(),
+            limits: super::limits::CallerLimits::new(&cfg.callers),
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
@@ -137,6 +147,27 @@ impl State {
         app: Upstreams,
         metrics: Metrics,
     ) -> Arc<Self> {
+        // The series a rule can alert on exist from the start, at 0.
+        if let Some(i) = &cfg.inbound {
+            for rule in i.allow.iter().chain(&i.deny).filter(|r| r.audit) {
+                for result in ["match", "no_match"] {
+                    metrics
+                        .policy_audit
+                        .with_label_values(&[&rule.name, result]);
+                }
+            }
+            for (name, c) in &cfg.callers {
+                let limits = [
+                    (c.rate_limit.is_some(), "rate_limited"),
+                    (c.max_concurrent.is_some(), "concurrency_limited"),
+                ];
+                for (_, reason) in limits.iter().filter(|(on, _)| *on) {
+                    metrics
+                        .caller_limited
+                        .with_label_values(&[name.as_str(), reason]);
+                }
+            }
+        }
         Arc::new(State {
             inbound: cfg
                 .inbound

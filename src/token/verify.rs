@@ -178,6 +178,13 @@ impl Verified {
         })
     }
 
+    /// Replaces the claims' JSON (a caller named without a token: `trustgate explain
+    /// --caller`, and tests).
+    pub fn set_claims_json(&mut self, claims: serde_json::Value) {
+        self.payload = serde_json::to_vec(&claims).unwrap_or_default();
+        self.parsed = std::sync::OnceLock::from(claims);
+    }
+
     /// The claim at a JSON Pointer (RFC 6901): `/kubernetes.io/namespace`, `/ctx/x-tenant`.
     pub fn claim(&self, pointer: &str) -> Option<&serde_json::Value> {
         self.claims_json().pointer(pointer)

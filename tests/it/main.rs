@@ -18,6 +18,8 @@ mod attack_smuggling;
 mod platform;
 mod reload;
 mod trust_url;
+// Who may call what: rules, claim headers, per-caller limits, explain.
+mod policy;
 // Keys and tokens, with other stacks' JOSE libraries.
 mod interop;
 mod keys;
