@@ -14,9 +14,10 @@ use serde_json::Value;
 use crate::config::{ClaimPointer, Inbound, Rule};
 use crate::token::Verified;
 
-/// What the rules are matched against: one request and its verified caller.
+/// What the rules are matched against: one request and its verified caller (the
+/// token's caller, `verified.caller`).
 pub struct Subject<'a> {
-    pub caller: &'a str,
+    /// What `[callers.<name>]` grants the caller.
     pub roles: &'a [String],
     pub method: &'a Method,
     /// The path as the app will route it (canonical: checked before).
@@ -35,13 +36,15 @@ pub enum Miss<'r> {
     Claim(&'r ClaimPointer),
     /// No claim at that pointer.
     ClaimAbsent(&'r ClaimPointer),
+    /// Callers, roles or claims did not match this token (found on its first request).
+    Token,
 }
 
 impl Miss<'_> {
     /// Why, in words (`trustgate explain`).
     pub fn explain(&self, rule: &Rule, s: &Subject) -> String {
         match self {
-            Miss::Caller => format!("caller {} is not in {:?}", s.caller, rule.callers),
+            Miss::Caller => format!("caller {} is not in {:?}", s.verified.caller, rule.callers),
             Miss::Role => format!("roles {:?} share none of {:?}", s.roles, rule.roles),
             Miss::Method => format!(
                 "method {} is not in {:?}",
@@ -58,38 +61,80 @@ impl Miss<'_> {
                     .unwrap_or_default();
                 format!(
                     "claim {p} is {} — none of {values:?}",
-                    s.verified
-                        .claim(p.as_str())
+                    p.lookup(s.verified.claims_json())
                         .map_or("absent".into(), Value::to_string)
                 )
             }
             Miss::ClaimAbsent(p) => format!("the token has no claim {p}"),
+            Miss::Token => "its callers, roles or claims do not match this token".into(),
         }
     }
 }
 
 /// Whether `rule` matches: every field it gives.
 pub fn check<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
-    if !rule.callers.is_empty() && !rule.callers.iter().any(|c| c == s.caller) {
+    token_part(rule, s)?;
+    request_part(rule, s)
+}
+
+/// The fields about who calls — callers, roles, claims: the same answer for every
+/// request that presents the same verified token (roles come from the configuration).
+fn token_part<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
+    let caller = &*s.verified.caller;
+    if !rule.callers.is_empty() && !rule.callers.iter().any(|c| c == caller) {
         return Err(Miss::Caller);
     }
     if !rule.roles.is_empty() && !rule.roles.iter().any(|r| s.roles.contains(r)) {
         return Err(Miss::Role);
     }
-    if !rule.methods.is_empty() && !rule.methods.contains(s.method) {
-        return Err(Miss::Method);
-    }
-    if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(s.path)) {
-        return Err(Miss::Path);
-    }
     for (pointer, values) in &rule.claims {
-        match s.verified.claim(pointer.as_str()) {
+        match pointer.lookup(s.verified.claims_json()) {
             None => return Err(Miss::ClaimAbsent(pointer)),
             Some(v) if !claim_matches(v, values) => return Err(Miss::Claim(pointer)),
             Some(_) => {}
         }
     }
     Ok(())
+}
+
+/// The fields about the request — methods, paths.
+fn request_part<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
+    if !rule.methods.is_empty() && !rule.methods.contains(s.method) {
+        return Err(Miss::Method);
+    }
+    if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(s.path)) {
+        return Err(Miss::Path);
+    }
+    Ok(())
+}
+
+/// [`token_part`] of every rule (deny rules, then allow rules), one bit each, computed on
+/// a token's first request and kept with the verified token: later requests presenting
+/// it check only methods and paths, and only of the rules its caller matches.
+fn token_bits(inbound: &Inbound, s: &Subject) -> Box<[u64]> {
+    let rules = inbound.deny.iter().chain(&inbound.allow);
+    let mut bits = vec![0u64; (inbound.deny.len() + inbound.allow.len()).div_ceil(64)];
+    for (i, rule) in rules.enumerate() {
+        if token_part(rule, s).is_ok() {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+    }
+    bits.into_boxed_slice()
+}
+
+/// A rule's answer: from scratch for an observer that wants every reason, else from the
+/// token's bits and the request's fields.
+fn answer<'r>(
+    rule: &'r Rule,
+    index: usize,
+    s: &Subject,
+    bits: Option<&[u64]>,
+) -> Result<(), Miss<'r>> {
+    match bits {
+        Some(b) if b[index / 64] & (1 << (index % 64)) == 0 => Err(Miss::Token),
+        Some(_) => request_part(rule, s),
+        None => check(rule, s),
+    }
 }
 
 /// A claim matches a rule's values: a string as itself, a number or a boolean as its
@@ -168,12 +213,13 @@ pub enum Verdict<'r> {
 
 /// Deny rules, then allow rules; audit rules evaluated for the observer only.
 pub fn decide<'r, O: Observe>(inbound: &'r Inbound, s: &Subject, obs: &mut O) -> Verdict<'r> {
+    let bits = (!O::EVERY).then(|| s.verified.policy_memo(|| token_bits(inbound, s)));
     let mut denied = None;
-    for rule in &inbound.deny {
+    for (i, rule) in inbound.deny.iter().enumerate() {
         if denied.is_some() && !rule.audit && !O::EVERY {
             continue;
         }
-        let result = check(rule, s);
+        let result = answer(rule, i, s, bits);
         obs.rule(List::Deny, rule, result, s);
         if result.is_ok() && !rule.audit && denied.is_none() {
             denied = Some(rule);
@@ -181,13 +227,13 @@ pub fn decide<'r, O: Observe>(inbound: &'r Inbound, s: &Subject, obs: &mut O) ->
     }
     let mut allowed = None;
     let mut enforcing = false;
-    for rule in &inbound.allow {
+    for (i, rule) in inbound.allow.iter().enumerate() {
         let decided = denied.is_some() || allowed.is_some();
         enforcing |= !rule.audit;
         if decided && !rule.audit && !O::EVERY {
             continue;
         }
-        let result = check(rule, s);
+        let result = answer(rule, inbound.deny.len() + i, s, bits);
         obs.rule(List::Allow, rule, result, s);
         if result.is_ok() && !rule.audit && allowed.is_none() {
             allowed = Some(rule);
@@ -216,14 +262,18 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> Verified {
-        let mut base = serde_json::json!({"iss": "orders", "sub": "orders", "aud": "billing",
+        token_of("orders", claims)
+    }
+
+    fn token_of(caller: &str, claims: serde_json::Value) -> Verified {
+        let mut base = serde_json::json!({"iss": caller, "sub": caller, "aud": "billing",
             "iat": 1, "exp": 2});
         for (k, v) in claims.as_object().unwrap() {
             base[k] = v.clone();
         }
         let claims = serde_json::from_value(base.clone()).unwrap();
         let mut v =
-            Verified::new("orders", "kid".into(), crate::keys::KeyAlg::Es256, claims).unwrap();
+            Verified::new(caller, "kid".into(), crate::keys::KeyAlg::Es256, claims).unwrap();
         v.set_claims_json(base);
         v
     }
@@ -238,7 +288,6 @@ mod tests {
 
     fn run<'r>(i: &'r Inbound, v: &Verified, method: &Method, path: &str) -> Verdict<'r> {
         let s = Subject {
-            caller: "orders",
             roles: &[],
             method,
             path,
@@ -314,7 +363,6 @@ mod tests {
         );
         let mut seen = Seen(Vec::new());
         let s = Subject {
-            caller: "orders",
             roles: &[],
             method: &Method::DELETE,
             path: "/admin/x",
@@ -330,6 +378,47 @@ mod tests {
                 ("audit-allow".to_owned(), false)
             ]
         );
+    }
+
+    /// The proxy decides from the token's memo (callers, roles and claims found once) and
+    /// `explain` from scratch: the same verdicts, request after request on one token.
+    #[test]
+    fn the_token_memo_gives_the_verdicts_of_a_full_evaluation() {
+        let i = inbound(
+            "[[inbound.deny]]\npaths = [\"/admin/*\"]\n\
+             [[inbound.deny]]\nclaims = { \"/ctx/x-tenant\" = [\"evil\"] }\nmethods = [\"POST\"]\n\
+             [[inbound.allow]]\ncallers = [\"orders\"]\nmethods = [\"GET\"]\n\
+             [[inbound.allow]]\nclaims = { \"/ctx/x-tenant\" = [\"acme\"] }\npaths = [\"/invoices/*\"]\n",
+        );
+        let tokens = [
+            serde_json::json!({}),
+            serde_json::json!({"ctx": {"x-tenant": "acme"}}),
+            serde_json::json!({"ctx": {"x-tenant": "evil"}}),
+        ];
+        let requests = [
+            (Method::GET, "/invoices/1"),
+            (Method::POST, "/invoices/1"),
+            (Method::POST, "/other"),
+            (Method::GET, "/admin/x"),
+            (Method::DELETE, "/invoices/2"),
+        ];
+        for claims in tokens {
+            for caller in ["orders", "search"] {
+                let memo = token_of(caller, claims.clone());
+                for (method, path) in &requests {
+                    let full = token_of(caller, claims.clone());
+                    let subject = |v| Subject {
+                        roles: &[],
+                        method,
+                        path,
+                        verified: v,
+                    };
+                    let expected = decide(&i, &subject(&full), &mut Seen(Vec::new()));
+                    let fast = decide(&i, &subject(&memo), &mut Quiet);
+                    assert_eq!(fast, expected, "{caller} {method} {path} {claims}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -400,9 +400,13 @@ impl Rule {
 }
 
 /// A JSON Pointer (RFC 6901) into a token's claims: `/kubernetes.io/namespace`,
-/// `/ctx/x-tenant`, `/groups/0`.
+/// `/ctx/x-tenant`, `/groups/0`. Its reference tokens are unescaped once, here, so that a
+/// lookup on the request path allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClaimPointer(String);
+pub struct ClaimPointer {
+    text: String,
+    tokens: Vec<String>,
+}
 
 impl ClaimPointer {
     /// A pointer that starts with `/` and whose every `~` is `~0` or `~1`.
@@ -420,17 +424,43 @@ impl ClaimPointer {
                 ));
             }
         }
-        Ok(ClaimPointer(s.to_owned()))
+        let tokens = s[1..]
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Ok(ClaimPointer {
+            text: s.to_owned(),
+            tokens,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The value it points at (RFC 6901 §4: a member by name, an array element by its
+    /// index written without leading zeros).
+    pub fn lookup<'v>(&self, mut v: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        for token in &self.tokens {
+            v = match v {
+                serde_json::Value::Object(map) => map.get(token.as_str())?,
+                serde_json::Value::Array(list) => {
+                    let canonical = token == "0" || !token.starts_with('0');
+                    if !canonical || !token.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    list.get(token.parse::<usize>().ok()?)?
+                }
+                _ => return None,
+            };
+        }
+        Some(v)
     }
 }
 
 impl std::fmt::Display for ClaimPointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -632,3 +662,5 @@ impl AsRef<Path> for FilePath {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_platform;

@@ -53,13 +53,13 @@ impl Explanation {
         let status = a.status.as_u16();
         if side.cfg.mode == InboundMode::Audit && is_policy_or_token(failure) {
             self.say(format!(
-                "verdict: would be refused ({status} {}), but inbound.mode = \"audit\" forwards it without identity headers",
+                "answer: would be refused ({status} {}), but inbound.mode = \"audit\" forwards it without identity headers",
                 a.reason
             ));
             self.forwarded = true;
         } else {
             self.say(format!(
-                "verdict: refused — {status} {} ({failure})",
+                "answer: refused — {status} {} ({failure})",
                 a.reason
             ));
             self.forwarded = false;
@@ -136,7 +136,8 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
         out.say("rules: none — every trusted caller may call every path");
     }
     let mut obs = Explain { out: &mut out };
-    if let Err(f) = inbound::authorize(side, &verified, &req, &mut obs) {
+    let granted = side.granted(&verified.caller);
+    if let Err(f) = inbound::authorize(side, &verified, granted, &req, &mut obs) {
         return Ok(out.refused(&f, side));
     }
 
@@ -145,14 +146,14 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
 
     // 6. What the app is told.
     let mut told = HeaderMap::new();
-    inbound::present_caller(side, &mut told, &verified);
+    inbound::present_caller(side, &mut told, &verified, granted);
     let told: Vec<String> = told
         .iter()
         .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("<bytes>")))
         .collect();
     out.say(format!("to the app: {}", told.join(", ")));
     out.say(format!(
-        "verdict: forwarded to {} as {}",
+        "answer: forwarded to {} as {}",
         inbound_cfg.upstream, verified.caller
     ));
     out.forwarded = true;
@@ -174,27 +175,27 @@ fn before_the_token(side: &InboundState, req: &mut Request<()>, out: &mut Explan
         .map(HeaderName::as_str)
         .collect();
     out.say(match removed.as_slice() {
-        [] => "screen: nothing removed".to_owned(),
+        [] => "scrub: nothing removed".to_owned(),
         names => format!(
-            "screen: removed {} (hop-by-hop, or names trustgate sets: identity, signed and claim headers)",
+            "scrub: removed {} (hop-by-hop, or names trustgate sets: identity, signed and claim headers)",
             names.join(", ")
         ),
     });
     let path = req.uri().path().to_owned();
     if let Err(f) = inbound::canonical_path(req) {
-        out.say(format!("path: {path} is not canonical"));
+        out.say(format!("canonical path: {path} — no"));
         out.refuse(&f, side);
         return Step::Done;
     }
-    out.say(format!("path: {path} is canonical"));
+    out.say(format!("canonical path: {path} — yes"));
     if side.cfg.publish_jwks && path == inbound::JWKS_PATH {
-        out.say("verdict: answered by trustgate itself (this service's JWKS), never forwarded");
+        out.say("answer: by trustgate itself (this service's JWKS), never forwarded");
         out.forwarded = false;
         return Step::Done;
     }
     if side.cfg.public_paths.contains(&path) {
         out.say("public path: yes — forwarded without a token (inbound.public_paths)");
-        out.say(format!("verdict: forwarded to {}", side.cfg.upstream));
+        out.say(format!("answer: forwarded to {}", side.cfg.upstream));
         out.forwarded = true;
         return Step::Done;
     }

@@ -21,7 +21,7 @@ use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use super::limits::InFlight;
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::{BadRequest, Failure};
-use super::state::{InboundState, State};
+use super::state::{Granted, InboundState, State};
 use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
@@ -88,7 +88,8 @@ async fn steps(
         metrics: &state.metrics,
         caller: &verified.caller,
     };
-    if let Err(failure) = authorize(side, &verified, &req, &mut audit) {
+    let granted = side.granted(&verified.caller);
+    if let Err(failure) = authorize(side, &verified, granted, &req, &mut audit) {
         return reject(state, side, req, failure);
     }
     if !side.limits.is_empty() {
@@ -105,7 +106,7 @@ async fn steps(
             }
         }
     }
-    present_caller(side, req.headers_mut(), &verified);
+    present_caller(side, req.headers_mut(), &verified, granted);
     let caller = Who::Caller(verified.caller.clone());
     Decision::Forward(Verdict::new(Outcome::Ok).by(Some(caller)), req)
 }
@@ -208,6 +209,7 @@ pub(crate) fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
 pub(crate) fn authorize<B, O: Observe>(
     side: &InboundState,
     verified: &Verified,
+    granted: Granted,
     req: &Request<B>,
     obs: &mut O,
 ) -> Result<(), Failure> {
@@ -217,8 +219,7 @@ pub(crate) fn authorize<B, O: Observe>(
     }
     let path = req.uri().path();
     let subject = Subject {
-        caller: &verified.caller,
-        roles: side.roles_of(&verified.caller),
+        roles: granted.roles(),
         method: req.method(),
         path,
         verified,
@@ -387,18 +388,23 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// What the app is told: who called, with which roles, and the signed context.
-pub(crate) fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &Verified) {
+pub(crate) fn present_caller(
+    side: &InboundState,
+    headers: &mut HeaderMap,
+    v: &Verified,
+    granted: Granted,
+) {
     let inbound = &side.cfg;
     headers.remove(&inbound.token_header);
     headers.insert(CALLER, v.caller_header.clone());
     // A caller without roles gets no roles header at all (an empty one reads as "a
     // role named ''" to some apps), nor does `roles = []`; any copy from the network is
     // gone already ([`scrub`], the first step).
-    match side.roles.get(&*v.caller) {
-        Some((_, joined)) if !joined.is_empty() => {
+    match granted.header() {
+        Some(joined) => {
             headers.insert(CALLER_ROLES, joined.clone());
         }
-        _ => debug_assert!(!headers.contains_key(CALLER_ROLES), "not scrubbed"),
+        None => debug_assert!(!headers.contains_key(CALLER_ROLES), "not scrubbed"),
     }
     if let Some(ctx) = &v.claims.ctx {
         for name in &inbound.signed_headers {
@@ -412,7 +418,7 @@ pub(crate) fn present_caller(side: &InboundState, headers: &mut HeaderMap, v: &V
     // Claims to the app: a claim absent, or not text, sends no header (any copy from
     // the network is gone already).
     for (name, pointer) in &inbound.claim_headers {
-        let text = v.claim(pointer.as_str()).and_then(policy::claim_text);
+        let text = pointer.lookup(v.claims_json()).and_then(policy::claim_text);
         if let Some(value) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
             headers.insert(name.clone(), value);
         }
@@ -574,10 +580,13 @@ mod tests {
     #[test]
     fn step_authorize() {
         let open = side("");
+        let req = request("DELETE", "/x", &[]);
+        let granted = open.granted("orders");
         assert!(authorize(
             &open,
             &verified("orders"),
-            &request("DELETE", "/x", &[]),
+            granted,
+            &req,
             &mut policy::Quiet
         )
         .is_ok());
@@ -587,7 +596,14 @@ mod tests {
         );
         let ok = |caller: &str, method: &str, path: &str| {
             let req = request(method, path, &[]);
-            authorize(&rules, &verified(caller), &req, &mut policy::Quiet).is_ok()
+            authorize(
+                &rules,
+                &verified(caller),
+                rules.granted(caller),
+                &req,
+                &mut policy::Quiet,
+            )
+            .is_ok()
         };
         assert!(ok("orders", "GET", "/orders/7"));
         assert!(!ok("orders", "POST", "/orders/7"));
@@ -595,7 +611,14 @@ mod tests {
         assert!(ok("orders", "PUT", "/catalog"), "by role");
         assert!(!ok("search", "GET", "/catalog"), "search has no roles");
         let req = request("GET", "/x", &[]);
-        let err = authorize(&rules, &verified("search"), &req, &mut policy::Quiet).unwrap_err();
+        let err = authorize(
+            &rules,
+            &verified("search"),
+            rules.granted("search"),
+            &req,
+            &mut policy::Quiet,
+        )
+        .unwrap_err();
         assert_eq!((err.outcome().as_str(), err.reason()), ("denied", "policy"));
     }
 
@@ -603,7 +626,12 @@ mod tests {
     fn step_present_caller() {
         let side = side("");
         let mut headers = headers(&[("authorization", "Bearer t")]);
-        present_caller(&side, &mut headers, &verified("orders"));
+        present_caller(
+            &side,
+            &mut headers,
+            &verified("orders"),
+            side.granted("orders"),
+        );
         assert!(
             headers.get("authorization").is_none(),
             "the token never reaches the app"
@@ -615,7 +643,12 @@ mod tests {
 
         // A caller without roles: no roles header, not an empty one.
         let mut none = HeaderMap::new();
-        present_caller(&side, &mut none, &verified("search"));
+        present_caller(
+            &side,
+            &mut none,
+            &verified("search"),
+            side.granted("search"),
+        );
         assert_eq!(none["x-service-caller"], "search");
         assert!(none.get("x-service-caller-roles").is_none());
     }

@@ -40,6 +40,7 @@ pub struct InboundState {
     pub protected: Arc<[HeaderName]>,
     /// `[callers.<name>]` rate and concurrency limits.
     pub limits: super::limits::CallerLimits,
+
     pub policy: VerifyPolicy,
     pub verified: VerifiedCache,
     pub replay: ReplayCache,
@@ -71,6 +72,7 @@ impl InboundState {
                 .cloned()
                 .collect(),
             limits: super::limits::CallerLimits::new(&cfg.callers),
+
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
@@ -78,12 +80,25 @@ impl InboundState {
         }
     }
 
-    /// The roles granted to `caller` (none if it has no `[callers.<name>]`).
-    pub fn roles_of(&self, caller: &str) -> &[String] {
-        self.roles
-            .get(caller)
-            .map(|(r, _)| r.as_slice())
-            .unwrap_or(&[])
+    /// What `[callers.<name>]` grants `caller`: its roles, and their header value.
+    pub fn granted(&self, caller: &str) -> Granted<'_> {
+        Granted(self.roles.get(caller))
+    }
+}
+
+/// A caller's roles, looked up once per request (the rules and the roles header read
+/// them).
+#[derive(Clone, Copy)]
+pub struct Granted<'a>(Option<&'a (Vec<String>, HeaderValue)>);
+
+impl<'a> Granted<'a> {
+    pub fn roles(self) -> &'a [String] {
+        self.0.map_or(&[], |(r, _)| r.as_slice())
+    }
+
+    /// `x-service-caller-roles`, when there are roles.
+    pub fn header(self) -> Option<&'a HeaderValue> {
+        self.0.map(|(_, h)| h).filter(|h| !h.is_empty())
     }
 }
 

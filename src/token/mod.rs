@@ -7,13 +7,15 @@
 //! seconds) so that tests can replay fixed tokens.
 mod cache;
 mod claims;
+mod peek;
 mod sign;
 mod verify;
 
 pub use cache::{Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
+pub use peek::{peek, Peeked};
 pub use sign::TokenSigner;
-pub use verify::{peek, verify, Peeked, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
+pub use verify::{verify, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
 
 /// Unix seconds now (the `now` of every check at run time).
 pub fn unix_now() -> u64 {

@@ -154,6 +154,9 @@ pub struct Verified {
     /// The verified claims as they arrived (JSON), for claim lookups by JSON Pointer.
     payload: Vec<u8>,
     parsed: std::sync::OnceLock<serde_json::Value>,
+    /// What the inbound policy found true of this token on its first request (see
+    /// `crate::policy`), kept with it.
+    policy: std::sync::OnceLock<Box<[u64]>>,
 }
 
 impl Verified {
@@ -168,6 +171,7 @@ impl Verified {
             issuer: None,
             payload,
             parsed: std::sync::OnceLock::new(),
+            policy: std::sync::OnceLock::new(),
         })
     }
 
@@ -183,6 +187,13 @@ impl Verified {
     pub fn set_claims_json(&mut self, claims: serde_json::Value) {
         self.payload = serde_json::to_vec(&claims).unwrap_or_default();
         self.parsed = std::sync::OnceLock::from(claims);
+        self.policy = std::sync::OnceLock::new();
+    }
+
+    /// The policy's memo of this token (one process, one rule set): computed by `init`
+    /// on first use.
+    pub fn policy_memo(&self, init: impl FnOnce() -> Box<[u64]>) -> &[u64] {
+        self.policy.get_or_init(init)
     }
 
     /// The claim at a JSON Pointer (RFC 6901): `/kubernetes.io/namespace`, `/ctx/x-tenant`.
@@ -257,6 +268,7 @@ pub fn verify(
         issuer,
         payload,
         parsed: std::sync::OnceLock::new(),
+        policy: std::sync::OnceLock::new(),
     })
 }
 
@@ -485,7 +497,7 @@ fn subject_key<'a>(
 
 /// Claims must be a JSON object: serde would otherwise read an array into the struct by
 /// position.
-fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
+pub(super) fn decode_object<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, Rejection> {
     let bytes = decode_object_bytes(b64)?;
     serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
 }
@@ -586,40 +598,6 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Member<'a> {
         }
         d.deserialize_any(V)
     }
-}
-
-/// What a token claims, **unverified**: its `kid`, `iss` and `sub`. Only to pick, among
-/// the key URLs the authorized_keys directory names and the issuers configured, which
-/// one may hold a key not seen yet. Never trusted for anything else, never turned into
-/// a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peeked {
-    pub kid: String,
-    pub iss: Option<String>,
-    pub sub: Option<String>,
-}
-
-pub fn peek(token: &str) -> Option<Peeked> {
-    let mut parts = token.split('.');
-    let (header, payload) = (parts.next()?, parts.next()?);
-    #[derive(serde::Deserialize)]
-    struct Header {
-        kid: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Payload {
-        #[serde(default)]
-        iss: Option<String>,
-        #[serde(default)]
-        sub: Option<String>,
-    }
-    let h: Header = decode_object(header).ok()?;
-    let p: Payload = decode_object(payload).ok()?;
-    Some(Peeked {
-        kid: h.kid,
-        iss: p.iss,
-        sub: p.sub,
-    })
 }
 
 /// RFC 7515 §5.2 / RFC 8725 §3.x: a JOSE header or claims object with a member named

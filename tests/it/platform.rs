@@ -166,8 +166,12 @@ async fn a_projected_service_account_token_is_a_caller() {
     let Some(issuer) = Issuer::start() else {
         return;
     };
+    // The platform's claims are claims like any other: in rules and to the app.
     let rules = "[callers.orders]\nroles = [\"reader\"]\n\
-                 [[inbound.allow]]\ncallers = [\"orders\"]\npaths = [\"/orders/*\"]\n";
+                 [inbound.claim_headers]\n\"x-caller-namespace\" = \"/kubernetes.io/namespace\"\n\
+                 \"x-caller-pod\" = \"/kubernetes.io/pod/name\"\n\
+                 [[inbound.allow]]\ncallers = [\"orders\"]\npaths = [\"/orders/*\"]\n\
+                 claims = { \"/kubernetes.io/namespace\" = [\"shop\"] }\n";
     let (side, _keys) = billing(&issuer.kubernetes(""), rules).await;
     assert!(
         eventually(Duration::from_secs(10), || fetches(&side, "cluster", "ok")
@@ -187,6 +191,8 @@ async fn a_projected_service_account_token_is_a_caller() {
         seen.get("authorization").is_none(),
         "the token never reaches the app"
     );
+    assert_eq!(seen["x-caller-namespace"], "shop");
+    assert_eq!(seen["x-caller-pod"], "orders-7d4b9c-x2x7q");
 
     // Mapped, but not allowed by the rules: a caller like any other.
     let reports = serde_json::json!({

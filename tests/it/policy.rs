@@ -396,8 +396,8 @@ fn explain_says_every_step_and_the_verdict() {
     assert_eq!(code, 0, "{out}{err}");
     for line in [
         "request: GET /invoices/7",
-        "screen: removed x_service_caller",
-        "path: /invoices/7 is canonical",
+        "scrub: removed x_service_caller",
+        "canonical path: /invoices/7 — yes",
         "public path: no",
         "token: valid — caller orders",
         "deny rule \"no-admin\": no match — path /invoices/7 matches none of the rule's paths",
@@ -407,7 +407,7 @@ fn explain_says_every_step_and_the_verdict() {
         "allow rule \"allow[1]\": no match — caller orders is not in [\"search\"]",
         "limits: rate_limit 100/s, burst 100",
         "to the app: x-service-caller: orders, x-service-caller-roles: reader, x-caller-tenant: acme",
-        "verdict: forwarded to http://127.0.0.1:9/ as orders",
+        "answer: forwarded to http://127.0.0.1:9/ as orders",
     ] {
         assert!(out.contains(line), "missing «{line}» in:\n{out}");
     }
@@ -415,7 +415,7 @@ fn explain_says_every_step_and_the_verdict() {
     let (code, out, _) = explain(&config, &["--token", &acme, "DELETE", "/admin/x"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("deny rule \"no-admin\": match"), "{out}");
-    assert!(out.contains("verdict: refused — 403 policy"), "{out}");
+    assert!(out.contains("answer: refused — 403 policy"), "{out}");
     assert!(out.contains("deny rule no-admin"), "{out}");
 
     let (code, out, _) = explain(
