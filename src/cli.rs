@@ -501,15 +501,23 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
     })
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(path, std::env::vars()) {
-        Ok(cfg) => cfg,
+/// The configuration at `path` with the environment's overrides, or every problem on
+/// stderr, one `error:` line each.
+fn load_config(path: &Path) -> Option<config::Config> {
+    match config::load(path, std::env::vars()) {
+        Ok(cfg) => Some(cfg),
         Err(e) => {
             for p in &e.problems {
                 eprintln!("error: {p}");
             }
-            return Ok(ExitCode::from(1));
+            None
         }
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(cfg) = load_config(path) else {
+        return Ok(ExitCode::from(1));
     };
     let (_, files) = trust_files::load_checked(&cfg);
     for w in &files.warnings {
@@ -563,14 +571,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         (None, Some(c)) => Who::Caller(c),
         _ => return usage("give --token or --caller, not both".into()),
     };
-    let cfg = match config::load(&path, std::env::vars()) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            for p in &e.problems {
-                eprintln!("error: {p}");
-            }
-            return Ok(ExitCode::from(1));
-        }
+    let Some(cfg) = load_config(&path) else {
+        return Ok(ExitCode::from(1));
     };
     let (loaded, files) = trust_files::load_checked(&cfg);
     let Some(loaded) = loaded else {
