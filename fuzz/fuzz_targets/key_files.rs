@@ -1,5 +1,6 @@
-//! Arbitrary bytes as an authorized_keys file (PEM, JWK, JWKS, OpenSSH lines) and as a
-//! private key / shared key: never a panic, and every key accepted has a kid.
+//! Arbitrary bytes as an authorized_keys file (PEM, JWK, JWKS, OpenSSH lines), as an
+//! issuer's JWKS (kids as published) and as a private key / shared key: never a panic,
+//! and every key accepted has a kid.
 #![no_main]
 use std::path::Path;
 
@@ -10,6 +11,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(found) = keys::parse_public_keys(data, Path::new("fuzz.pub")) {
         for k in found {
             assert!(!k.kid.is_empty());
+        }
+    }
+    for kind in [keys::IssuerKind::Kubernetes, keys::IssuerKind::Spiffe, keys::IssuerKind::Oidc] {
+        if let Ok((found, _skipped)) = keys::parse_issuer_jwks(data, kind) {
+            for k in found {
+                assert!(!k.kid.is_empty());
+            }
         }
     }
     let dir = std::env::temp_dir().join(format!("tg-fuzz-{}", std::process::id()));

@@ -15,7 +15,7 @@ fn ring() -> &'static Keyring {
         for (name, alg) in [("orders", KeyAlg::Es256), ("search", KeyAlg::EdDsa), ("pay", KeyAlg::Rs256)] {
             let k = Arc::new(keys::generate(alg).expect("keygen"));
             trusted.push(TrustedKey {
-                identity: Some(name.into()),
+                speaks: keys::Speaks::Identity(name.into()),
                 key: k.verifying_key().clone(),
                 source: "fuzz".into(),
             });
