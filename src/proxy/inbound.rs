@@ -107,7 +107,7 @@ async fn steps(
         }
     }
     present_caller(side, req.headers_mut(), &verified, granted);
-    let caller = Who::Caller(verified.caller.clone());
+    let caller = Who::Caller(verified.caller.clone(), verified.issuer.clone());
     Decision::Forward(Verdict::new(Outcome::Ok).by(Some(caller)), req)
 }
 

@@ -56,8 +56,9 @@ impl Seen {
 
 /// Who a request concerned, for the access log.
 pub enum Who {
-    /// Inbound: the verified caller (shared with the verified-token cache, not copied).
-    Caller(Arc<str>),
+    /// Inbound: the verified caller (shared with the verified-token cache, not copied),
+    /// and the issuer that vouched for it (`[[trust.issuers]].name`) if one did.
+    Caller(Arc<str>, Option<Arc<str>>),
     /// Outbound: the destination host.
     Host(String),
 }
@@ -65,7 +66,7 @@ pub enum Who {
 impl Who {
     fn as_str(&self) -> &str {
         match self {
-            Who::Caller(c) => c,
+            Who::Caller(c, _) => c,
             Who::Host(h) => h,
         }
     }
@@ -174,6 +175,10 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
         .per_request
         .observe(index, outcome, elapsed.as_secs_f64());
     let outcome = outcome.as_str();
+    let issuer = match &who {
+        Some(Who::Caller(_, Some(i))) => i,
+        _ => "-",
+    };
     let who = who.as_ref().map_or("-", Who::as_str);
     let (method, path) = (&seen.method, seen.path.as_deref().unwrap_or("-"));
     let status = response.status().as_u16();
@@ -182,7 +187,7 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
     match seen.direction {
         Direction::Inbound => tracing::info!(
             target: "trustgate::access",
-            direction, %method, path, status, caller = who, outcome, reason, latency_us,
+            direction, %method, path, status, caller = who, issuer, outcome, reason, latency_us,
             trace_id = seen.trace.as_str(),
         ),
         Direction::Outbound => tracing::info!(

@@ -226,6 +226,34 @@ async fn a_projected_service_account_token_is_a_caller() {
     );
 }
 
+/// The real binary: its access log names the caller and the issuer that vouched for it.
+#[tokio::test]
+async fn the_access_log_names_the_issuer_of_a_platform_caller() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let billing = keys.make("billing");
+    let dir = keys.trust_dir("trusted", &[]);
+    let app = spawn_app().await;
+    let conf = Conf::new("billing", &billing.private)
+        .inbound(&dir, app)
+        .extra(&issuer.kubernetes(""));
+    let run_dir = keys.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let side = run_binary(&conf.toml(), &run_dir);
+    let token = issuer.mint("k8s", "k8s", serde_json::json!({}));
+    let a = get(
+        format!("http://{}/orders/1", side.inbound),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let line = access_line(&side.lines, "inbound");
+    assert_eq!(line["caller"], "orders", "{line}");
+    assert_eq!(line["issuer"], "cluster", "{line}");
+}
+
 #[tokio::test]
 async fn every_rule_of_a_kubernetes_issuer_has_its_answer() {
     let Some(issuer) = Issuer::start() else {

@@ -308,6 +308,7 @@ async fn trace_context_passes_both_sidecars_and_is_in_their_access_logs() {
     assert_eq!(out["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{out}");
     assert_eq!(inb["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{inb}");
     assert_eq!(inb["caller"], "orders");
+    assert_eq!(inb["issuer"], "-", "its own key: no issuer vouched");
     assert_eq!(out["path"], "/orders/1", "{out}");
     assert_eq!(inb["path"], "/orders/1", "{inb}");
     assert_eq!(inb["method"], "GET");
