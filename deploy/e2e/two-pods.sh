@@ -39,6 +39,8 @@ say() { printf '\n== %s\n' "$*"; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
+    # A call loop still running (a step failed before its stop file) must not hold the
+    # wait below: kill them all.
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
@@ -303,16 +305,17 @@ print(ok, bad)
 EOF
 ip netns exec tg-orders python3 "$WORK/loop.py" "$WORK/stop" >"$WORK/loop.out" &
 LOOP=$!
+PIDS+=("$LOOP")
 trust_has() { # ns ip text
     for _ in $(seq 1 100); do
-        ip netns exec "$1" curl -fs "http://$2:15000/trust" | grep -q "$3" && return 0
+        ip netns exec "$1" curl -fs "http://$2:15000/trust" | grep -qF -- "$3" && return 0
         sleep 0.05
     done
     fail "$1 /trust never showed $3"
 }
 trust_lacks() {
     for _ in $(seq 1 100); do
-        ip netns exec "$1" curl -fs "http://$2:15000/trust" | grep -q "$3" || return 0
+        ip netns exec "$1" curl -fs "http://$2:15000/trust" | grep -qF -- "$3" || return 0
         sleep 0.05
     done
     fail "$1 /trust still shows $3"
@@ -350,6 +353,7 @@ trust_has tg-billing 10.77.0.3 "$KID_NEW"
 echo "billing trusts orders by URL (kid $KID_NEW fetched)"
 ip netns exec tg-orders python3 "$WORK/loop.py" "$WORK/stop2" >"$WORK/loop2.out" &
 LOOP=$!
+PIDS+=("$LOOP")
 sleep 1
 # Only orders' own Secret changes.
 volume "$WORK/orders/identity" "orders.key=$WORK/keys-third/orders.key"
@@ -379,6 +383,7 @@ case "$OUT" in *'"caller": "orders"'*' 200') ;; *) fail "call with the projected
 sed -i 's#http://billing/invoices/2#http://billing-sa/invoices/2#' "$WORK/loop.py"
 ip netns exec tg-orders python3 "$WORK/loop.py" "$WORK/stop3" >"$WORK/loop3.out" &
 LOOP=$!
+PIDS+=("$LOOP")
 ROTATIONS=0
 for _ in 1 2 3 4 5; do
     sleep 1.2
