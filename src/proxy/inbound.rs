@@ -274,7 +274,7 @@ pub(crate) async fn authenticate<B>(
     now: u64,
 ) -> Result<Arc<Verified>, Failure> {
     match verify_token(state, side, req, now) {
-        Err(Rejection::UnknownKey) if state.trust.has_url_sources() => {}
+        Err(Rejection::UnknownKey) if state.trust.has_sources() => {}
         other => return other.map_err(Failure::Unauthenticated),
     }
     let unknown = || Failure::Unauthenticated(Rejection::UnknownKey);

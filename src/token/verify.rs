@@ -175,7 +175,8 @@ impl Verified {
         })
     }
 
-    /// Every verified claim, as JSON (parsed on first use, then kept with the token).
+    /// Every verified claim, as JSON (parsed on first use, then kept with the token); look
+    /// claims up with `config::ClaimPointer::lookup`, which allocates nothing.
     pub fn claims_json(&self) -> &serde_json::Value {
         self.parsed.get_or_init(|| {
             serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
@@ -194,11 +195,6 @@ impl Verified {
     /// on first use.
     pub fn policy_memo(&self, init: impl FnOnce() -> Box<[u64]>) -> &[u64] {
         self.policy.get_or_init(init)
-    }
-
-    /// The claim at a JSON Pointer (RFC 6901): `/kubernetes.io/namespace`, `/ctx/x-tenant`.
-    pub fn claim(&self, pointer: &str) -> Option<&serde_json::Value> {
-        self.claims_json().pointer(pointer)
     }
 
     /// Request binding: the token's `htm`/`htu` must name this request. `htu` may be the

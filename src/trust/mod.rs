@@ -123,8 +123,8 @@ impl Trust {
         self.signer.load_full()
     }
 
-    /// Whether any identity's keys live at a URL (only then can an unknown kid fetch).
-    pub fn has_url_sources(&self) -> bool {
+    /// Whether any keys live at a URL or with an issuer (only then can an unknown kid fetch).
+    pub fn has_sources(&self) -> bool {
         !self.sources.is_empty()
     }
 
