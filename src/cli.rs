@@ -493,6 +493,7 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
         for p in ring.problems() {
             eprintln!("problem: {}: {}", p.file.display(), p.reason);
         }
+        warn_shared(&ring);
     }
     Ok(if ring.problems().is_empty() {
         ExitCode::SUCCESS
@@ -519,7 +520,10 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(cfg) = load_config(path) else {
         return Ok(ExitCode::from(1));
     };
-    let (_, files) = trust_files::load_checked(&cfg);
+    let (_, mut files) = trust_files::load_checked(&cfg);
+    let (errors, warnings) = trustgate::proxy::exposure::config_problems(&cfg);
+    files.errors.extend(errors);
+    files.warnings.extend(warnings);
     for w in &files.warnings {
         eprintln!("warning: {w}");
     }
@@ -636,5 +640,22 @@ fn inject(file: Option<&Path>, opts: &trustgate::inject::Options) -> anyhow::Res
             eprintln!("error: {name}: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Kids trusted for several identities: each keeps its key (a token's `iss` picks), but one
+/// file holds a key that is not its identity's, which the operator wants to know.
+fn warn_shared(ring: &Keyring) {
+    for s in ring.shared() {
+        let whom: Vec<String> = s
+            .trusted_for
+            .iter()
+            .map(|(who, file)| format!("{who} ({})", file.display()))
+            .collect();
+        eprintln!(
+            "warning: key {} is trusted for several identities: {} (a token's iss picks)",
+            s.kid,
+            whom.join(", ")
+        );
     }
 }

@@ -111,6 +111,9 @@ pub struct Metrics {
     /// Requests refused by a per-caller limit: `caller` × `reason` (`rate_limited`,
     /// `concurrency_limited`). Callers are those the configuration names.
     pub caller_limited: IntCounterVec,
+    /// Claim headers not sent because the app would read the value otherwise than the
+    /// rules matched it, by header (the names `[inbound.claim_headers]` configures).
+    pub claim_headers_withheld: IntCounterVec,
     pub request_duration: HistogramVec,
     pub trusted_keys: IntGauge,
     pub keyring_reloads: IntCounterVec,
@@ -171,6 +174,13 @@ impl Metrics {
                 "Inbound requests refused by a per-caller limit, by caller and reason (rate_limited, concurrency_limited).",
             ),
             &["caller", "reason"],
+        )?;
+        let claim_headers_withheld = IntCounterVec::new(
+            Opts::new(
+                "trustgate_claim_headers_withheld_total",
+                "Claim headers not sent to the app because it would read the value otherwise than the rules matched it (surrounding whitespace, a comma inside one value, control or non-ASCII characters, not text), by header.",
+            ),
+            &["header"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -285,6 +295,7 @@ impl Metrics {
         registry.register(Box::new(inbound_rejections.clone()))?;
         registry.register(Box::new(policy_audit.clone()))?;
         registry.register(Box::new(caller_limited.clone()))?;
+        registry.register(Box::new(claim_headers_withheld.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(trusted_keys.clone()))?;
         registry.register(Box::new(keyring_reloads.clone()))?;
@@ -310,6 +321,7 @@ impl Metrics {
             inbound_rejections,
             policy_audit,
             caller_limited,
+            claim_headers_withheld,
             request_duration,
             trusted_keys,
             keyring_reloads,

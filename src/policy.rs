@@ -36,6 +36,11 @@ pub enum Miss<'r> {
     Claim(&'r ClaimPointer),
     /// No claim at that pointer.
     ClaimAbsent(&'r ClaimPointer),
+    /// The token's source is not one the rule reads claims from (a claim it cannot
+    /// vouch for is a claim absent).
+    ClaimUnread(&'r ClaimPointer),
+    /// The token's source is not in the rule's `issuers`.
+    Source,
     /// Callers, roles or claims did not match this token (found on its first request).
     Token,
 }
@@ -66,9 +71,25 @@ impl Miss<'_> {
                 )
             }
             Miss::ClaimAbsent(p) => format!("the token has no claim {p}"),
+            Miss::ClaimUnread(p) => format!(
+                "claim {p} is not read from {}: the rule reads claims of {}",
+                source_name(s.verified),
+                rule.issuers
+            ),
+            Miss::Source => format!(
+                "the token is from {}, not one of {}",
+                source_name(s.verified),
+                rule.issuers
+            ),
             Miss::Token => "its callers, roles or claims do not match this token".into(),
         }
     }
+}
+
+/// How a token's source is named in rules: its issuer's name, or `"self"` for a caller's
+/// own key.
+pub fn source_name(v: &Verified) -> &str {
+    v.issuer.as_deref().unwrap_or(crate::config::Sources::SELF)
 }
 
 /// Whether `rule` matches: every field it gives.
@@ -77,10 +98,14 @@ pub fn check<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
     request_part(rule, s)
 }
 
-/// The fields about who calls — callers, roles, claims: the same answer for every
+/// The fields about who calls — source, callers, roles, claims: the same answer for every
 /// request that presents the same verified token (roles come from the configuration).
 fn token_part<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
     let caller = &*s.verified.caller;
+    let issuer = s.verified.issuer.as_deref();
+    if !rule.issuers.admits(issuer) {
+        return Err(Miss::Source);
+    }
     if !rule.callers.is_empty() && !rule.callers.iter().any(|c| c == caller) {
         return Err(Miss::Caller);
     }
@@ -88,6 +113,9 @@ fn token_part<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
         return Err(Miss::Role);
     }
     for (pointer, values) in &rule.claims {
+        if !rule.issuers.reads(issuer) {
+            return Err(Miss::ClaimUnread(pointer));
+        }
         match pointer.lookup(s.verified.claims_json()) {
             None => return Err(Miss::ClaimAbsent(pointer)),
             Some(v) if !claim_matches(v, values) => return Err(Miss::Claim(pointer)),
@@ -156,25 +184,70 @@ pub fn claim_matches(v: &Value, values: &[String]) -> bool {
     }
 }
 
-/// A claim as a header value's text: a string as is, a number or boolean as its JSON
-/// text, a list of those joined by commas. `None` for anything else (an object, `null`).
-pub fn claim_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Array(list) => {
-            let parts: Option<Vec<String>> = list
-                .iter()
-                .map(|e| match e {
-                    Value::Array(_) => None,
-                    e => claim_text(e),
-                })
-                .collect();
-            parts.map(|p| p.join(","))
+/// `[inbound.claim_headers]`, read only from the sources each header names: a claim
+/// absent, or from a source not named, sends no header; one the app would read otherwise
+/// than the rules did is withheld, and its header returned (to be counted).
+pub fn claim_headers<'c>(
+    configured: &'c [crate::config::ClaimHeader],
+    v: &Verified,
+    headers: &mut http::HeaderMap,
+) -> Vec<&'c http::HeaderName> {
+    let mut withheld = Vec::new();
+    let issuer = v.issuer.as_deref();
+    for h in configured {
+        if !h.sources.reads(issuer) {
+            continue;
         }
-        Value::Null | Value::Object(_) => None,
+        let Some(claim) = h.pointer.lookup(v.claims_json()) else {
+            continue;
+        };
+        match claim_header_value(claim) {
+            Some(value) => {
+                headers.insert(h.name.clone(), value);
+            }
+            None => withheld.push(&h.name),
+        }
     }
+    withheld
+}
+
+/// A claim as a header value, when the app reads it as the rules matched it: a string as
+/// is, a number or boolean as its JSON text, a list of those joined by commas. `None` —
+/// withheld — for what an app would read otherwise: surrounding whitespace (parsers strip
+/// it: `"evil "` would reach the app as the `"evil"` a deny rule refuses), a comma inside
+/// one string (`"x,banned"` would read as the list `["x", "banned"]`), control or non-ASCII
+/// characters, an empty value, an object, `null`, a list inside a list.
+pub fn claim_header_value(v: &Value) -> Option<http::HeaderValue> {
+    let mut text = String::new();
+    match v {
+        Value::Array(list) => {
+            for (i, e) in list.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&scalar_text(e)?);
+            }
+        }
+        v => text = scalar_text(v)?,
+    }
+    if text.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&text).ok()
+}
+
+/// One element's text, refused where an app would split, trim or mangle it.
+fn scalar_text(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(_) | Value::Null | Value::Object(_) => return None,
+    };
+    let plain = |b: u8| (0x21..0x7f).contains(&b) && b != b',';
+    let inner_ok = text.bytes().all(|b| plain(b) || b == b' ');
+    let ends_ok = text.bytes().next().is_some_and(plain) && text.bytes().last().is_some_and(plain);
+    (inner_ok && ends_ok).then_some(text)
 }
 
 /// Which list a rule is in.
@@ -261,8 +334,11 @@ mod tests {
             .unwrap()
     }
 
+    /// A token an issuer ("cluster") vouched for: its claims are read by default.
     fn token(claims: serde_json::Value) -> Verified {
-        token_of("orders", claims)
+        let mut v = token_of("orders", claims);
+        v.issuer = Some("cluster".into());
+        v
     }
 
     fn token_of(caller: &str, claims: serde_json::Value) -> Verified {
@@ -335,6 +411,71 @@ mod tests {
             run(&i, &text, &get, "/"),
             Verdict::Allowed(Some(&i.allow[1]))
         );
+    }
+
+    /// A peer trusted by its own key signs what it likes: its claims are read only by
+    /// rules naming "self"; a rule naming issuers matches their tokens only.
+    #[test]
+    fn claims_are_read_only_from_the_sources_a_rule_names() {
+        let i = inbound(
+            "[[inbound.deny]]\nname = \"evil-ns\"\nclaims = { \"/kubernetes.io/namespace\" = \"evil\" }\n\
+             [[inbound.allow]]\nname = \"shop\"\nclaims = { \"/kubernetes.io/namespace\" = [\"shop\"] }\n\
+             [[inbound.allow]]\nname = \"tenant\"\nissuers = [\"self\"]\nclaims = { \"/ctx/x-tenant\" = \"acme\" }\n\
+             [[inbound.allow]]\nname = \"east-only\"\nissuers = [\"east\"]\npaths = [\"/east/*\"]\n\
+             [[trust.issuers]]\nname = \"east\"\nkind = \"oidc\"\nissuer = \"https://east.example\"\n\
+             callers = { \"client-1\" = \"orders\" }\n",
+        );
+        let get = Method::GET;
+        let shop = serde_json::json!({"kubernetes.io": {"namespace": "shop"}});
+        let own = token_of("search", shop.clone());
+        assert_eq!(
+            run(&i, &own, &get, "/"),
+            Verdict::NoAllowMatched,
+            "a self-signed kubernetes.io claim is a claim absent"
+        );
+        let vouched = token(shop);
+        assert_eq!(
+            run(&i, &vouched, &get, "/"),
+            Verdict::Allowed(Some(&i.allow[0]))
+        );
+        let evil = token_of(
+            "search",
+            serde_json::json!({"kubernetes.io": {"namespace": "evil"},
+            "ctx": {"x-tenant": "acme"}}),
+        );
+        assert_eq!(
+            run(&i, &evil, &get, "/"),
+            Verdict::Allowed(Some(&i.allow[1])),
+            "the deny rule reads no self claim either; the self rule reads ctx"
+        );
+        let mut vouched_ctx = token(serde_json::json!({"ctx": {"x-tenant": "acme"}}));
+        assert_eq!(
+            run(&i, &vouched_ctx, &get, "/"),
+            Verdict::NoAllowMatched,
+            "ctx of an issuer is not self's"
+        );
+        assert_eq!(
+            run(&i, &vouched_ctx, &get, "/east/1"),
+            Verdict::NoAllowMatched,
+            "cluster is not east"
+        );
+        vouched_ctx.issuer = Some("east".into());
+        assert_eq!(
+            run(&i, &vouched_ctx, &get, "/east/1"),
+            Verdict::Allowed(Some(&i.allow[2]))
+        );
+        let mut seen = Seen(Vec::new());
+        let s = Subject {
+            roles: &[],
+            method: &get,
+            path: "/",
+            verified: &own,
+        };
+        decide(&i, &s, &mut seen);
+        let why = check(&i.allow[0], &s).unwrap_err().explain(&i.allow[0], &s);
+        assert!(why.contains("not read from self"), "{why}");
+        let why = check(&i.allow[2], &s).unwrap_err().explain(&i.allow[2], &s);
+        assert!(why.contains("from self, not one of [\"east\"]"), "{why}");
     }
 
     #[test]
@@ -422,17 +563,33 @@ mod tests {
     }
 
     #[test]
-    fn claim_text_for_headers() {
+    fn claim_header_values_are_what_the_rules_matched() {
+        let text =
+            |v: serde_json::Value| claim_header_value(&v).map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(text(serde_json::json!("shop")).as_deref(), Some("shop"));
+        assert_eq!(text(serde_json::json!("a b")).as_deref(), Some("a b"));
+        assert_eq!(text(serde_json::json!(3)).as_deref(), Some("3"));
         assert_eq!(
-            claim_text(&serde_json::json!("shop")).as_deref(),
-            Some("shop")
-        );
-        assert_eq!(claim_text(&serde_json::json!(3)).as_deref(), Some("3"));
-        assert_eq!(
-            claim_text(&serde_json::json!(["a", 1, true])).as_deref(),
+            text(serde_json::json!(["a", 1, true])).as_deref(),
             Some("a,1,true")
         );
-        assert_eq!(claim_text(&serde_json::json!({"a": 1})), None);
-        assert_eq!(claim_text(&serde_json::json!([["a"]])), None);
+        for withheld in [
+            serde_json::json!({"a": 1}),
+            serde_json::json!([["a"]]),
+            serde_json::json!(null),
+            serde_json::json!(""),
+            serde_json::json!([]),
+            serde_json::json!("evil "),
+            serde_json::json!(" evil"),
+            serde_json::json!("\tevil"),
+            serde_json::json!("x,banned"),
+            serde_json::json!(["x", "y,banned"]),
+            serde_json::json!(["x", " banned"]),
+            serde_json::json!("a\u{7f}b"),
+            serde_json::json!("a\nb"),
+            serde_json::json!("caf\u{e9}"),
+        ] {
+            assert_eq!(text(withheld.clone()), None, "{withheld}");
+        }
     }
 }

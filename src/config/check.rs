@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::parse::Problems;
-use super::{AppExposure, Config, Inbound, Outbound, ISSUER_FROM_POD};
+use super::{AppExposure, Config, Inbound, Outbound, Sources, ISSUER_FROM_POD};
 use crate::http::{name_starts_alike, names_alike};
 use crate::keys::{is_spiffe_id_in, is_valid_identity, IssuerKind};
 
@@ -19,6 +19,7 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
 
 fn check_trust(cfg: &mut Config, p: &mut Problems) {
     check_issuers(cfg, p);
+    check_sources(cfg, p);
     let trust = &cfg.trust;
     if trust.rescan_interval.is_zero() {
         p.add("trust.rescan_interval", "must be greater than zero");
@@ -190,25 +191,98 @@ fn check_inbound(i: &Inbound, p: &mut Problems) {
         ),
         _ => {}
     }
-    for h in &i.claim_headers {
-        let name = h.0.as_str().as_bytes();
+    check_claim_headers(i, p);
+}
+
+/// Names a claim header may not take (DESIGN.md "Policy", claims to the app): framing and
+/// routing are the proxy's, hop-by-hop fields never reach the app, and a header the
+/// request must carry as the client sent it is no claim's to set — as Envoy refuses
+/// system headers in header mutations. Compared as app servers fold names.
+const NOT_FOR_CLAIMS: [&str; 16] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "expect",
+    "content-encoding",
+    "content-type",
+    "forwarded",
+    "x-forwarded-for",
+];
+
+fn check_claim_headers(i: &Inbound, p: &mut Problems) {
+    for (n, h) in i.claim_headers.iter().enumerate() {
+        let name = h.name.as_str().as_bytes();
+        let at = format!("inbound.claim_headers.\"{}\"", h.name);
         if name_starts_alike(name, b"x-service-caller")
             || names_alike(name, i.token_header.as_str().as_bytes())
         {
+            p.add(&at, "is reserved for trustgate's own headers");
+        }
+        if let Some(system) = NOT_FOR_CLAIMS
+            .iter()
+            .find(|s| names_alike(name, s.as_bytes()))
+        {
             p.add(
-                "inbound.claim_headers",
-                format!("\"{}\" is reserved for trustgate's own headers", h.0),
+                &at,
+                format!(
+                    "\"{system}\" frames, routes or is hop-by-hop: it is the proxy's, never a claim's"
+                ),
             );
         }
         if i.signed_headers
             .iter()
             .any(|s| names_alike(s.as_str().as_bytes(), name))
         {
-            p.add(
-                "inbound.claim_headers",
-                format!("\"{}\" is also a signed header: one source per header", h.0),
-            );
+            p.add(&at, "is also a signed header: one source per header");
         }
+        for other in &i.claim_headers[n + 1..] {
+            if names_alike(name, other.name.as_str().as_bytes()) {
+                p.add(
+                    &format!("inbound.claim_headers.\"{}\"", other.name),
+                    format!(
+                        "app servers read it as \"{}\" (case, '-' and '_' fold alike): one header, one claim",
+                        h.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `issuers` of rules and claim headers name `[[trust.issuers]]` entries or `"self"`.
+fn check_sources(cfg: &Config, p: &mut Problems) {
+    let Some(i) = &cfg.inbound else { return };
+    let known = |n: &str| n == Sources::SELF || cfg.trust.issuers.iter().any(|x| x.name == n);
+    let mut check = |key: String, sources: &Sources| {
+        for n in sources.names().unwrap_or_default() {
+            if !known(n) {
+                p.add(
+                    &key,
+                    format!(
+                        "\"{n}\" is neither a [[trust.issuers]] name nor \"self\" (callers' own keys)"
+                    ),
+                );
+            }
+        }
+    };
+    for (list, rules) in [("allow", &i.allow), ("deny", &i.deny)] {
+        for (n, rule) in rules.iter().enumerate() {
+            check(format!("inbound.{list}[{n}].issuers"), &rule.issuers);
+        }
+    }
+    for h in &i.claim_headers {
+        check(
+            format!("inbound.claim_headers.\"{}\".issuers", h.name),
+            &h.sources,
+        );
     }
 }
 
@@ -308,13 +382,12 @@ fn check_outbound(o: &mut Outbound, p: &mut Problems) {
 }
 
 /// `[[trust.issuers]]`: names unique, an issuer to fetch from, subjects well-formed for
-/// the kind, and the subject → caller map collision-free (one caller, one subject, over
-/// every issuer: a caller's calls are then one subject's).
+/// the kind. One caller may be mapped by several issuers (the same service account in two
+/// clusters): `trust::files::load_checked` warns, rules tell them apart by `issuers`.
 fn check_issuers(cfg: &mut Config, p: &mut Problems) {
     let own = cfg.identity.name.clone();
     let allow_http = cfg.trust.allow_http_fetch;
     let mut names = BTreeSet::new();
-    let mut mapped: std::collections::BTreeMap<String, String> = Default::default();
     for (n, issuer) in cfg.trust.issuers.iter_mut().enumerate() {
         let key = p.element("trust.issuers", n);
         if !names.insert(issuer.name.clone()) {
@@ -339,13 +412,6 @@ fn check_issuers(cfg: &mut Config, p: &mut Problems) {
                 p.add(
                     &at,
                     format!("\"{caller}\" is not a valid identity (a DNS label)"),
-                );
-            } else if let Some(first) = mapped.insert(caller.clone(), at.clone()) {
-                p.add(
-                    &at,
-                    format!(
-                        "caller \"{caller}\" is also mapped by {first}; one caller, one subject"
-                    ),
                 );
             }
         }

@@ -15,6 +15,7 @@
 //!
 //! A new key: a field in its section here (with its default), and the code that uses it.
 mod check;
+mod claims;
 mod parse;
 mod platform;
 mod values;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use serde::Deserialize;
 
+pub use claims::{ClaimHeader, ClaimPointer, Sources};
 pub use parse::ConfigError;
 pub use platform::{IssuerConfig, ISSUER_FROM_POD, POD_CA_FILE, POD_SA_DIR, POD_TOKEN_FILE};
 
@@ -340,10 +342,11 @@ section! {
         /// `[[inbound.deny]]`: a request matching one is refused before allow rules are
         /// looked at.
         pub deny: Vec<Rule> = Vec::new(),
-        /// `[inbound.claim_headers]`: header name → JSON Pointer into the verified claims;
-        /// the app receives the claim in that header (protected like `x-service-caller`).
+        /// `[inbound.claim_headers]`: header name → JSON Pointer into the verified claims
+        /// (of the issuers' tokens), or `{ pointer, issuers }` naming the sources read; the
+        /// app receives the claim in that header (protected like `x-service-caller`).
         #[serde(deserialize_with = "values::claim_headers")]
-        pub claim_headers: Vec<(HeaderName, ClaimPointer)> = Vec::new(),
+        pub claim_headers: Vec<ClaimHeader> = Vec::new(),
     }
 }
 
@@ -384,6 +387,11 @@ pub struct Rule {
     /// JSON Pointer into the verified claims → the values that match.
     #[serde(deserialize_with = "values::claim_rules")]
     pub claims: Vec<(ClaimPointer, Vec<String>)>,
+    /// The sources whose tokens the rule matches and whose claims it reads: names of
+    /// `[[trust.issuers]]`, `"self"` for callers' own keys. Not given: every source
+    /// matches, and claims are read from the issuers' tokens only.
+    #[serde(deserialize_with = "values::claim_sources")]
+    pub issuers: Sources,
     /// Evaluated, logged and counted, deciding nothing: a dry run.
     pub audit: bool,
 }
@@ -396,71 +404,7 @@ impl Rule {
             && self.methods.is_empty()
             && self.paths.is_empty()
             && self.claims.is_empty()
-    }
-}
-
-/// A JSON Pointer (RFC 6901) into a token's claims: `/kubernetes.io/namespace`,
-/// `/ctx/x-tenant`, `/groups/0`. Its reference tokens are unescaped once, here, so that a
-/// lookup on the request path allocates nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClaimPointer {
-    text: String,
-    tokens: Vec<String>,
-}
-
-impl ClaimPointer {
-    /// A pointer that starts with `/` and whose every `~` is `~0` or `~1`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if !s.starts_with('/') {
-            return Err(format!(
-                "\"{s}\" is not a JSON Pointer into the claims: it must start with '/' (\"/sub\", \"/kubernetes.io/namespace\")"
-            ));
-        }
-        let mut chars = s.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-                return Err(format!(
-                    "\"{s}\": '~' must be written ~0, and '/' inside a name ~1 (RFC 6901)"
-                ));
-            }
-        }
-        let tokens = s[1..]
-            .split('/')
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect();
-        Ok(ClaimPointer {
-            text: s.to_owned(),
-            tokens,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// The value it points at (RFC 6901 §4: a member by name, an array element by its
-    /// index written without leading zeros).
-    pub fn lookup<'v>(&self, mut v: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        for token in &self.tokens {
-            v = match v {
-                serde_json::Value::Object(map) => map.get(token.as_str())?,
-                serde_json::Value::Array(list) => {
-                    let canonical = token == "0" || !token.starts_with('0');
-                    if !canonical || !token.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    list.get(token.parse::<usize>().ok()?)?
-                }
-                _ => return None,
-            };
-        }
-        Some(v)
-    }
-}
-
-impl std::fmt::Display for ClaimPointer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
+            && self.issuers.names().is_none()
     }
 }
 

@@ -9,13 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use http::HeaderName;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Admin, AppExposure, AppUpstream, ClaimPointer, Config, FilePath, Identity, Inbound,
-    InboundMode, IssuerConfig, Limits, Log, LogFormat, Outbound, Route, Rule, Trust,
-    UpstreamProtocol,
+    Admin, AppExposure, AppUpstream, ClaimHeader, Config, FilePath, Identity, Inbound, InboundMode,
+    IssuerConfig, Limits, Log, LogFormat, Outbound, Route, Rule, Trust, UpstreamProtocol,
 };
 
 /// Every problem found, one sentence each.
@@ -427,7 +425,7 @@ env_kind!(Bool: bool);
 env_kind!(Int: u16, u32, u64, usize);
 env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>);
 env_kind!(Table: Vec<Rule>, Vec<Route>, Vec<IssuerConfig>);
-env_kind!(Table: Vec<(HeaderName, ClaimPointer)>);
+env_kind!(Table: Vec<ClaimHeader>);
 env_kind!(Path: Option<FilePath>);
 
 /// A section's keys and how each is read from the environment (emitted by `section!`).

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use std::time::Duration;
 
-use super::{AppUpstream, ClaimPointer, Rate};
+use super::{AppUpstream, ClaimHeader, ClaimPointer, Rate, Sources};
 use crate::keys::is_valid_identity;
 
 fn custom<E: de::Error>(reason: impl std::fmt::Display) -> E {
@@ -204,18 +204,58 @@ pub(super) fn claim_rules<'de, D: Deserializer<'de>>(
         .collect()
 }
 
-/// `[inbound.claim_headers]`: header name → pointer.
-pub(super) fn claim_headers<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<(HeaderName, ClaimPointer)>, D::Error> {
-    let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+/// `issuers = ["cluster", "self"]`: a non-empty list of source names, each once (the
+/// names are checked against `[[trust.issuers]]` by the check pass).
+pub(super) fn claim_sources<'de, D: Deserializer<'de>>(d: D) -> Result<Sources, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    source_names(names).map_err(custom)
+}
+
+fn source_names(names: Vec<String>) -> Result<Sources, String> {
+    if names.is_empty() {
+        return Err("an empty list reads no source: name issuers, or \"self\"".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &names {
+        if n.is_empty() {
+            return Err("an empty string names nothing".into());
+        }
+        if !seen.insert(n) {
+            return Err(format!("\"{n}\" is named twice"));
+        }
+    }
+    Ok(Sources::listed(names))
+}
+
+/// `[inbound.claim_headers]`: header name → pointer (the issuers' claims), or
+/// `{ pointer = "...", issuers = [...] }`.
+pub(super) fn claim_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ClaimHeader>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Pointer(String),
+        Table {
+            pointer: String,
+            issuers: Vec<String>,
+        },
+    }
+    let table = std::collections::BTreeMap::<String, Entry>::deserialize(d)?;
     table
         .into_iter()
-        .map(|(name, pointer)| {
-            Ok((
-                header_name(&name)?,
-                ClaimPointer::parse(&pointer).map_err(custom)?,
-            ))
+        .map(|(name, entry)| {
+            let (pointer, sources) = match entry {
+                Entry::Pointer(p) => (p, Sources::default()),
+                Entry::Table { pointer, issuers } => (
+                    pointer,
+                    source_names(issuers)
+                        .map_err(|e| custom(format!("\"{name}\".issuers: {e}")))?,
+                ),
+            };
+            Ok(ClaimHeader {
+                name: header_name(&name)?,
+                pointer: ClaimPointer::parse(&pointer).map_err(custom)?,
+                sources,
+            })
         })
         .collect()
 }

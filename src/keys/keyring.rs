@@ -71,83 +71,140 @@ pub struct FileProblem {
 
 #[derive(Debug, Default)]
 pub struct Keyring {
-    keys: HashMap<String, Arc<TrustedKey>>,
+    /// By kid: every source's key with that kid (nearly always one). A kid is looked up
+    /// with the token's `iss`, as Envoy and Istio look keys up by (issuer, kid): a source
+    /// that publishes another's kid never takes it from its owner.
+    keys: HashMap<String, Box<[Arc<TrustedKey>]>>,
     revoked: HashSet<String>,
     problems: Vec<FileProblem>,
+    /// Kids trusted for more than one identity or issuer, with whom (reported, not refused).
+    shared: Vec<SharedKid>,
+}
+
+/// A kid that more than one source trusts for a different identity or issuer. Each keeps
+/// it: a token's `iss` says which one it means.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SharedKid {
+    pub kid: String,
+    /// Whom each source trusts it for (`orders`, `issuer:cluster`), with the source.
+    pub trusted_for: Vec<(String, PathBuf)>,
+}
+
+/// The outcome of looking a kid up for a token's `iss`.
+pub enum Selected<'k> {
+    /// A key of the source the `iss` names.
+    Own(&'k Arc<TrustedKey>),
+    /// The kid is known, but for other sources only: the token will be refused as claiming
+    /// an identity the key does not speak for.
+    Other(&'k Arc<TrustedKey>),
+}
+
+impl<'k> Selected<'k> {
+    pub fn key(&self) -> &'k Arc<TrustedKey> {
+        match self {
+            Selected::Own(k) | Selected::Other(k) => k,
+        }
+    }
 }
 
 impl Keyring {
-    /// Builds a snapshot. A kid claimed by two different identities is trusted for
-    /// neither (one of the two files is wrong, and we cannot tell which): both files are
-    /// reported. The same key listed twice for the same identity is kept once.
+    /// Builds a snapshot. A kid trusted for two different identities or issuers is kept
+    /// for both (a token's `iss` picks one, see [`Self::select`]) and reported in
+    /// [`Self::shared`]; the same key listed twice for the same identity is kept once.
     pub fn new(
         keys: Vec<TrustedKey>,
         revoked: HashSet<String>,
         mut problems: Vec<FileProblem>,
     ) -> Self {
-        let mut map: HashMap<String, Arc<TrustedKey>> = HashMap::with_capacity(keys.len());
-        let mut conflicted: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        let mut map: HashMap<String, Vec<Arc<TrustedKey>>> = HashMap::with_capacity(keys.len());
         for key in keys {
-            let kid = key.key.kid.clone();
-            match map.get(&kid) {
-                Some(existing) if existing.speaks != key.speaks => {
-                    conflicted
-                        .entry(kid)
-                        .or_insert_with(|| vec![existing.source.clone()])
-                        .push(key.source);
-                }
-                Some(_) => {}
-                None => {
-                    if let Some(files) = conflicted.get_mut(&kid) {
-                        files.push(key.source);
-                    } else {
-                        map.insert(kid, Arc::new(key));
-                    }
-                }
+            let list = map.entry(key.key.kid.clone()).or_default();
+            if !list.iter().any(|k| k.speaks == key.speaks) {
+                list.push(Arc::new(key));
             }
         }
-        let mut conflicted: Vec<_> = conflicted.into_iter().collect();
-        conflicted.sort();
-        for (kid, files) in conflicted {
-            map.remove(&kid);
-            for file in &files {
-                problems.push(FileProblem {
-                    file: file.clone(),
-                    reason: format!(
-                        "key {kid} is claimed by more than one identity ({}); trusted for none",
-                        files
-                            .iter()
-                            .map(|f| f.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
-        }
+        let mut shared: Vec<SharedKid> = map
+            .iter()
+            .filter(|(_, list)| list.len() > 1)
+            .map(|(kid, list)| SharedKid {
+                kid: kid.clone(),
+                trusted_for: list
+                    .iter()
+                    .map(|k| (k.speaks.label().into_owned(), k.source.clone()))
+                    .collect(),
+            })
+            .collect();
+        shared.sort_by(|a, b| a.kid.cmp(&b.kid));
         problems.sort_by(|a, b| a.file.cmp(&b.file));
         Keyring {
-            keys: map,
+            keys: map
+                .into_iter()
+                .map(|(kid, mut list)| {
+                    // A stable order, so that a fallback is the same in every snapshot.
+                    list.sort_by(|a, b| {
+                        (a.speaks.label(), &a.source).cmp(&(b.speaks.label(), &b.source))
+                    });
+                    (kid, list.into_boxed_slice())
+                })
+                .collect(),
             revoked,
             problems,
+            shared,
         }
     }
 
-    /// The trusted key with this kid. A revoked key is still returned (so that the
-    /// rejection can say `revoked` rather than `unknown_key`); check [`Self::is_revoked`].
-    pub fn get(&self, kid: &str) -> Option<&Arc<TrustedKey>> {
-        self.keys.get(kid)
+    /// The trusted key with this kid when only one source has it (the common case: no
+    /// `iss` needed), else the one the token's `iss` (read by `iss()`, unverified: it only
+    /// picks among keys already trusted) selects: an identity's own key, then an issuer
+    /// whose `iss` it is, then a SPIFFE issuer that does not check `iss`, then the shared
+    /// key. A revoked key is still returned (so that the rejection can say `revoked`
+    /// rather than `unknown_key`); check [`Self::is_revoked`].
+    pub fn select(&self, kid: &str, iss: impl FnOnce() -> Option<String>) -> Option<Selected<'_>> {
+        let list = self.keys.get(kid)?;
+        if let [only] = &**list {
+            return Some(Selected::Own(only));
+        }
+        let iss = iss();
+        let iss = iss.as_deref();
+        let rank = |k: &TrustedKey| match &k.speaks {
+            Speaks::Identity(i) if Some(i.as_str()) == iss => Some(0),
+            Speaks::Issuer(v) if v.issuer.is_some() && v.issuer.as_deref() == iss => Some(1),
+            Speaks::Issuer(v) if v.issuer.is_none() => Some(2),
+            Speaks::Anyone => Some(3),
+            _ => None,
+        };
+        match list
+            .iter()
+            .filter_map(|k| Some((rank(k)?, k)))
+            .min_by_key(|(r, _)| *r)
+        {
+            Some((_, k)) => Some(Selected::Own(k)),
+            None => Some(Selected::Other(&list[0])),
+        }
+    }
+
+    /// Every source's key with this kid.
+    pub fn get(&self, kid: &str) -> &[Arc<TrustedKey>] {
+        self.keys.get(kid).map_or(&[], |l| l)
+    }
+
+    /// Kids trusted for more than one identity or issuer.
+    pub fn shared(&self) -> &[SharedKid] {
+        &self.shared
     }
 
     pub fn is_revoked(&self, kid: &str) -> bool {
         self.revoked.contains(kid)
     }
 
-    /// Number of usable keys: trusted and not revoked.
+    /// Number of usable keys: trusted and not revoked (a kid two sources trust counts
+    /// for each).
     pub fn len(&self) -> usize {
         self.keys
-            .keys()
-            .filter(|k| !self.revoked.contains(*k))
-            .count()
+            .iter()
+            .filter(|(kid, _)| !self.revoked.contains(*kid))
+            .map(|(_, list)| list.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,7 +213,7 @@ impl Keyring {
 
     /// Every trusted key (revoked ones included), sorted by identity then kid.
     pub fn keys(&self) -> Vec<&Arc<TrustedKey>> {
-        let mut v: Vec<_> = self.keys.values().collect();
+        let mut v: Vec<_> = self.keys.values().flat_map(|l| l.iter()).collect();
         v.sort_by(|a, b| (a.speaks.label(), &a.key.kid).cmp(&(b.speaks.label(), &b.key.kid)));
         v
     }
@@ -169,11 +226,13 @@ impl Keyring {
     /// `other` instead of `self` would change nothing a request can see.
     pub fn same_as(&self, other: &Keyring) -> bool {
         self.keys.len() == other.keys.len()
-            && self.keys.iter().all(|(kid, k)| {
-                other
-                    .keys
-                    .get(kid)
-                    .is_some_and(|o| o.speaks == k.speaks && o.source == k.source)
+            && self.keys.iter().all(|(kid, list)| {
+                other.keys.get(kid).is_some_and(|o| {
+                    o.len() == list.len()
+                        && o.iter()
+                            .zip(list.iter())
+                            .all(|(o, k)| o.speaks == k.speaks && o.source == k.source)
+                })
             })
             && self.revoked == other.revoked
             && self.problems == other.problems

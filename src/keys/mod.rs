@@ -16,7 +16,7 @@ mod private;
 pub use format::parse_public_keys;
 pub use generate::{generate, write_keypair, GeneratedFiles, OutputFormat};
 pub use issuer::{is_spiffe_id_in, parse_issuer_jwks, IssuerKind, Vouch};
-pub use keyring::{FileProblem, Keyring, Speaks, TrustedKey};
+pub use keyring::{FileProblem, Keyring, Selected, SharedKid, Speaks, TrustedKey};
 pub use loader::{load_dir, load_revoked, parse_url_file, DirLoad, UrlSource};
 pub use private::{load_shared_key, load_signing_key};
 

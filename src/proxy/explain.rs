@@ -146,12 +146,19 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
 
     // 6. What the app is told.
     let mut told = HeaderMap::new();
-    inbound::present_caller(side, &mut told, &verified, granted);
+    let withheld = inbound::present_caller(side, &mut told, &verified, granted);
+    let withheld: Vec<String> = withheld
+        .iter()
+        .map(|n| format!("{n} (withheld: the app would read the claim otherwise than the rules)"))
+        .collect();
     let told: Vec<String> = told
         .iter()
         .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("<bytes>")))
         .collect();
     out.say(format!("to the app: {}", told.join(", ")));
+    if !withheld.is_empty() {
+        out.say(format!("not to the app: {}", withheld.join(", ")));
+    }
     out.say(format!(
         "answer: forwarded to {} as {}",
         inbound_cfg.upstream, verified.caller

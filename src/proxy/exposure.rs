@@ -81,6 +81,80 @@ pub async fn probe(addrs: &[IpAddr], port: u16) -> Vec<SocketAddr> {
     open
 }
 
+/// Where the app is, as the forwarding client reaches it: the upstream's host resolved by
+/// the system resolver (getaddrinfo, as the client's connector does), so that every
+/// spelling of an address is judged as the address it is — `127.1`, `2130706433`,
+/// `[::ffff:127.0.0.1]` are loopback; `0.0.0.0` and `[::]` reach this host too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppPlace {
+    /// `unix://`: no TCP port, nothing reaches it around the sidecar over the network.
+    Socket,
+    /// On this host: loopback, the unspecified address, or one of the pod's addresses.
+    ThisHost,
+    /// Elsewhere: reachable by design, nothing this check could tell.
+    Elsewhere(Vec<IpAddr>),
+    /// The host did not resolve (the reason).
+    Unresolved(String),
+}
+
+/// Judges `inbound.upstream` (blocking: getaddrinfo; a literal or `localhost` answers at
+/// once).
+pub fn app_place(cfg: &Inbound) -> AppPlace {
+    let Some(port) = cfg.upstream.tcp_port() else {
+        return AppPlace::Socket;
+    };
+    let host = cfg
+        .upstream
+        .uri
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']']);
+    let resolved: Vec<IpAddr> = match std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
+        Ok(addrs) => addrs.map(|a| a.ip().to_canonical()).collect(),
+        Err(e) => return AppPlace::Unresolved(e.to_string()),
+    };
+    if resolved.is_empty() {
+        return AppPlace::Unresolved("no address".into());
+    }
+    let pod = pod_addresses(cfg);
+    let here = |ip: &IpAddr| ip.is_loopback() || ip.is_unspecified() || pod.contains(ip);
+    if resolved.iter().all(here) {
+        AppPlace::ThisHost
+    } else {
+        AppPlace::Elsewhere(resolved)
+    }
+}
+
+/// What `check` and `run` say of the exposure check before anything binds: with
+/// `app_exposure = "refuse"` an app the check cannot judge is refused (the setting would
+/// promise a check that never runs); an app on a Unix socket needs no check, and is said
+/// to. Errors, then warnings.
+pub fn config_problems(cfg: &crate::config::Config) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let Some(inbound) = cfg.inbound.as_ref().filter(|i| i.enabled) else {
+        return (errors, warnings);
+    };
+    if inbound.app_exposure != AppExposure::Refuse {
+        return (errors, warnings);
+    }
+    match app_place(inbound) {
+        AppPlace::ThisHost => {}
+        AppPlace::Socket => warnings.push(format!(
+            "inbound.app_exposure: \"refuse\" checks nothing for {}: an app on a Unix socket has no TCP port to reach around the sidecar",
+            inbound.upstream
+        )),
+        AppPlace::Elsewhere(ips) => errors.push(format!(
+            "inbound.app_exposure: \"refuse\" cannot be checked: inbound.upstream {} is not on this host ({ips:?}); the exposure check judges an app beside the sidecar",
+            inbound.upstream
+        )),
+        AppPlace::Unresolved(why) => errors.push(format!(
+            "inbound.app_exposure: \"refuse\" cannot be checked: inbound.upstream {} does not resolve ({why})",
+            inbound.upstream
+        )),
+    }
+    (errors, warnings)
+}
+
 /// The check of one sidecar: what it tries, and what it found last.
 pub struct Check {
     state: Arc<State>,
@@ -92,24 +166,24 @@ pub struct Check {
 
 impl Check {
     /// `None` when there is nothing to check: the check is off, there is no inbound, the
-    /// app is on a Unix socket, or on an address that is not loopback.
+    /// app is on a Unix socket, or on another host (said in the log: with `"refuse"`,
+    /// `check` refuses such a configuration before it gets here).
     pub fn new(state: &Arc<State>) -> Option<Check> {
         let inbound = &state.inbound.as_ref()?.cfg;
         if inbound.app_exposure == AppExposure::Off {
             return None;
         }
         let port = inbound.upstream.tcp_port()?;
-        let host = inbound.upstream.uri.host()?.trim_matches(['[', ']']);
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            // An app reached on another address (another host, a name) is reachable by
-            // design: nothing this check could tell.
-            tracing::info!(
-                upstream = %inbound.upstream,
-                "exposure check off: the app is not on a loopback address"
-            );
-            return None;
+        match app_place(inbound) {
+            AppPlace::ThisHost => {}
+            AppPlace::Socket => return None,
+            other => {
+                tracing::warn!(
+                    upstream = %inbound.upstream, place = ?other,
+                    "exposure check off: the app is not on this host"
+                );
+                return None;
+            }
         }
         let addrs = pod_addresses(inbound);
         if addrs.is_empty() {
@@ -193,6 +267,47 @@ mod tests {
         let any = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
         let port = any.local_addr().unwrap().port();
         assert_eq!(probe(&[pod], port).await, vec![SocketAddr::new(pod, port)]);
+    }
+
+    /// Every spelling of loopback is loopback, `0.0.0.0` is this host, a v4-mapped
+    /// address is its IPv4 one; another host is elsewhere.
+    #[test]
+    fn the_app_is_judged_by_the_address_it_resolves_to() {
+        let at = |upstream: &str| {
+            let mut cfg = Inbound {
+                pod_ips: vec!["10.9.8.7".parse().unwrap()],
+                ..Inbound::default()
+            };
+            cfg.upstream = crate::config::AppUpstream::url(upstream.parse().unwrap());
+            app_place(&cfg)
+        };
+        for here in [
+            "http://127.0.0.1:8080",
+            "http://127.1:8080",
+            "http://2130706433:8080",
+            "http://0x7f000001:8080",
+            "http://[::ffff:127.0.0.1]:8080",
+            "http://[::1]:8080",
+            "http://0.0.0.0:8080",
+            "http://[::]:8080",
+            "http://localhost:8080",
+            "http://10.9.8.7:8080",
+        ] {
+            assert_eq!(at(here), AppPlace::ThisHost, "{here}");
+        }
+        assert_eq!(
+            at("http://192.0.2.1:8080"),
+            AppPlace::Elsewhere(vec!["192.0.2.1".parse().unwrap()])
+        );
+        assert_eq!(
+            at("http://[::ffff:192.0.2.1]:8080"),
+            AppPlace::Elsewhere(vec!["192.0.2.1".parse().unwrap()])
+        );
+        let sock = Inbound {
+            upstream: crate::config::AppUpstream::unix(std::path::Path::new("/run/app.sock")),
+            ..Inbound::default()
+        };
+        assert_eq!(app_place(&sock), AppPlace::Socket);
     }
 
     #[test]

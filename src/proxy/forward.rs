@@ -196,6 +196,21 @@ fn start<'a>(
     })
 }
 
+/// Kept alive by an upgraded connection's tunnel until it closes: a `101` answer carries
+/// one in its extensions, and what is put in it (a caller's concurrency slot, as Envoy
+/// counts an upgraded stream as active until it ends) lives as long as the tunnel.
+#[derive(Clone, Default)]
+pub struct TunnelGuards(Arc<std::sync::Mutex<Vec<Box<dyn Send + Sync>>>>);
+
+impl TunnelGuards {
+    pub fn keep(&self, guard: impl Send + Sync + 'static) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(guard));
+    }
+}
+
 /// The upstream's response as the downstream client gets it; a `101` to an upgrade
 /// starts the tunnel between the two connections.
 fn respond(
@@ -206,7 +221,12 @@ fn respond(
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
+            let guards = TunnelGuards::default();
+            let held = guards.clone();
             tokio::spawn(async move {
+                // What must last as long as the tunnel (a caller's concurrency slot) is
+                // dropped when it closes, not when the `101` has been sent.
+                let _held = held;
                 match tokio::try_join!(downstream, upstream) {
                     Ok((down, up)) => {
                         let mut down = TokioIo::new(down);
@@ -221,6 +241,7 @@ fn respond(
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             parts.version = Version::HTTP_11;
+            parts.extensions.insert(guards);
             return Response::from_parts(parts, empty());
         }
     }

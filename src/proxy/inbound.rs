@@ -106,7 +106,15 @@ async fn steps(
             }
         }
     }
-    present_caller(side, req.headers_mut(), &verified, granted);
+    for name in present_caller(side, req.headers_mut(), &verified, granted) {
+        state
+            .metrics
+            .claim_headers_withheld
+            .with_label_values(&[name.as_str()])
+            .inc();
+        tracing::debug!(header = %name, caller = %verified.caller,
+            "claim header withheld: the app would read its value otherwise than the rules");
+    }
     let caller = Who::Caller(verified.caller.clone(), verified.issuer.clone());
     Decision::Forward(Verdict::new(Outcome::Ok).by(Some(caller)), req)
 }
@@ -273,11 +281,17 @@ pub(crate) async fn authenticate<B>(
     req: &Request<B>,
     now: u64,
 ) -> Result<Arc<Verified>, Failure> {
-    match verify_token(state, side, req, now) {
-        Err(Rejection::UnknownKey) if state.trust.has_sources() => {}
+    // A kid nobody trusts, or one trusted only for sources other than the one the token
+    // claims (another source publishing the same kid): the claimed source may have it.
+    let first = match verify_token(state, side, req, now) {
+        Err(r @ (Rejection::UnknownKey | Rejection::IssuerMismatch))
+            if state.trust.has_sources() =>
+        {
+            r
+        }
         other => return other.map_err(Failure::Unauthenticated),
-    }
-    let unknown = || Failure::Unauthenticated(Rejection::UnknownKey);
+    };
+    let unknown = || Failure::Unauthenticated(first);
     let peeked = extract_token(req.headers(), &side.cfg.token_header)
         .ok()
         .and_then(token::peek);
@@ -289,9 +303,10 @@ pub(crate) async fn authenticate<B>(
     match Box::pin(state.trust.unknown_kid(&claimed, again)).await {
         Ok(v) => Ok(v),
         Err(KidRefusal::Unknown) => Err(unknown()),
-        Err(KidRefusal::Unavailable) => {
+        Err(KidRefusal::Unavailable) if first == Rejection::UnknownKey => {
             Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
         }
+        Err(KidRefusal::Unavailable) => Err(unknown()),
         Err(KidRefusal::Rejected(r)) => Err(Failure::Unauthenticated(r)),
     }
 }
@@ -387,13 +402,15 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
         .then(|| rest.trim_ascii())
 }
 
-/// What the app is told: who called, with which roles, and the signed context.
-pub(crate) fn present_caller(
-    side: &InboundState,
+/// What the app is told: who called, with which roles, the signed context and the claim
+/// headers. The claim headers withheld (a claim the app would read differently from the
+/// rules: see [`policy::claim_header_value`]) are returned, for the caller to count.
+pub(crate) fn present_caller<'s>(
+    side: &'s InboundState,
     headers: &mut HeaderMap,
     v: &Verified,
     granted: Granted,
-) {
+) -> Vec<&'s HeaderName> {
     let inbound = &side.cfg;
     headers.remove(&inbound.token_header);
     headers.insert(CALLER, v.caller_header.clone());
@@ -415,14 +432,8 @@ pub(crate) fn present_caller(
             }
         }
     }
-    // Claims to the app: a claim absent, or not text, sends no header (any copy from
-    // the network is gone already).
-    for (name, pointer) in &inbound.claim_headers {
-        let text = pointer.lookup(v.claims_json()).and_then(policy::claim_text);
-        if let Some(value) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
-            headers.insert(name.clone(), value);
-        }
-    }
+    // Claims to the app (any copy from the network is gone already).
+    policy::claim_headers(&inbound.claim_headers, v, headers)
 }
 
 #[cfg(test)]

@@ -103,8 +103,13 @@ impl CallerLimits {
 }
 
 /// The answer, holding `in_flight` until its body has been sent (or dropped): a
-/// streaming download counts as in flight as long as it streams.
+/// streaming download counts as in flight as long as it streams, and an upgrade (a
+/// WebSocket) as long as its tunnel is open.
 pub fn hold(resp: http::Response<Body>, in_flight: InFlight) -> http::Response<Body> {
+    if let Some(tunnel) = resp.extensions().get::<super::forward::TunnelGuards>() {
+        tunnel.keep(in_flight);
+        return resp;
+    }
     resp.map(|inner| {
         Held {
             inner,

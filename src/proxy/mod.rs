@@ -136,13 +136,18 @@ impl Proxy {
     pub async fn bind(cfg: Config, registry: Registry) -> Result<Proxy, StartError> {
         // Watches first, so that no change falls between the first load and the watch.
         let watcher = new_watch(&Dirs::of(&cfg).all());
-        let (loaded, check) = files::load_checked(&cfg);
+        let (loaded, mut check) = files::load_checked(&cfg);
+        let (errors, warnings) = exposure::config_problems(&cfg);
+        check.errors.extend(errors);
+        check.warnings.extend(warnings);
         for w in &check.warnings {
             tracing::warn!("{w}");
         }
         match loaded {
-            Some(loaded) => Self::bind_loaded(cfg, loaded, watcher, registry).await,
-            None => Err(StartError::Files(check.errors)),
+            Some(loaded) if check.errors.is_empty() => {
+                Self::bind_loaded(cfg, loaded, watcher, registry).await
+            }
+            _ => Err(StartError::Files(check.errors)),
         }
     }
 

@@ -68,7 +68,7 @@ impl InboundState {
             protected: inbound
                 .signed_headers
                 .iter()
-                .chain(inbound.claim_headers.iter().map(|(name, _)| name))
+                .chain(inbound.claim_headers.iter().map(|h| &h.name))
                 .cloned()
                 .collect(),
             limits: super::limits::CallerLimits::new(&cfg.callers),
@@ -170,6 +170,11 @@ impl State {
                         .policy_audit
                         .with_label_values(&[&rule.name, result]);
                 }
+            }
+            for h in &i.claim_headers {
+                metrics
+                    .claim_headers_withheld
+                    .with_label_values(&[h.name.as_str()]);
             }
             for (name, c) in &cfg.callers {
                 let limits = [

@@ -311,8 +311,10 @@ fn signed_by<'k>(
         }
     }
     let kid = header.kid.as_str().ok_or(Rejection::UnknownKey)?;
-    // A kid is only ever a map key: never a path, a URL or a query.
-    let trusted = keyring.get(kid).ok_or(Rejection::UnknownKey)?;
+    // A kid is only ever a map key: never a path, a URL or a query. Two sources trusting
+    // one kid: the token's (unverified) `iss` picks whose key it means; then the
+    // signature and every rule of that source decide.
+    let trusted = select_key(keyring, kid, payload_b64)?;
     if trusted.key.alg != alg {
         return Err(Rejection::UnsupportedAlg);
     }
@@ -340,6 +342,22 @@ fn signed_by<'k>(
         return Err(Rejection::BadSignature);
     }
     Ok((trusted, alg, decode_object_bytes(payload_b64)?))
+}
+
+/// The key a kid names, for the source the token's `iss` claims when several sources
+/// trust that kid (the payload is read for `iss` only then).
+fn select_key<'k>(
+    keyring: &'k Keyring,
+    kid: &str,
+    payload_b64: &str,
+) -> Result<&'k Arc<TrustedKey>, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        #[serde(default)]
+        iss: Option<String>,
+    }
+    let iss = || decode_object::<Iss>(payload_b64).ok().and_then(|p| p.iss);
+    Ok(keyring.select(kid, iss).ok_or(Rejection::UnknownKey)?.key())
 }
 
 /// Step 5 for a token signed with the caller's own key: it speaks for one identity only.

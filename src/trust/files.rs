@@ -176,6 +176,7 @@ pub fn load_checked(cfg: &Config) -> (Option<Loaded>, FileCheck) {
     }
     let (trust, errors) = load_parts(&TrustFiles::of(cfg), None);
     warn_about_dir(cfg, &trust, &mut check);
+    warn_about_sources(cfg, &trust, &mut check);
     check.errors.extend(errors.iter().map(ToString::to_string));
     readable_file(&mut check, "trust.fetch_ca_file", &cfg.trust.fetch_ca_file);
     tls_files_readable(cfg, &mut check);
@@ -206,6 +207,70 @@ fn warn_about_dir(cfg: &Config, trust: &FileTrust, check: &mut FileCheck) {
                  {} will fail closed",
                 s.file.display(),
                 s.identity
+            ));
+        }
+    }
+}
+
+/// One caller reachable from several sources (the same service account in two clusters'
+/// issuers, or a key file and an issuer) is allowed; the operator is told, as rules that
+/// must tell them apart name `issuers`. Rules whose claims no configured source can give
+/// never match: a deny rule that reads nothing refuses nothing.
+fn warn_about_sources(cfg: &Config, trust: &FileTrust, check: &mut FileCheck) {
+    let mut by_caller: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    let mut own: Vec<(&str, String)> = trust
+        .keys
+        .iter()
+        .filter_map(|k| Some((k.speaks.identity()?, k.source.display().to_string())))
+        .chain(
+            trust
+                .sources
+                .iter()
+                .map(|s| (s.identity.as_str(), s.file.display().to_string())),
+        )
+        .collect();
+    own.sort();
+    own.dedup_by(|a, b| a.0 == b.0);
+    for (caller, file) in own {
+        by_caller
+            .entry(caller)
+            .or_default()
+            .push(format!("its own key ({file})"));
+    }
+    for issuer in &cfg.trust.issuers {
+        for (subject, caller) in &issuer.callers {
+            by_caller
+                .entry(caller.as_str())
+                .or_default()
+                .push(format!("issuer \"{}\" (subject {subject})", issuer.name));
+        }
+    }
+    for (caller, from) in by_caller.iter().filter(|(_, from)| from.len() > 1) {
+        check.warnings.push(format!(
+            "caller \"{caller}\" is reachable from {} sources: {}; a rule naming issuers tells them apart",
+            from.len(),
+            from.join(", ")
+        ));
+    }
+    let Some(inbound) = &cfg.inbound else { return };
+    let configured = |sources: &crate::config::Sources| match sources.names() {
+        Some(_) => true,
+        None => !cfg.trust.issuers.is_empty(),
+    };
+    for (list, rules) in [("allow", &inbound.allow), ("deny", &inbound.deny)] {
+        for (n, rule) in rules.iter().enumerate() {
+            if !rule.claims.is_empty() && !configured(&rule.issuers) {
+                check.warnings.push(format!(
+                    "inbound.{list}[{n}].claims: read from the issuers' tokens only, and no [[trust.issuers]] is configured: the rule never matches (callers' own claims, such as /ctx/..., need issuers = [\"self\"])"
+                ));
+            }
+        }
+    }
+    for h in &inbound.claim_headers {
+        if !configured(&h.sources) {
+            check.warnings.push(format!(
+                "inbound.claim_headers.\"{}\": read from the issuers' tokens only, and no [[trust.issuers]] is configured: never sent (callers' own claims need {{ pointer = \"{}\", issuers = [\"self\"] }})",
+                h.name, h.pointer
             ));
         }
     }

@@ -128,7 +128,20 @@ impl IssuerSource {
                 self.discover(issuer, bearer.as_deref()).await?
             }
         };
-        let (body, max_age) = self.fetcher.get(&jwks_uri, bearer.as_deref()).await?;
+        let to_jwks = match bearer {
+            Some(b) if self.bearer_may_go_to(issuer.as_deref(), &jwks_uri) => Some(b),
+            Some(_) => {
+                tracing::info!(
+                    issuer = %self.cfg.name, url = %jwks_uri,
+                    "the discovered jwks_uri is on another origin, verified by public roots only: \
+                     fetched without bearer_token_file's token (set jwks_url, or the issuer's \
+                     ca_file, to send it there)"
+                );
+                None
+            }
+            None => None,
+        };
+        let (body, max_age) = self.fetcher.get(&jwks_uri, to_jwks.as_deref()).await?;
         let (keys, skipped) =
             parse_issuer_jwks(&body, self.cfg.kind).map_err(FetchError::Invalid)?;
         for why in &skipped {
@@ -149,6 +162,39 @@ impl IssuerSource {
             vouch,
             jwks_uri,
         })
+    }
+
+    /// Whether the bearer token (by default the pod's own service-account token, an API
+    /// server credential) may be sent to `jwks_uri`: only where the issuer is — a URL the
+    /// configuration names (`jwks_url`, the API server of `kubernetes:///`), the issuer's
+    /// own origin, or a host verified by the issuer's own CA — never to a host that a
+    /// discovery document names and only public roots verify.
+    fn bearer_may_go_to(&self, issuer: Option<&str>, jwks_uri: &Uri) -> bool {
+        if self.jwks.is_some() || self.own_ca() {
+            return true;
+        }
+        let origin = |u: &Uri| {
+            (
+                u.scheme_str().map(str::to_ascii_lowercase),
+                u.host().map(str::to_ascii_lowercase),
+                u.port_u16().or(match u.scheme_str() {
+                    Some("http") => Some(80),
+                    _ => Some(443),
+                }),
+            )
+        };
+        issuer
+            .and_then(|i| i.parse::<Uri>().ok())
+            .is_some_and(|i| origin(&i) == origin(jwks_uri))
+    }
+
+    /// The issuer's own CA verifies its hosts (set for it, or the cluster's for kind
+    /// kubernetes), not the system's public roots nor `trust.fetch_ca_file`.
+    fn own_ca(&self) -> bool {
+        match &self.cfg.ca_file {
+            Some(p) => !p.as_os_str().is_empty(),
+            None => self.cfg.kind == crate::keys::IssuerKind::Kubernetes,
+        }
     }
 
     /// `<issuer>/.well-known/openid-configuration` → `jwks_uri`. The document must name

@@ -96,6 +96,7 @@ impl Trust {
         for p in keyring.problems() {
             tracing::warn!(file = %p.file.display(), reason = %p.reason, "key file skipped");
         }
+        warn_shared(&keyring);
         metrics.trusted_keys.set(keyring.len() as i64);
         metrics.trust_problems.set(keyring.problems().len() as i64);
         sources.set(&files.sources);
@@ -152,7 +153,14 @@ impl Trust {
                         Err(KidRefusal::Unknown)
                     }
                 }
-                Err(other) => Err(KidRefusal::Rejected(other)),
+                Err(other) => {
+                    if other == Rejection::IssuerMismatch {
+                        // The kid is someone else's, still not this source's: no more
+                        // fetches for it until the next refresh, as for an unknown one.
+                        self.sources.remember_unknown(claimed);
+                    }
+                    Err(KidRefusal::Rejected(other))
+                }
             },
         }
     }
@@ -206,6 +214,25 @@ impl Trust {
             .partition(|s| !s["issuer"].is_null());
         let mut revoked: Vec<_> = ring.revoked().iter().collect();
         revoked.sort();
+        // Each caller and every source it is reachable from ("self": its own keys, or
+        // an issuer's name), so that one caller from two sources is plain to see.
+        let mut callers: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for k in ring.keys() {
+            if let Some(id) = k.speaks.identity() {
+                callers
+                    .entry(id)
+                    .or_default()
+                    .push(crate::config::Sources::SELF);
+            }
+        }
+        for issuer in &self.cfg.trust.issuers {
+            for caller in issuer.callers.values() {
+                callers.entry(caller).or_default().push(&issuer.name);
+            }
+        }
+        for from in callers.values_mut() {
+            from.dedup();
+        }
         serde_json::json!({
             "identity": self.cfg.identity.name,
             "generation": snapshot.generation,
@@ -213,6 +240,8 @@ impl Trust {
             "keys": keys,
             "revoked": revoked,
             "problems": ring.problems(),
+            "shared_kids": ring.shared(),
+            "callers": callers,
             "signing_kid": self.signer().map(|s| s.kid().to_owned()),
             "url_sources": url_sources,
             "issuers": issuers,
@@ -260,5 +289,19 @@ impl Trust {
             prev.push((jwk, grace_until));
         }
         self.signer.store(Some(Arc::new(signer)));
+    }
+}
+
+/// A kid two sources trust for different identities: both keep it (a token's `iss` picks),
+/// but one of them publishes a key that is not its own, which an operator wants to know.
+pub(crate) fn warn_shared(keyring: &Keyring) {
+    for s in keyring.shared() {
+        let whom: Vec<String> = s
+            .trusted_for
+            .iter()
+            .map(|(who, file)| format!("{who} ({})", file.display()))
+            .collect();
+        tracing::warn!(kid = %s.kid, trusted_for = %whom.join(", "),
+            "one key trusted for several identities: each keeps it, a token's iss picks");
     }
 }

@@ -103,6 +103,7 @@ impl Reloader {
         for p in keyring.problems() {
             tracing::error!(file = %p.file.display(), reason = %p.reason, "key file problem");
         }
+        super::warn_shared(&keyring);
         tracing::info!(
             trusted_keys = keyring.len(),
             problems = keyring.problems().len(),

@@ -98,7 +98,7 @@ fn directory_loads_identities_from_file_names_and_skips_dotfiles() {
         (&orders2_kid, "orders"),
         (&billing_kid, "billing"),
     ] {
-        let key = ring.get(kid).unwrap();
+        let key = &ring.get(kid)[0];
         assert_eq!(key.speaks.identity(), Some(identity));
     }
 }
@@ -345,8 +345,11 @@ fn oversized_file_is_not_read_whole() {
     assert_reason(&single_problem(&big), "larger than");
 }
 
+/// A kid under two identities is trusted for each (a token's `iss` picks which one it
+/// means: one source publishing another's key never takes it from its owner), and
+/// reported as shared; not a problem of either file.
 #[test]
-fn duplicate_kid_under_two_identities_is_trusted_for_neither() {
+fn duplicate_kid_under_two_identities_is_kept_for_each_and_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let dir = tmp.path().join("keys");
@@ -358,12 +361,26 @@ fn duplicate_kid_under_two_identities_is_trusted_for_neither() {
     std::fs::copy(&public, dir.join("orders.2.pem")).unwrap();
     let load = load_dir(&dir).unwrap();
     let ring = Keyring::new(load.keys, Default::default(), load.problems);
-    assert!(ring.get(&kid).is_none());
-    assert_eq!(ring.problems().len(), 3, "{:?}", ring.problems());
-    assert!(ring
-        .problems()
-        .iter()
-        .all(|p| p.reason.contains("more than one identity")));
+    let whom: Vec<_> = ring.get(&kid).iter().map(|k| k.speaks.label()).collect();
+    assert_eq!(whom, ["billing", "orders"]);
+    assert!(ring.problems().is_empty(), "{:?}", ring.problems());
+    assert_eq!(ring.shared().len(), 1);
+    assert_eq!(ring.shared()[0].kid, kid);
+    let pick = |iss: &str| {
+        ring.select(&kid, || Some(iss.to_owned())).map(|s| {
+            (
+                matches!(s, trustgate::keys::Selected::Own(_)),
+                s.key().speaks.label().into_owned(),
+            )
+        })
+    };
+    assert_eq!(pick("orders"), Some((true, "orders".into())));
+    assert_eq!(pick("billing"), Some((true, "billing".into())));
+    assert_eq!(
+        pick("search").map(|p| p.0),
+        Some(false),
+        "neither's: refused later as issuer_mismatch"
+    );
 }
 
 #[test]

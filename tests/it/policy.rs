@@ -78,6 +78,7 @@ name = "no-admin"
 paths = ["/admin/*"]
 [[inbound.deny]]
 name = "no-evil-tenant"
+issuers = ["self"]
 claims = { "/ctx/x-tenant" = ["evil"] }
 [[inbound.deny]]
 name = "dry-run-no-delete"
@@ -85,6 +86,7 @@ audit = true
 methods = ["DELETE"]
 [[inbound.allow]]
 name = "acme"
+issuers = ["self"]
 claims = { "/ctx/x-tenant" = ["acme", "globex"] }
 paths = ["/invoices/*"]
 [[inbound.allow]]
@@ -170,7 +172,7 @@ async fn deny_rules_win_claims_match_by_pointer_and_audit_rules_only_count() {
 #[tokio::test]
 async fn claim_headers_reach_the_app_and_no_spelling_of_them_from_the_network() {
     let t = target(
-        r#"claim_headers = { "x-caller-tenant" = "/ctx/x-tenant", "x-caller-iss" = "/iss" }"#,
+        r#"claim_headers = { "x-caller-tenant" = { pointer = "/ctx/x-tenant", issuers = ["self"] }, "x-caller-iss" = { pointer = "/iss", issuers = ["self"] } }"#,
         "",
     )
     .await;
@@ -373,7 +375,7 @@ fn explain_says_every_step_and_the_verdict() {
         .set("inbound", r#"public_paths = ["/healthz"]"#)
         .set(
             "inbound",
-            r#"claim_headers = { "x-caller-tenant" = "/ctx/x-tenant" }"#,
+            r#"claim_headers = { "x-caller-tenant" = { pointer = "/ctx/x-tenant", issuers = ["self"] } }"#,
         )
         .extra(RULES)
         .extra("[callers.orders]\nroles = [\"reader\"]\nrate_limit = \"100/s\"\n")
@@ -450,7 +452,10 @@ fn check_reports_every_bad_rule_with_its_key() {
     let trusted = keys.trust_dir("trusted", &[]);
     let text = Conf::new("billing", &billing.private)
         .inbound(&trusted, "127.0.0.1:9")
-        .set("inbound", r#"claim_headers = { "x-service-caller-ns" = "/ns" }"#)
+        .set(
+            "inbound",
+            r#"claim_headers = { "x-service-caller-ns" = "/ns", "content-length" = "/n", "Host" = "/h", "x-caller-ns" = "/ns", "x_caller_ns" = "/ns", "x-caller-t" = { pointer = "/t", issuers = ["nobody"] } }"#,
+        )
         .extra(
             "[[inbound.allow]]\nmethodz = [\"GET\"]\nclaims = { \"kubernetes.io/namespace\" = [\"shop\"] }\n\
              [[inbound.deny]]\nname = \"x\"\npaths = [\"/a\"]\nclaims = { \"/a~2\" = [\"b\"] }\n\
@@ -478,7 +483,11 @@ fn check_reports_every_bad_rule_with_its_key() {
         "callers.search.burst: must be at least 1",
         "callers.search.burst: needs a rate_limit",
         "callers.search.max_concurrent: must be at least 1",
-        "inbound.claim_headers: \"x-service-caller-ns\" is reserved",
+        "inbound.claim_headers.\"x-service-caller-ns\": is reserved",
+        "inbound.claim_headers.\"content-length\": \"content-length\" frames, routes or is hop-by-hop",
+        "inbound.claim_headers.\"host\": \"host\" frames, routes or is hop-by-hop",
+        "inbound.claim_headers.\"x_caller_ns\": app servers read it as \"x-caller-ns\"",
+        "inbound.claim_headers.\"x-caller-t\".issuers: \"nobody\" is neither a [[trust.issuers]] name nor \"self\"",
     ] {
         assert!(
             err.lines()

@@ -250,7 +250,7 @@ async fn trustgate_peers_publish_and_fetch_over_tls() {
             .snapshot()
             .keyring
             .get(&orders.kid)
-            .is_none()
+            .is_empty()
     })
     .await;
     assert!(revoked, "deleting orders.url removes the fetched keys");
@@ -605,7 +605,8 @@ async fn rotation_by_url_under_load_has_no_failed_requests() {
             .snapshot()
             .keyring
             .get(&new.kid)
-            .is_some()
+            .len()
+            == 1
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
