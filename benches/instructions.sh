@@ -152,6 +152,7 @@ name = "no-delete"
 methods = ["DELETE"]
 [[inbound.deny]]
 name = "no-evil-tenant"
+issuers = ["self"]
 claims = { "/ctx/x-tenant" = ["evil"] }
 [[inbound.allow]]
 callers = ["search"]
@@ -175,6 +176,7 @@ callers = ["admin"]
 name = "orders-for-billing"
 callers = ["orders"]
 methods = ["GET", "POST"]
+issuers = ["self"]
 claims = { "/aud" = ["billing"] }'
 if "$TG" check --config "$WORK/policy.toml" >/dev/null 2>&1; then # (a BIN without deny rules: no row)
     measure verify_cached_rules "$IN" "http://127.0.0.1:$ADMIN/readyz" /x b "$TOKEN" - -- \

@@ -47,6 +47,7 @@ pub async fn spawn_echo_app(name: &'static str) -> std::io::Result<SocketAddr> {
                         "path": req.uri().path(),
                         "x-service-caller": header("x-service-caller"),
                         "x-service-caller-roles": header("x-service-caller-roles"),
+                        "x-caller-namespace": header("x-caller-namespace"),
                         "token_reached_app": req.headers().contains_key("authorization"),
                     });
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
@@ -149,6 +150,8 @@ authorized_keys = "{trust}"
 listen = "127.0.0.1:0"
 upstream = "http://{app}"
 public_paths = ["/healthz"]
+[inbound.claim_headers]
+"x-caller-namespace" = "/kubernetes.io/namespace"
 [[inbound.allow]]
 callers = ["orders"]
 methods = ["GET", "POST"]
@@ -272,6 +275,24 @@ fn forged_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Result<Strin
     Ok(parts.join("."))
 }
 
+/// A token orders really signs, asserting a platform's claim (`kubernetes.io`) it does not
+/// own: its signature is good, its claim is not read.
+fn self_asserted_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Result<String> {
+    let key = keys::load_signing_key(&orders.private)?;
+    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid});
+    let claims = serde_json::json!({
+        "iss": "orders", "sub": "orders", "aud": "billing", "iat": now, "exp": now + 60,
+        "kubernetes.io": {"namespace": "shop"}
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())?);
+    Ok(format!("{input}.{signature}"))
+}
+
 /// Prints one call and its answer; whether it was the expected one.
 fn check_answer(title: &str, hops: &str, answer: &Answer, expected: StatusCode) -> bool {
     let ok = answer.status == expected;
@@ -288,7 +309,7 @@ fn check_answer(title: &str, hops: &str, answer: &Answer, expected: StatusCode) 
     ok
 }
 
-/// The four calls, each checked against the answer it must get.
+/// The five calls, each checked against the answer it must get.
 async fn calls(
     k: &DemoKeys,
     orders_out: SocketAddr,
@@ -363,6 +384,25 @@ async fn calls(
         &a,
         StatusCode::FORBIDDEN,
     );
+
+    // 5. Whose claims: orders signs a platform's claim into its own token.
+    let asserted = self_asserted_token(orders, now)?;
+    let a = call(
+        &client,
+        format!("http://{billing_in}/invoices/42"),
+        &[("authorization", format!("Bearer {asserted}"))],
+    )
+    .await?;
+    all_ok &= check_answer(
+        "whose claims: orders signs \"kubernetes.io\": {\"namespace\": \"shop\"} into its own token",
+        "valid token, but a peer's own claims are not a platform's: no x-caller-namespace reaches the app",
+        &a,
+        StatusCode::OK,
+    );
+    if a.status == StatusCode::OK {
+        let seen: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+        all_ok &= seen["x-caller-namespace"].is_null() && seen["x-service-caller"] == "orders";
+    }
 
     Ok(all_ok)
 }

@@ -436,5 +436,9 @@ fn demo_runs_every_scenario_and_exits_0() {
         "{out}"
     );
     assert!(out.contains("403"), "{out}");
+    assert!(
+        out.contains("✔ whose claims") && out.contains("\"x-caller-namespace\":null"),
+        "a peer's own kubernetes.io claim never reaches the app: {out}"
+    );
     assert!(out.contains("demo complete"), "{out}");
 }

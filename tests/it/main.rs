@@ -14,6 +14,7 @@ mod attack_identity;
 mod attack_jwt;
 mod attack_paths;
 mod attack_smuggling;
+mod attack_sources;
 // The trust plane: reloads and key URLs.
 mod platform;
 mod reload;

@@ -17,7 +17,7 @@ use support::*;
 const READER: &str = "reader-secret-token";
 
 /// The Python issuers, driven over stdin/stdout.
-struct Issuer {
+pub(crate) struct Issuer {
     port: u16,
     io: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
     child: Child,
@@ -34,7 +34,7 @@ impl Drop for Issuer {
 impl Issuer {
     /// `None` (skipped loudly) without python3, PyJWT and cryptography, unless
     /// `TRUSTGATE_REQUIRE_INTEROP=1` (CI), which makes it fail.
-    fn start() -> Option<Issuer> {
+    pub(crate) fn start() -> Option<Issuer> {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/platform_issuer.py");
         let required = std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() == Ok("1");
@@ -80,7 +80,7 @@ impl Issuer {
         })
     }
 
-    fn ask(&self, command: &str) -> String {
+    pub(crate) fn ask(&self, command: &str) -> String {
         let mut io = self.io.lock().unwrap();
         writeln!(io.0, "{command}").unwrap();
         let mut line = String::new();
@@ -89,11 +89,11 @@ impl Issuer {
     }
 
     /// A token of `kind` signed by `signer`, the usual claims overridden by `claims`.
-    fn mint(&self, kind: &str, signer: &str, claims: serde_json::Value) -> String {
+    pub(crate) fn mint(&self, kind: &str, signer: &str, claims: serde_json::Value) -> String {
         self.ask(&format!("mint {kind} {signer} 600 {claims}"))
     }
 
-    fn stat(&self, name: &str) -> u64 {
+    pub(crate) fn stat(&self, name: &str) -> u64 {
         let line = self.ask("stats");
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
@@ -101,16 +101,16 @@ impl Issuer {
             .unwrap_or_else(|| panic!("no {name} in {line}"))
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://localhost:{}", self.port)
     }
 
-    fn reader_file(&self) -> PathBuf {
+    pub(crate) fn reader_file(&self) -> PathBuf {
         self.dir.path().join("reader")
     }
 
     /// `[[trust.issuers]]` of kind kubernetes at this API server.
-    fn kubernetes(&self, extra: &str) -> String {
+    pub(crate) fn kubernetes(&self, extra: &str) -> String {
         format!(
             "[[trust.issuers]]\nname = \"cluster\"\nkind = \"kubernetes\"\nissuer = \"{}\"\n\
              ca_file = \"{}\"\nbearer_token_file = \"{}\"\n{extra}\n\
@@ -124,7 +124,7 @@ impl Issuer {
 
 /// billing's sidecar in front of the echo app, trusting only `issuers` (and an empty
 /// authorized_keys directory).
-async fn billing(issuers: &str, extra: &str) -> (Sidecar, Keys) {
+pub(crate) async fn billing(issuers: &str, extra: &str) -> (Sidecar, Keys) {
     let keys = Keys::new();
     let billing = keys.make("billing");
     let dir = keys.trust_dir("trusted", &[]);
@@ -139,7 +139,7 @@ async fn billing(issuers: &str, extra: &str) -> (Sidecar, Keys) {
     (side, keys)
 }
 
-async fn call(side: &Sidecar, token: &str) -> Answer {
+pub(crate) async fn call(side: &Sidecar, token: &str) -> Answer {
     get(
         format!("http://{}/orders/1", side.inbound()),
         &[("authorization", &format!("Bearer {token}"))],
@@ -147,7 +147,7 @@ async fn call(side: &Sidecar, token: &str) -> Answer {
     .await
 }
 
-fn fetches(side: &Sidecar, issuer: &str, result: &str) -> u64 {
+pub(crate) fn fetches(side: &Sidecar, issuer: &str, result: &str) -> u64 {
     side.state
         .metrics
         .trust_fetches
@@ -156,7 +156,7 @@ fn fetches(side: &Sidecar, issuer: &str, result: &str) -> u64 {
 }
 
 /// The 401's reason (from `WWW-Authenticate`'s description, as the body's).
-fn refused(a: &Answer) -> String {
+pub(crate) fn refused(a: &Answer) -> String {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
     a.json()["reason"].as_str().unwrap_or_default().to_owned()
 }

@@ -10,6 +10,10 @@ tokens by `cryptography` and PyJWT.
 - A SPIFFE trust bundle at /spiffe/bundle: a JWT-SVID key (`use: jwt-svid`) beside an
   X.509-SVID key (`use: x509-svid`, with `x5c`), `spiffe_sequence`, no `kid` rules.
 - A generic OIDC provider at https://localhost:PORT/oidc (discovery, JWKS, ES256).
+- An OIDC provider at https://localhost:PORT/away whose discovery document names a
+  jwks_uri on another origin (https://127.0.0.1:PORT/away/jwks, the same certificate): it
+  counts the JWKS fetches ("away") and those that carried an Authorization header
+  ("away_bearer").
 
 Usage: platform_issuer.py CERT KEY READER_TOKEN [ADDRESS]
 Listens on ADDRESS (default 127.0.0.1, issuer https://localhost:PORT; otherwise the
@@ -38,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 cert, keyfile, reader = sys.argv[1:4]
 address = sys.argv[4] if len(sys.argv) > 4 else None
 lock = threading.Lock()
-stats = {"discovery": 0, "jwks": 0, "refused": 0, "bundle": 0, "oidc": 0}
+stats = {"discovery": 0, "jwks": 0, "refused": 0, "bundle": 0, "oidc": 0, "away": 0, "away_bearer": 0}
 
 
 def b64(data):
@@ -154,8 +158,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.answer(200, bundle())
             if self.path == "/oidc/.well-known/openid-configuration":
                 return self.answer(200, {"issuer": issuer() + "/oidc", "jwks_uri": issuer() + "/oidc/jwks"})
-            if self.path == "/oidc/jwks":
-                stats["oidc"] += 1
+            if self.path == "/away/.well-known/openid-configuration":
+                away = "https://127.0.0.1:%d/away/jwks" % port_holder["port"]
+                return self.answer(200, {"issuer": issuer() + "/away", "jwks_uri": away})
+            if self.path == "/away/jwks":
+                stats["away"] += 1
+                if self.headers.get("Authorization"):
+                    stats["away_bearer"] += 1
+            if self.path in ("/oidc/jwks", "/away/jwks"):
+                stats["oidc"] += self.path == "/oidc/jwks"
                 s = signers["oidc"]
                 return self.answer(200, {"keys": [jwk_of(s.private, kid=s.kid, alg="ES256", use="sig")]})
         self.answer(404, {})
