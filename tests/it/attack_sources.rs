@@ -350,7 +350,10 @@ async fn the_exposure_check_is_not_turned_off_by_spelling_loopback_otherwise() {
             .start()
             .await;
         let exposed = || side.state.metrics.app_exposed.get() == 1;
-        assert!(eventually(Duration::from_secs(5), exposed).await, "{spelling}");
+        assert!(
+            eventually(Duration::from_secs(5), exposed).await,
+            "{spelling}"
+        );
         let r = get(format!("http://{}/readyz", side.admin()), &[]).await;
         assert_eq!(
             r.status,
