@@ -390,8 +390,8 @@ async fn calls(
     Ok(all_ok)
 }
 
-/// 5. Whose claims: orders signs a platform's claim into its own token; the token is
-/// valid, the claim is not read.
+/// Whose claims (the fifth call): orders signs a platform's claim into its own token;
+/// the token is valid, the claim is not read.
 async fn whose_claims(
     client: &Client<HttpConnector, Full<Bytes>>,
     orders: &keys::GeneratedFiles,
