@@ -30,7 +30,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, env = "TRUSTGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Log filter (`info`, `debug`, `trustgate=debug,hyper=info`, ...).
-    #[arg(long, global = true, env = "TRUSTGATE_LOG_LEVEL")]
+    #[arg(long, global = true, env = "TRUSTGATE_LOG_LEVEL", value_parser = log_filter)]
     pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -413,6 +413,9 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         Err(rejection) => {
             eprintln!("rejected: {}", rejection.reason());
+            if let Some(why) = token::why(token, rejection, &ring, &args.policy, args.now) {
+                eprintln!("why: {why}");
+            }
             Ok(ExitCode::from(1))
         }
     }
@@ -527,10 +530,11 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for w in &files.warnings {
         eprintln!("warning: {w}");
     }
-    for e in &files.errors {
+    // A key file `run` would skip: refused here, as `keys` refuses it.
+    for e in files.key_files.iter().chain(&files.errors) {
         eprintln!("error: {e}");
     }
-    if files.errors.is_empty() {
+    if files.errors.is_empty() && files.key_files.is_empty() {
         println!("{}: configuration is valid", path.display());
         Ok(ExitCode::SUCCESS)
     } else {
@@ -658,4 +662,10 @@ fn warn_shared(ring: &Keyring) {
             whom.join(", ")
         );
     }
+}
+
+/// `--log-level` / `TRUSTGATE_LOG_LEVEL`: refused (exit 2) like any bad value, never a
+/// silent sidecar.
+fn log_filter(s: &str) -> Result<String, String> {
+    config::check_log_filter(s).map(|()| s.to_owned())
 }

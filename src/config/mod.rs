@@ -45,7 +45,13 @@ pub fn load(
         )],
     })?;
     let source = path.display().to_string();
-    let mut cfg = parse_and_check(&text, &source, path.parent(), env)?;
+    // Relative paths inside are relative to the file's directory, made absolute here
+    // (against the working directory, once): the watcher compares the paths events name,
+    // always absolute, with these.
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let mut cfg = parse_and_check(&text, &source, base.as_deref(), env)?;
     cfg.source = path.to_path_buf();
     Ok(cfg)
 }
@@ -308,9 +314,10 @@ section! {
         #[serde(deserialize_with = "values::app_upstream")]
         pub upstream: AppUpstream = AppUpstream::url(Uri::from_static("http://127.0.0.1:8080")),
         pub upstream_protocol: UpstreamProtocol = UpstreamProtocol::Auto,
-        /// Forwarded without a token (kubelet probes of the app).
-        #[serde(deserialize_with = "values::absolute_paths")]
-        pub public_paths: Vec<String> = Vec::new(),
+        /// Forwarded without a token (kubelet probes of the app): the patterns of rule
+        /// `paths` (`/healthz`, `/pub/*`), matched against the canonical path.
+        #[serde(deserialize_with = "values::public_paths")]
+        pub public_paths: Vec<PathPattern> = Vec::new(),
         #[serde(deserialize_with = "values::header")]
         pub token_header: HeaderName = http::header::AUTHORIZATION,
         pub mode: InboundMode = InboundMode::Enforce,
@@ -351,6 +358,11 @@ section! {
 }
 
 impl Inbound {
+    /// A path forwarded without a token (`public_paths`).
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| p.matches(path))
+    }
+
     /// The listener's TLS, when `tls_cert` and `tls_key` are set ([`check`] makes sure
     /// they come as a pair).
     pub fn tls(&self) -> Option<ServerTls> {
@@ -580,8 +592,36 @@ section! {
     pub struct Log {
         pub format: LogFormat = LogFormat::Text,
         /// A `tracing` filter: `info`, `trustgate=debug,warn`.
+        #[serde(deserialize_with = "values::log_filter")]
         pub level: String = "info".into(),
     }
+}
+
+/// The levels a log filter names.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A log filter (`log.level`, `--log-level`, `TRUSTGATE_LOG_LEVEL`) as people mean it:
+/// comma-separated directives, each a level (`info`) or `target=level`
+/// (`trustgate=debug`). A bare word that is not a level (`verbose`) is refused: tracing
+/// would read it as a target name, enable nothing else, and the sidecar would log nothing.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let level = |l: &str| LOG_LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        return Err("is empty: name a level (error, warn, info, debug, trace, off)".into());
+    }
+    for d in directives.iter().filter(|d| !d.is_empty()) {
+        let ok = match d.rsplit_once('=') {
+            Some((target, l)) => !target.trim().is_empty() && level(l),
+            None => level(d),
+        };
+        if !ok {
+            return Err(format!(
+                "\"{d}\" is not a log level: use one of error, warn, info, debug, trace, off, or target=level (trustgate=debug)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A file the configuration names. Relative paths are resolved against the directory of

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Admin, AppExposure, AppUpstream, ClaimHeader, Config, FilePath, Identity, Inbound, InboundMode,
-    IssuerConfig, Limits, Log, LogFormat, Outbound, Route, Rule, Trust, UpstreamProtocol,
+    IssuerConfig, Limits, Log, LogFormat, Outbound, PathPattern, Route, Rule, Trust,
+    UpstreamProtocol,
 };
 
 /// Every problem found, one sentence each.
@@ -32,6 +33,9 @@ pub(super) struct Problems<'a> {
     /// Array elements taken out, by array key, as original indices: later messages name
     /// elements as the user numbered them.
     removed: BTreeMap<String, Vec<usize>>,
+    /// `section.key` → the environment variable its value came from: a problem with it
+    /// names the variable, not the file.
+    from_env: BTreeMap<String, String>,
 }
 
 impl<'a> Problems<'a> {
@@ -41,11 +45,17 @@ impl<'a> Problems<'a> {
             list: Vec::new(),
             failed: BTreeSet::new(),
             removed: BTreeMap::new(),
+            from_env: BTreeMap::new(),
         }
     }
 
     pub(super) fn add(&mut self, key: &str, reason: impl std::fmt::Display) {
-        self.list.push(format!("{}: {key}: {reason}", self.source));
+        match self.from_env.get(key) {
+            Some(var) => self
+                .list
+                .push(format!("environment variable {var} ({key}): {reason}")),
+            None => self.list.push(format!("{}: {key}: {reason}", self.source)),
+        }
     }
 
     fn env(&mut self, var: &str, reason: impl std::fmt::Display) {
@@ -354,6 +364,7 @@ fn apply_env(
                 match entry.as_table_mut() {
                     Some(t) => {
                         t.insert(key.to_owned(), v);
+                        p.from_env.insert(format!("{section}.{key}"), var.clone());
                     }
                     None => p.env(&var, format!("[{section}] is not a table in the file")),
                 }
@@ -423,7 +434,7 @@ env_kind!(Str: String, std::time::Duration, std::net::SocketAddr, http::HeaderNa
 env_kind!(Str: AppUpstream, AppExposure, InboundMode, LogFormat, UpstreamProtocol);
 env_kind!(Bool: bool);
 env_kind!(Int: u16, u32, u64, usize);
-env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>);
+env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>, Vec<PathPattern>);
 env_kind!(Table: Vec<Rule>, Vec<Route>, Vec<IssuerConfig>);
 env_kind!(Table: Vec<ClaimHeader>);
 env_kind!(Path: Option<FilePath>);

@@ -326,7 +326,13 @@ fn env_overrides() {
     let i = c.inbound.unwrap();
     assert_eq!(i.listen, "127.0.0.1:9443".parse().unwrap());
     assert!(i.require_request_binding);
-    assert_eq!(i.public_paths, vec!["/healthz", "/ready"]);
+    assert_eq!(
+        i.public_paths,
+        vec![
+            PathPattern::Exact("/healthz".into()),
+            PathPattern::Exact("/ready".into())
+        ]
+    );
     assert_eq!(c.outbound.unwrap().signed_headers, vec!["x-user-id"]);
     assert_eq!(c.trust.max_token_ttl, Duration::from_secs(600));
     assert_eq!(c.limits.max_connections, 5);

@@ -137,12 +137,18 @@ pub(super) fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D:
         .collect()
 }
 
-pub(super) fn absolute_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let paths = Vec::<String>::deserialize(d)?;
-    match paths.iter().find(|p| !p.starts_with('/')) {
-        Some(p) => Err(custom(format!("\"{p}\" must start with '/'"))),
-        None => Ok(paths),
+/// `inbound.public_paths`: path patterns as rules take them, but never `"*"` (every path
+/// without a token is no sidecar at all).
+pub(super) fn public_paths<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<super::PathPattern>, D::Error> {
+    let paths = Vec::<super::PathPattern>::deserialize(d)?;
+    if paths.contains(&super::PathPattern::Any) {
+        return Err(custom(
+            "\"*\" would forward every path without a token: name the paths (\"/healthz\", \"/pub/*\")",
+        ));
     }
+    Ok(paths)
 }
 
 /// A host as the app names it, lower-cased.
@@ -282,4 +288,11 @@ pub(super) fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::E
         )));
     }
     Ok(Some(Rate { count, per }))
+}
+
+/// `log.level`: a filter [`super::check_log_filter`] accepts.
+pub(super) fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    super::check_log_filter(&s).map_err(custom)?;
+    Ok(s)
 }

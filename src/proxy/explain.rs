@@ -200,7 +200,7 @@ fn before_the_token(side: &InboundState, req: &mut Request<()>, out: &mut Explan
         out.forwarded = false;
         return Step::Done;
     }
-    if side.cfg.public_paths.contains(&path) {
+    if side.cfg.is_public(&path) {
         out.say("public path: yes — forwarded without a token (inbound.public_paths)");
         out.say(format!("answer: forwarded to {}", side.cfg.upstream));
         out.forwarded = true;
@@ -234,7 +234,10 @@ async fn who(
                 Ok(Step::Next(v))
             }
             Err(f) => {
-                out.say(format!("token: refused — {}", f.reason()));
+                let why = inbound::refusal_facts(state, side, req, &f)
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default();
+                out.say(format!("token: refused — {}{why}", f.reason()));
                 out.refuse(&f, side);
                 Ok(Step::Done)
             }

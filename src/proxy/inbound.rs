@@ -12,10 +12,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
+pub use super::bearer::extract_token;
+use super::bearer::{check_token, locate_token};
 use super::client::Protocol;
 use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use super::limits::InFlight;
@@ -26,7 +28,7 @@ use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
 use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
-use crate::token::{self, unix_now, Rejection, Verified, MAX_TOKEN_BYTES};
+use crate::token::{self, unix_now, Rejection, Verified};
 use crate::trust::KidRefusal;
 
 /// Where this service's public keys are published (`inbound.publish_jwks`).
@@ -77,12 +79,26 @@ async fn steps(
         let jwks = super::admin::jwks_response(state, req.method());
         return Decision::Answer(Verdict::new(Outcome::Jwks).forwarded(Ok(jwks)));
     }
-    if cfg.public_paths.iter().any(|p| p == req.uri().path()) {
+    if cfg.is_public(req.uri().path()) {
         return Decision::Forward(Verdict::new(Outcome::Public), req);
     }
     let verified = match authenticate(state, side, &req, unix_now()).await {
         Ok(v) => v,
-        Err(failure) => return reject(state, side, req, failure),
+        Err(failure) => {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                if let Some(why) = refusal_facts(state, side, &req, &failure) {
+                    tracing::debug!(reason = failure.reason(), why, "token refused");
+                }
+            }
+            let who = revoked_caller(state, side, &req, &failure);
+            return reject(state, side, req, failure, who);
+        }
+    };
+    let who = || {
+        Some(Who::Caller(
+            verified.caller.clone(),
+            verified.issuer.clone(),
+        ))
     };
     let mut audit = AuditRules {
         metrics: &state.metrics,
@@ -90,7 +106,7 @@ async fn steps(
     };
     let granted = side.granted(&verified.caller);
     if let Err(failure) = authorize(side, &verified, granted, &req, &mut audit) {
-        return reject(state, side, req, failure);
+        return reject(state, side, req, failure, who());
     }
     if !side.limits.is_empty() {
         match side.limits.admit(&verified.caller) {
@@ -102,7 +118,7 @@ async fn steps(
                     .with_label_values(&[&verified.caller, limit.reason()])
                     .inc();
                 let caller = verified.caller.to_string();
-                return reject(state, side, req, Failure::Limited { caller, limit });
+                return reject(state, side, req, Failure::Limited { caller, limit }, who());
             }
         }
     }
@@ -115,8 +131,7 @@ async fn steps(
         tracing::debug!(header = %name, caller = %verified.caller,
             "claim header withheld: the app would read its value otherwise than the rules");
     }
-    let caller = Who::Caller(verified.caller.clone(), verified.issuer.clone());
-    Decision::Forward(Verdict::new(Outcome::Ok).by(Some(caller)), req)
+    Decision::Forward(Verdict::new(Outcome::Ok).by(who()), req)
 }
 
 /// The one way a request reaches the app.
@@ -143,6 +158,7 @@ fn reject(
     side: &InboundState,
     mut req: Request<Incoming>,
     failure: Failure,
+    who: Option<Who>,
 ) -> Decision<Request<Incoming>> {
     state
         .metrics
@@ -150,16 +166,58 @@ fn reject(
         .with_label_values(&[failure.reason()])
         .inc();
     match side.cfg.mode {
-        InboundMode::Enforce => Decision::Answer(refuse(req, failure)),
+        InboundMode::Enforce => Decision::Answer(refuse(req, failure).by(who)),
         InboundMode::Audit => {
             tracing::warn!(
                 method = %req.method(), path = %req.uri().path(), reason = failure.reason(),
                 "audit mode: would have refused this request"
             );
             req.headers_mut().remove(&side.cfg.token_header);
-            Decision::Forward(Verdict::new(Outcome::Audit).because(failure.reason()), req)
+            let verdict = Verdict::new(Outcome::Audit).because(failure.reason());
+            Decision::Forward(verdict.by(who), req)
         }
     }
+}
+
+/// The facts behind a token's refusal ([`token::why`]): for `explain`, and a debug line.
+pub(crate) fn refusal_facts<B>(
+    state: &State,
+    side: &InboundState,
+    req: &Request<B>,
+    failure: &Failure,
+) -> Option<String> {
+    let Failure::Unauthenticated(rejection) = failure else {
+        return None;
+    };
+    let token = extract_token(req.headers(), &side.cfg.token_header).ok()?;
+    let trust = state.trust.snapshot();
+    token::why(token, *rejection, &trust.keyring, &side.policy, unix_now())
+}
+
+/// A revoked key's token passed every other check (revocation is the last): its caller is
+/// known, and named in the access log with the kid in a line of its own, so that whoever
+/// still presents a revoked key can be found.
+fn revoked_caller<B>(
+    state: &State,
+    side: &InboundState,
+    req: &Request<B>,
+    failure: &Failure,
+) -> Option<Who> {
+    if !matches!(failure, Failure::Unauthenticated(Rejection::Revoked)) {
+        return None;
+    }
+    let claimed = extract_token(req.headers(), &side.cfg.token_header)
+        .ok()
+        .and_then(token::peek)?;
+    let trust = state.trust.snapshot();
+    let key = trust
+        .keyring
+        .select(&claimed.kid, || claimed.iss.clone())?
+        .key()
+        .clone();
+    let caller: Arc<str> = key.speaks.label().into();
+    tracing::info!(caller = %caller, kid = %claimed.kid, "a revoked key was presented");
+    Some(Who::Caller(caller, None))
 }
 
 /// What the app speaks: `auto` sends gRPC as HTTP/2 and everything else as HTTP/1.1,
@@ -348,60 +406,6 @@ fn verify_token<B>(
     Ok(v)
 }
 
-/// Exactly one token. With `authorization` the scheme must be `Bearer`; any other
-/// configured header carries the bare token (a `Bearer ` prefix is tolerated).
-pub fn extract_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Rejection> {
-    check_token(locate_token(headers, name)?)
-}
-
-/// Where the token is: exactly one field, within the size limit, its scheme stripped.
-/// Its bytes are not checked yet ([`check_token`]).
-fn locate_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a [u8], Rejection> {
-    let mut values = headers.get_all(name).iter();
-    let value = values.next().ok_or(Rejection::Missing)?;
-    if values.next().is_some() {
-        return Err(Rejection::MultipleTokens);
-    }
-    if value.len() > MAX_TOKEN_BYTES + 16 {
-        return Err(Rejection::TooLarge);
-    }
-    let value = value.as_bytes().trim_ascii();
-    let token = match bearer(value) {
-        Some(t) => t,
-        // Bytes beyond ASCII say "malformed" before anything says "missing".
-        None if !value.is_ascii() => return Err(Rejection::Malformed),
-        None if *name == AUTHORIZATION => return Err(Rejection::Missing),
-        None => value,
-    };
-    if token.is_empty() {
-        return Err(Rejection::Missing);
-    }
-    Ok(token)
-}
-
-/// A token's bytes, checked only when the verified-token cache does not know them: ASCII
-/// only (control bytes other than tab never get here: httparse and `HeaderValue` refuse
-/// them); then base64url and dots, so a comma, a space or a tab means two tokens (or
-/// garbage).
-fn check_token(token: &[u8]) -> Result<&str, Rejection> {
-    if !token.is_ascii() {
-        return Err(Rejection::Malformed);
-    }
-    if token.iter().any(|&b| matches!(b, b' ' | b'\t' | b',')) {
-        return Err(Rejection::MultipleTokens);
-    }
-    std::str::from_utf8(token).map_err(|_| Rejection::Malformed)
-}
-
-/// `Bearer` (any case), one or more spaces, the credentials.
-fn bearer(value: &[u8]) -> Option<&[u8]> {
-    let space = value.iter().position(|&b| b == b' ')?;
-    let (scheme, rest) = value.split_at(space);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
-}
-
 /// What the app is told: who called, with which roles, the signed context and the claim
 /// headers. The claim headers withheld (a claim the app would read differently from the
 /// rules: see [`policy::claim_header_value`]) are returned, for the caller to count.
@@ -450,74 +454,6 @@ mod tests {
         }
         h
     }
-
-    #[test]
-    fn token_extraction() {
-        let a = AUTHORIZATION;
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "Bearer abc")]), &a),
-            Ok("abc")
-        );
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "bearer  abc ")]), &a),
-            Ok("abc")
-        );
-        assert_eq!(extract_token(&headers(&[]), &a), Err(Rejection::Missing));
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "BEARER\tabc")]), &a),
-            Err(Rejection::Missing),
-            "the scheme ends at a space (RFC 9110 credentials: 1*SP)"
-        );
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "Bearer \tabc\t")]), &a),
-            Ok("abc")
-        );
-        // (Control bytes never get this far: neither httparse nor `HeaderValue` admit them.)
-        for (value, why) in [
-            (&b"Bearer a\xc3\xa9b"[..], "UTF-8 beyond ASCII"),
-            (b"Bearer ab\xff", "obs-text, even at the end"),
-            (b"\xffBearer ab", "obs-text before the scheme"),
-        ] {
-            let mut h = HeaderMap::new();
-            h.insert(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
-            assert_eq!(extract_token(&h, &a), Err(Rejection::Malformed), "{why}");
-        }
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "Bearer a\tb")]), &a),
-            Err(Rejection::MultipleTokens)
-        );
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "Basic eDp5")]), &a),
-            Err(Rejection::Missing)
-        );
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "Bearer ")]), &a),
-            Err(Rejection::Missing)
-        );
-        assert_eq!(
-            extract_token(
-                &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
-                &a
-            ),
-            Err(Rejection::MultipleTokens)
-        );
-        assert_eq!(
-            extract_token(&headers(&[("authorization", "Bearer a, Bearer b")]), &a),
-            Err(Rejection::MultipleTokens)
-        );
-        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 100));
-        assert_eq!(
-            extract_token(&headers(&[("authorization", &big)]), &a),
-            Err(Rejection::TooLarge)
-        );
-        let custom = HeaderName::from_static("x-trustgate-token");
-        assert_eq!(
-            extract_token(&headers(&[("x-trustgate-token", "abc")]), &custom),
-            Ok("abc")
-        );
-    }
-
-    // Each step alone, on a plain request: no sockets, no app.
 
     fn side(extra: &str) -> InboundState {
         let text = format!(

@@ -11,6 +11,7 @@
 //! [`Proxy`] ties them together: bind everything (nothing half-started), then serve until
 //! told to stop, then drain.
 pub mod admin;
+mod bearer;
 pub mod body;
 pub mod client;
 pub mod explain;
@@ -140,6 +141,7 @@ impl Proxy {
         let (errors, warnings) = exposure::config_problems(&cfg);
         check.errors.extend(errors);
         check.warnings.extend(warnings);
+        // (`key_files` are logged by the trust plane as it skips them.)
         for w in &check.warnings {
             tracing::warn!("{w}");
         }

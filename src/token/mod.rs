@@ -13,7 +13,7 @@ mod verify;
 
 pub use cache::{Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
-pub use peek::{peek, Peeked};
+pub use peek::{peek, why, Peeked};
 pub use sign::TokenSigner;
 pub use verify::{verify, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
 

@@ -162,6 +162,10 @@ pub fn load_signer(cfg: &Config) -> Result<Option<TokenSigner>, LoadError> {
 pub struct FileCheck {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Files of the key directories that cannot be used: `run` logs them and loads the
+    /// others (a bad file never takes down the rest); `check` fails on them, as `keys`
+    /// does.
+    pub key_files: Vec<String>,
 }
 
 /// Loads every file the configuration names, as `run` does (and `run` uses what it
@@ -191,13 +195,19 @@ pub fn load_checked(cfg: &Config) -> (Option<Loaded>, FileCheck) {
     (loaded, check)
 }
 
+/// The key directory as `keys` sees it: a file that cannot be used (private key
+/// material, junk, a weak key) is reported in `key_files`; no key at all, and nothing else
+/// to trust, is a warning — every call would be `unknown_key`.
 fn warn_about_dir(cfg: &Config, trust: &FileTrust, check: &mut FileCheck) {
     for p in &trust.problems {
-        check.warnings.push(format!(
+        check.key_files.push(format!(
             "trust.authorized_keys: {}: {}",
             p.file.display(),
             p.reason
         ));
+    }
+    if let Some(w) = nothing_trusted(cfg, trust) {
+        check.warnings.push(w);
     }
     for s in &trust.sources {
         if s.url.scheme_str() == Some("http") && !cfg.trust.allow_http_fetch {
@@ -274,6 +284,22 @@ fn warn_about_sources(cfg: &Config, trust: &FileTrust, check: &mut FileCheck) {
             ));
         }
     }
+}
+
+/// "No trusted keys": the directory holds no usable key, and no key URL, issuer or shared
+/// key could vouch for a caller either.
+pub fn nothing_trusted(cfg: &Config, trust: &FileTrust) -> Option<String> {
+    let dir = cfg.trust.authorized_keys.as_deref()?;
+    let empty = trust.keys.is_empty()
+        && trust.sources.is_empty()
+        && cfg.trust.issuers.is_empty()
+        && cfg.trust.shared_key.is_none();
+    empty.then(|| {
+        format!(
+            "trust.authorized_keys: no trusted keys in {} (no key file, no key URL, no issuer): every call will be refused unknown_key until one is added",
+            dir.display()
+        )
+    })
 }
 
 fn tls_files_readable(cfg: &Config, check: &mut FileCheck) {
