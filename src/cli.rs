@@ -55,17 +55,20 @@ pub enum Command {
         config: PathBuf,
     },
     /// Two services and their sidecars on loopback with fresh keys: a trusted call, a
-    /// forged one, an unknown key and a policy denial, with what each side saw.
+    /// forged one, an unknown key, a policy denial and a peer's self-asserted claim, with
+    /// what each side saw.
     Demo,
     /// Generate a key pair: `<name>.key` (private, mode 0600) and `<name>.pub`.
     Keygen {
         /// The identity the key is for (a DNS label).
         name: String,
+        /// Key type: ES256 (P-256, the default), EdDSA (Ed25519) or RS256 (RSA 2048).
         #[arg(long, value_enum, default_value = "ES256")]
         alg: GenAlg,
         /// Directory to write into (created if missing).
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// File format: pem (PKCS#8 private, SPKI public) or jwk.
         #[arg(long, value_enum, default_value = "pem")]
         format: KeyFormat,
     },
@@ -99,6 +102,7 @@ pub enum Command {
     /// Verify a token against an authorized_keys directory: print the caller and claims,
     /// or the reason it is rejected (exit 1).
     Verify {
+        /// The authorized_keys directory to verify against (as `trust.authorized_keys`).
         #[arg(long, required_unless_present = "shared_key")]
         authorized_keys: Option<PathBuf>,
         /// Trust a shared-key-mode secret as well.
@@ -110,8 +114,10 @@ pub enum Command {
         /// The identity of the service receiving the token.
         #[arg(long)]
         aud: String,
+        /// Clock skew tolerated on exp, nbf and iat (as `trust.leeway`).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         leeway: Duration,
+        /// The longest lifetime (exp - iat) accepted (as `trust.max_token_ttl`).
         #[arg(long, default_value = "300s", value_parser = parse_duration)]
         max_ttl: Duration,
         /// Accept an `aud` list naming other services too (as `trust.allow_multi_audience`).
@@ -126,6 +132,7 @@ pub enum Command {
     /// List the identities, kids, algorithms and problems of an authorized_keys directory,
     /// and its key URL sources (`<identity>.url`).
     Keys {
+        /// The authorized_keys directory.
         dir: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -166,9 +173,15 @@ pub enum Command {
         #[arg(long, default_value_t = 15000)]
         admin_port: u16,
     },
-    /// Validate a configuration and its key files.
+    /// Validate a configuration and its key files (exit 1 with every problem, each with
+    /// its key and file).
     Check {
-        #[arg(long, env = "TRUSTGATE_CONFIG")]
+        /// Configuration file (as `run`'s).
+        #[arg(
+            long,
+            env = "TRUSTGATE_CONFIG",
+            default_value = "/etc/trustgate/trustgate.toml"
+        )]
         config: PathBuf,
     },
     /// What the inbound side would do with one request, step by step (exit 0: forwarded,
@@ -178,12 +191,18 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
-    #[arg(long, env = "TRUSTGATE_CONFIG")]
+    /// Configuration file (as `run`'s).
+    #[arg(
+        long,
+        env = "TRUSTGATE_CONFIG",
+        default_value = "/etc/trustgate/trustgate.toml"
+    )]
     config: PathBuf,
-    /// The token the request carries (`-`: read it from stdin).
-    #[arg(long, conflicts_with = "caller", required_unless_present = "caller")]
+    /// The token the request carries (`-`: read it from stdin). Neither this nor
+    /// --caller: a request without a token (answered on a public path).
+    #[arg(long, conflicts_with = "caller")]
     token: Option<String>,
-    /// A caller by name, instead of a token.
+    /// A caller by name, instead of a token: what its requests would meet.
     #[arg(long)]
     caller: Option<String>,
     /// GET, POST, ...
@@ -577,6 +596,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         (Some(t), None) if t == "-" => Who::Token(read_stdin()?.trim().to_owned()),
         (Some(t), None) => Who::Token(t),
         (None, Some(c)) => Who::Caller(c),
+        (None, None) => Who::Nobody,
         _ => return usage("give --token or --caller, not both".into()),
     };
     let Some(cfg) = load_config(&path) else {

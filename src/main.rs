@@ -92,7 +92,19 @@ fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::R
         };
         let addrs = proxy.addrs();
         let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let state = proxy.state();
+        let mode = match &state.cfg.inbound {
+            Some(i) if i.enabled => match i.mode {
+                config::InboundMode::Enforce => "enforce",
+                config::InboundMode::Audit => "audit",
+            },
+            _ => "outbound-only",
+        };
         tracing::info!(
+            identity = %state.cfg.identity.name,
+            kid = %state.trust.signer().map(|s| s.kid().to_owned()).unwrap_or_else(|| "-".into()),
+            trusted_keys = state.trust.snapshot().keyring.len(),
+            mode,
             inbound = %show(addrs.inbound),
             outbound = %show(addrs.outbound),
             admin = %addrs.admin,

@@ -26,10 +26,13 @@ pub enum Outcome {
     InternalError,
     /// A per-caller limit: 429.
     Limited,
+    /// Outbound: the callee's sidecar answered itself (a refusal, or its app failing),
+    /// not the callee's app: `trustgate-hop` names it.
+    CalleeRefused,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::Ok,
         Outcome::Public,
         Outcome::Jwks,
@@ -44,6 +47,7 @@ impl Outcome {
         Outcome::BadRequest,
         Outcome::InternalError,
         Outcome::Limited,
+        Outcome::CalleeRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::InternalError => "internal_error",
             Outcome::Limited => "limited",
+            Outcome::CalleeRefused => "callee_refused",
         }
     }
 }

@@ -107,13 +107,20 @@ pub(super) fn parse<'a>(
     base: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(Config, Problems<'a>), ConfigError> {
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-        problems: vec![
-            format!("{source}: not valid TOML: {}", e.message())
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
-        ],
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let at = e.span().map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(":{line}:{column}")
+        });
+        ConfigError {
+            problems: vec![format!(
+                "{source}{}: not valid TOML: {}",
+                at.unwrap_or_default(),
+                e.message()
+            )],
+        }
     })?;
     let mut p = Problems::new(source);
     apply_env(&mut table, env, &mut p);
@@ -135,7 +142,12 @@ pub(super) fn parse<'a>(
             "admin" => cfg.admin = section(&mut p, &name, value).unwrap_or_default(),
             "limits" => cfg.limits = section(&mut p, &name, value).unwrap_or_default(),
             "log" => cfg.log = section(&mut p, &name, value).unwrap_or_default(),
-            _ => p.add(&name, "unknown key"),
+            _ => {
+                let mut known: Vec<&str> = sections().iter().map(|(s, _)| *s).collect();
+                known.push("callers");
+                let hint = did_you_mean(&name, &known).unwrap_or_default();
+                p.add(&name, format!("unknown key{hint}"))
+            }
         }
     }
     Ok((cfg, p))
@@ -155,7 +167,19 @@ fn section<T: DeserializeOwned>(p: &mut Problems, name: &str, mut value: toml::V
         let err = match result {
             Ok(parsed) => {
                 for key in unknown {
-                    p.add(&format!("{name}{key}"), "unknown key");
+                    let known = sections()
+                        .into_iter()
+                        .find(|(s, _)| *s == name)
+                        .map(|(_, keys)| keys.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    let hint = key
+                        .strip_prefix('.')
+                        .filter(|k| !k.contains(['.', '[']))
+                        .and_then(|k| did_you_mean(k, &known));
+                    p.add(
+                        &format!("{name}{key}"),
+                        format!("unknown key{hint}", hint = hint.unwrap_or_default()),
+                    );
                 }
                 return Some(parsed);
             }
@@ -247,6 +271,16 @@ fn missing_field(message: &str) -> Option<&str> {
 
 /// `.allow[0].methodz`, relative to the section (serde_ignored's own Display shows
 /// `Option` layers as `?`).
+/// `" (did you mean listen?)"` when one known name is close to a misspelt one.
+fn did_you_mean(word: &str, known: &[&str]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(word, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+}
+
 fn ignored_key(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path as P;
     match path {

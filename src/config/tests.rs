@@ -600,7 +600,9 @@ fn exposure_check_keys() {
     );
     assert!(
         p.iter()
-            .any(|p| p.contains("inbound.app_exposure: unknown variant `loud`")),
+            .any(|p| p.contains(
+                "environment variable TRUSTGATE_INBOUND_APP_EXPOSURE (inbound.app_exposure): unknown variant `loud`"
+            )),
         "{p:?}"
     );
     let p = problems(

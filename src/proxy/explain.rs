@@ -12,7 +12,7 @@ use super::rescue::Failure;
 use super::state::{InboundState, State};
 use crate::config::{Config, InboundMode, Rule};
 use crate::policy::{List, Miss, Observe, Subject};
-use crate::token::{unix_now, Claims, Verified};
+use crate::token::{unix_now, Claims, Rejection, Verified};
 
 /// Who the request claims to be: a token as it would arrive, or a caller by name (the
 /// token step then skipped, the policy evaluated for that caller with no claims but the
@@ -20,6 +20,8 @@ use crate::token::{unix_now, Claims, Verified};
 pub enum Who {
     Token(String),
     Caller(String),
+    /// Neither: a request without a token (fine on a public path).
+    Nobody,
 }
 
 /// The question: one request.
@@ -242,11 +244,26 @@ async fn who(
                 Ok(Step::Done)
             }
         },
+        Who::Caller(name) if !state.trust.could_trust(name) => {
+            out.say(format!(
+                "token: --caller {name}: nobody by that name is trusted here (no key file, key URL or issuer maps to it)"
+            ));
+            out.refuse(&Failure::Unauthenticated(Rejection::UnknownKey), side);
+            Ok(Step::Done)
+        }
         Who::Caller(name) => {
             out.say(format!(
                 "token: not checked (--caller {name}: its claims are iss, sub, aud, iat, exp only)"
             ));
             Ok(Step::Next(Arc::new(named_caller(name, &state.cfg)?)))
+        }
+        Who::Nobody => {
+            out.say(
+                "token: none given — this path needs one: --token T (the token a request \
+                 carries, - for stdin), or --caller NAME (a trusted caller, without a token)",
+            );
+            out.refuse(&Failure::Unauthenticated(Rejection::Missing), side);
+            Ok(Step::Done)
         }
     }
 }

@@ -52,14 +52,14 @@ pub fn handle<'a>(
         let mut in_flight = None;
         let (verdict, req) = match steps(state, side, req, &mut in_flight).await {
             Decision::Forward(verdict, req) => (verdict, req),
-            Decision::Answer(handled) => return observe::finish(&state.metrics, seen, handled),
+            Decision::Answer(handled) => return observe::finish(state, seen, handled, &"-"),
         };
         let answer = to_app(side, req, down).await;
         let handled = verdict.forwarded(match in_flight {
             None => answer,
             Some(f) => answer.map(|resp| super::limits::hold(resp, f)),
         });
-        observe::finish(&state.metrics, seen, handled)
+        observe::finish(state, seen, handled, &side.cfg.upstream)
     }
 }
 

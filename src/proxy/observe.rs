@@ -8,8 +8,9 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 
 use super::rescue::Failure;
+use super::state::State;
 use crate::http::Body;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Outcome;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -143,8 +144,21 @@ impl Handled {
     }
 }
 
-/// Counts, logs and answers.
-pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body> {
+/// Names the sidecar that answered itself, on every answer it makes (`billing/inbound`):
+/// a caller tells "billing's app is down" (502 from billing/inbound) from "billing's
+/// sidecar is down" (502 from orders/outbound); an outbound sidecar relays the callee's
+/// and counts it as `callee_refused`.
+pub const HOP: http::HeaderName = http::HeaderName::from_static("trustgate-hop");
+
+/// Counts, logs and answers. `upstream`, where a request was sent on, names it in the
+/// warning of a failed exchange.
+pub fn finish(
+    state: &State,
+    seen: Seen,
+    handled: Handled,
+    upstream: &dyn std::fmt::Display,
+) -> Response<Body> {
+    let metrics = &state.metrics;
     let Handled {
         verdict:
             Verdict {
@@ -155,22 +169,32 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
         result,
     } = handled;
     let direction = seen.direction.as_str();
+    let index = match seen.direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    };
     let response = match result {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            if index == 1 && outcome == Outcome::Ok {
+                if let Some(r) = callee_refusal(&resp) {
+                    (outcome, reason) = (Outcome::CalleeRefused, Some(r));
+                }
+            }
+            resp
+        }
         Err(failure) => {
-            if matches!(failure, Failure::Upstream(_) | Failure::Internal(_)) {
+            if matches!(failure, Failure::Upstream(_)) {
+                tracing::warn!(direction, %upstream, error = %failure, "request failed");
+            } else if matches!(failure, Failure::Internal(_)) {
                 tracing::warn!(direction, error = %failure, "request failed");
             }
-            let (o, r, resp) = failure.render(seen.grpc);
+            let (o, r, mut resp) = failure.render(seen.grpc);
+            resp.headers_mut().insert(HOP, state.hops[index].clone());
             (outcome, reason) = (o, Some(r));
             resp
         }
     };
     let elapsed = seen.start.elapsed();
-    let index = match seen.direction {
-        Direction::Inbound => 0,
-        Direction::Outbound => 1,
-    };
     metrics
         .per_request
         .observe(index, outcome, elapsed.as_secs_f64());
@@ -197,6 +221,24 @@ pub fn finish(metrics: &Metrics, seen: Seen, handled: Handled) -> Response<Body>
         ),
     }
     response
+}
+
+/// An answer the callee's sidecar made itself (it carries `trustgate-hop` naming an
+/// inbound side), by what its status says.
+fn callee_refusal(resp: &Response<Body>) -> Option<&'static str> {
+    let hop = resp.headers().get(HOP)?.as_bytes();
+    if !hop.ends_with(b"/inbound") {
+        return None;
+    }
+    Some(match resp.status().as_u16() {
+        400 => "bad_request",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        429 => "limited",
+        503 => "unavailable",
+        502 | 504 => "upstream_error",
+        _ => "refused",
+    })
 }
 
 /// The trace id of a W3C `traceparent` (Trace Context §3.2), for the access log, so that

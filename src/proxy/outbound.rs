@@ -30,24 +30,44 @@ pub fn handle<'a>(
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let seen = Seen::new(Direction::Outbound, &req);
     // Decided before the future exists: it holds the exchange, not the request.
-    let decided = steps(state, side, req, down);
+    let (decided, upstream) = steps(state, side, req, down);
     async move {
         let handled = match decided {
             Decision::Forward(verdict, forwarding) => verdict.forwarded(forwarding.await),
             Decision::Answer(handled) => handled,
         };
-        observe::finish(&state.metrics, seen, handled)
+        let upstream: &dyn std::fmt::Display = match upstream {
+            Some(u) => u,
+            None => &"the destination host",
+        };
+        observe::finish(state, seen, handled, upstream)
     }
 }
 
 /// The outbound pipeline: refuse CONNECT → strip hop-by-hop fields → find the route →
 /// put the token on → forward. Every early return is a decision; a request sent on
-/// comes back as its verdict and the exchange with the next hop.
+/// comes back as its verdict and the exchange with the next hop, and the route's
+/// upstream (for the warning of a failed exchange).
 fn steps<'a>(
+    state: &'a State,
+    side: &'a OutboundState,
+    req: Request<Incoming>,
+    down: &'a Downstream,
+) -> (
+    Decision<impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a>,
+    Option<&'a Uri>,
+) {
+    let mut upstream = None;
+    let decision = decide(state, side, req, down, &mut upstream);
+    (decision, upstream)
+}
+
+fn decide<'a>(
     state: &'a State,
     side: &'a OutboundState,
     mut req: Request<Incoming>,
     down: &'a Downstream,
+    upstream: &mut Option<&'a Uri>,
 ) -> Decision<impl Future<Output = Result<Response<Body>, Failure>> + Send + 'a> {
     let cfg = &side.cfg;
     if req.method() == Method::CONNECT {
@@ -83,6 +103,7 @@ fn steps<'a>(
     }
     let protocol = link_protocol(route.upstream_protocol, req.version());
     let verdict = Verdict::new(Outcome::Ok).by(Some(Who::Host(host)));
+    *upstream = Some(&route.upstream);
     let hop = Hop {
         upstreams: &state.upstreams,
         target: &route.upstream,

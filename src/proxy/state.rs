@@ -27,6 +27,9 @@ pub struct State {
     pub health: Health,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
+    /// `trustgate-hop` of this sidecar's own answers: `<identity>/inbound`,
+    /// `<identity>/outbound` (see [`super::observe::HOP`]).
+    pub hops: [http::HeaderValue; 2],
 }
 
 /// What only the inbound side reads.
@@ -202,6 +205,10 @@ impl State {
             trust,
             upstreams,
             metrics,
+            hops: ["inbound", "outbound"].map(|side| {
+                http::HeaderValue::from_str(&format!("{}/{side}", cfg.identity.name))
+                    .unwrap_or(http::HeaderValue::from_static("-"))
+            }),
             cfg,
         })
     }

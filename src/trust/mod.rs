@@ -26,7 +26,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use jsonwebtoken::jwk::Jwk;
 
 use crate::config::Config;
-use crate::keys::Keyring;
+use crate::keys::{Keyring, Speaks};
 use crate::metrics::Metrics;
 use crate::tls::TlsSetupError;
 use crate::token::{Peeked, Rejection, TokenSigner};
@@ -188,6 +188,28 @@ impl Trust {
                 .map(|(j, _)| j.clone()),
         );
         keys
+    }
+
+    /// Whether a caller by this name could be trusted at all: a key of its own (a file, or
+    /// a key URL named for it), an issuer mapping a subject to it, or the shared key
+    /// (whose holders may claim any name). `explain --caller` asks.
+    pub fn could_trust(&self, caller: &str) -> bool {
+        let snapshot = self.snapshot();
+        let ring = &snapshot.keyring;
+        ring.keys()
+            .iter()
+            .any(|k| matches!(&k.speaks, Speaks::Anyone) || k.speaks.identity() == Some(caller))
+            || self
+                .sources
+                .describe()
+                .iter()
+                .any(|s| s["issuer"].is_null() && s["identity"] == caller)
+            || self
+                .cfg
+                .trust
+                .issuers
+                .iter()
+                .any(|i| i.callers.values().any(|c| c == caller))
     }
 
     /// `/trust`: what is trusted now, what could not be loaded, and each key URL.

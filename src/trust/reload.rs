@@ -16,6 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::files::{self, TrustFiles};
 use super::watch::{dir_ids, new_watch, DirWatch, Dirs, Touched};
 use super::Trust;
+use crate::keys::Keyring;
 use crate::tls::CertResolver;
 
 /// What a reload did.
@@ -91,6 +92,9 @@ impl Reloader {
         let keyring = files::compose(&loaded, trust.sources.keys());
         *held = loaded;
         let changed = !keyring.same_as(&current.keyring);
+        if m.trust_unreadable.get() == 1 {
+            tracing::info!("trust material readable again: reloading from it");
+        }
         m.trust_unreadable.set(0);
         m.trust_problems.set(keyring.problems().len() as i64);
         if changed || force_count {
@@ -104,11 +108,22 @@ impl Reloader {
             tracing::error!(file = %p.file.display(), reason = %p.reason, "key file problem");
         }
         super::warn_shared(&keyring);
+        let d = diff(&current.keyring, &keyring);
         tracing::info!(
             trusted_keys = keyring.len(),
             problems = keyring.problems().len(),
+            added = %d.added.join(" "),
+            removed = %d.removed.join(" "),
+            revoked = %d.revoked.join(" "),
+            unrevoked = %d.unrevoked.join(" "),
             "keyring reloaded"
         );
+        for who in &d.orphaned {
+            tracing::warn!(
+                identity = %who,
+                "{who} has no trusted key left: its calls are refused until one is added"
+            );
+        }
         trust.publish_keyring(keyring);
         ReloadOutcome::Published
     }
@@ -263,5 +278,51 @@ async fn run(reloader: Reloader, mut watcher: Option<DirWatch>, mut stop: watch:
             watched_ids = ids;
             recheck = watcher.as_ref().is_some_and(|w| w.unwatched.is_empty());
         }
+    }
+}
+
+/// What a reload changed, in words an operator can act on: kids as `identity:kid`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyringDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub revoked: Vec<String>,
+    pub unrevoked: Vec<String>,
+    /// Identities (or issuers) that had a usable key before and have none now.
+    pub orphaned: Vec<String>,
+}
+
+pub fn diff(before: &Keyring, after: &Keyring) -> KeyringDiff {
+    use std::collections::BTreeSet;
+    let keys = |r: &Keyring| -> BTreeSet<(String, String)> {
+        r.keys()
+            .iter()
+            .map(|k| (k.speaks.label().into_owned(), k.key.kid.clone()))
+            .collect()
+    };
+    let usable = |r: &Keyring| -> BTreeSet<String> {
+        r.keys()
+            .iter()
+            .filter(|k| !r.is_revoked(&k.key.kid))
+            .map(|k| k.speaks.label().into_owned())
+            .collect()
+    };
+    let (b, a) = (keys(before), keys(after));
+    let named = |set: &BTreeSet<(String, String)>, other: &BTreeSet<(String, String)>| {
+        set.difference(other)
+            .map(|(who, kid)| format!("{who}:{kid}"))
+            .collect()
+    };
+    let revoked_now = |r: &Keyring, o: &Keyring| {
+        let mut v: Vec<String> = r.revoked().difference(o.revoked()).cloned().collect();
+        v.sort();
+        v
+    };
+    KeyringDiff {
+        added: named(&a, &b),
+        removed: named(&b, &a),
+        revoked: revoked_now(after, before),
+        unrevoked: revoked_now(before, after),
+        orphaned: usable(before).difference(&usable(after)).cloned().collect(),
     }
 }

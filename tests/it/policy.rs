@@ -368,8 +368,9 @@ fn explain(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 fn explain_says_every_step_and_the_verdict() {
     let keys = Keys::new();
     let orders = keys.make("orders");
+    let search = keys.make("search");
     let billing = keys.make("billing");
-    let trusted = keys.trust_dir("trusted", &[&orders]);
+    let trusted = keys.trust_dir("trusted", &[&orders, &search]);
     let text = Conf::new("billing", &billing.private)
         .inbound(&trusted, "127.0.0.1:9")
         .set("inbound", r#"public_paths = ["/healthz"]"#)
@@ -436,10 +437,29 @@ fn explain_says_every_step_and_the_verdict() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("token: not checked (--caller search"), "{out}");
 
-    // Bad usage: both, neither, a bad header.
+    // Neither a token nor a caller: a public path needs none, another path is refused
+    // 401 missing, and the answer says how to ask.
+    let (code, out, err) = explain(&config, &["GET", "/healthz"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("public path: yes"), "{out}");
+    let (code, out, _) = explain(&config, &["GET", "/x"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("token: none given")
+            && out.contains("--caller NAME")
+            && out.contains("401 missing"),
+        "{out}"
+    );
+    // A caller nobody trusts is not "forwarded as" it.
+    let (code, out, _) = explain(&config, &["--caller", "shipping", "GET", "/x"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("nobody by that name is trusted here") && out.contains("401 unknown_key"),
+        "{out}"
+    );
+
+    // Bad usage: both, a bad header.
     let (code, _, err) = explain(&config, &["--token", "t", "--caller", "c", "GET", "/"]);
-    assert_eq!(code, 2, "{err}");
-    let (code, _, err) = explain(&config, &["GET", "/"]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = explain(&config, &["--caller", "c", "GET", "/", "-H", "nocolon"]);
     assert_eq!(code, 2, "{err}");
