@@ -378,6 +378,13 @@ fn token_cmd(
     } else {
         keys::load_signing_key(key)?
     };
+    // Every verifier's default refuses what lives longer than `trust.max_token_ttl` (5m).
+    if ttl > Duration::from_secs(300) {
+        eprintln!(
+            "warning: --ttl {}: a verifier with the default trust.max_token_ttl (5m) refuses it lifetime_too_long",
+            humantime::format_duration(ttl)
+        );
+    }
     let signer = TokenSigner::new(iss, Arc::new(key), ttl);
     let ctx: BTreeMap<String, String> = ctx.into_iter().collect();
     let binding = bind.as_ref().map(|b| (b[0].as_str(), b[1].as_str()));
@@ -515,7 +522,9 @@ fn keys_cmd(dir: &Path, json: bool, fetch: Option<FetchArgs>) -> anyhow::Result<
         for p in ring.problems() {
             eprintln!("problem: {}: {}", p.file.display(), p.reason);
         }
-        warn_shared(&ring);
+        for line in ring.shared_lines() {
+            eprintln!("warning: {line}");
+        }
     }
     Ok(if ring.problems().is_empty() {
         ExitCode::SUCCESS
@@ -657,6 +666,13 @@ fn inject(file: Option<&Path>, opts: &trustgate::inject::Options) -> anyhow::Res
             for line in &done.report {
                 eprintln!("{line}");
             }
+            let placeholder = trustgate::inject::Options::default().image;
+            if done.output.contains(&placeholder) {
+                eprintln!(
+                    "warning: the sidecar image is the placeholder {placeholder}, which no registry serves: \
+                     pass --image (e.g. the name deploy/image/build.sh printed) or annotate trustgate.dev/image"
+                );
+            }
             std::io::stdout().write_all(done.output.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -664,23 +680,6 @@ fn inject(file: Option<&Path>, opts: &trustgate::inject::Options) -> anyhow::Res
             eprintln!("error: {name}: {e}");
             Ok(ExitCode::from(1))
         }
-    }
-}
-
-/// Kids trusted for several identities: each keeps its key (a token's `iss` picks), but one
-/// file holds a key that is not its identity's, which the operator wants to know.
-fn warn_shared(ring: &Keyring) {
-    for s in ring.shared() {
-        let whom: Vec<String> = s
-            .trusted_for
-            .iter()
-            .map(|(who, file)| format!("{who} ({})", file.display()))
-            .collect();
-        eprintln!(
-            "warning: key {} is trusted for several identities: {} (a token's iss picks)",
-            s.kid,
-            whom.join(", ")
-        );
     }
 }
 

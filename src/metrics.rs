@@ -74,33 +74,39 @@ impl Outcome {
 /// The per-request series, resolved once at start: a request does no label hashing.
 #[derive(Clone)]
 pub struct RequestSeries {
-    /// By direction (inbound, outbound), then by [`Outcome`] (its discriminant).
-    counts: [Vec<IntCounter>; 2],
-    durations: [Histogram; 2],
+    /// By direction (inbound, outbound), then by [`Outcome`] (its discriminant); a side
+    /// this sidecar does not have exports no series.
+    sides: [Option<(Vec<IntCounter>, Histogram)>; 2],
 }
 
 impl RequestSeries {
-    fn new(requests: &IntCounterVec, duration: &HistogramVec) -> Result<Self, prometheus::Error> {
-        let side = |d: &str| -> Result<Vec<IntCounter>, prometheus::Error> {
-            Outcome::ALL
+    fn new(
+        requests: &IntCounterVec,
+        duration: &HistogramVec,
+        sides: [bool; 2],
+    ) -> Result<Self, prometheus::Error> {
+        let side = |d: &str, on: bool| -> Result<_, prometheus::Error> {
+            if !on {
+                return Ok(None);
+            }
+            let counts = Outcome::ALL
                 .iter()
                 .map(|o| requests.get_metric_with_label_values(&[d, o.as_str()]))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((counts, duration.get_metric_with_label_values(&[d])?)))
         };
         Ok(RequestSeries {
-            counts: [side("inbound")?, side("outbound")?],
-            durations: [
-                duration.get_metric_with_label_values(&["inbound"])?,
-                duration.get_metric_with_label_values(&["outbound"])?,
-            ],
+            sides: [side("inbound", sides[0])?, side("outbound", sides[1])?],
         })
     }
 
     /// Counts one request of `direction` (0 inbound, 1 outbound) and observes its
     /// duration.
     pub fn observe(&self, direction: usize, outcome: Outcome, seconds: f64) {
-        self.counts[direction][outcome as usize].inc();
-        self.durations[direction].observe(seconds);
+        if let Some((counts, duration)) = &self.sides[direction] {
+            counts[outcome as usize].inc();
+            duration.observe(seconds);
+        }
     }
 }
 
@@ -151,7 +157,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Both sides' request series.
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        Self::for_sides(registry, true, true)
+    }
+
+    /// The request series of the sides this sidecar has (an outbound-only one exports
+    /// no inbound series).
+    pub fn for_sides(
+        registry: Registry,
+        inbound: bool,
+        outbound: bool,
+    ) -> Result<Self, prometheus::Error> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "trustgate_requests_total",
@@ -318,7 +335,7 @@ impl Metrics {
                 reloads.with_label_values(&[material, result]);
             }
         }
-        let per_request = RequestSeries::new(&requests, &request_duration)?;
+        let per_request = RequestSeries::new(&requests, &request_duration, [inbound, outbound])?;
         Ok(Metrics {
             per_request,
             registry,

@@ -193,6 +193,26 @@ impl Keyring {
         &self.shared
     }
 
+    /// [`Self::shared`] in words, one line each: each source keeps the key (a token's
+    /// `iss` picks), but one of them publishes a key that is not its own.
+    pub fn shared_lines(&self) -> Vec<String> {
+        self.shared
+            .iter()
+            .map(|s| {
+                let whom: Vec<String> = s
+                    .trusted_for
+                    .iter()
+                    .map(|(who, file)| format!("{who} ({})", file.display()))
+                    .collect();
+                format!(
+                    "key {} is trusted for several identities: {} (a token's iss picks)",
+                    s.kid,
+                    whom.join(", ")
+                )
+            })
+            .collect()
+    }
+
     pub fn is_revoked(&self, kid: &str) -> bool {
         self.revoked.contains(kid)
     }

@@ -92,9 +92,7 @@ pub(super) fn private_from_pem(block: &pem::Pem) -> Result<SigningKey, String> {
         "ENCRYPTED PRIVATE KEY" => Err("is encrypted; store it decrypted \
              (openssl pkcs8 -topk8 -nocrypt) and protect the file instead"
             .into()),
-        "OPENSSH PRIVATE KEY" => Err("is in OpenSSH private key format; convert it with \
-             ssh-keygen -p -N '' -m PKCS8 -f FILE"
-            .into()),
+        "OPENSSH PRIVATE KEY" => Err(openssh_hint(der)),
         tag => Err(format!("unsupported private key PEM label \"{tag}\"")),
     }
 }
@@ -254,6 +252,17 @@ pub(super) fn rsa_signing(kp: RsaKeyPair) -> Result<SigningKey, String> {
 
 pub(crate) fn shared_key_from_bytes(bytes: &[u8]) -> Result<SigningKey, String> {
     let trimmed = std::str::from_utf8(bytes).ok().map(str::trim);
+    // A PEM or JWK key where a shared secret belongs is a mix-up (a key pair's file given
+    // to --shared or shared_key), never a secret anyone meant: its bytes would sign.
+    if let Some(t) = trimmed {
+        if t.contains("-----BEGIN") || (t.starts_with('{') && t.contains("\"kty\"")) {
+            return Err(
+                "holds a PEM or JWK key, not a shared secret (hex, or raw bytes): \
+                        a key pair signs without --shared / shared_key"
+                    .into(),
+            );
+        }
+    }
     let secret = match trimmed {
         Some(t)
             if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) =>
@@ -367,4 +376,24 @@ pub(crate) fn private_jwk_value(key: &SigningKey) -> Result<Value, String> {
         Signer::Hs256(_) => return Err("a shared secret has no JWK form".into()),
     }
     Ok(value)
+}
+
+/// How to convert an OpenSSH private key. `ssh-keygen -m PKCS8` converts ECDSA and RSA
+/// keys, but writes an Ed25519 key back in OpenSSH's own format (OpenSSH 9.2 included):
+/// for those, Python's `cryptography` converts, or a new key is one command away. The key
+/// type is read from the block's public part (`openssh-key-v1`), which names it in clear.
+fn openssh_hint(der: &[u8]) -> String {
+    let ed25519 = der.windows(11).any(|w| w == b"ssh-ed25519");
+    if ed25519 {
+        "is an Ed25519 key in OpenSSH private key format, which ssh-keygen cannot write as \
+         PKCS#8; convert it with python3 -c \"from cryptography.hazmat.primitives import \
+         serialization as s; k = s.load_ssh_private_key(open('FILE', 'rb').read(), None); \
+         open('FILE.pem', 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, \
+         s.NoEncryption()))\", or make a new key: trustgate keygen NAME --alg EdDSA"
+            .into()
+    } else {
+        "is in OpenSSH private key format; convert it (in place) with \
+         ssh-keygen -p -N '' -m PKCS8 -f FILE"
+            .into()
+    }
 }

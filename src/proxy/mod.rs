@@ -159,7 +159,11 @@ impl Proxy {
         watcher: Option<DirWatch>,
         registry: Registry,
     ) -> Result<Proxy, StartError> {
-        let metrics = Metrics::new(registry)?;
+        let metrics = Metrics::for_sides(
+            registry,
+            cfg.inbound.as_ref().is_some_and(|i| i.enabled),
+            cfg.outbound.is_some(),
+        )?;
         let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls()) {
             Some(t) => {
                 let (acceptor, certs) = crate::tls::server_acceptor(&t)?;

@@ -365,6 +365,14 @@ fn readable_file(check: &mut FileCheck, key: &str, p: &Option<FilePath>) {
 #[cfg(unix)]
 pub fn loose_permissions(p: &Path) -> Option<String> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    // A Secret volume the kubelet writes (its `..data` beside the file) is read-only and
+    // mounted into this container alone: without a pod fsGroup its files are 0444, and
+    // nothing the operator could chmod. Nothing to warn about.
+    if p.parent()
+        .is_some_and(|d| std::fs::symlink_metadata(d.join("..data")).is_ok())
+    {
+        return None;
+    }
     let meta = std::fs::metadata(p).ok()?;
     let mode = meta.permissions().mode();
     let own_group = own_gids().contains(&meta.gid());

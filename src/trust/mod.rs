@@ -317,13 +317,7 @@ impl Trust {
 /// A kid two sources trust for different identities: both keep it (a token's `iss` picks),
 /// but one of them publishes a key that is not its own, which an operator wants to know.
 pub(crate) fn warn_shared(keyring: &Keyring) {
-    for s in keyring.shared() {
-        let whom: Vec<String> = s
-            .trusted_for
-            .iter()
-            .map(|(who, file)| format!("{who} ({})", file.display()))
-            .collect();
-        tracing::warn!(kid = %s.kid, trusted_for = %whom.join(", "),
-            "one key trusted for several identities: each keeps it, a token's iss picks");
+    for line in keyring.shared_lines() {
+        tracing::warn!("{line}");
     }
 }

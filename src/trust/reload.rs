@@ -109,9 +109,12 @@ impl Reloader {
         }
         super::warn_shared(&keyring);
         let d = diff(&current.keyring, &keyring);
+        let (trusted_keys, problems) = (keyring.len(), keyring.problems().len());
+        // Published first: what the line says is in force when it is read.
+        trust.publish_keyring(keyring);
         tracing::info!(
-            trusted_keys = keyring.len(),
-            problems = keyring.problems().len(),
+            trusted_keys,
+            problems,
             added = %d.added.join(" "),
             removed = %d.removed.join(" "),
             revoked = %d.revoked.join(" "),
@@ -124,7 +127,6 @@ impl Reloader {
                 "{who} has no trusted key left: its calls are refused until one is added"
             );
         }
-        trust.publish_keyring(keyring);
         ReloadOutcome::Published
     }
 

@@ -28,6 +28,7 @@ mod tokens;
 // The binary and its commands; deployment.
 mod cli;
 mod inject;
+mod newcomer;
 mod observability;
 mod pod;
 mod process;

@@ -373,6 +373,8 @@ pub struct Running {
     pub outbound: String,
     pub admin: String,
     pub lines: std::sync::mpsc::Receiver<String>,
+    /// The "listening" line's fields.
+    pub listening: serde_json::Value,
 }
 
 /// Starts `trustgate run` with a config whose listeners use port 0, and learns the bound
@@ -380,9 +382,17 @@ pub struct Running {
 pub fn run_binary(config_text: &str, dir: &std::path::Path) -> Running {
     let config = dir.join("trustgate.toml");
     std::fs::write(&config, config_text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"));
+    cmd.arg("run").arg("--config").arg(&config);
+    spawn_run(cmd)
+}
+
+/// Starts a `trustgate run` command as given (its working directory, arguments and
+/// environment), logging JSON, and learns the bound addresses from its "listening" line.
+pub fn spawn_run(mut cmd: std::process::Command) -> Running {
+    let mut child = cmd
+        .env("TRUSTGATE_LOG_FORMAT", "json")
+        .env_remove("TRUSTGATE_CONFIG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -414,6 +424,7 @@ pub fn run_binary(config_text: &str, dir: &std::path::Path) -> Running {
                 outbound: v["fields"]["outbound"].as_str().unwrap().to_owned(),
                 admin: v["fields"]["admin"].as_str().unwrap().to_owned(),
                 lines: rx,
+                listening: v["fields"].clone(),
             };
         }
     }
