@@ -442,18 +442,8 @@ pub(crate) fn present_caller<'s>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::bearer::tests::headers;
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
 
     fn side(extra: &str) -> InboundState {
         let text = format!(

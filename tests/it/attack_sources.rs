@@ -90,6 +90,23 @@ async fn a_peer_cannot_assert_a_platforms_claims() {
         "a self rule reads self's ctx: {}",
         r.body_text()
     );
+    // The same over HTTP/2 (prior knowledge): the same answers, the same silence.
+    let h2 = h2_client();
+    for (path, status) in [("/shop/2", 403), ("/invoices/2", 200)] {
+        let req = http::Request::get(format!("http://{}{path}", t.inbound()))
+            .header("authorization", format!("Bearer {asserted}"))
+            .body(body(bytes::Bytes::new()))
+            .unwrap();
+        let a = send(&h2, req).await;
+        assert_eq!(a.status.as_u16(), status, "h2 {path}: {}", a.body);
+    }
+    let seen = t.app.requests().pop().unwrap();
+    assert!(
+        seen.request_line().contains("/invoices/2"),
+        "{}",
+        seen.head_text()
+    );
+    assert_eq!(seen.values("x-caller-namespace"), Vec::<String>::new());
 }
 
 /// Python's `http.server` serving one directory over plain HTTP (key URLs with
@@ -371,14 +388,8 @@ async fn the_exposure_check_is_not_turned_off_by_spelling_loopback_otherwise() {
         .set("inbound", "app_exposure = \"refuse\"")
         .toml();
     std::fs::write(&config, far).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .env_remove("TRUSTGATE_CONFIG")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (code, err) = check_config(&config);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("inbound.app_exposure: \"refuse\" cannot be checked"),
         "{err}"
@@ -388,14 +399,8 @@ async fn the_exposure_check_is_not_turned_off_by_spelling_loopback_otherwise() {
         .set("inbound", "app_exposure = \"refuse\"")
         .toml();
     std::fs::write(&config, sock).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .env_remove("TRUSTGATE_CONFIG")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let (code, err) = check_config(&config);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("an app on a Unix socket has no TCP port"),
         "{err}"
@@ -541,14 +546,8 @@ fn one_caller_from_several_sources_is_allowed_and_warned_about() {
         .toml();
     let config = keys.path().join("billing.toml");
     std::fs::write(&config, text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .env_remove("TRUSTGATE_CONFIG")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let (code, err) = check_config(&config);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("caller \"orders\" is reachable from 3 sources")
             && err.contains("issuer \"east\"")

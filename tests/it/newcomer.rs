@@ -152,17 +152,11 @@ fn an_unknown_log_level_is_refused() {
         .extra("[log]\nlevel = \"verbose\"\n")
         .toml();
     std::fs::write(&config, text).unwrap();
-    let o = trustgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let (code, text) = check_config(&config);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
-        out(&o).contains("log.level: \"verbose\" is not a log level"),
-        "{}",
-        out(&o)
+        text.contains("log.level: \"verbose\" is not a log level"),
+        "{text}"
     );
     for good in ["debug", "trustgate=debug,warn", "WARN", "hyper=info"] {
         let o = trustgate()
@@ -203,17 +197,11 @@ async fn public_paths_take_path_patterns() {
         .set("inbound", r#"public_paths = ["*"]"#)
         .toml();
     std::fs::write(&config, text).unwrap();
-    let o = trustgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let (code, text) = check_config(&config);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
-        out(&o).contains("would forward every path without a token"),
-        "{}",
-        out(&o)
+        text.contains("would forward every path without a token"),
+        "{text}"
     );
 }
 
@@ -576,13 +564,8 @@ async fn the_small_things() {
             .toml(),
     )
     .unwrap();
-    let o = trustgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out(&o).contains("chmod 600"), "{}", out(&o));
+    let (_, text) = check_config(&config);
+    assert!(!text.contains("chmod 600"), "{text}");
     std::fs::set_permissions(&billing.private, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::write(
         &config,
@@ -591,16 +574,10 @@ async fn the_small_things() {
             .toml(),
     )
     .unwrap();
-    let o = trustgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let (_, text) = check_config(&config);
     assert!(
-        out(&o).contains("chmod 600"),
-        "a plain file still warns: {}",
-        out(&o)
+        text.contains("chmod 600"),
+        "a plain file still warns: {text}"
     );
 
     // The OpenSSH Ed25519 key: the hint converts it.

@@ -485,14 +485,8 @@ fn check_reports_every_bad_rule_with_its_key() {
         .toml();
     let config = keys.path().join("billing.toml");
     std::fs::write(&config, text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_trustgate"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .env_remove("TRUSTGATE_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (code, err) = check_config(&config);
+    assert_eq!(code, Some(1), "{err}");
     let file = config.display().to_string();
     for expected in [
         "inbound.allow[0].methodz: unknown key",

@@ -346,6 +346,26 @@ pub fn assert_runs(cmd: &mut std::process::Command) -> std::process::Output {
     o
 }
 
+/// `trustgate check --config FILE`, as a user runs it: its exit code and everything it
+/// printed (stdout, then stderr).
+pub fn check_config(config: &Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .env_remove("TRUSTGATE_CONFIG")
+        .env_remove("TRUSTGATE_LOG_LEVEL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), text)
+}
+
 /// The trustgate binary with `args`, `stdin` written to its standard input.
 pub fn trustgate_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write as _;
