@@ -8,9 +8,11 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 
 use super::inbound;
-use super::rescue::Failure;
+use super::observe::Decision;
+use super::rescue::{Failure, Limit};
 use super::state::{InboundState, State};
 use crate::config::{Config, InboundMode, Rule};
+use crate::metrics::Outcome;
 use crate::policy::{List, Miss, Observe, Subject};
 use crate::token::{unix_now, Claims, Rejection, Verified};
 
@@ -44,41 +46,22 @@ impl Explanation {
     fn say(&mut self, line: impl Into<String>) {
         self.lines.push(line.into());
     }
-
-    fn refused(mut self, failure: &Failure, side: &InboundState) -> Self {
-        self.refuse(failure, side);
-        self
-    }
-
-    fn refuse(&mut self, failure: &Failure, side: &InboundState) {
-        let a = failure.answer();
-        let status = a.status.as_u16();
-        if side.cfg.mode == InboundMode::Audit && is_policy_or_token(failure) {
-            self.say(format!(
-                "answer: would be refused ({status} {}), but inbound.mode = \"audit\" forwards it without identity headers",
-                a.reason
-            ));
-            self.forwarded = true;
-        } else {
-            self.say(format!(
-                "answer: refused — {status} {} ({failure})",
-                a.reason
-            ));
-            self.forwarded = false;
-        }
-    }
 }
 
-fn is_policy_or_token(f: &Failure) -> bool {
-    matches!(
-        f,
-        Failure::Unauthenticated(_) | Failure::Forbidden { .. } | Failure::Limited { .. }
-    )
-}
+/// What the token step gives.
+type Authenticated = Result<Arc<Verified>, Failure>;
 
-/// Every rule looked at, matched or not and why.
+/// `explain`'s observer of the inbound's steps ([`inbound::steps`]): every step said,
+/// every rule looked at, matched or not and why; limits described, not consumed.
 struct Explain<'a> {
     out: &'a mut Explanation,
+    state: &'a State,
+    /// `--caller NAME`: the name, and what the token step is instead.
+    named: Option<(&'a str, Option<Authenticated>)>,
+    nobody: bool,
+    /// Audit mode: the answer enforce mode would have given.
+    would_refuse: Option<(u16, &'static str)>,
+    caller: Option<String>,
 }
 
 impl Observe for Explain<'_> {
@@ -106,13 +89,114 @@ impl Observe for Explain<'_> {
     }
 }
 
-/// What the step says: go on, or this is the answer.
-enum Step<T> {
-    Next(T),
-    Done,
+impl<B> inbound::Observer<B> for Explain<'_> {
+    fn screened(&mut self, removed: &[HeaderName]) {
+        let names: Vec<&str> = removed.iter().map(HeaderName::as_str).collect();
+        self.out.say(match names.as_slice() {
+            [] => "scrub: nothing removed".to_owned(),
+            names => format!(
+                "scrub: removed {} (hop-by-hop, or names trustgate sets: identity, signed and claim headers)",
+                names.join(", ")
+            ),
+        });
+    }
+
+    fn path(&mut self, path: &str, canonical: bool) {
+        let yes = if canonical { "yes" } else { "no" };
+        self.out.say(format!("canonical path: {path} — {yes}"));
+    }
+
+    fn public(&mut self, public: bool) {
+        self.out.say(match public {
+            true => "public path: yes — forwarded without a token (inbound.public_paths)",
+            false => "public path: no",
+        });
+    }
+
+    fn named(&mut self) -> Option<Result<Arc<Verified>, Failure>> {
+        self.named.as_mut().and_then(|(_, v)| v.take())
+    }
+
+    fn token(
+        &mut self,
+        state: &State,
+        side: &InboundState,
+        req: &Request<B>,
+        result: &Result<Arc<Verified>, Failure>,
+    ) {
+        let line = match (result, self.named.as_ref()) {
+            (Ok(_), Some((name, _))) => format!(
+                "token: not checked (--caller {name}: its claims are iss, sub, aud, iat, exp only)"
+            ),
+            (Err(_), Some((name, _))) => format!(
+                "token: --caller {name}: nobody by that name is trusted here (no key file, key URL or issuer maps to it)"
+            ),
+            (Ok(v), None) => {
+                let via = v
+                    .issuer
+                    .as_ref()
+                    .map(|i| format!(", vouched for by issuer {i}, subject {}", v.claims.sub))
+                    .unwrap_or_default();
+                format!(
+                    "token: valid — caller {} (kid {}, {}{via})",
+                    v.caller, v.kid, v.alg
+                )
+            }
+            (Err(Failure::Unauthenticated(Rejection::Missing)), None) if self.nobody => {
+                "token: none given — this path needs one: --token T (the token a request \
+                 carries, - for stdin), or --caller NAME (a trusted caller, without a token)"
+                    .to_owned()
+            }
+            (Err(f), None) => {
+                let why = inbound::refusal_facts(state, side, req, f)
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default();
+                format!("token: refused — {}{why}", f.reason())
+            }
+        };
+        self.out.say(line);
+        if result.is_ok() && side.cfg.allow.is_empty() && side.cfg.deny.is_empty() {
+            self.out
+                .say("rules: none — every trusted caller may call every path");
+        }
+    }
+
+    fn admit(&mut self, _: &InboundState, caller: &str) -> Result<(), Limit> {
+        self.out.say(limits_line(&self.state.cfg, caller));
+        Ok(())
+    }
+
+    fn presented(&mut self, caller: &str, headers: &HeaderMap, withheld: &[&HeaderName]) {
+        self.caller = Some(caller.to_owned());
+        let protected = self.state.inbound.as_ref().map(|s| &*s.protected);
+        let told: Vec<String> = headers
+            .iter()
+            .filter(|(n, _)| crate::http::is_protected(n.as_ref(), protected.unwrap_or(&[])))
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("<bytes>")))
+            .collect();
+        self.out.say(format!("to the app: {}", told.join(", ")));
+        if !withheld.is_empty() {
+            let withheld: Vec<String> = withheld
+                .iter()
+                .map(|n| {
+                    format!("{n} (withheld: the app would read the claim otherwise than the rules)")
+                })
+                .collect();
+            self.out
+                .say(format!("not to the app: {}", withheld.join(", ")));
+        }
+    }
+
+    fn rejected(&mut self, _: &Request<B>, failure: &Failure, mode: InboundMode) {
+        if mode == InboundMode::Audit {
+            let a = failure.answer();
+            self.would_refuse = Some((a.status.as_u16(), a.reason));
+        }
+    }
 }
 
-/// Asks the inbound side of `state` about `q`.
+/// Asks the inbound side of `state` about `q`: the request runs through the inbound's
+/// own steps ([`inbound::steps`]), observed instead of served.
 pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, String> {
     let side = state
         .inbound
@@ -122,150 +206,56 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
         lines: Vec::new(),
         forwarded: false,
     };
-    let mut req = request(side, &q)?;
-    out.say(format!("request: {} {}", q.method, q.target));
-    if let Step::Done = before_the_token(side, &mut req, &mut out) {
-        return Ok(out);
-    }
-    let verified = match who(state, side, &req, &q.who, &mut out).await? {
-        Step::Next(v) => v,
-        Step::Done => return Ok(out),
+    let req = request(side, &q)?;
+    let named = match &q.who {
+        Who::Caller(name) if !state.trust.could_trust(name) => Some((
+            name.as_str(),
+            Some(Err(Failure::Unauthenticated(Rejection::UnknownKey))),
+        )),
+        Who::Caller(name) => Some((
+            name.as_str(),
+            Some(Ok(Arc::new(named_caller(name, &state.cfg)?))),
+        )),
+        Who::Token(_) | Who::Nobody => None,
     };
-
-    // 4. The policy: deny rules, then allow rules.
-    let (cfg, inbound_cfg) = (&state.cfg, &side.cfg);
-    if inbound_cfg.allow.is_empty() && inbound_cfg.deny.is_empty() {
-        out.say("rules: none — every trusted caller may call every path");
-    }
-    let mut obs = Explain { out: &mut out };
-    let granted = side.granted(&verified.caller);
-    if let Err(f) = inbound::authorize(side, &verified, granted, &req, &mut obs) {
-        return Ok(out.refused(&f, side));
-    }
-
-    // 5. Per-caller limits (not consumed here).
-    out.say(limits_line(cfg, &verified.caller));
-
-    // 6. What the app is told.
-    let mut told = HeaderMap::new();
-    let withheld = inbound::present_caller(side, &mut told, &verified, granted);
-    let withheld: Vec<String> = withheld
-        .iter()
-        .map(|n| format!("{n} (withheld: the app would read the claim otherwise than the rules)"))
-        .collect();
-    let told: Vec<String> = told
-        .iter()
-        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("<bytes>")))
-        .collect();
-    out.say(format!("to the app: {}", told.join(", ")));
-    if !withheld.is_empty() {
-        out.say(format!("not to the app: {}", withheld.join(", ")));
-    }
-    out.say(format!(
-        "answer: forwarded to {} as {}",
-        inbound_cfg.upstream, verified.caller
-    ));
-    out.forwarded = true;
-    Ok(out)
-}
-
-/// Steps 1–2 and the paths answered without a token: the screen (hop-by-hop fields,
-/// `Connection` abuse, spoofable identity headers), the canonical path, the JWKS path,
-/// public paths.
-fn before_the_token(side: &InboundState, req: &mut Request<()>, out: &mut Explanation) -> Step<()> {
-    let before: Vec<HeaderName> = req.headers().keys().cloned().collect();
-    if let Err(f) = inbound::screen(&side.protected, req) {
-        out.refuse(&f, side);
-        return Step::Done;
-    }
-    let removed: Vec<&str> = before
-        .iter()
-        .filter(|n| !req.headers().contains_key(*n))
-        .map(HeaderName::as_str)
-        .collect();
-    out.say(match removed.as_slice() {
-        [] => "scrub: nothing removed".to_owned(),
-        names => format!(
-            "scrub: removed {} (hop-by-hop, or names trustgate sets: identity, signed and claim headers)",
-            names.join(", ")
-        ),
-    });
-    let path = req.uri().path().to_owned();
-    if let Err(f) = inbound::canonical_path(req) {
-        out.say(format!("canonical path: {path} — no"));
-        out.refuse(&f, side);
-        return Step::Done;
-    }
-    out.say(format!("canonical path: {path} — yes"));
-    if side.cfg.publish_jwks && path == inbound::JWKS_PATH {
-        out.say("answer: by trustgate itself (this service's JWKS), never forwarded");
-        out.forwarded = false;
-        return Step::Done;
-    }
-    if side.cfg.is_public(&path) {
-        out.say("public path: yes — forwarded without a token (inbound.public_paths)");
-        out.say(format!("answer: forwarded to {}", side.cfg.upstream));
-        out.forwarded = true;
-        return Step::Done;
-    }
-    out.say("public path: no");
-    Step::Next(())
-}
-
-/// Step 3: the token, as the proxy verifies it (fetching a key URL or an issuer's keys
-/// for a kid it does not know yet), or the caller named.
-async fn who(
-    state: &Arc<State>,
-    side: &InboundState,
-    req: &Request<()>,
-    who: &Who,
-    out: &mut Explanation,
-) -> Result<Step<Arc<Verified>>, String> {
-    match who {
-        Who::Token(_) => match inbound::authenticate(state, side, req, unix_now()).await {
-            Ok(v) => {
-                let via = v
-                    .issuer
-                    .as_ref()
-                    .map(|i| format!(", vouched for by issuer {i}, subject {}", v.claims.sub))
-                    .unwrap_or_default();
-                out.say(format!(
-                    "token: valid — caller {} (kid {}, {}{via})",
-                    v.caller, v.kid, v.alg
-                ));
-                Ok(Step::Next(v))
+    out.say(format!("request: {} {}", q.method, q.target));
+    let mut obs = Explain {
+        out: &mut out,
+        state,
+        named,
+        nobody: matches!(q.who, Who::Nobody),
+        would_refuse: None,
+        caller: None,
+    };
+    let decision = inbound::steps(state, side, req, &mut obs).await;
+    let (would_refuse, caller) = (obs.would_refuse, obs.caller);
+    let upstream = &side.cfg.upstream;
+    let (line, forwarded) = match decision {
+        Decision::Answer(handled) => match handled.failure() {
+            Some(f) => {
+                let a = f.answer();
+                let status = a.status.as_u16();
+                (format!("answer: refused — {status} {} ({f})", a.reason), false)
             }
-            Err(f) => {
-                let why = inbound::refusal_facts(state, side, req, &f)
-                    .map(|w| format!(" ({w})"))
-                    .unwrap_or_default();
-                out.say(format!("token: refused — {}{why}", f.reason()));
-                out.refuse(&f, side);
-                Ok(Step::Done)
-            }
+            None => (
+                "answer: by trustgate itself (this service's JWKS), never forwarded".to_owned(),
+                false,
+            ),
         },
-        Who::Caller(name) if !state.trust.could_trust(name) => {
-            out.say(format!(
-                "token: --caller {name}: nobody by that name is trusted here (no key file, key URL or issuer maps to it)"
-            ));
-            out.refuse(&Failure::Unauthenticated(Rejection::UnknownKey), side);
-            Ok(Step::Done)
-        }
-        Who::Caller(name) => {
-            out.say(format!(
-                "token: not checked (--caller {name}: its claims are iss, sub, aud, iat, exp only)"
-            ));
-            Ok(Step::Next(Arc::new(named_caller(name, &state.cfg)?)))
-        }
-        Who::Nobody => {
-            out.say(
-                "token: none given — this path needs one: --token T (the token a request \
-                 carries, - for stdin), or --caller NAME (a trusted caller, without a token)",
-            );
-            out.refuse(&Failure::Unauthenticated(Rejection::Missing), side);
-            Ok(Step::Done)
-        }
-    }
+        Decision::Forward(verdict, _) => match (verdict.outcome(), would_refuse, caller) {
+            (Outcome::Audit, Some((status, reason)), _) => (
+                format!(
+                    "answer: would be refused ({status} {reason}), but inbound.mode = \"audit\" forwards it without identity headers"
+                ),
+                true,
+            ),
+            (_, _, Some(caller)) => (format!("answer: forwarded to {upstream} as {caller}"), true),
+            (_, _, None) => (format!("answer: forwarded to {upstream}"), true),
+        },
+    };
+    out.say(line);
+    out.forwarded = forwarded;
+    Ok(out)
 }
 
 /// The request as it would arrive: the target, the headers, the token in the token header.

@@ -11,7 +11,7 @@
 //! [`Proxy`] ties them together: bind everything (nothing half-started), then serve until
 //! told to stop, then drain.
 pub mod admin;
-mod bearer;
+
 pub mod body;
 pub mod client;
 pub mod explain;

@@ -101,6 +101,10 @@ impl Verdict {
         self
     }
 
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
     /// Forwarded: the upstream's response, or why there is none.
     pub fn forwarded(self, result: Result<Response<Body>, Failure>) -> Handled {
         Handled {
@@ -141,6 +145,15 @@ impl Handled {
     pub fn by(mut self, who: Option<Who>) -> Self {
         self.verdict.who = who;
         self
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.verdict.outcome
+    }
+
+    /// The failure this answer is, if it is one.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.result.as_ref().err()
     }
 }
 

@@ -20,6 +20,7 @@ mod platform;
 mod reload;
 mod trust_url;
 // Who may call what: rules, claim headers, per-caller limits, explain.
+mod explain;
 mod policy;
 // Keys and tokens, with other stacks' JOSE libraries.
 mod interop;

@@ -46,7 +46,7 @@ async fn world(extra: &str) -> World {
 }
 
 /// A token of `key` for billing, its signed context `ctx`.
-fn token(key: &GeneratedFiles, iss: &str, ctx: &[(&str, &str)]) -> String {
+pub(crate) fn token(key: &GeneratedFiles, iss: &str, ctx: &[(&str, &str)]) -> String {
     let k = Arc::new(trustgate::keys::load_signing_key(&key.private).unwrap());
     let ctx: std::collections::BTreeMap<_, _> = ctx
         .iter()
@@ -72,7 +72,7 @@ async fn call(side: &Sidecar, method: &str, path: &str, token: &str) -> Answer {
     send(&client(), req).await
 }
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[inbound.deny]]
 name = "no-admin"
 paths = ["/admin/*"]
@@ -347,7 +347,7 @@ async fn a_concurrency_limit_refuses_one_caller_and_lets_another_through() {
     assert_eq!(again.status, StatusCode::OK, "the slots are free again");
 }
 
-fn explain(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn explain(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_trustgate"))
         .arg("explain")
         .arg("--config")

@@ -9,6 +9,10 @@
 //! function of the request and this side's state, testable alone; the first that says no
 //! ends the request, and [`super::observe`] turns that into metrics, a log line and the
 //! response. The app receives the caller in plain headers and never the token.
+//!
+//! The steps are run by two [`Observer`]s: the proxy ([`Serve`]) and `trustgate explain`
+//! ([`super::explain`]), so that what `explain` says is what the proxy does — audit mode,
+//! key URLs fetched, public paths and all.
 use std::future::Future;
 use std::sync::Arc;
 
@@ -16,20 +20,24 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
-pub use super::bearer::extract_token;
-use super::bearer::{check_token, locate_token};
+mod authn;
+mod bearer;
+
+pub(crate) use authn::refusal_facts;
+use authn::{authenticate, revoked_caller};
+pub use bearer::extract_token;
+
 use super::client::Protocol;
 use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use super::limits::InFlight;
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
-use super::rescue::{BadRequest, Failure};
+use super::rescue::{BadRequest, Failure, Limit};
 use super::state::{Granted, InboundState, State};
 use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
 use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
-use crate::token::{self, unix_now, Rejection, Verified};
-use crate::trust::KidRefusal;
+use crate::token::{unix_now, Verified};
 
 /// Where this service's public keys are published (`inbound.publish_jwks`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -49,13 +57,16 @@ pub fn handle<'a>(
     // `let`, not a `match` around the exchange: that would keep the decision alive in the
     // future during the exchange.
     async move {
-        let mut in_flight = None;
-        let (verdict, req) = match steps(state, side, req, &mut in_flight).await {
+        let mut serve = Serve {
+            state,
+            in_flight: None,
+        };
+        let (verdict, req) = match steps(state, side, req, &mut serve).await {
             Decision::Forward(verdict, req) => (verdict, req),
             Decision::Answer(handled) => return observe::finish(state, seen, handled, &"-"),
         };
         let answer = to_app(side, req, down).await;
-        let handled = verdict.forwarded(match in_flight {
+        let handled = verdict.forwarded(match serve.in_flight {
             None => answer,
             Some(f) => answer.map(|resp| super::limits::hold(resp, f)),
         });
@@ -63,35 +74,191 @@ pub fn handle<'a>(
     }
 }
 
-/// The inbound pipeline. Every early return is a decision. A request of a caller with a
-/// concurrency limit leaves its [`InFlight`] in `in_flight`, held until the answer ends.
-async fn steps(
+/// Sees the inbound's steps as they run. Two observers of the same steps: the proxy
+/// ([`Serve`]: counts, logs, holds the caller's limits, lets a refused upload drain) and
+/// `trustgate explain` (says each step); neither decides anything the steps do not.
+/// `B` is the request's body. The rules are seen through [`Observe`]; `Observe::EVERY`
+/// says whether the steps report what changes nothing (what the screen removed).
+pub(crate) trait Observer<B>: Observe {
+    /// The screen passed; `removed` what it took away (reported only when `EVERY`).
+    fn screened(&mut self, _removed: &[HeaderName]) {}
+    /// The path is canonical (`true`) or refused.
+    fn path(&mut self, _path: &str, _canonical: bool) {}
+    /// Whether the path is public (asked only of paths that are not the JWKS).
+    fn public(&mut self, _public: bool) {}
+    /// A caller given instead of a token (explain's `--caller`): the token step skipped.
+    fn named(&mut self) -> Option<Result<Arc<Verified>, Failure>> {
+        None
+    }
+    /// The token step's result.
+    fn token(
+        &mut self,
+        _state: &State,
+        _side: &InboundState,
+        _req: &Request<B>,
+        _result: &Result<Arc<Verified>, Failure>,
+    ) {
+    }
+    /// The caller's limits: admit it (holding what it takes until its answer ends), or
+    /// say which one it is over.
+    fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Limit>;
+    /// The caller presented: `headers` are the request's as the app gets them; the claim
+    /// headers in `withheld` were not sent.
+    fn presented(&mut self, _caller: &str, _headers: &HeaderMap, _withheld: &[&HeaderName]) {}
+    /// A token or policy failure, before the mode decides what it means.
+    fn rejected(&mut self, _req: &Request<B>, _failure: &Failure, _mode: InboundMode) {}
+    /// A request answered here without reaching the app.
+    fn refused(&mut self, _req: Request<B>) {}
+}
+
+/// The proxy's observer: audit rules counted (`trustgate_policy_audit_total{rule,result}`)
+/// and logged, limits consumed (the caller's [`InFlight`] kept until its answer ends),
+/// rejections counted, a refused upload drained.
+struct Serve<'a> {
+    state: &'a State,
+    in_flight: Option<InFlight>,
+}
+
+impl Observe for Serve<'_> {
+    const EVERY: bool = false;
+
+    fn rule(&mut self, list: List, rule: &Rule, result: Result<(), Miss<'_>>, s: &Subject) {
+        if !rule.audit {
+            return;
+        }
+        let verdict = if result.is_ok() { "match" } else { "no_match" };
+        self.state
+            .metrics
+            .policy_audit
+            .with_label_values(&[&rule.name, verdict])
+            .inc();
+        tracing::info!(
+            rule = %rule.name, list = ?list, result = verdict, caller = &*s.verified.caller,
+            "audit rule evaluated (decides nothing)"
+        );
+    }
+}
+
+impl Observer<Incoming> for Serve<'_> {
+    fn token(
+        &mut self,
+        state: &State,
+        side: &InboundState,
+        req: &Request<Incoming>,
+        result: &Result<Arc<Verified>, Failure>,
+    ) {
+        let Err(failure) = result else { return };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(why) = refusal_facts(state, side, req, failure) {
+                tracing::debug!(reason = failure.reason(), why, "token refused");
+            }
+        }
+    }
+
+    fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Limit> {
+        if side.limits.is_empty() {
+            return Ok(());
+        }
+        match side.limits.admit(caller) {
+            Ok(f) => {
+                self.in_flight = f;
+                Ok(())
+            }
+            Err(limit) => {
+                self.state
+                    .metrics
+                    .caller_limited
+                    .with_label_values(&[caller, limit.reason()])
+                    .inc();
+                Err(limit)
+            }
+        }
+    }
+
+    fn presented(&mut self, caller: &str, _: &HeaderMap, withheld: &[&HeaderName]) {
+        for name in withheld {
+            self.state
+                .metrics
+                .claim_headers_withheld
+                .with_label_values(&[name.as_str()])
+                .inc();
+            tracing::debug!(header = %name, caller,
+                "claim header withheld: the app would read its value otherwise than the rules");
+        }
+    }
+
+    fn rejected(&mut self, req: &Request<Incoming>, failure: &Failure, mode: InboundMode) {
+        self.state
+            .metrics
+            .inbound_rejections
+            .with_label_values(&[failure.reason()])
+            .inc();
+        if mode == InboundMode::Audit {
+            tracing::warn!(
+                method = %req.method(), path = %req.uri().path(), reason = failure.reason(),
+                "audit mode: would have refused this request"
+            );
+        }
+    }
+
+    /// A refused request's body: drained in the background so that an HTTP/1.1 client
+    /// still uploading reads the refusal instead of a connection reset (see
+    /// [`super::body`]). Not for a client waiting for `100 Continue`: it has not sent the
+    /// body, and reading would make hyper promise a `100` after all.
+    fn refused(&mut self, req: Request<Incoming>) {
+        if req.version() != Version::HTTP_2 && !expects_continue(&req) {
+            super::body::linger(req.into_body());
+        }
+    }
+}
+
+/// The inbound pipeline, for the proxy and for `trustgate explain` (`obs`). Every early
+/// return is a decision.
+pub(crate) async fn steps<B, O: Observer<B>>(
     state: &Arc<State>,
     side: &InboundState,
-    mut req: Request<Incoming>,
-    in_flight: &mut Option<InFlight>,
-) -> Decision<Request<Incoming>> {
+    mut req: Request<B>,
+    obs: &mut O,
+) -> Decision<Request<B>> {
     let cfg = &side.cfg;
-    if let Err(failure) = screen(&side.protected, &mut req).and_then(|()| canonical_path(&req)) {
-        return Decision::Answer(refuse(req, failure));
+    let before: Vec<HeaderName> = match O::EVERY {
+        true => req.headers().keys().cloned().collect(),
+        false => Vec::new(),
+    };
+    if let Err(failure) = screen(&side.protected, &mut req) {
+        return Decision::Answer(refuse(req, failure, obs));
+    }
+    if O::EVERY {
+        let removed: Vec<HeaderName> = before
+            .into_iter()
+            .filter(|n| !req.headers().contains_key(n))
+            .collect();
+        obs.screened(&removed);
+    }
+    let canonical = canonical_path(&req);
+    obs.path(req.uri().path(), canonical.is_ok());
+    if let Err(failure) = canonical {
+        return Decision::Answer(refuse(req, failure, obs));
     }
     if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
         let jwks = super::admin::jwks_response(state, req.method());
         return Decision::Answer(Verdict::new(Outcome::Jwks).forwarded(Ok(jwks)));
     }
-    if cfg.is_public(req.uri().path()) {
+    let public = cfg.is_public(req.uri().path());
+    obs.public(public);
+    if public {
         return Decision::Forward(Verdict::new(Outcome::Public), req);
     }
-    let verified = match authenticate(state, side, &req, unix_now()).await {
+    let result = match obs.named() {
+        Some(named) => named,
+        None => authenticate(state, side, &req, unix_now()).await,
+    };
+    obs.token(state, side, &req, &result);
+    let verified = match result {
         Ok(v) => v,
         Err(failure) => {
-            if tracing::enabled!(tracing::Level::DEBUG) {
-                if let Some(why) = refusal_facts(state, side, &req, &failure) {
-                    tracing::debug!(reason = failure.reason(), why, "token refused");
-                }
-            }
             let who = revoked_caller(state, side, &req, &failure);
-            return reject(state, side, req, failure, who);
+            return reject(side, req, failure, who, obs);
         }
     };
     let who = || {
@@ -100,37 +267,16 @@ async fn steps(
             verified.issuer.clone(),
         ))
     };
-    let mut audit = AuditRules {
-        metrics: &state.metrics,
-        caller: &verified.caller,
-    };
     let granted = side.granted(&verified.caller);
-    if let Err(failure) = authorize(side, &verified, granted, &req, &mut audit) {
-        return reject(state, side, req, failure, who());
+    if let Err(failure) = authorize(side, &verified, granted, &req, obs) {
+        return reject(side, req, failure, who(), obs);
     }
-    if !side.limits.is_empty() {
-        match side.limits.admit(&verified.caller) {
-            Ok(f) => *in_flight = f,
-            Err(limit) => {
-                state
-                    .metrics
-                    .caller_limited
-                    .with_label_values(&[&verified.caller, limit.reason()])
-                    .inc();
-                let caller = verified.caller.to_string();
-                return reject(state, side, req, Failure::Limited { caller, limit }, who());
-            }
-        }
+    if let Err(limit) = obs.admit(side, &verified.caller) {
+        let caller = verified.caller.to_string();
+        return reject(side, req, Failure::Limited { caller, limit }, who(), obs);
     }
-    for name in present_caller(side, req.headers_mut(), &verified, granted) {
-        state
-            .metrics
-            .claim_headers_withheld
-            .with_label_values(&[name.as_str()])
-            .inc();
-        tracing::debug!(header = %name, caller = %verified.caller,
-            "claim header withheld: the app would read its value otherwise than the rules");
-    }
+    let withheld = present_caller(side, req.headers_mut(), &verified, granted);
+    obs.presented(&verified.caller, req.headers(), &withheld);
     Decision::Forward(Verdict::new(Outcome::Ok).by(who()), req)
 }
 
@@ -153,25 +299,17 @@ fn to_app<'a>(
 /// A token or policy failure: refused in enforce mode; in audit mode counted, logged and
 /// forwarded without identity headers — the app sees an anonymous call, exactly as if
 /// trustgate were not there.
-fn reject(
-    state: &State,
+fn reject<B, O: Observer<B>>(
     side: &InboundState,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     failure: Failure,
     who: Option<Who>,
-) -> Decision<Request<Incoming>> {
-    state
-        .metrics
-        .inbound_rejections
-        .with_label_values(&[failure.reason()])
-        .inc();
+    obs: &mut O,
+) -> Decision<Request<B>> {
+    obs.rejected(&req, &failure, side.cfg.mode);
     match side.cfg.mode {
-        InboundMode::Enforce => Decision::Answer(refuse(req, failure).by(who)),
+        InboundMode::Enforce => Decision::Answer(refuse(req, failure, obs).by(who)),
         InboundMode::Audit => {
-            tracing::warn!(
-                method = %req.method(), path = %req.uri().path(), reason = failure.reason(),
-                "audit mode: would have refused this request"
-            );
             req.headers_mut().remove(&side.cfg.token_header);
             let verdict = Verdict::new(Outcome::Audit).because(failure.reason());
             Decision::Forward(verdict.by(who), req)
@@ -179,45 +317,11 @@ fn reject(
     }
 }
 
-/// The facts behind a token's refusal ([`token::why`]): for `explain`, and a debug line.
-pub(crate) fn refusal_facts<B>(
-    state: &State,
-    side: &InboundState,
-    req: &Request<B>,
-    failure: &Failure,
-) -> Option<String> {
-    let Failure::Unauthenticated(rejection) = failure else {
-        return None;
-    };
-    let token = extract_token(req.headers(), &side.cfg.token_header).ok()?;
-    let trust = state.trust.snapshot();
-    token::why(token, *rejection, &trust.keyring, &side.policy, unix_now())
-}
-
-/// A revoked key's token passed every other check (revocation is the last): its caller is
-/// known, and named in the access log with the kid in a line of its own, so that whoever
-/// still presents a revoked key can be found.
-fn revoked_caller<B>(
-    state: &State,
-    side: &InboundState,
-    req: &Request<B>,
-    failure: &Failure,
-) -> Option<Who> {
-    if !matches!(failure, Failure::Unauthenticated(Rejection::Revoked)) {
-        return None;
-    }
-    let claimed = extract_token(req.headers(), &side.cfg.token_header)
-        .ok()
-        .and_then(token::peek)?;
-    let trust = state.trust.snapshot();
-    let key = trust
-        .keyring
-        .select(&claimed.kid, || claimed.iss.clone())?
-        .key()
-        .clone();
-    let caller: Arc<str> = key.speaks.label().into();
-    tracing::info!(caller = %caller, kid = %claimed.kid, "a revoked key was presented");
-    Some(Who::Caller(caller, None))
+/// A request answered here: the observer gets it (its body), the failure becomes the
+/// answer.
+fn refuse<B, O: Observer<B>>(req: Request<B>, failure: Failure, obs: &mut O) -> Handled {
+    obs.refused(req);
+    Handled::failed(failure)
 }
 
 /// What the app speaks: `auto` sends gRPC as HTTP/2 and everything else as HTTP/1.1,
@@ -230,17 +334,6 @@ fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
         UpstreamProtocol::Auto if crate::http::is_grpc_proper(req) => Protocol::Http2,
         UpstreamProtocol::Auto => Protocol::Http1,
     }
-}
-
-/// A refused request's body: drained in the background so that an HTTP/1.1 client still
-/// uploading reads the refusal instead of a connection reset (see [`super::body`]).
-/// Not for a client waiting for `100 Continue`: it has not sent the body, and reading
-/// would make hyper promise a `100` after all.
-fn refuse(req: Request<Incoming>, failure: Failure) -> Handled {
-    if req.version() != Version::HTTP_2 && !expects_continue(&req) {
-        super::body::linger(req.into_body());
-    }
-    Handled::failed(failure)
 }
 
 /// Everything that happens to a request's headers before any decision, in this order:
@@ -303,109 +396,6 @@ pub(crate) fn authorize<B, O: Observe>(
     })
 }
 
-/// The proxy's observer of the rules: audit rules counted
-/// (`trustgate_policy_audit_total{rule,result}`) and logged; the others decide.
-pub(crate) struct AuditRules<'a> {
-    pub metrics: &'a crate::metrics::Metrics,
-    pub caller: &'a str,
-}
-
-impl Observe for AuditRules<'_> {
-    const EVERY: bool = false;
-
-    fn rule(&mut self, list: List, rule: &Rule, result: Result<(), Miss<'_>>, _: &Subject) {
-        if !rule.audit {
-            return;
-        }
-        let verdict = if result.is_ok() { "match" } else { "no_match" };
-        self.metrics
-            .policy_audit
-            .with_label_values(&[&rule.name, verdict])
-            .inc();
-        tracing::info!(
-            rule = %rule.name, list = ?list, result = verdict, caller = self.caller,
-            "audit rule evaluated (decides nothing)"
-        );
-    }
-}
-
-/// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
-/// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
-/// `crate::trust::sources`) — and an identity whose keys could not be fetched gets 503
-/// `keys_unavailable`, not 401.
-pub(crate) async fn authenticate<B>(
-    state: &Arc<State>,
-    side: &InboundState,
-    req: &Request<B>,
-    now: u64,
-) -> Result<Arc<Verified>, Failure> {
-    // A kid nobody trusts, or one trusted only for sources other than the one the token
-    // claims (another source publishing the same kid): the claimed source may have it.
-    let first = match verify_token(state, side, req, now) {
-        Err(r @ (Rejection::UnknownKey | Rejection::IssuerMismatch))
-            if state.trust.has_sources() =>
-        {
-            r
-        }
-        other => return other.map_err(Failure::Unauthenticated),
-    };
-    let unknown = || Failure::Unauthenticated(first);
-    let peeked = extract_token(req.headers(), &side.cfg.token_header)
-        .ok()
-        .and_then(token::peek);
-    let Some(claimed) = peeked else {
-        return Err(unknown());
-    };
-    let again = || verify_token(state, side, req, now);
-    // Boxed: this rare path's future would otherwise size every request's.
-    match Box::pin(state.trust.unknown_kid(&claimed, again)).await {
-        Ok(v) => Ok(v),
-        Err(KidRefusal::Unknown) => Err(unknown()),
-        Err(KidRefusal::Unavailable) if first == Rejection::UnknownKey => {
-            Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
-        }
-        Err(KidRefusal::Unavailable) => Err(unknown()),
-        Err(KidRefusal::Rejected(r)) => Err(Failure::Unauthenticated(r)),
-    }
-}
-
-/// Exactly one token, verified against this request's keyring snapshot, request binding
-/// and replay where required. A token seen before is answered from the verified-token
-/// cache (same bytes, same keyring generation) before its bytes are even checked: they
-/// equal bytes that passed every check.
-fn verify_token<B>(
-    state: &State,
-    side: &InboundState,
-    req: &Request<B>,
-    now: u64,
-) -> Result<Arc<Verified>, Rejection> {
-    let raw = locate_token(req.headers(), &side.cfg.token_header)?;
-    // One snapshot for the whole decision.
-    let trust = state.trust.snapshot();
-    if side.cfg.require_request_binding {
-        // Bound tokens are single-use: nothing to cache, the replay check is the point.
-        let v = token::verify(check_token(raw)?, &trust.keyring, &side.policy, now)?;
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        v.check_binding(req.method().as_str(), pq)?;
-        let jti = v.claims.jti.as_deref().ok_or(Rejection::BindingMissing)?;
-        side.replay.check_and_insert(jti, v.claims.exp, now)?;
-        return Ok(Arc::new(v));
-    }
-    if let Some(v) = side.verified.get(raw, trust.generation, now) {
-        state.metrics.verified_cache_hits.inc();
-        return Ok(v);
-    }
-    let token = check_token(raw)?;
-    let v = Arc::new(token::verify(token, &trust.keyring, &side.policy, now)?);
-    side.verified
-        .insert(token, v.clone(), trust.generation, now);
-    Ok(v)
-}
-
 /// What the app is told: who called, with which roles, the signed context and the claim
 /// headers. The claim headers withheld (a claim the app would read differently from the
 /// rules: see [`policy::claim_header_value`]) are returned, for the caller to count.
@@ -442,7 +432,7 @@ pub(crate) fn present_caller<'s>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::bearer::tests::headers;
+    use super::bearer::tests::headers;
     use super::*;
 
     fn side(extra: &str) -> InboundState {
@@ -452,7 +442,7 @@ mod tests {
              [callers.orders]\nroles = [\"reader\"]\n{extra}"
         );
         let cfg = crate::config::from_toml_str(&text, "t.toml", Vec::new()).unwrap();
-        let app = super::super::client::Upstreams::new(&super::super::client::ClientOptions {
+        let app = crate::proxy::client::Upstreams::new(&crate::proxy::client::ClientOptions {
             connect_timeout: std::time::Duration::from_secs(1),
             request_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),

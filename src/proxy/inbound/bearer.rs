@@ -1,7 +1,7 @@
 //! Where the token is in a request: exactly one field of the token header, within the
 //! size limit, its `Bearer` scheme (for `authorization`) stripped, its bytes checked only
 //! when the verified-token cache does not already know them. A step of the inbound
-//! ([`super::inbound`]), apart because every other step reads it.
+//! ([`super`]), apart because every other step reads it.
 use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 
 use crate::token::{Rejection, MAX_TOKEN_BYTES};

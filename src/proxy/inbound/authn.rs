@@ -1,0 +1,132 @@
+//! The token step (contract steps 2–7): exactly one token ([`super::bearer`]), verified
+//! against this request's keyring snapshot — a kid nobody knows may first fetch the
+//! claimed source once — with request binding and replay where required, and the facts
+//! behind a refusal for `explain` and the debug log.
+use std::sync::Arc;
+
+use http::Request;
+
+use super::super::rescue::Failure;
+use super::super::state::{InboundState, State};
+use super::bearer::{check_token, extract_token, locate_token};
+use super::Who;
+use crate::token::{self, unix_now, Rejection, Verified};
+use crate::trust::KidRefusal;
+
+/// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
+/// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
+/// `crate::trust::sources`) — and an identity whose keys could not be fetched gets 503
+/// `keys_unavailable`, not 401.
+pub(crate) async fn authenticate<B>(
+    state: &Arc<State>,
+    side: &InboundState,
+    req: &Request<B>,
+    now: u64,
+) -> Result<Arc<Verified>, Failure> {
+    // A kid nobody trusts, or one trusted only for sources other than the one the token
+    // claims (another source publishing the same kid): the claimed source may have it.
+    let first = match verify_token(state, side, req, now) {
+        Err(r @ (Rejection::UnknownKey | Rejection::IssuerMismatch))
+            if state.trust.has_sources() =>
+        {
+            r
+        }
+        other => return other.map_err(Failure::Unauthenticated),
+    };
+    let unknown = || Failure::Unauthenticated(first);
+    let peeked = extract_token(req.headers(), &side.cfg.token_header)
+        .ok()
+        .and_then(token::peek);
+    let Some(claimed) = peeked else {
+        return Err(unknown());
+    };
+    let again = || verify_token(state, side, req, now);
+    // Boxed: this rare path's future would otherwise size every request's.
+    match Box::pin(state.trust.unknown_kid(&claimed, again)).await {
+        Ok(v) => Ok(v),
+        Err(KidRefusal::Unknown) => Err(unknown()),
+        Err(KidRefusal::Unavailable) if first == Rejection::UnknownKey => {
+            Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
+        }
+        Err(KidRefusal::Unavailable) => Err(unknown()),
+        Err(KidRefusal::Rejected(r)) => Err(Failure::Unauthenticated(r)),
+    }
+}
+
+/// Exactly one token, verified against this request's keyring snapshot, request binding
+/// and replay where required. A token seen before is answered from the verified-token
+/// cache (same bytes, same keyring generation) before its bytes are even checked: they
+/// equal bytes that passed every check.
+fn verify_token<B>(
+    state: &State,
+    side: &InboundState,
+    req: &Request<B>,
+    now: u64,
+) -> Result<Arc<Verified>, Rejection> {
+    let raw = locate_token(req.headers(), &side.cfg.token_header)?;
+    // One snapshot for the whole decision.
+    let trust = state.trust.snapshot();
+    if side.cfg.require_request_binding {
+        // Bound tokens are single-use: nothing to cache, the replay check is the point.
+        let v = token::verify(check_token(raw)?, &trust.keyring, &side.policy, now)?;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        v.check_binding(req.method().as_str(), pq)?;
+        let jti = v.claims.jti.as_deref().ok_or(Rejection::BindingMissing)?;
+        side.replay.check_and_insert(jti, v.claims.exp, now)?;
+        return Ok(Arc::new(v));
+    }
+    if let Some(v) = side.verified.get(raw, trust.generation, now) {
+        state.metrics.verified_cache_hits.inc();
+        return Ok(v);
+    }
+    let token = check_token(raw)?;
+    let v = Arc::new(token::verify(token, &trust.keyring, &side.policy, now)?);
+    side.verified
+        .insert(token, v.clone(), trust.generation, now);
+    Ok(v)
+}
+
+/// The facts behind a token's refusal ([`token::why`]): for `explain`, and a debug line.
+pub(crate) fn refusal_facts<B>(
+    state: &State,
+    side: &InboundState,
+    req: &Request<B>,
+    failure: &Failure,
+) -> Option<String> {
+    let Failure::Unauthenticated(rejection) = failure else {
+        return None;
+    };
+    let token = extract_token(req.headers(), &side.cfg.token_header).ok()?;
+    let trust = state.trust.snapshot();
+    token::why(token, *rejection, &trust.keyring, &side.policy, unix_now())
+}
+
+/// A revoked key's token passed every other check (revocation is the last): its caller is
+/// known, and named in the access log with the kid in a line of its own, so that whoever
+/// still presents a revoked key can be found.
+pub(super) fn revoked_caller<B>(
+    state: &State,
+    side: &InboundState,
+    req: &Request<B>,
+    failure: &Failure,
+) -> Option<Who> {
+    if !matches!(failure, Failure::Unauthenticated(Rejection::Revoked)) {
+        return None;
+    }
+    let claimed = extract_token(req.headers(), &side.cfg.token_header)
+        .ok()
+        .and_then(token::peek)?;
+    let trust = state.trust.snapshot();
+    let key = trust
+        .keyring
+        .select(&claimed.kid, || claimed.iss.clone())?
+        .key()
+        .clone();
+    let caller: Arc<str> = key.speaks.label().into();
+    tracing::info!(caller = %caller, kid = %claimed.kid, "a revoked key was presented");
+    Some(Who::Caller(caller, None))
+}
