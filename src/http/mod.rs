@@ -2,6 +2,8 @@
 //! configuration check: the body type, header-name folding, header hygiene (RFC 9110
 //! §7.6.1 hop-by-hop fields, `x-forwarded-for`/`forwarded`), short JSON responses and
 //! error chains for logs.
+pub mod host;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;

@@ -18,6 +18,7 @@ use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use super::rescue::{BadRequest, Failure};
 use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
+use crate::http::host::host_part;
 use crate::http::{is_upgrade, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
 use crate::token::{unix_now, Issued};
@@ -197,15 +198,6 @@ fn destinations<B>(req: &Request<B>) -> [Option<&str>; 2] {
 }
 
 /// The host of an authority, as routes name it: no port, no trailing dot, lower case.
-fn host_part(authority: &str) -> &str {
-    let host = match authority.strip_prefix('[') {
-        // An IPv6 literal: [::1]:8080
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    host.trim_end_matches('.')
-}
-
 fn host_of(authority: &str) -> String {
     host_part(authority).to_ascii_lowercase()
 }
