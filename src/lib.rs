@@ -16,6 +16,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod rule;
 pub mod tls;
 pub mod token;
 pub mod trust;

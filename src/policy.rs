@@ -8,142 +8,21 @@
 //! One evaluation, [`decide`], for the proxy (which counts and logs audit rules) and for
 //! `trustgate explain` (which prints every rule and why it matched or not): an
 //! [`Observe`] sees each rule looked at.
-use http::Method;
 use serde_json::Value;
 
-use crate::config::{ClaimPointer, Inbound, Rule};
+use crate::config::Inbound;
+pub use crate::rule::{claim_matches, source_name, Miss, Rule, Subject};
 use crate::token::Verified;
 
-/// What the rules are matched against: one request and its verified caller (the
-/// token's caller, `verified.caller`).
-pub struct Subject<'a> {
-    /// What `[callers.<name>]` grants the caller.
-    pub roles: &'a [String],
-    pub method: &'a Method,
-    /// The path as the app will route it (canonical: checked before).
-    pub path: &'a str,
-    pub verified: &'a Verified,
-}
-
-/// The first field of a rule that did not match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Miss<'r> {
-    Caller,
-    Role,
-    Method,
-    Path,
-    /// The claim is there and none of the rule's values.
-    Claim(&'r ClaimPointer),
-    /// No claim at that pointer.
-    ClaimAbsent(&'r ClaimPointer),
-    /// The token's source is not one the rule reads claims from (a claim it cannot
-    /// vouch for is a claim absent).
-    ClaimUnread(&'r ClaimPointer),
-    /// The token's source is not in the rule's `issuers`.
-    Source,
-    /// Callers, roles or claims did not match this token (found on its first request).
-    Token,
-}
-
-impl Miss<'_> {
-    /// Why, in words (`trustgate explain`).
-    pub fn explain(&self, rule: &Rule, s: &Subject) -> String {
-        match self {
-            Miss::Caller => format!("caller {} is not in {:?}", s.verified.caller, rule.callers),
-            Miss::Role => format!("roles {:?} share none of {:?}", s.roles, rule.roles),
-            Miss::Method => format!(
-                "method {} is not in {:?}",
-                s.method,
-                rule.methods.iter().map(Method::as_str).collect::<Vec<_>>()
-            ),
-            Miss::Path => format!("path {} matches none of the rule's paths", s.path),
-            Miss::Claim(p) => {
-                let values = rule
-                    .claims
-                    .iter()
-                    .find(|(q, _)| q == *p)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                format!(
-                    "claim {p} is {} — none of {values:?}",
-                    p.lookup(s.verified.claims_json())
-                        .map_or("absent".into(), Value::to_string)
-                )
-            }
-            Miss::ClaimAbsent(p) => format!("the token has no claim {p}"),
-            Miss::ClaimUnread(p) => format!(
-                "claim {p} is not read from {}: the rule reads claims of {}",
-                source_name(s.verified),
-                rule.issuers
-            ),
-            Miss::Source => format!(
-                "the token is from {}, not one of {}",
-                source_name(s.verified),
-                rule.issuers
-            ),
-            Miss::Token => "its callers, roles or claims do not match this token".into(),
-        }
-    }
-}
-
-/// How a token's source is named in rules: its issuer's name, or `"self"` for a caller's
-/// own key.
-pub fn source_name(v: &Verified) -> &str {
-    v.issuer.as_deref().unwrap_or(crate::config::Sources::SELF)
-}
-
-/// Whether `rule` matches: every field it gives.
-pub fn check<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
-    token_part(rule, s)?;
-    request_part(rule, s)
-}
-
-/// The fields about who calls — source, callers, roles, claims: the same answer for every
-/// request that presents the same verified token (roles come from the configuration).
-fn token_part<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
-    let caller = &*s.verified.caller;
-    let issuer = s.verified.issuer.as_deref();
-    if !rule.issuers.admits(issuer) {
-        return Err(Miss::Source);
-    }
-    if !rule.callers.is_empty() && !rule.callers.iter().any(|c| c == caller) {
-        return Err(Miss::Caller);
-    }
-    if !rule.roles.is_empty() && !rule.roles.iter().any(|r| s.roles.contains(r)) {
-        return Err(Miss::Role);
-    }
-    for (pointer, values) in &rule.claims {
-        if !rule.issuers.reads(issuer) {
-            return Err(Miss::ClaimUnread(pointer));
-        }
-        match pointer.lookup(s.verified.claims_json()) {
-            None => return Err(Miss::ClaimAbsent(pointer)),
-            Some(v) if !claim_matches(v, values) => return Err(Miss::Claim(pointer)),
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// The fields about the request — methods, paths.
-fn request_part<'r>(rule: &'r Rule, s: &Subject) -> Result<(), Miss<'r>> {
-    if !rule.methods.is_empty() && !rule.methods.contains(s.method) {
-        return Err(Miss::Method);
-    }
-    if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(s.path)) {
-        return Err(Miss::Path);
-    }
-    Ok(())
-}
-
-/// [`token_part`] of every rule (deny rules, then allow rules), one bit each, computed on
-/// a token's first request and kept with the verified token: later requests presenting
-/// it check only methods and paths, and only of the rules its caller matches.
+/// [`Rule::caller_part`] of every rule (deny rules, then allow rules), one bit each,
+/// computed on a token's first request and kept with the verified token: later requests
+/// presenting it check only the request's fields, and only of the rules its caller
+/// matches.
 fn token_bits(inbound: &Inbound, s: &Subject) -> Box<[u64]> {
     let rules = inbound.deny.iter().chain(&inbound.allow);
     let mut bits = vec![0u64; (inbound.deny.len() + inbound.allow.len()).div_ceil(64)];
     for (i, rule) in rules.enumerate() {
-        if token_part(rule, s).is_ok() {
+        if rule.caller_part(&s.caller).is_ok() {
             bits[i / 64] |= 1 << (i % 64);
         }
     }
@@ -159,28 +38,9 @@ fn answer<'r>(
     bits: Option<&[u64]>,
 ) -> Result<(), Miss<'r>> {
     match bits {
-        Some(b) if b[index / 64] & (1 << (index % 64)) == 0 => Err(Miss::Token),
-        Some(_) => request_part(rule, s),
-        None => check(rule, s),
-    }
-}
-
-/// A claim matches a rule's values: a string as itself, a number or a boolean as its
-/// JSON text, a list when any element does.
-pub fn claim_matches(v: &Value, values: &[String]) -> bool {
-    match v {
-        Value::String(s) => values.iter().any(|x| x == s),
-        Value::Number(n) => {
-            let text = n.to_string();
-            values.contains(&text)
-        }
-        Value::Bool(b) => values
-            .iter()
-            .any(|x| x == if *b { "true" } else { "false" }),
-        Value::Array(list) => list
-            .iter()
-            .any(|e| !e.is_array() && claim_matches(e, values)),
-        Value::Null | Value::Object(_) => false,
+        Some(b) if b[index / 64] & (1 << (index % 64)) == 0 => Err(Miss::token()),
+        Some(_) => rule.request_part(&s.request),
+        None => rule.check(s),
     }
 }
 
@@ -284,9 +144,11 @@ pub enum Verdict<'r> {
     NoAllowMatched,
 }
 
-/// Deny rules, then allow rules; audit rules evaluated for the observer only.
+/// Deny rules, then allow rules; audit rules evaluated for the observer only. A deny rule
+/// whose only miss is a field the request does not say clearly ([`crate::rule::Why::Unclear`])
+/// refuses: what cannot be read cannot be let through.
 pub fn decide<'r, O: Observe>(inbound: &'r Inbound, s: &Subject, obs: &mut O) -> Verdict<'r> {
-    let bits = (!O::EVERY).then(|| s.verified.policy_memo(|| token_bits(inbound, s)));
+    let bits = (!O::EVERY).then(|| s.caller.verified.policy_memo(|| token_bits(inbound, s)));
     let mut denied = None;
     for (i, rule) in inbound.deny.iter().enumerate() {
         if denied.is_some() && !rule.audit && !O::EVERY {
@@ -294,7 +156,11 @@ pub fn decide<'r, O: Observe>(inbound: &'r Inbound, s: &Subject, obs: &mut O) ->
         }
         let result = answer(rule, i, s, bits);
         obs.rule(List::Deny, rule, result, s);
-        if result.is_ok() && !rule.audit && denied.is_none() {
+        let hit = match result {
+            Ok(()) => true,
+            Err(miss) => miss.why == crate::rule::Why::Unclear,
+        };
+        if hit && !rule.audit && denied.is_none() {
             denied = Some(rule);
         }
     }
@@ -323,6 +189,7 @@ pub fn decide<'r, O: Observe>(inbound: &'r Inbound, s: &Subject, obs: &mut O) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
 
     fn inbound(rules: &str) -> Inbound {
         let text = format!(
@@ -363,12 +230,7 @@ mod tests {
     }
 
     fn run<'r>(i: &'r Inbound, v: &Verified, method: &Method, path: &str) -> Verdict<'r> {
-        let s = Subject {
-            roles: &[],
-            method,
-            path,
-            verified: v,
-        };
+        let s = Subject::plain(v, &[], method, path);
         decide(i, &s, &mut Seen(Vec::new()))
     }
 
@@ -465,16 +327,11 @@ mod tests {
             Verdict::Allowed(Some(&i.allow[2]))
         );
         let mut seen = Seen(Vec::new());
-        let s = Subject {
-            roles: &[],
-            method: &get,
-            path: "/",
-            verified: &own,
-        };
+        let s = Subject::plain(&own, &[], &get, "/");
         decide(&i, &s, &mut seen);
-        let why = check(&i.allow[0], &s).unwrap_err().explain(&i.allow[0], &s);
+        let why = i.allow[0].check(&s).unwrap_err().explain(&i.allow[0], &s);
         assert!(why.contains("not read from self"), "{why}");
-        let why = check(&i.allow[2], &s).unwrap_err().explain(&i.allow[2], &s);
+        let why = i.allow[2].check(&s).unwrap_err().explain(&i.allow[2], &s);
         assert!(why.contains("from self, not one of [\"east\"]"), "{why}");
     }
 
@@ -503,12 +360,7 @@ mod tests {
             "audit rules alone do not make rules exist"
         );
         let mut seen = Seen(Vec::new());
-        let s = Subject {
-            roles: &[],
-            method: &Method::DELETE,
-            path: "/admin/x",
-            verified: &v,
-        };
+        let s = Subject::plain(&v, &[], &Method::DELETE, "/admin/x");
         decide(&i, &s, &mut seen);
         assert_eq!(
             seen.0,
@@ -548,12 +400,7 @@ mod tests {
                 let memo = token_of(caller, claims.clone());
                 for (method, path) in &requests {
                     let full = token_of(caller, claims.clone());
-                    let subject = |v| Subject {
-                        roles: &[],
-                        method,
-                        path,
-                        verified: v,
-                    };
+                    let subject = |v| Subject::plain(v, &[], method, path);
                     let expected = decide(&i, &subject(&full), &mut Seen(Vec::new()));
                     let fast = decide(&i, &subject(&memo), &mut Quiet);
                     assert_eq!(fast, expected, "{caller} {method} {path} {claims}");

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::parse::Problems;
-use super::{AppExposure, Config, Inbound, Outbound, Sources, ISSUER_FROM_POD};
+use super::{AppExposure, Config, Inbound, Outbound, Rule, Sources, ISSUER_FROM_POD};
 use crate::http::{name_starts_alike, names_alike};
 use crate::keys::{is_spiffe_id_in, is_valid_identity, IssuerKind};
 
@@ -302,16 +302,18 @@ fn check_rules(i: &mut Inbound, p: &mut Problems) {
                     format!("\"{}\" names two rules", rule.name),
                 );
             }
-            let failed = ["callers", "methods", "claims"]
-                .iter()
-                .any(|f| p.failed(&format!("{key}.{f}")))
-                || (0..4).any(|k| p.failed(&format!("{key}.paths[{k}]")));
+            // A field whose value was refused (or an element of it) is not "not given".
+            let failed = Rule::FIELDS.iter().any(|f| {
+                let field = format!("{key}.{f}");
+                p.failed(&field) || p.failed_under(&format!("{field}["))
+            });
             if rule.is_empty() && !failed {
                 p.add(
                     &key,
                     format!(
-                        "an empty rule would {} everything; name callers, roles, methods, paths or claims",
-                        if list == "allow" { "allow" } else { "deny" }
+                        "an empty rule would {} everything; name {}",
+                        if list == "allow" { "allow" } else { "deny" },
+                        Rule::FIELDS.join(", ")
                     ),
                 );
             }

@@ -25,9 +25,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::{HeaderName, Method, Uri};
+use http::{HeaderName, Uri};
 use serde::Deserialize;
 
+pub use crate::rule::{PathPattern, Rule};
 pub use claims::{ClaimHeader, ClaimPointer, Sources};
 pub use parse::ConfigError;
 pub use platform::{IssuerConfig, ISSUER_FROM_POD, POD_CA_FILE, POD_SA_DIR, POD_TOKEN_FILE};
@@ -380,94 +381,6 @@ pub struct ServerTls {
     pub key: PathBuf,
     /// When set, clients must present a certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
-}
-
-/// One `[[inbound.allow]]` or `[[inbound.deny]]` rule: every field given must match (see
-/// `crate::policy`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct Rule {
-    /// Default: `allow[0]`, `deny[1]` (as configuration errors name them), filled in by
-    /// [`check`].
-    pub name: String,
-    #[serde(deserialize_with = "values::identities")]
-    pub callers: Vec<String>,
-    pub roles: Vec<String>,
-    #[serde(deserialize_with = "values::methods")]
-    pub methods: Vec<Method>,
-    pub paths: Vec<PathPattern>,
-    /// JSON Pointer into the verified claims → the values that match.
-    #[serde(deserialize_with = "values::claim_rules")]
-    pub claims: Vec<(ClaimPointer, Vec<String>)>,
-    /// The sources whose tokens the rule matches and whose claims it reads: names of
-    /// `[[trust.issuers]]`, `"self"` for callers' own keys. Not given: every source
-    /// matches, and claims are read from the issuers' tokens only.
-    #[serde(deserialize_with = "values::claim_sources")]
-    pub issuers: Sources,
-    /// Evaluated, logged and counted, deciding nothing: a dry run.
-    pub audit: bool,
-}
-
-impl Rule {
-    /// Names nothing to match: it would match every request.
-    pub fn is_empty(&self) -> bool {
-        self.callers.is_empty()
-            && self.roles.is_empty()
-            && self.methods.is_empty()
-            && self.paths.is_empty()
-            && self.claims.is_empty()
-            && self.issuers.names().is_none()
-    }
-}
-
-/// A path pattern: `*` (any), `/prefix/*` (the prefix itself and anything under it), or
-/// an exact path.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum PathPattern {
-    Any,
-    Prefix(String),
-    Exact(String),
-}
-
-impl TryFrom<String> for PathPattern {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(&s)
-    }
-}
-
-impl PathPattern {
-    fn parse(s: &str) -> Result<Self, String> {
-        if s == "*" {
-            return Ok(PathPattern::Any);
-        }
-        if !s.starts_with('/') {
-            return Err(format!("\"{s}\" must start with '/' (or be \"*\")"));
-        }
-        if let Some(prefix) = s.strip_suffix("/*") {
-            if prefix.contains('*') {
-                return Err(format!("\"{s}\": '*' is only allowed as the last segment"));
-            }
-            return Ok(PathPattern::Prefix(prefix.to_owned()));
-        }
-        if s.contains('*') {
-            return Err(format!("\"{s}\": '*' is only allowed as a final \"/*\""));
-        }
-        Ok(PathPattern::Exact(s.to_owned()))
-    }
-
-    pub fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Any => true,
-            PathPattern::Exact(p) => path == p,
-            PathPattern::Prefix(p) => {
-                path == p
-                    || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
-            }
-        }
-    }
 }
 
 /// `[callers.<name>]`: what this service grants a caller.

@@ -67,6 +67,15 @@ impl<'a> Problems<'a> {
         self.failed.contains(key)
     }
 
+    /// Whether a key starting with `prefix` was refused (`allow[0].paths[` for any of a
+    /// list's elements).
+    pub(super) fn failed_under(&self, prefix: &str) -> bool {
+        self.failed
+            .range(prefix.to_owned()..)
+            .next()
+            .is_some_and(|k| k.starts_with(prefix))
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use http::{HeaderName, Method, Uri};
+use http::{HeaderName, Uri};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -104,39 +104,6 @@ pub(super) fn identity<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     valid_identity(String::deserialize(d)?)
 }
 
-pub(super) fn identities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .into_iter()
-        .map(valid_identity)
-        .collect()
-}
-
-/// Standard methods only, any case.
-pub(super) fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
-    const STANDARD: [Method; 9] = [
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::PATCH,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::CONNECT,
-    ];
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|m| {
-            let upper = m.to_ascii_uppercase();
-            STANDARD
-                .iter()
-                .find(|s| s.as_str() == upper)
-                .cloned()
-                .ok_or_else(|| custom(format!("\"{m}\" is not an HTTP method")))
-        })
-        .collect()
-}
-
 /// `inbound.public_paths`: path patterns as rules take them, but never `"*"` (every path
 /// without a token is no sidecar at all).
 pub(super) fn public_paths<'de, D: Deserializer<'de>>(
@@ -182,57 +149,6 @@ pub(super) fn non_empty_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<S
     Ok(list)
 }
 
-/// `claims = { "/kubernetes.io/namespace" = ["shop"], "/sub" = "x" }`: each pointer
-/// checked, each value a string or a list of strings.
-pub(super) fn claim_rules<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<(ClaimPointer, Vec<String>)>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Values {
-        One(String),
-        Many(Vec<String>),
-    }
-    let table = std::collections::BTreeMap::<String, Values>::deserialize(d)?;
-    table
-        .into_iter()
-        .map(|(k, v)| {
-            let pointer = ClaimPointer::parse(&k).map_err(custom)?;
-            let values = match v {
-                Values::One(s) => vec![s],
-                Values::Many(list) if list.is_empty() => {
-                    return Err(custom(format!("\"{k}\": an empty list matches nothing")))
-                }
-                Values::Many(list) => list,
-            };
-            Ok((pointer, values))
-        })
-        .collect()
-}
-
-/// `issuers = ["cluster", "self"]`: a non-empty list of source names, each once (the
-/// names are checked against `[[trust.issuers]]` by the check pass).
-pub(super) fn claim_sources<'de, D: Deserializer<'de>>(d: D) -> Result<Sources, D::Error> {
-    let names = Vec::<String>::deserialize(d)?;
-    source_names(names).map_err(custom)
-}
-
-fn source_names(names: Vec<String>) -> Result<Sources, String> {
-    if names.is_empty() {
-        return Err("an empty list reads no source: name issuers, or \"self\"".into());
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for n in &names {
-        if n.is_empty() {
-            return Err("an empty string names nothing".into());
-        }
-        if !seen.insert(n) {
-            return Err(format!("\"{n}\" is named twice"));
-        }
-    }
-    Ok(Sources::listed(names))
-}
-
 /// `[inbound.claim_headers]`: header name → pointer (the issuers' claims), or
 /// `{ pointer = "...", issuers = [...] }`.
 pub(super) fn claim_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ClaimHeader>, D::Error> {
@@ -253,7 +169,7 @@ pub(super) fn claim_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Claim
                 Entry::Pointer(p) => (p, Sources::default()),
                 Entry::Table { pointer, issuers } => (
                     pointer,
-                    source_names(issuers)
+                    Sources::from_names(issuers)
                         .map_err(|e| custom(format!("\"{name}\".issuers: {e}")))?,
                 ),
             };

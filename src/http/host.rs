@@ -79,8 +79,7 @@ fn is_authority(a: &str) -> bool {
 
 fn is_name(h: &str) -> bool {
     !h.is_empty()
-        && h
-            .bytes()
+        && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 

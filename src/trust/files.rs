@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, FilePath, SigningKeySource};
 use crate::keys::{self, FileProblem, KeyError, Keyring, TrustedKey, UrlSource};
+use crate::rule::Field as _;
 use crate::token::TokenSigner;
 
 /// What the files of the trust material hold (authorized_keys, shared key, revocation
@@ -269,7 +270,7 @@ fn warn_about_sources(cfg: &Config, trust: &FileTrust, check: &mut FileCheck) {
     };
     for (list, rules) in [("allow", &inbound.allow), ("deny", &inbound.deny)] {
         for (n, rule) in rules.iter().enumerate() {
-            if !rule.claims.is_empty() && !configured(&rule.issuers) {
+            if rule.claims.is_given() && !configured(&rule.issuers) {
                 check.warnings.push(format!(
                     "inbound.{list}[{n}].claims: read from the issuers' tokens only, and no [[trust.issuers]] is configured: the rule never matches (callers' own claims, such as /ctx/..., need issuers = [\"self\"])"
                 ));

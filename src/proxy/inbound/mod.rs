@@ -37,6 +37,7 @@ use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
 use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
+use crate::rule::{CallerFacts, RequestFacts};
 use crate::token::{unix_now, Verified};
 
 /// Where this service's public keys are published (`inbound.publish_jwks`).
@@ -133,7 +134,7 @@ impl Observe for Serve<'_> {
             .with_label_values(&[&rule.name, verdict])
             .inc();
         tracing::info!(
-            rule = %rule.name, list = ?list, result = verdict, caller = &*s.verified.caller,
+            rule = %rule.name, list = ?list, result = verdict, caller = &*s.caller.verified.caller,
             "audit rule evaluated (decides nothing)"
         );
     }
@@ -378,10 +379,11 @@ pub(crate) fn authorize<B, O: Observe>(
     }
     let path = req.uri().path();
     let subject = Subject {
-        roles: granted.roles(),
-        method: req.method(),
-        path,
-        verified,
+        caller: CallerFacts {
+            verified,
+            roles: granted.roles(),
+        },
+        request: RequestFacts::of(req),
     };
     let rule = match policy::decide(cfg, &subject, obs) {
         PolicyVerdict::Allowed(_) => return Ok(()),
