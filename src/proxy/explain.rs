@@ -206,7 +206,7 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
         lines: Vec::new(),
         forwarded: false,
     };
-    let req = request(side, &q)?;
+    let req = request(side, &state.cfg.identity.name, &q)?;
     let named = match &q.who {
         Who::Caller(name) if !state.trust.could_trust(name) => Some((
             name.as_str(),
@@ -218,7 +218,12 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
         )),
         Who::Token(_) | Who::Nobody => None,
     };
-    out.say(format!("request: {} {}", q.method, q.target));
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("-");
+    out.say(format!("request: {} {} (host {host})", q.method, q.target));
     let mut obs = Explain {
         out: &mut out,
         state,
@@ -258,8 +263,9 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
     Ok(out)
 }
 
-/// The request as it would arrive: the target, the headers, the token in the token header.
-fn request(side: &InboundState, q: &Question) -> Result<Request<()>, String> {
+/// The request as it would arrive: the target, the headers (`Host`: this service's name
+/// unless given), the token in the token header.
+fn request(side: &InboundState, identity: &str, q: &Question) -> Result<Request<()>, String> {
     let mut req = Request::builder()
         .method(q.method.clone())
         .uri(&q.target)
@@ -273,6 +279,13 @@ fn request(side: &InboundState, q: &Question) -> Result<Request<()>, String> {
     }
     for (n, v) in &q.headers {
         req.headers_mut().append(n.clone(), v.clone());
+    }
+    // Callers reach a service by its name (`http://billing/...`); `-H "host: ..."` asks
+    // about another.
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&identity) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
     }
     if let Who::Token(token) = &q.who {
         let name = &side.cfg.token_header;

@@ -19,6 +19,7 @@ use crate::token::Verified;
 
 mod callers;
 mod claims;
+mod hosts;
 mod issuers;
 mod methods;
 mod paths;
@@ -26,6 +27,7 @@ mod roles;
 
 pub use callers::Callers;
 pub use claims::{claim_matches, ClaimPointer, Claims};
+pub use hosts::{HostPattern, Hosts};
 pub use issuers::{source_name, Sources};
 pub use methods::Methods;
 pub use paths::{PathPattern, Paths};
@@ -115,8 +117,8 @@ pub enum Why<'r> {
     /// The token's source is not one the rule reads claims from (a claim it cannot
     /// vouch for is a claim absent).
     ClaimUnread(&'r ClaimPointer),
-    /// The request does not say clearly (two `Host` fields): an allow rule does not
-    /// match it, a deny rule refuses it (only once every other field matched).
+    /// The request does not say clearly (no `Host` field, or two): an allow rule does
+    /// not match it, a deny rule refuses it (only once every other field matched).
     Unclear,
 }
 
@@ -234,6 +236,7 @@ rule! {
     request {
         methods: Methods,
         paths: Paths,
+        hosts: Hosts,
     }
 }
 

@@ -133,6 +133,27 @@ async fn explain_and_the_proxy_agree_on_every_case_in_both_modes() {
             cred: Cred::Token(&acme),
         },
         Case {
+            what: "denied by host",
+            method: "GET",
+            path: "/anything",
+            headers: &[("Host", "db.internal:8080")],
+            cred: Cred::Token(&search_t),
+        },
+        Case {
+            what: "two hosts",
+            method: "GET",
+            path: "/anything",
+            headers: &[("Host", "billing"), ("Host", "billing")],
+            cred: Cred::Token(&search_t),
+        },
+        Case {
+            what: "allowed with its host",
+            method: "GET",
+            path: "/anything",
+            headers: &[("Host", "Billing.")],
+            cred: Cred::Token(&search_t),
+        },
+        Case {
             what: "the JWKS",
             method: "GET",
             path: "/.well-known/jwks.json",
@@ -162,10 +183,15 @@ async fn explain_and_the_proxy_agree_on_every_case_in_both_modes() {
 
         for case in &cases {
             app.clear();
-            let mut head = format!(
-                "{} {} HTTP/1.1\r\nHost: billing\r\n",
-                case.method, case.path
-            );
+            // explain asks as if called by this service's name, unless told otherwise.
+            let mut head = format!("{} {} HTTP/1.1\r\n", case.method, case.path);
+            if !case
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+            {
+                head.push_str("Host: billing\r\n");
+            }
             if let Cred::Token(t) = case.cred {
                 head.push_str(&format!("Authorization: Bearer {t}\r\n"));
             }
@@ -181,8 +207,10 @@ async fn explain_and_the_proxy_agree_on_every_case_in_both_modes() {
             let (code, out, err) = explain(&config, &args);
             let said = |line: &str| out.contains(line);
             let ctx = format!(
-                "{mode}: {}\nproxy: {}\nexplain:\n{out}{err}",
-                case.what, proxy.head
+                "{mode}: {}\nproxy: {}{}\nexplain:\n{out}{err}",
+                case.what,
+                proxy.head,
+                proxy.body_text()
             );
 
             // Whether the app is reached, and as whom.
@@ -235,7 +263,21 @@ async fn explain_and_the_proxy_agree_on_every_case_in_both_modes() {
             );
         }
     }
-    assert!(enforced.contains_key("keys unavailable"), "{enforced:?}");
+    // And the cases are the ones meant.
+    let status = |what: &str| enforced.get(what).map(|(s, _)| *s);
+    assert_eq!(status("keys unavailable"), Some(503));
+    assert_eq!(status("denied by host"), Some(403));
+    assert_eq!(status("two hosts"), Some(403));
+    assert_eq!(status("no token"), Some(401));
+    assert_eq!(status("non-canonical path"), Some(400));
+    for forwarded in [
+        "allowed by claim",
+        "allowed by caller",
+        "allowed with its host",
+        "public path",
+    ] {
+        assert_eq!(status(forwarded), None, "{forwarded}");
+    }
 }
 
 /// The same request as `explain`'s arguments.

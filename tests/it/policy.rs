@@ -96,6 +96,9 @@ methods = ["GET"]
 name = "would-allow-admin"
 audit = true
 paths = ["/admin/*"]
+[[inbound.deny]]
+name = "no-internal"
+hosts = ["*.internal"]
 "#;
 
 #[tokio::test]
@@ -398,7 +401,7 @@ fn explain_says_every_step_and_the_verdict() {
     );
     assert_eq!(code, 0, "{out}{err}");
     for line in [
-        "request: GET /invoices/7",
+        "request: GET /invoices/7 (host billing)",
         "scrub: removed x_service_caller",
         "canonical path: /invoices/7 — yes",
         "public path: no",
@@ -509,4 +512,155 @@ fn check_reports_every_bad_rule_with_its_key() {
             "missing «{expected}» (with the file) in:\n{err}"
         );
     }
+}
+
+const HOST_RULES: &str = r#"
+[[inbound.deny]]
+name = "no-internal"
+hosts = ["*.internal", "admin"]
+[[inbound.allow]]
+name = "shop-host"
+hosts = ["billing.shop"]
+paths = ["/shop/*"]
+"#;
+
+/// `hosts` matches the host the app will read — the one Host field, else HTTP/2's
+/// :authority — in any spelling an app server folds together; a request whose host is
+/// unclear (two Host fields, a list, none) is refused by a deny rule naming hosts and matched by
+/// no allow rule. Raw bytes in, what the app received asserted.
+#[tokio::test]
+async fn hosts_match_the_host_the_app_reads() {
+    let t = target("", HOST_RULES).await;
+    let token = t.token();
+    let auth = format!("authorization: Bearer {token}\r\n");
+    let cases: [(&str, String, u16, &str); 11] = [
+        (
+            "GET /invoices/1 HTTP/1.1",
+            "host: billing\r\n".into(),
+            200,
+            "a host no rule names",
+        ),
+        (
+            "GET /invoices/1 HTTP/1.1",
+            "host: db.internal\r\n".into(),
+            403,
+            "denied by *.internal",
+        ),
+        (
+            "GET /invoices/1 HTTP/1.1",
+            "host: DB.Internal.:8080\r\n".into(),
+            403,
+            "case, trailing dot, port",
+        ),
+        (
+            "GET /invoices/1 HTTP/1.1",
+            "host: ADMIN\r\n".into(),
+            403,
+            "denied by name",
+        ),
+        (
+            "GET /invoices/1 HTTP/1.1",
+            "host: billing\r\nhost: admin\r\n".into(),
+            403,
+            "two Host fields: unclear, denied",
+        ),
+        (
+            "GET /invoices/1 HTTP/1.1",
+            "host: billing, admin\r\n".into(),
+            403,
+            "a list: unclear, denied",
+        ),
+        (
+            "GET http://billing/invoices/1 HTTP/1.1",
+            "host: admin\r\n".into(),
+            403,
+            "the app reads Host, not the target",
+        ),
+        (
+            "GET /shop/x HTTP/1.1",
+            "host: Billing.Shop\r\n".into(),
+            200,
+            "allowed by host",
+        ),
+        (
+            "GET /shop/x HTTP/1.1",
+            "host: billing\r\n".into(),
+            403,
+            "no allow rule for this host",
+        ),
+        (
+            "GET /shop/x HTTP/1.1",
+            "host: billing.shop\r\nhost: billing.shop\r\n".into(),
+            403,
+            "unclear: no allow rule matches",
+        ),
+        (
+            "GET /invoices/1 HTTP/1.0",
+            String::new(),
+            403,
+            "no host at all: unclear, denied",
+        ),
+    ];
+    for (line, host, status, what) in cases {
+        t.app.clear();
+        let req = format!("{line}\r\n{host}{auth}connection: close\r\n\r\n");
+        let r = exchange(t.inbound(), req.as_bytes()).await.expect(what);
+        assert_eq!(r.status, status, "{what}: {}", r.body_text());
+        let seen = t.app.requests();
+        assert_eq!(seen.len(), usize::from(status == 200), "{what}");
+        if let Some(seen) = seen.first() {
+            let sent: Vec<&str> = host
+                .split("\r\n")
+                .filter_map(|l| l.split_once(": ").map(|(_, v)| v))
+                .collect();
+            assert_eq!(
+                seen.values("host"),
+                sent,
+                "{what}: the app reads the Host sent"
+            );
+        }
+    }
+
+    // HTTP/2: the :authority, and a host field beside it.
+    let h2 = |authority: &'static str, host: Option<&'static str>| {
+        let token = token.clone();
+        let addr = t.inbound();
+        async move {
+            let io =
+                hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = http::Request::get(format!("http://{authority}/invoices/1"))
+                .header("authorization", format!("Bearer {token}"));
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let resp = send
+                .send_request(
+                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    t.app.clear();
+    assert_eq!(h2("billing", None).await, 200);
+    assert_eq!(
+        t.app.requests()[0].values("host"),
+        ["billing"],
+        "the authority becomes Host"
+    );
+    t.app.clear();
+    assert_eq!(h2("db.internal", None).await, 403, ":authority denied");
+    assert_eq!(
+        h2("billing", Some("admin")).await,
+        403,
+        "a host field beside :authority is what the app reads"
+    );
+    assert!(t.app.requests().is_empty());
 }
