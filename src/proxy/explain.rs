@@ -283,7 +283,7 @@ fn request(side: &InboundState, identity: &str, q: &Question) -> Result<Request<
     // Callers reach a service by its name (`http://billing/...`); `-H "host: ..."` asks
     // about another.
     if !req.headers().contains_key(http::header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&identity) {
+        if let Ok(v) = HeaderValue::from_str(identity) {
             req.headers_mut().insert(http::header::HOST, v);
         }
     }
