@@ -9,6 +9,9 @@
 //! `token` use), `tls`, `metrics`, and `inject` (Kubernetes manifests).
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod words;
+
 pub mod config;
 pub mod http;
 pub mod inject;

@@ -9,9 +9,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 
 use super::inbound;
 use super::observe::Decision;
-use super::rescue::{Failure, Limit};
+use super::rescue::{Answer, Failure, Limit};
 use super::state::{InboundState, State};
-use crate::config::{Config, InboundMode, Rule};
+use crate::config::{Config, Rule};
 use crate::metrics::Outcome;
 use crate::policy::{List, Miss, Observe, Subject};
 use crate::token::{unix_now, Claims, Rejection, Verified};
@@ -187,9 +187,8 @@ impl<B> inbound::Observer<B> for Explain<'_> {
         }
     }
 
-    fn rejected(&mut self, _: &Request<B>, failure: &Failure, mode: InboundMode) {
-        if mode == InboundMode::Audit {
-            let a = failure.answer();
+    fn rejected(&mut self, _: &Request<B>, a: &Answer, forwarded: bool) {
+        if forwarded {
             self.would_refuse = Some((a.status.as_u16(), a.reason));
         }
     }

@@ -1,7 +1,7 @@
 //! The ending both sides share: whatever the steps decided becomes one response, one
 //! count in `trustgate_requests_total`, one latency observation and one access-log line.
-//! A failure becomes its status code here ([`Failure::render`]), and only
-//! failures of our own or of the upstream are logged as warnings.
+//! A failure becomes its answer here ([`Failure::answer`], [`super::rescue::render`]), and
+//! only those its answer marks (`warn`: ours or the upstream's) are logged as warnings.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,18 +12,11 @@ use super::state::State;
 use crate::http::Body;
 use crate::metrics::Outcome;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
+words! {
+    /// The `direction` label, and the access log's.
+    pub enum Direction as as_str {
+        Inbound = "inbound",
+        Outbound = "outbound",
     }
 }
 
@@ -196,14 +189,13 @@ pub fn finish(
             resp
         }
         Err(failure) => {
-            if matches!(failure, Failure::Upstream(_)) {
+            let answer = failure.answer();
+            if answer.warn {
                 tracing::warn!(direction, %upstream, error = %failure, "request failed");
-            } else if matches!(failure, Failure::Internal(_)) {
-                tracing::warn!(direction, error = %failure, "request failed");
             }
-            let (o, r, mut resp) = failure.render(seen.grpc);
+            let mut resp = super::rescue::render(&answer, seen.grpc);
             resp.headers_mut().insert(HOP, state.hops[index].clone());
-            (outcome, reason) = (o, Some(r));
+            (outcome, reason) = (answer.outcome, Some(answer.reason));
             resp
         }
     };

@@ -57,6 +57,14 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// When to try again: at least a second.
+    fn retry_after(self) -> u64 {
+        match self {
+            Limit::Rate { retry_after } => retry_after.max(1),
+            Limit::Concurrency => 1,
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Limit::Rate { .. } => "rate_limited",
@@ -65,37 +73,25 @@ impl Limit {
     }
 }
 
-/// Why a request cannot be handled as sent: 400.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BadRequest {
-    /// Outbound: CONNECT (a tunnel would carry TLS we cannot add a token to).
-    Connect,
-    NoHost,
-    InvalidHost,
-    /// A chunked or HTTP/2 body that does not parse.
-    MalformedBody,
-    /// A target hyper cannot send on.
-    TargetNotForwardable,
-    /// `Connection` names a header trustgate sets (it would strip what it just set).
-    ConnectionNamesProtectedHeader,
-    /// Inbound: a path an app would read differently than the policy did.
-    NonCanonicalPath,
+words! {
+    /// Why a request cannot be handled as sent: 400. The word is the access log's reason.
+    pub enum BadRequest as code {
+        /// Outbound: CONNECT (a tunnel would carry TLS we cannot add a token to).
+        Connect = "connect_unsupported",
+        NoHost = "no_host",
+        InvalidHost = "invalid_host",
+        /// A chunked or HTTP/2 body that does not parse.
+        MalformedBody = "malformed_body",
+        /// A target hyper cannot send on.
+        TargetNotForwardable = "target_not_forwardable",
+        /// `Connection` names a header trustgate sets (it would strip what it just set).
+        ConnectionNamesProtectedHeader = "connection_names_protected_header",
+        /// Inbound: a path an app would read differently than the policy did.
+        NonCanonicalPath = "non_canonical_path",
+    }
 }
 
 impl BadRequest {
-    /// The access log's reason.
-    pub fn code(self) -> &'static str {
-        match self {
-            BadRequest::Connect => "connect_unsupported",
-            BadRequest::NoHost => "no_host",
-            BadRequest::InvalidHost => "invalid_host",
-            BadRequest::MalformedBody => "malformed_body",
-            BadRequest::TargetNotForwardable => "target_not_forwardable",
-            BadRequest::ConnectionNamesProtectedHeader => "connection_names_protected_header",
-            BadRequest::NonCanonicalPath => "non_canonical_path",
-        }
-    }
-
     /// The JSON body's `reason`.
     pub fn message(self) -> &'static str {
         match self {
@@ -121,7 +117,8 @@ mod grpc {
     pub const UNAUTHENTICATED: u16 = 16;
 }
 
-/// Everything a failure answers, decided in one place.
+/// Everything a failure answers, decided in one place: callers read these fields, and no
+/// one else matches on [`Failure`]'s variants to decide what to answer, count or log.
 pub struct Answer {
     pub outcome: Outcome,
     /// The access log's reason (and the 401 challenge's description).
@@ -130,9 +127,23 @@ pub struct Answer {
     /// The JSON body: `{"error": error, "reason": message}`.
     pub error: &'static str,
     pub message: Cow<'static, str>,
+    /// The gRPC status a gRPC client gets instead (HTTP 200, trailers-only).
     pub grpc: u16,
+    /// `WWW-Authenticate: Bearer error="invalid_token", error_description="<reason>"`
+    /// (RFC 6750 §3).
+    pub challenge: bool,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+    /// In `inbound.mode = "audit"`: forwarded without identity instead of refused (a
+    /// token, policy, limit or key availability failure — not a request that cannot be
+    /// handled as sent).
+    pub forward_in_audit: bool,
+    /// A failure of ours or of the upstream: logged as a warning (with the upstream
+    /// named), besides the access log line every request gets.
+    pub warn: bool,
 }
 
+/// A row: the fields every failure has; the others start off.
 fn row(
     outcome: Outcome,
     reason: &'static str,
@@ -141,14 +152,39 @@ fn row(
     message: impl Into<Cow<'static, str>>,
     grpc: u16,
 ) -> Answer {
-    let message = message.into();
     Answer {
         outcome,
         reason,
         status,
         error,
-        message,
+        message: message.into(),
         grpc,
+        challenge: false,
+        retry_after: None,
+        forward_in_audit: false,
+        warn: false,
+    }
+}
+
+impl Answer {
+    fn challenge(mut self) -> Self {
+        self.challenge = true;
+        self
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    fn forward_in_audit(mut self) -> Self {
+        self.forward_in_audit = true;
+        self
+    }
+
+    fn warn(mut self) -> Self {
+        self.warn = true;
+        self
     }
 }
 
@@ -168,24 +204,27 @@ impl Failure {
                     r,
                     grpc::UNAUTHENTICATED,
                 )
+                .challenge()
+                .forward_in_audit()
             }
             Failure::Forbidden { .. } => {
                 let (r, e) = ("policy", "forbidden");
-                row(O::Denied, r, S::FORBIDDEN, e, r, grpc::PERMISSION_DENIED)
+                row(O::Denied, r, S::FORBIDDEN, e, r, grpc::PERMISSION_DENIED).forward_in_audit()
             }
             Failure::Limited { limit, .. } => {
-                let r = limit.reason();
-                let s = S::TOO_MANY_REQUESTS;
+                let (r, e) = (limit.reason(), "too_many_requests");
                 row(
                     O::Limited,
                     r,
-                    s,
-                    "too_many_requests",
+                    S::TOO_MANY_REQUESTS,
+                    e,
                     r,
                     grpc::RESOURCE_EXHAUSTED,
                 )
+                .retry_after(limit.retry_after())
+                .forward_in_audit()
             }
-            Failure::Upstream(e) => upstream(e),
+            Failure::Upstream(e) => upstream(e).warn(),
             Failure::NoRoute(host) => {
                 let m = format!("no [[outbound.routes]] entry for host \"{host}\"");
                 row(
@@ -211,21 +250,20 @@ impl Failure {
             Failure::KeysUnavailable(_) => {
                 let (r, s) = ("keys_unavailable", S::SERVICE_UNAVAILABLE);
                 row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE)
+                    .retry_after(5)
+                    .forward_in_audit()
             }
             Failure::TokenUnavailable(_) => {
                 let (r, s) = ("token_unavailable", S::SERVICE_UNAVAILABLE);
-                row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE)
+                row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE).retry_after(5)
             }
             Failure::Internal(_) => {
-                let (e, s) = ("internal_error", S::INTERNAL_SERVER_ERROR);
-                row(
-                    O::InternalError,
-                    "internal",
-                    s,
-                    e,
+                let (e, s, m) = (
+                    "internal_error",
+                    S::INTERNAL_SERVER_ERROR,
                     "see the trustgate log",
-                    grpc::INTERNAL,
-                )
+                );
+                row(O::InternalError, "internal", s, e, m, grpc::INTERNAL).warn()
             }
         }
     }
@@ -244,60 +282,47 @@ impl Failure {
     /// `grpc-message` ("trailers-only"), as gRPC clients expect from a proxy, the HTTP
     /// headers (`www-authenticate`) kept.
     pub fn into_response_for(self, grpc: bool) -> Response<Body> {
-        self.render(grpc).2
-    }
-
-    /// The metric outcome, the access log's reason and the answer, from one look at the
-    /// table.
-    pub fn render(self, grpc: bool) -> (Outcome, &'static str, Response<Body>) {
-        let a = self.answer();
-        let mut resp = json_response(a.status, a.error, &a.message);
-        let headers = resp.headers_mut();
-        match self {
-            Failure::Unauthenticated(_) => {
-                let challenge = format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    a.reason
-                );
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
-                    headers.insert(WWW_AUTHENTICATE, v);
-                }
-            }
-            Failure::KeysUnavailable(_) | Failure::TokenUnavailable(_) => {
-                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            Failure::Limited { limit, .. } => {
-                let secs = match limit {
-                    Limit::Rate { retry_after } => retry_after.max(1),
-                    Limit::Concurrency => 1,
-                };
-                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            _ => {}
-        }
-        if !grpc {
-            return (a.outcome, a.reason, resp);
-        }
-        let (mut parts, _) = resp.into_parts();
-        parts.status = StatusCode::OK;
-        parts.headers.remove(http::header::CACHE_CONTROL);
-        parts.headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        parts
-            .headers
-            .insert("grpc-status", HeaderValue::from(a.grpc));
-        if let Ok(v) = HeaderValue::from_str(&format!("trustgate: {}", a.reason)) {
-            parts.headers.insert("grpc-message", v);
-        }
-        let resp = Response::from_parts(parts, crate::http::empty());
-        (a.outcome, a.reason, resp)
+        render(&self.answer(), grpc)
     }
 
     pub fn into_response(self) -> Response<Body> {
         self.into_response_for(false)
     }
+}
+
+/// An answer as a response, from its fields alone.
+pub fn render(a: &Answer, grpc: bool) -> Response<Body> {
+    let mut resp = json_response(a.status, a.error, &a.message);
+    let headers = resp.headers_mut();
+    if a.challenge {
+        let challenge = format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            a.reason
+        );
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            headers.insert(WWW_AUTHENTICATE, v);
+        }
+    }
+    if let Some(secs) = a.retry_after {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if !grpc {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    parts.headers.remove(http::header::CACHE_CONTROL);
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    parts
+        .headers
+        .insert("grpc-status", HeaderValue::from(a.grpc));
+    if let Ok(v) = HeaderValue::from_str(&format!("trustgate: {}", a.reason)) {
+        parts.headers.insert("grpc-message", v);
+    }
+    Response::from_parts(parts, crate::http::empty())
 }
 
 /// The rows of upstream failures: 504 for a timeout, 502 for the others.
@@ -345,155 +370,158 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    /// Every 400: status, the JSON body as clients have always seen it, and the access
-    /// log's code (a code for all of them now, sentences only in the body).
-    #[tokio::test]
-    async fn bad_requests_answer_400_with_their_message_and_log_a_code() {
-        let rows = [
-            (
-                BadRequest::Connect,
-                "connect_unsupported",
-                "CONNECT is not supported: send plain http:// requests through trustgate",
-            ),
-            (BadRequest::NoHost, "no_host", "no Host header"),
-            (
-                BadRequest::InvalidHost,
-                "invalid_host",
-                "invalid Host header",
-            ),
-            (
-                BadRequest::MalformedBody,
-                "malformed_body",
-                "malformed_body",
-            ),
-            (
-                BadRequest::TargetNotForwardable,
-                "target_not_forwardable",
-                "request target cannot be forwarded",
-            ),
-            (
-                BadRequest::ConnectionNamesProtectedHeader,
-                "connection_names_protected_header",
-                "connection_names_protected_header",
-            ),
-            (
-                BadRequest::NonCanonicalPath,
-                "non_canonical_path",
-                "non_canonical_path",
-            ),
-        ];
-        for (b, code, message) in rows {
-            let (outcome, reason, resp) = Failure::BadRequest(b).render(false);
-            assert_eq!((outcome, reason), (Outcome::BadRequest, code));
-            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-            let json = body_of(resp).await;
-            assert_eq!(json["error"], "bad_request");
-            assert_eq!(json["reason"], message, "{b:?}");
+    /// Which variant a failure is. Exhaustive: a new variant does not compile until it is
+    /// numbered here, and then [`every_failure`] must make one.
+    fn variant(f: &Failure) -> usize {
+        match f {
+            Failure::Unauthenticated(_) => 0,
+            Failure::Forbidden { .. } => 1,
+            Failure::Limited { .. } => 2,
+            Failure::Upstream(_) => 3,
+            Failure::NoRoute(_) => 4,
+            Failure::BadRequest(_) => 5,
+            Failure::KeysUnavailable(_) => 6,
+            Failure::TokenUnavailable(_) => 7,
+            Failure::Internal(_) => 8,
         }
     }
+    const VARIANTS: usize = 9;
 
-    /// The rows the contract names: status, JSON error, the challenge on 401, Retry-After
-    /// on 503, and what a gRPC client gets instead (HTTP 200, grpc-status).
+    /// Every failure: every variant, with every reason its inner enums have.
+    fn every_failure() -> Vec<Failure> {
+        let mut all: Vec<Failure> = Rejection::ALL
+            .iter()
+            .map(|r| Failure::Unauthenticated(*r))
+            .collect();
+        all.extend(BadRequest::ALL.iter().map(|b| Failure::BadRequest(*b)));
+        for rule in [None, Some("no-admin".to_owned())] {
+            all.push(Failure::Forbidden {
+                caller: "o".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                rule,
+            });
+        }
+        for limit in [
+            Limit::Rate { retry_after: 3 },
+            Limit::Rate { retry_after: 0 },
+            Limit::Concurrency,
+        ] {
+            all.push(Failure::Limited {
+                caller: "o".into(),
+                limit,
+            });
+        }
+        all.extend(
+            [
+                UpstreamError::Timeout(std::time::Duration::from_secs(1)),
+                UpstreamError::Connect("refused".into()),
+                UpstreamError::Tls {
+                    check: "name".into(),
+                    chain: "x".into(),
+                },
+                UpstreamError::Failed("reset".into()),
+            ]
+            .map(Failure::Upstream),
+        );
+        all.push(Failure::NoRoute("ledger".into()));
+        all.push(Failure::KeysUnavailable("orders".into()));
+        all.push(Failure::TokenUnavailable("billing".into()));
+        all.push(Failure::Internal("x".into()));
+        all
+    }
+
+    /// The contract's rows (DESIGN.md "What each bad input gets"), for every failure: the
+    /// status by kind, the JSON error, the challenge exactly on 401, Retry-After exactly on
+    /// 429 and 503, audit mode forwarding exactly token, policy, limit and key
+    /// availability failures, warnings exactly for our faults and the upstream's — and
+    /// what a gRPC client gets instead (HTTP 200, grpc-status, grpc-message), the same
+    /// headers kept.
     #[tokio::test]
-    async fn each_failure_has_its_status_body_and_grpc_status() {
-        type Make = fn() -> Failure;
-        let rows: [(Make, u16, &str, &str, u16); 10] = [
-            (
-                || Failure::Unauthenticated(Rejection::UnknownKey),
-                401,
-                "invalid_token",
-                "unknown_key",
-                16,
-            ),
-            (
-                || Failure::Forbidden {
-                    caller: "o".into(),
-                    method: "GET".into(),
-                    path: "/".into(),
-                    rule: Some("no-admin".into()),
-                },
-                403,
-                "forbidden",
-                "policy",
-                7,
-            ),
-            (
-                || Failure::Limited {
-                    caller: "o".into(),
-                    limit: Limit::Rate { retry_after: 3 },
-                },
-                429,
-                "too_many_requests",
-                "rate_limited",
-                8,
-            ),
-            (
-                || Failure::Limited {
-                    caller: "o".into(),
-                    limit: Limit::Concurrency,
-                },
-                429,
-                "too_many_requests",
-                "concurrency_limited",
-                8,
-            ),
-            (
-                || Failure::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1))),
-                504,
-                "upstream_timeout",
-                "upstream_timeout",
-                4,
-            ),
-            (
-                || Failure::Upstream(UpstreamError::Connect("refused".into())),
-                502,
-                "upstream_unreachable",
-                "upstream_unreachable",
-                14,
-            ),
-            (
-                || Failure::NoRoute("ledger".into()),
-                502,
-                "no_route",
-                "no_route",
-                14,
-            ),
-            (
-                || Failure::KeysUnavailable("orders".into()),
-                503,
-                "unavailable",
-                "keys_unavailable",
-                14,
-            ),
-            (
-                || Failure::TokenUnavailable("billing".into()),
-                503,
-                "unavailable",
-                "token_unavailable",
-                14,
-            ),
-            (
-                || Failure::Internal("x".into()),
-                500,
-                "internal_error",
-                "internal",
-                13,
-            ),
-        ];
-        for (make, status, error, reason, grpc) in rows {
-            let name = format!("{:?}", make());
-            let (_, r, plain) = make().render(false);
-            assert_eq!((plain.status().as_u16(), r), (status, reason), "{name}");
-            let challenge = plain.headers().get(WWW_AUTHENTICATE).is_some();
-            let retry = plain.headers().get(http::header::RETRY_AFTER).is_some();
+    async fn every_failure_answers_by_the_table() {
+        let all = every_failure();
+        let covered: std::collections::BTreeSet<usize> = all.iter().map(variant).collect();
+        assert_eq!(covered.len(), VARIANTS, "a variant without a sample");
+        for f in all {
+            let name = format!("{f:?}");
+            let a = f.answer();
+            let (status, error, grpc, audit, warn) = match &f {
+                Failure::Unauthenticated(_) => (401, "invalid_token", 16, true, false),
+                Failure::Forbidden { .. } => (403, "forbidden", 7, true, false),
+                Failure::Limited { .. } => (429, "too_many_requests", 8, true, false),
+                Failure::Upstream(UpstreamError::Timeout(_)) => {
+                    (504, "upstream_timeout", 4, false, true)
+                }
+                Failure::Upstream(UpstreamError::Connect(_)) => {
+                    (502, "upstream_unreachable", 14, false, true)
+                }
+                Failure::Upstream(UpstreamError::Tls { .. }) => {
+                    (502, "upstream_tls", 14, false, true)
+                }
+                Failure::Upstream(UpstreamError::Failed(_)) => {
+                    (502, "upstream_failed", 14, false, true)
+                }
+                Failure::NoRoute(_) => (502, "no_route", 14, false, false),
+                Failure::BadRequest(_) => (400, "bad_request", 3, false, false),
+                Failure::KeysUnavailable(_) => (503, "unavailable", 14, true, false),
+                Failure::TokenUnavailable(_) => (503, "unavailable", 14, false, false),
+                Failure::Internal(_) => (500, "internal_error", 13, false, true),
+            };
             assert_eq!(
-                (challenge, retry),
-                (status == 401, status == 503 || status == 429),
+                (
+                    a.status.as_u16(),
+                    a.error,
+                    a.grpc,
+                    a.forward_in_audit,
+                    a.warn
+                ),
+                (status, error, grpc, audit, warn),
                 "{name}"
             );
-            assert_eq!(body_of(plain).await["error"], error, "{name}");
-            let (_, _, g) = make().render(true);
+            let reason = match &f {
+                Failure::Unauthenticated(r) => r.reason(),
+                Failure::BadRequest(b) => b.code(),
+                Failure::Limited { limit, .. } => limit.reason(),
+                Failure::Forbidden { .. } => "policy",
+                Failure::KeysUnavailable(_) => "keys_unavailable",
+                Failure::TokenUnavailable(_) => "token_unavailable",
+                Failure::Internal(_) => "internal",
+                Failure::Upstream(_) | Failure::NoRoute(_) => error,
+            };
+            assert_eq!((a.reason, f.reason()), (reason, reason), "{name}");
+
+            let plain = render(&a, false);
+            assert_eq!(plain.status().as_u16(), status, "{name}");
+            let challenge = plain.headers().get(WWW_AUTHENTICATE).cloned();
+            let retry = plain.headers().get(http::header::RETRY_AFTER).cloned();
+            match challenge {
+                Some(c) => assert_eq!(
+                    c.to_str().unwrap(),
+                    format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""),
+                    "{name}"
+                ),
+                None => assert_ne!(status, 401, "{name}"),
+            }
+            match retry {
+                Some(secs) => {
+                    assert!(status == 429 || status == 503, "{name}");
+                    assert!(
+                        secs.to_str().unwrap().parse::<u64>().unwrap() >= 1,
+                        "{name}"
+                    );
+                }
+                None => assert!(status != 429 && status != 503, "{name}"),
+            }
+            let json = body_of(plain).await;
+            assert_eq!(json["error"], error, "{name}");
+            assert!(
+                json["reason"].as_str().is_some_and(|m| !m.is_empty()),
+                "{name}"
+            );
+
+            let g = render(&a, true);
             assert_eq!(g.status(), StatusCode::OK, "{name}");
+            assert_eq!(g.headers()["content-type"], "application/grpc", "{name}");
             assert_eq!(
                 g.headers()["grpc-status"],
                 grpc.to_string().as_str(),
@@ -504,6 +532,39 @@ mod tests {
                 format!("trustgate: {reason}").as_str(),
                 "{name}"
             );
+            assert_eq!(
+                g.headers().get(WWW_AUTHENTICATE).is_some(),
+                status == 401,
+                "{name}"
+            );
         }
+    }
+
+    /// The 400 bodies clients have always seen: a sentence where there is one.
+    #[test]
+    fn bad_request_messages() {
+        let message = |b: BadRequest| Failure::BadRequest(b).answer().message;
+        assert_eq!(
+            message(BadRequest::Connect),
+            "CONNECT is not supported: send plain http:// requests through trustgate"
+        );
+        assert_eq!(message(BadRequest::NoHost), "no Host header");
+        assert_eq!(message(BadRequest::InvalidHost), "invalid Host header");
+        assert_eq!(
+            message(BadRequest::TargetNotForwardable),
+            "request target cannot be forwarded"
+        );
+        assert_eq!(message(BadRequest::NonCanonicalPath), "non_canonical_path");
+        let retry = |limit| {
+            Failure::Limited {
+                caller: "o".into(),
+                limit,
+            }
+            .answer()
+            .retry_after
+        };
+        assert_eq!(retry(Limit::Rate { retry_after: 3 }), Some(3));
+        assert_eq!(retry(Limit::Rate { retry_after: 0 }), Some(1), "never 0");
+        assert_eq!(retry(Limit::Concurrency), Some(1));
     }
 }

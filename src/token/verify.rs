@@ -16,101 +16,34 @@ use crate::keys::{
 /// Tokens above this size are refused before they are parsed.
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
-/// Why a token was refused. The reason strings are stable: they are the
-/// `error_description` of 401 answers and the `reason` label of metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum Rejection {
-    #[error("missing")]
-    Missing,
-    #[error("multiple_tokens")]
-    MultipleTokens,
-    #[error("too_large")]
-    TooLarge,
-    #[error("malformed")]
-    Malformed,
-    #[error("unsupported_alg")]
-    UnsupportedAlg,
-    #[error("unknown_crit")]
-    UnknownCrit,
-    #[error("unknown_key")]
-    UnknownKey,
-    #[error("bad_signature")]
-    BadSignature,
-    #[error("issuer_mismatch")]
-    IssuerMismatch,
-    #[error("wrong_audience")]
-    WrongAudience,
-    #[error("multiple_audiences")]
-    MultipleAudiences,
-    #[error("expired")]
-    Expired,
-    #[error("not_yet_valid")]
-    NotYetValid,
-    #[error("lifetime_too_long")]
-    LifetimeTooLong,
-    #[error("revoked")]
-    Revoked,
-    #[error("replayed")]
-    Replayed,
-    #[error("binding_missing")]
-    BindingMissing,
-    #[error("binding_mismatch")]
-    BindingMismatch,
-    #[error("subject_mismatch")]
-    SubjectMismatch,
-    #[error("unmapped_subject")]
-    UnmappedSubject,
-}
-
-impl Rejection {
-    pub const ALL: [Rejection; 20] = [
-        Rejection::Missing,
-        Rejection::MultipleTokens,
-        Rejection::TooLarge,
-        Rejection::Malformed,
-        Rejection::UnsupportedAlg,
-        Rejection::UnknownCrit,
-        Rejection::UnknownKey,
-        Rejection::BadSignature,
-        Rejection::IssuerMismatch,
-        Rejection::WrongAudience,
-        Rejection::MultipleAudiences,
-        Rejection::Expired,
-        Rejection::NotYetValid,
-        Rejection::LifetimeTooLong,
-        Rejection::Revoked,
-        Rejection::Replayed,
-        Rejection::BindingMissing,
-        Rejection::BindingMismatch,
-        Rejection::SubjectMismatch,
-        Rejection::UnmappedSubject,
-    ];
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Rejection::Missing => "missing",
-            Rejection::MultipleTokens => "multiple_tokens",
-            Rejection::TooLarge => "too_large",
-            Rejection::Malformed => "malformed",
-            Rejection::UnsupportedAlg => "unsupported_alg",
-            Rejection::UnknownCrit => "unknown_crit",
-            Rejection::UnknownKey => "unknown_key",
-            Rejection::BadSignature => "bad_signature",
-            Rejection::IssuerMismatch => "issuer_mismatch",
-            Rejection::WrongAudience => "wrong_audience",
-            Rejection::MultipleAudiences => "multiple_audiences",
-            Rejection::Expired => "expired",
-            Rejection::NotYetValid => "not_yet_valid",
-            Rejection::LifetimeTooLong => "lifetime_too_long",
-            Rejection::Revoked => "revoked",
-            Rejection::Replayed => "replayed",
-            Rejection::BindingMissing => "binding_missing",
-            Rejection::BindingMismatch => "binding_mismatch",
-            Rejection::SubjectMismatch => "subject_mismatch",
-            Rejection::UnmappedSubject => "unmapped_subject",
-        }
+words! {
+    /// Why a token was refused. The reason strings are stable: they are the
+    /// `error_description` of 401 answers and the `reason` label of metrics.
+    pub enum Rejection as reason {
+        Missing = "missing",
+        MultipleTokens = "multiple_tokens",
+        TooLarge = "too_large",
+        Malformed = "malformed",
+        UnsupportedAlg = "unsupported_alg",
+        UnknownCrit = "unknown_crit",
+        UnknownKey = "unknown_key",
+        BadSignature = "bad_signature",
+        IssuerMismatch = "issuer_mismatch",
+        WrongAudience = "wrong_audience",
+        MultipleAudiences = "multiple_audiences",
+        Expired = "expired",
+        NotYetValid = "not_yet_valid",
+        LifetimeTooLong = "lifetime_too_long",
+        Revoked = "revoked",
+        Replayed = "replayed",
+        BindingMissing = "binding_missing",
+        BindingMismatch = "binding_mismatch",
+        SubjectMismatch = "subject_mismatch",
+        UnmappedSubject = "unmapped_subject",
     }
 }
+
+impl std::error::Error for Rejection {}
 
 /// What the receiving side requires of a token.
 #[derive(Clone, Debug)]

@@ -17,6 +17,7 @@ use super::files::{self, TrustFiles};
 use super::watch::{dir_ids, new_watch, DirWatch, Dirs, Touched};
 use super::Trust;
 use crate::keys::Keyring;
+pub use crate::metrics::Material;
 use crate::tls::CertResolver;
 
 /// What a reload did.
@@ -25,24 +26,6 @@ pub enum ReloadOutcome {
     Unchanged,
     Published,
     Failed,
-}
-
-/// A reloadable material: the `material` label of `trustgate_reloads_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Material {
-    Trust,
-    SigningKey,
-    TlsCertificate,
-}
-
-impl Material {
-    pub fn label(self) -> &'static str {
-        match self {
-            Material::Trust => "trust",
-            Material::SigningKey => "signing_key",
-            Material::TlsCertificate => "tls_certificate",
-        }
-    }
 }
 
 /// Owns what reloads write: the trust material and the TLS certificate.

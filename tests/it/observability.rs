@@ -127,6 +127,49 @@ fn rule_expressions(yaml: &str) -> Vec<String> {
     exprs
 }
 
+/// Every outcome trustgate counts is named where a reader of the dashboard looks for it:
+/// the panel's description, the observability README and the main README's metric table
+/// (`Outcome::ALL` is the declaration the series are made from).
+#[test]
+fn every_outcome_is_documented_where_it_is_shown() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard = std::fs::read_to_string(observability("trustgate-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let description = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["description"].as_str())
+        .find(|d| d.contains("outcome ("))
+        .expect("a panel by outcome")
+        .to_owned();
+    let readme = std::fs::read_to_string(observability("README.md")).unwrap();
+    let main = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table = main
+        .lines()
+        .find(|l| l.starts_with("| `trustgate_requests_total`"))
+        .expect("the metric table's row")
+        .to_owned();
+    let words = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (place, text) in [
+        ("dashboard", description),
+        ("deploy/observability/README.md", readme),
+        ("README.md", table),
+    ] {
+        let said = words(&text);
+        for outcome in trustgate::metrics::Outcome::ALL {
+            assert!(
+                said.contains(outcome.as_str()),
+                "{place} does not name outcome {outcome}"
+            );
+        }
+    }
+}
+
 /// The queries of the dashboard's panels and template variables, with Grafana's
 /// variables given values Prometheus accepts.
 fn dashboard_queries() -> Vec<String> {

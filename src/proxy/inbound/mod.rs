@@ -31,7 +31,7 @@ use super::client::Protocol;
 use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use super::limits::InFlight;
 use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
-use super::rescue::{BadRequest, Failure, Limit};
+use super::rescue::{Answer, BadRequest, Failure, Limit};
 use super::state::{Granted, InboundState, State};
 use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
@@ -106,8 +106,9 @@ pub(crate) trait Observer<B>: Observe {
     /// The caller presented: `headers` are the request's as the app gets them; the claim
     /// headers in `withheld` were not sent.
     fn presented(&mut self, _caller: &str, _headers: &HeaderMap, _withheld: &[&HeaderName]) {}
-    /// A token or policy failure, before the mode decides what it means.
-    fn rejected(&mut self, _req: &Request<B>, _failure: &Failure, _mode: InboundMode) {}
+    /// A token, policy or limit failure and its answer: refused, or (`forwarded`, in
+    /// audit mode) sent on without identity.
+    fn rejected(&mut self, _req: &Request<B>, _answer: &Answer, _forwarded: bool) {}
     /// A request answered here without reaching the app.
     fn refused(&mut self, _req: Request<B>) {}
 }
@@ -188,15 +189,15 @@ impl Observer<Incoming> for Serve<'_> {
         }
     }
 
-    fn rejected(&mut self, req: &Request<Incoming>, failure: &Failure, mode: InboundMode) {
+    fn rejected(&mut self, req: &Request<Incoming>, answer: &Answer, forwarded: bool) {
         self.state
             .metrics
             .inbound_rejections
-            .with_label_values(&[failure.reason()])
+            .with_label_values(&[answer.reason])
             .inc();
-        if mode == InboundMode::Audit {
+        if forwarded {
             tracing::warn!(
-                method = %req.method(), path = %req.uri().path(), reason = failure.reason(),
+                method = %req.method(), path = %req.uri().path(), reason = answer.reason,
                 "audit mode: would have refused this request"
             );
         }
@@ -297,9 +298,9 @@ fn to_app<'a>(
     forward(req, hop, down)
 }
 
-/// A token or policy failure: refused in enforce mode; in audit mode counted, logged and
-/// forwarded without identity headers — the app sees an anonymous call, exactly as if
-/// trustgate were not there.
+/// A token, policy or limit failure: refused in enforce mode; in audit mode, where its
+/// answer says so (`forward_in_audit`), counted, logged and forwarded without identity
+/// headers — the app sees an anonymous call, exactly as if trustgate were not there.
 fn reject<B, O: Observer<B>>(
     side: &InboundState,
     mut req: Request<B>,
@@ -307,15 +308,15 @@ fn reject<B, O: Observer<B>>(
     who: Option<Who>,
     obs: &mut O,
 ) -> Decision<Request<B>> {
-    obs.rejected(&req, &failure, side.cfg.mode);
-    match side.cfg.mode {
-        InboundMode::Enforce => Decision::Answer(refuse(req, failure, obs).by(who)),
-        InboundMode::Audit => {
-            req.headers_mut().remove(&side.cfg.token_header);
-            let verdict = Verdict::new(Outcome::Audit).because(failure.reason());
-            Decision::Forward(verdict.by(who), req)
-        }
+    let answer = failure.answer();
+    let forward = side.cfg.mode == InboundMode::Audit && answer.forward_in_audit;
+    obs.rejected(&req, &answer, forward);
+    if forward {
+        req.headers_mut().remove(&side.cfg.token_header);
+        let verdict = Verdict::new(Outcome::Audit).because(answer.reason);
+        return Decision::Forward(verdict.by(who), req);
     }
+    Decision::Answer(refuse(req, failure, obs).by(who))
 }
 
 /// A request answered here: the observer gets it (its body), the failure becomes the
