@@ -41,6 +41,8 @@ words! {
         Trust = "trust",
         SigningKey = "signing_key",
         TlsCertificate = "tls_certificate",
+        /// An outbound route's `token_file`.
+        TokenFile = "token_file",
     }
 }
 

@@ -25,7 +25,6 @@ pub mod path;
 pub mod rescue;
 pub mod server;
 pub mod state;
-pub mod token_file;
 pub mod upstream_io;
 
 use std::future::Future;

@@ -227,10 +227,10 @@ fn token_for<B>(
     let outbound = &side.cfg;
     if route.token_file.is_some() {
         // A projected token: presented as written, never signed here.
-        return side
-            .token_files
-            .of(&route.host)
-            .and_then(|f| f.get())
+        return state
+            .trust
+            .route_token(&route.host)
+            .flatten()
             .ok_or_else(|| Failure::TokenUnavailable(route.host.clone()));
     }
     let signer = state

@@ -109,8 +109,6 @@ impl<'a> Granted<'a> {
 pub struct OutboundState {
     pub cfg: Outbound,
     pub tokens: OutboundTokenCache,
-    /// Routes with a `token_file`: the token they present.
-    pub token_files: super::token_file::TokenFiles,
 }
 
 /// Readiness: ready once keys are loaded and listeners bound, until shutdown begins —
@@ -199,7 +197,6 @@ impl State {
             outbound: cfg.outbound.as_ref().map(|o| OutboundState {
                 cfg: o.clone(),
                 tokens: OutboundTokenCache::new(10_000),
-                token_files: super::token_file::TokenFiles::new(o),
             }),
             health: Health::default(),
             trust,

@@ -13,6 +13,7 @@ pub mod issuer;
 pub mod reload;
 mod source;
 pub mod sources;
+pub mod token_files;
 pub mod watch;
 
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub struct Trust {
     previous_jwks: Mutex<Vec<(Jwk, Instant)>>,
     generation: AtomicU64,
     sources: Sources,
+    /// Outbound routes' token files.
+    token_files: token_files::TokenFiles,
 }
 
 impl Trust {
@@ -100,6 +103,7 @@ impl Trust {
         metrics.trusted_keys.set(keyring.len() as i64);
         metrics.trust_problems.set(keyring.problems().len() as i64);
         sources.set(&files.sources);
+        let token_files = token_files::TokenFiles::load(&cfg);
         Arc::new(Trust {
             cfg,
             metrics,
@@ -112,6 +116,7 @@ impl Trust {
             previous_jwks: Mutex::new(Vec::new()),
             generation: AtomicU64::new(1),
             sources,
+            token_files,
         })
     }
 
@@ -122,6 +127,12 @@ impl Trust {
 
     pub fn signer(&self) -> Option<Arc<TokenSigner>> {
         self.signer.load_full()
+    }
+
+    /// The token an outbound route presents from its `token_file`: `None` if the route
+    /// has none, `Some(None)` if the file has never been readable.
+    pub fn route_token(&self, host: &str) -> Option<Option<crate::token::Issued>> {
+        self.token_files.get(host)
     }
 
     /// Whether any keys live at a URL or with an issuer (only then can an unknown kid fetch).

@@ -1,11 +1,12 @@
 //! Every reload after the first load: the trust material (authorized_keys, shared key,
-//! revocation list), the signing key and the inbound TLS certificate. Watches the
-//! directories they live in; on a change in a material's directories (after a short
-//! debounce) that material is rebuilt from disk off the request path, checked and
-//! published atomically; every `trust.rescan_interval` all three are. Requests keep using
-//! the snapshot they started with; the next request sees the new one, on open keep-alive
-//! connections too. Each reload is counted: `trustgate_reloads_total{material,result}`
-//! (and, as the contract names it, `trustgate_keyring_reloads_total{result}` for keys).
+//! revocation list), the signing key, the inbound TLS certificate and the outbound routes'
+//! token files. Watches the directories they live in; on a change in a material's
+//! directories (after a short debounce) that material is rebuilt from disk off the
+//! request path, checked and published atomically; every `trust.rescan_interval` all of
+//! them are. Requests keep using the snapshot they started with; the next request sees
+//! the new one, on open keep-alive connections too. Each reload is counted:
+//! `trustgate_reloads_total{material,result}` (and, as the contract names it,
+//! `trustgate_keyring_reloads_total{result}` for keys).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::files::{self, TrustFiles};
+use super::token_files::Looked;
 use super::watch::{dir_ids, new_watch, DirWatch, Dirs, Touched};
 use super::Trust;
 use crate::keys::Keyring;
@@ -163,8 +165,30 @@ impl Reloader {
         }
     }
 
+    /// Looks at the outbound routes' token files again: each one read anew is counted
+    /// `ok`, each unreadable one `error` (its last good token stays).
+    pub fn reload_token_files(&self) -> ReloadOutcome {
+        let mut outcome = ReloadOutcome::Unchanged;
+        for looked in self.trust.token_files.reload() {
+            match looked {
+                Looked::Unchanged => {}
+                Looked::Read => {
+                    self.count(Material::TokenFile, "ok");
+                    if outcome == ReloadOutcome::Unchanged {
+                        outcome = ReloadOutcome::Published;
+                    }
+                }
+                Looked::Failed => {
+                    self.count(Material::TokenFile, "error");
+                    outcome = ReloadOutcome::Failed;
+                }
+            }
+        }
+        outcome
+    }
+
     /// Reloads each material whose directories `touched` names (from an event: counted
-    /// even when unchanged), or all three (the periodic rescan: `None`).
+    /// even when unchanged), or all of them (the periodic rescan: `None`).
     pub fn reload(&self, dirs: &Dirs, touched: Option<&Touched>) {
         let due = |d: &[std::path::PathBuf]| touched.is_none_or(|t| t.any(d));
         if due(&dirs.trust) {
@@ -175,6 +199,9 @@ impl Reloader {
         }
         if due(&dirs.tls_certificate) {
             self.reload_tls();
+        }
+        if due(&dirs.token_files) {
+            self.reload_token_files();
         }
     }
 }

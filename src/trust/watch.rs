@@ -123,6 +123,8 @@ pub struct Dirs {
     pub trust: Vec<PathBuf>,
     pub signing_key: Vec<PathBuf>,
     pub tls_certificate: Vec<PathBuf>,
+    /// Outbound routes' `token_file` directories.
+    pub token_files: Vec<PathBuf>,
 }
 
 impl Dirs {
@@ -151,17 +153,23 @@ impl Dirs {
             trust: sorted(trust),
             signing_key: sorted(signing.into_iter().flatten().filter_map(parent).collect()),
             tls_certificate: sorted(tls.collect()),
+            token_files: sorted(super::token_files::TokenFiles::dirs(cfg)),
         }
     }
 
     /// Every directory to watch, once.
     pub fn all(&self) -> Vec<PathBuf> {
         sorted(
-            [&self.trust, &self.signing_key, &self.tls_certificate]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect(),
+            [
+                &self.trust,
+                &self.signing_key,
+                &self.tls_certificate,
+                &self.token_files,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
         )
     }
 }

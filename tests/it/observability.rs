@@ -168,6 +168,26 @@ fn every_outcome_is_documented_where_it_is_shown() {
             );
         }
     }
+    // And every reloadable material, where reloads are shown.
+    let readme = std::fs::read_to_string(observability("README.md")).unwrap();
+    let panel = readme
+        .lines()
+        .find(|l| l.contains("*Reloads by material"))
+        .expect("the reloads panel")
+        .to_owned();
+    let row = main
+        .lines()
+        .find(|l| l.starts_with("| `trustgate_reloads_total`"))
+        .expect("the reloads row")
+        .to_owned();
+    for (place, text) in [("dashboard README", panel), ("README.md", row)] {
+        for material in trustgate::metrics::Material::ALL {
+            assert!(
+                words(&text).contains(material.label()),
+                "{place} does not name {material}"
+            );
+        }
+    }
 }
 
 /// The queries of the dashboard's panels and template variables, with Grafana's

@@ -607,4 +607,15 @@ async fn an_outbound_token_file_is_presented_and_its_rotation_is_picked_up() {
     }
     eprintln!("token file rotated 5 times: {calls} calls, {failed} failed");
     assert_eq!(failed, 0);
+    // Read by the trust plane, counted as its reloads are.
+    let reloads = |result| {
+        orders
+            .state
+            .metrics
+            .reloads
+            .with_label_values(&["token_file", result])
+            .get()
+    };
+    assert!(reloads("ok") >= 5, "{} token file reloads", reloads("ok"));
+    assert_eq!(reloads("error"), 0);
 }
