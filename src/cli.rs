@@ -28,18 +28,12 @@ use trustgate::trust::files::{self as trust_files, TrustFiles};
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, env = "TRUSTGATE_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<trustgate::config::LogFormat>,
     /// Log filter (`info`, `debug`, `trustgate=debug,hyper=info`, ...).
     #[arg(long, global = true, env = "TRUSTGATE_LOG_LEVEL", value_parser = log_filter)]
     pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

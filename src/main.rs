@@ -6,8 +6,9 @@ use clap::Parser as _;
 mod cli;
 mod demo;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command};
 use trustgate::config;
+use trustgate::config::LogFormat;
 use trustgate::proxy::{Proxy, StartError};
 
 fn main() -> ExitCode {
@@ -74,10 +75,7 @@ fn run(path: &Path, format: Option<LogFormat>, level: Option<&str>) -> anyhow::R
             return Ok(ExitCode::from(1));
         }
     };
-    let format = format.unwrap_or(match cfg.log.format {
-        config::LogFormat::Json => LogFormat::Json,
-        config::LogFormat::Text => LogFormat::Text,
-    });
+    let format = format.unwrap_or(cfg.log.format);
     init_logging(Some(format), Some(level.unwrap_or(&cfg.log.level)));
     runtime_with(cfg.limits.worker_threads)?.block_on(async {
         // The files are loaded (once) and checked here; each problem is one line.

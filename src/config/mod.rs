@@ -14,6 +14,8 @@
 //! starts half-configured.
 //!
 //! A new key: a field in its section here (with its default), and the code that uses it.
+#[macro_use]
+mod declare;
 mod check;
 mod claims;
 mod parse;
@@ -76,30 +78,6 @@ fn parse_and_check(
     let (mut cfg, mut problems) = parse::parse(text, source, base, env)?;
     check::check(&mut cfg, &mut problems);
     problems.verdict(cfg)
-}
-
-/// Declares a section: the struct serde fills, with every key's default next to it.
-macro_rules! section {
-    ($(#[$meta:meta])* pub struct $name:ident {
-        $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $default:expr ),* $(,)?
-    }) => {
-        $(#[$meta])*
-        #[derive(Clone, Debug, Deserialize)]
-        #[serde(default)]
-        pub struct $name { $( $(#[$fmeta])* pub $field: $ty ),* }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self { $( $field: $default ),* }
-            }
-        }
-
-        impl parse::Section for $name {
-            const KEYS: &'static [(&'static str, parse::Kind)] = &[
-                $( (stringify!($field), <$ty as parse::EnvKind>::KIND) ),*
-            ];
-        }
-    };
 }
 
 const fn secs(n: u64) -> Duration {
@@ -443,24 +421,26 @@ impl Outbound {
     }
 }
 
-/// One `[[outbound.routes]]` entry.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Route {
-    /// Lower-case host as the app names it (`billing`, `billing.default.svc`).
-    #[serde(deserialize_with = "values::host")]
-    pub host: String,
-    #[serde(deserialize_with = "values::upstream")]
-    pub upstream: Uri,
-    #[serde(default)]
-    pub upstream_protocol: UpstreamProtocol,
-    /// Default: the host's first label (`billing` for `billing.default.svc`), filled in
-    /// by [`check`].
-    #[serde(default, deserialize_with = "values::identity")]
-    pub audience: String,
-    /// Present the token in this file (a projected service-account token) instead of
-    /// signing one; re-read when it changes.
-    #[serde(default)]
-    pub token_file: Option<FilePath>,
+table! {
+    /// One `[[outbound.routes]]` entry.
+    #[derive(Clone, Debug, Deserialize)]
+    pub struct Route {
+        /// Lower-case host as the app names it (`billing`, `billing.default.svc`).
+        #[serde(deserialize_with = "values::host")]
+        pub host: String,
+        #[serde(deserialize_with = "values::upstream")]
+        pub upstream: Uri,
+        #[serde(default)]
+        pub upstream_protocol: UpstreamProtocol,
+        /// Default: the host's first label (`billing` for `billing.default.svc`), filled
+        /// in by [`check`].
+        #[serde(default, deserialize_with = "values::identity")]
+        pub audience: String,
+        /// Present the token in this file (a projected service-account token) instead of
+        /// signing one; re-read when it changes.
+        #[serde(default)]
+        pub token_file: Option<FilePath>,
+    }
 }
 
 section! {
@@ -493,7 +473,8 @@ section! {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// `log.format`, and the command line's `--log-format` (one declaration for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,

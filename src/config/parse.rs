@@ -13,8 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Admin, AppExposure, AppUpstream, ClaimHeader, Config, FilePath, Identity, Inbound, InboundMode,
-    IssuerConfig, Limits, Log, LogFormat, Outbound, PathPattern, Route, Rule, Trust,
-    UpstreamProtocol,
+    Limits, Log, LogFormat, Outbound, PathPattern, Rule, Trust, UpstreamProtocol,
 };
 
 /// Every problem found, one sentence each.
@@ -142,21 +141,13 @@ pub(super) fn parse<'a>(
         ..Config::default()
     };
     for (name, value) in table {
-        match name.as_str() {
-            "identity" => cfg.identity = section(&mut p, &name, value).unwrap_or_default(),
-            "trust" => cfg.trust = section(&mut p, &name, value).unwrap_or_default(),
-            "inbound" => cfg.inbound = section(&mut p, &name, value),
-            "outbound" => cfg.outbound = section(&mut p, &name, value),
-            "callers" => cfg.callers = section(&mut p, &name, value).unwrap_or_default(),
-            "admin" => cfg.admin = section(&mut p, &name, value).unwrap_or_default(),
-            "limits" => cfg.limits = section(&mut p, &name, value).unwrap_or_default(),
-            "log" => cfg.log = section(&mut p, &name, value).unwrap_or_default(),
-            _ => {
-                let mut known: Vec<&str> = sections().iter().map(|(s, _)| *s).collect();
-                known.push("callers");
-                let hint = did_you_mean(&name, &known).unwrap_or_default();
-                p.add(&name, format!("unknown key{hint}"))
-            }
+        if name == CALLERS {
+            cfg.callers = section(&mut p, &name, value).unwrap_or_default();
+        } else if !read_section(&mut cfg, &mut p, &name, value) {
+            let mut known: Vec<&str> = SECTIONS.iter().map(|(s, _)| *s).collect();
+            known.push(CALLERS);
+            let hint = did_you_mean(&name, &known).unwrap_or_default();
+            p.add(&name, format!("unknown key{hint}"))
         }
     }
     Ok((cfg, p))
@@ -176,10 +167,10 @@ fn section<T: DeserializeOwned>(p: &mut Problems, name: &str, mut value: toml::V
         let err = match result {
             Ok(parsed) => {
                 for key in unknown {
-                    let known = sections()
-                        .into_iter()
+                    let known = SECTIONS
+                        .iter()
                         .find(|(s, _)| *s == name)
-                        .map(|(_, keys)| keys.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+                        .map(|(_, keys)| keys.iter().map(|(k, _)| *k).collect::<Vec<_>>())
                         .unwrap_or_default();
                     let hint = key
                         .strip_prefix('.')
@@ -315,22 +306,60 @@ pub(super) enum Kind {
     List,
     /// A [`FilePath`]: text, resolved against the configuration's directory.
     Path,
-    /// A table or an array of tables: a structure, file-only.
+    /// A table (keys of the user's: names, pointers): file-only.
     Table,
+    /// An array of tables, and the keys of its elements: file-only.
+    Tables(&'static [(&'static str, Kind)]),
 }
 
-/// The sections whose keys the environment may override. `[callers.*]` is file-only: its
-/// keys are names, not declarations.
-fn sections() -> [(&'static str, Vec<(&'static str, Kind)>); 7] {
-    [
-        ("identity", shape::<Identity>()),
-        ("trust", shape::<Trust>()),
-        ("inbound", shape::<Inbound>()),
-        ("outbound", shape::<Outbound>()),
-        ("admin", shape::<Admin>()),
-        ("limits", shape::<Limits>()),
-        ("log", shape::<Log>()),
-    ]
+/// `[callers.<name>]`: file-only, its keys are names, not declarations.
+const CALLERS: &str = "callers";
+
+/// Where a section's parse lands: the section itself (absent: its defaults), or an
+/// optional one (`[inbound]`, `[outbound]`: absent, no listener).
+trait Slot<T> {
+    fn put(&mut self, parsed: Option<T>);
+}
+
+impl<T: Default> Slot<T> for T {
+    fn put(&mut self, parsed: Option<T>) {
+        *self = parsed.unwrap_or_default();
+    }
+}
+
+impl<T> Slot<T> for Option<T> {
+    fn put(&mut self, parsed: Option<T>) {
+        *self = parsed;
+    }
+}
+
+/// The declared sections, each once: the field of [`Config`] it fills and its type give
+/// both the list of sections (keys, environment variables, paths) and the parse.
+macro_rules! sections {
+    ($( $name:ident: $ty:ty ),* $(,)?) => {
+        /// The declared sections and their keys.
+        const SECTIONS: &[(&str, &[(&str, Kind)])] =
+            &[$( (stringify!($name), <$ty as Section>::KEYS) ),*];
+
+        /// Parses section `name` into `cfg`; `false` if no section has that name.
+        fn read_section(cfg: &mut Config, p: &mut Problems, name: &str, value: toml::Value) -> bool {
+            match name {
+                $( stringify!($name) => Slot::<$ty>::put(&mut cfg.$name, section::<$ty>(p, name, value)), )*
+                _ => return false,
+            }
+            true
+        }
+    };
+}
+
+sections! {
+    identity: Identity,
+    trust: Trust,
+    inbound: Inbound,
+    outbound: Outbound,
+    admin: Admin,
+    limits: Limits,
+    log: Log,
 }
 
 /// Variables with the prefix that are not configuration keys.
@@ -353,13 +382,12 @@ fn apply_env(
         return;
     }
     vars.sort();
-    let sections = sections();
     for (var, value) in vars {
         let rest = var["TRUSTGATE_".len()..].to_ascii_lowercase();
         let found = rest.split_once('_').and_then(|(section, key)| {
-            let (name, keys) = sections.iter().find(|(s, _)| *s == section)?;
+            let (name, keys) = SECTIONS.iter().find(|(s, _)| *s == section)?;
             let (key, kind) = keys.iter().find(|(k, _)| *k == key)?;
-            (*kind != Kind::Table).then_some((*name, *key, *kind))
+            (!matches!(kind, Kind::Table | Kind::Tables(_))).then_some((*name, *key, *kind))
         });
         let Some((section, key, kind)) = found else {
             p.env(
@@ -369,7 +397,9 @@ fn apply_env(
             continue;
         };
         let parsed = match kind {
-            Kind::Str | Kind::Path | Kind::Table => Ok(toml::Value::String(value.clone())),
+            Kind::Str | Kind::Path | Kind::Table | Kind::Tables(_) => {
+                Ok(toml::Value::String(value.clone()))
+            }
             Kind::Bool => match value.trim() {
                 "true" | "1" => Ok(toml::Value::Boolean(true)),
                 "false" | "0" => Ok(toml::Value::Boolean(false)),
@@ -417,12 +447,6 @@ fn apply_env(
     }
 }
 
-/// File paths in arrays of tables: (section, array, keys).
-const NESTED_PATHS: [(&str, &str, &[&str]); 2] = [
-    ("trust", "issuers", &["ca_file", "bearer_token_file"]),
-    ("outbound", "routes", &["token_file"]),
-];
-
 /// Relative [`FilePath`] values, from the file or the environment, become relative to
 /// the configuration's directory (an empty one stays empty: it means "none").
 fn resolve_paths(table: &mut toml::Table, base: &Path) {
@@ -433,26 +457,26 @@ fn resolve_paths(table: &mut toml::Table, base: &Path) {
             }
         }
     };
-    for (section, keys) in sections() {
-        let Some(toml::Value::Table(t)) = table.get_mut(section) else {
+    // The sections' file paths, and those of the elements of their arrays of tables
+    // (`[[outbound.routes]] token_file`), as the declarations give them.
+    for (section, keys) in SECTIONS {
+        let Some(toml::Value::Table(t)) = table.get_mut(*section) else {
             continue;
         };
-        for (key, kind) in keys {
-            if kind == Kind::Path {
-                resolve(t.get_mut(key));
-            }
-        }
-    }
-    for (section, array, keys) in NESTED_PATHS {
-        let Some(toml::Value::Table(t)) = table.get_mut(section) else {
-            continue;
-        };
-        let Some(toml::Value::Array(items)) = t.get_mut(array) else {
-            continue;
-        };
-        for item in items.iter_mut().filter_map(toml::Value::as_table_mut) {
-            for key in keys {
-                resolve(item.get_mut(*key));
+        for &(key, kind) in keys.iter() {
+            match kind {
+                Kind::Path => resolve(t.get_mut(key)),
+                Kind::Tables(element) => {
+                    let Some(toml::Value::Array(items)) = t.get_mut(key) else {
+                        continue;
+                    };
+                    for item in items.iter_mut().filter_map(toml::Value::as_table_mut) {
+                        for (key, _) in element.iter().filter(|(_, k)| *k == Kind::Path) {
+                            resolve(item.get_mut(*key));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -475,18 +499,29 @@ macro_rules! env_kind {
 
 env_kind!(Str: String, std::time::Duration, std::net::SocketAddr, http::HeaderName);
 env_kind!(Str: AppUpstream, AppExposure, InboundMode, LogFormat, UpstreamProtocol);
+env_kind!(Str: http::Uri, Option<http::Uri>, crate::keys::IssuerKind);
 env_kind!(Bool: bool);
 env_kind!(Int: u16, u32, u64, usize);
 env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>, Vec<PathPattern>);
-env_kind!(Table: Vec<Rule>, Vec<Route>, Vec<IssuerConfig>);
-env_kind!(Table: Vec<ClaimHeader>);
+env_kind!(Table: Vec<ClaimHeader>, std::collections::BTreeMap<String, String>);
 env_kind!(Path: Option<FilePath>);
+
+/// The rules' keys are [`Rule::FIELDS`] (and `name`, `audit`): none is a file path.
+impl EnvKind for Vec<Rule> {
+    const KIND: Kind = Kind::Tables(&[]);
+}
+
+/// An array of tables whose elements are declared with `table!`.
+impl<T: Section> EnvKind for Vec<T> {
+    const KIND: Kind = Kind::Tables(T::KEYS);
+}
 
 /// A section's keys and how each is read from the environment (emitted by `section!`).
 pub(super) trait Section {
     const KEYS: &'static [(&'static str, Kind)];
 }
 
+#[cfg(test)]
 fn shape<T: Section>() -> Vec<(&'static str, Kind)> {
     T::KEYS.to_vec()
 }
@@ -507,10 +542,76 @@ mod tests {
         assert_eq!(kind("require_request_binding"), Some(Kind::Bool));
         assert_eq!(kind("verified_cache_size"), Some(Kind::Int));
         assert_eq!(kind("tls_cert"), Some(Kind::Path));
-        assert_eq!(kind("allow"), Some(Kind::Table));
+        assert_eq!(kind("allow"), Some(Kind::Tables(&[])));
+        let outbound = shape::<Outbound>();
+        let routes = outbound.iter().find(|(n, _)| *n == "routes").unwrap().1;
+        assert!(
+            matches!(routes, Kind::Tables(keys) if keys.contains(&("token_file", Kind::Path))),
+            "{routes:?}"
+        );
         let trust = shape::<Trust>();
         assert!(trust.contains(&("leeway", Kind::Str)));
         assert!(trust.contains(&("authorized_keys", Kind::Path)));
         assert!(trust.contains(&("allow_multi_audience", Kind::Bool)));
+    }
+
+    /// The annotated example names every key each section declares — and every key of the
+    /// arrays of tables (`[[outbound.routes]]`, `[[trust.issuers]]`) and of the rules — in
+    /// that section's part of the file, as a setting or in a comment: a key added to a
+    /// declaration and not to the example fails here.
+    #[test]
+    fn the_annotated_example_documents_every_key() {
+        let text = include_str!("../../config/trustgate.toml");
+        // A section's part: from its header (`[inbound]`, or commented out) to the next
+        // section's header.
+        let part = |section: &str| -> String {
+            let top = |l: &str| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with('[') && !l.starts_with("[[") && !l.contains('.')
+            };
+            let mut lines = text.lines().skip_while(|l| {
+                !(top(l)
+                    && l.trim_start_matches(['#', ' '])
+                        .starts_with(&format!("[{section}]")))
+            });
+            let head = lines.next().unwrap_or_default().to_owned();
+            head + "\n" + &lines.take_while(|l| !top(l)).collect::<Vec<_>>().join("\n")
+        };
+        let named = |text: &str, key: &str| {
+            text.match_indices(key).any(|(i, _)| {
+                let before = text[..i].chars().next_back();
+                let after = text[i + key.len()..].chars().next();
+                let word =
+                    |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                !word(before) && !word(after)
+            })
+        };
+        let mut missing = Vec::new();
+        for (section, keys) in SECTIONS {
+            let part = part(section);
+            for (key, kind) in keys.iter() {
+                if !named(&part, key) {
+                    missing.push(format!("{section}.{key}"));
+                }
+                let element: Vec<&str> = match kind {
+                    Kind::Tables([]) if *key == "allow" || *key == "deny" => Rule::FIELDS
+                        .iter()
+                        .copied()
+                        .chain(["name", "audit"])
+                        .collect(),
+                    Kind::Tables(keys) => keys.iter().map(|(k, _)| *k).collect(),
+                    _ => continue,
+                };
+                for k in element {
+                    if !named(&part, k) {
+                        missing.push(format!("{section}.{key}[].{k}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "config/trustgate.toml does not name: {missing:?}"
+        );
     }
 }

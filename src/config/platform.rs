@@ -17,41 +17,43 @@ pub const POD_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 /// `issuer = "kubernetes:///"`: the issuer is read from the `iss` of this pod's own token.
 pub const ISSUER_FROM_POD: &str = "kubernetes:///";
 
-/// One `[[trust.issuers]]` entry (DESIGN.md "Platform identity").
-#[derive(Clone, Debug, Deserialize)]
-pub struct IssuerConfig {
-    /// The label in metrics (`identity="issuer:<name>"`), logs and `/trust`; a DNS label.
-    #[serde(deserialize_with = "values::identity")]
-    pub name: String,
-    pub kind: crate::keys::IssuerKind,
-    /// `iss`, exactly; `kubernetes:///`: read from this pod's own token. Empty: none (a
-    /// SPIFFE issuer only, then `iss` is not checked).
-    #[serde(default)]
-    pub issuer: String,
-    /// Default: discovery (`<issuer>/.well-known/openid-configuration` → `jwks_uri`); for
-    /// `kubernetes:///`, the API server's own `/openid/v1/jwks`.
-    #[serde(default, deserialize_with = "values::optional_url")]
-    pub jwks_url: Option<Uri>,
-    /// CA bundle for discovery and the JWKS (kubernetes default: the pod's `ca.crt`;
-    /// others: `trust.fetch_ca_file`, else the system roots).
-    #[serde(default)]
-    pub ca_file: Option<FilePath>,
-    /// A token sent as `Authorization: Bearer` when fetching, re-read at every fetch
-    /// (kubernetes default: the pod's own token; `""`: none).
-    #[serde(default)]
-    pub bearer_token_file: Option<FilePath>,
-    /// `aud` must name one of these. Default: `[identity.name]`, filled in by [`check`].
-    #[serde(default, deserialize_with = "values::non_empty_strings")]
-    pub audiences: Vec<String>,
-    #[serde(default = "day", with = "humantime_serde")]
-    pub max_token_ttl: Duration,
-    /// spiffe: the trust domain of every subject.
-    #[serde(default)]
-    pub trust_domain: String,
-    /// Subject → caller identity (kubernetes: `"<namespace>/<serviceaccount>"`; spiffe:
-    /// the SPIFFE ID; oidc: `sub`).
-    #[serde(default)]
-    pub callers: BTreeMap<String, String>,
+table! {
+    /// One `[[trust.issuers]]` entry (DESIGN.md "Platform identity").
+    #[derive(Clone, Debug, Deserialize)]
+    pub struct IssuerConfig {
+        /// The label in metrics (`identity="issuer:<name>"`), logs and `/trust`; a DNS label.
+        #[serde(deserialize_with = "values::identity")]
+        pub name: String,
+        pub kind: crate::keys::IssuerKind,
+        /// `iss`, exactly; `kubernetes:///`: read from this pod's own token. Empty: none (a
+        /// SPIFFE issuer only, then `iss` is not checked).
+        #[serde(default)]
+        pub issuer: String,
+        /// Default: discovery (`<issuer>/.well-known/openid-configuration` → `jwks_uri`); for
+        /// `kubernetes:///`, the API server's own `/openid/v1/jwks`.
+        #[serde(default, deserialize_with = "values::optional_url")]
+        pub jwks_url: Option<Uri>,
+        /// CA bundle for discovery and the JWKS (kubernetes default: the pod's `ca.crt`;
+        /// others: `trust.fetch_ca_file`, else the system roots).
+        #[serde(default)]
+        pub ca_file: Option<FilePath>,
+        /// A token sent as `Authorization: Bearer` when fetching, re-read at every fetch
+        /// (kubernetes default: the pod's own token; `""`: none).
+        #[serde(default)]
+        pub bearer_token_file: Option<FilePath>,
+        /// `aud` must name one of these. Default: `[identity.name]`, filled in by [`check`].
+        #[serde(default, deserialize_with = "values::non_empty_strings")]
+        pub audiences: Vec<String>,
+        #[serde(default = "day", with = "humantime_serde")]
+        pub max_token_ttl: Duration,
+        /// spiffe: the trust domain of every subject.
+        #[serde(default)]
+        pub trust_domain: String,
+        /// Subject → caller identity (kubernetes: `"<namespace>/<serviceaccount>"`; spiffe:
+        /// the SPIFFE ID; oidc: `sub`).
+        #[serde(default)]
+        pub callers: BTreeMap<String, String>,
+    }
 }
 
 fn day() -> Duration {
