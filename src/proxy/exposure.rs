@@ -310,13 +310,45 @@ mod tests {
         assert_eq!(app_place(&sock), AppPlace::Socket);
     }
 
+    /// The default addresses are this host's, read independently from the kernel's own
+    /// tables (`/proc/net/fib_trie` for IPv4 LOCAL routes, `/proc/net/if_inet6`): the same
+    /// set, loopback and link-local left out — and on a host with an address besides
+    /// loopback (a pod always has one), not empty.
     #[test]
     fn default_addresses_are_this_hosts_without_loopback() {
-        let cfg = Inbound::default();
-        let found = pod_addresses(&cfg);
-        assert!(found
-            .iter()
-            .all(|ip| !ip.is_loopback() && !is_link_local(ip)));
+        let mut expected = std::collections::BTreeSet::new();
+        if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+            let lines: Vec<&str> = trie.lines().collect();
+            for pair in lines.windows(2) {
+                if pair[1].trim() == "/32 host LOCAL" {
+                    if let Some(ip) = pair[0].trim().strip_prefix("|-- ") {
+                        expected.insert(ip.parse::<IpAddr>().unwrap());
+                    }
+                }
+            }
+        }
+        if let Ok(v6) = std::fs::read_to_string("/proc/net/if_inet6") {
+            for line in v6.lines() {
+                let hex = line.split_whitespace().next().unwrap();
+                let bits = u128::from_str_radix(hex, 16).unwrap();
+                expected.insert(IpAddr::V6(std::net::Ipv6Addr::from(bits)));
+            }
+        }
+        expected.retain(|ip| !ip.is_loopback() && !is_link_local(ip));
+        let found: std::collections::BTreeSet<IpAddr> =
+            pod_addresses(&Inbound::default()).into_iter().collect();
+        assert_eq!(found, expected);
+        let has_network = std::fs::read_to_string("/proc/net/dev").is_ok_and(|d| {
+            d.lines()
+                .skip(2)
+                .any(|l| !l.trim_start().starts_with("lo:"))
+        });
+        if has_network {
+            assert!(
+                !found.is_empty(),
+                "an interface besides lo, and no address found"
+            );
+        }
         let given = Inbound {
             pod_ips: vec!["127.0.0.2".parse().unwrap()],
             ..Inbound::default()

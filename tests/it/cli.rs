@@ -430,12 +430,33 @@ fn demo_runs_every_scenario_and_exits_0() {
     let o = trustgate(&["demo"]);
     let out = stdout(&o);
     assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
-    assert!(out.contains("x-service-caller\":\"orders\""), "{out}");
+    // Each scenario, ticked, with the answer it is meant to get, in this order.
+    let answers: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("answer: "))
+        .collect();
+    let ticked = out.lines().filter(|l| l.starts_with("✔ ")).count();
+    assert_eq!((ticked, answers.len()), (5, 5), "{out}");
+    let expected = [
+        "200 {",
+        "401 {\"error\":\"invalid_token\",\"reason\":\"bad_signature\"}",
+        "401 {\"error\":\"invalid_token\",\"reason\":\"unknown_key\"}",
+        "403 {\"error\":\"forbidden\",\"reason\":\"policy\"}",
+        "200 {",
+    ];
+    for (answer, want) in answers.iter().zip(expected) {
+        assert!(answer.starts_with(want), "{answer} is not {want}…\n{out}");
+    }
+    for ok in [answers[0], answers[4]] {
+        let app: serde_json::Value = serde_json::from_str(&ok[4..]).unwrap();
+        assert_eq!(app["x-service-caller"], "orders", "{out}");
+        assert_eq!(app["token_reached_app"], false, "{out}");
+        assert_eq!(app["x-caller-namespace"], serde_json::Value::Null, "{out}");
+    }
     assert!(
-        out.contains("bad_signature") && out.contains("unknown_key"),
+        out.contains("demo complete: every answer was the expected one"),
         "{out}"
     );
-    assert!(out.contains("403"), "{out}");
     assert!(
         out.contains("✔ whose claims") && out.contains("\"x-caller-namespace\":null"),
         "a peer's own kubernetes.io claim never reaches the app: {out}"

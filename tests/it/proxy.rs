@@ -21,7 +21,6 @@ struct Pair {
     billing: keys::GeneratedFiles,
     orders_side: Sidecar,
     billing_side: Sidecar,
-    app: std::net::SocketAddr,
 }
 
 async fn pair(extra_inbound: &str, extra_outbound: &str, extra_billing: &str) -> Pair {
@@ -55,7 +54,6 @@ async fn pair(extra_inbound: &str, extra_outbound: &str, extra_billing: &str) ->
         billing,
         orders_side,
         billing_side,
-        app,
     }
 }
 
@@ -754,7 +752,30 @@ async fn admin_endpoints() {
         get(format!("http://{admin}/nope"), &[]).await.status,
         StatusCode::NOT_FOUND
     );
-    let _ = p.app;
+    // The metrics page: the exposition format, readiness set when scraped, this
+    // sidecar's sides only (billing has no outbound).
+    let metrics = get(format!("http://{admin}/metrics"), &[]).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics.body.lines().any(|l| l == "trustgate_ready 1"),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics
+        .body
+        .contains("# TYPE trustgate_requests_total counter"));
+    assert!(
+        metrics
+            .body
+            .contains("trustgate_requests_total{direction=\"inbound\",outcome=\"ok\"} 0"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        !metrics.body.contains("direction=\"outbound\""),
+        "{}",
+        metrics.body
+    );
 }
 
 /// An accepted connection whose request arrives just as shutdown begins is answered, not
