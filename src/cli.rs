@@ -546,7 +546,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let (_, mut files) = trust_files::load_checked(&cfg);
-    let (errors, warnings) = trustgate::proxy::exposure::config_problems(&cfg);
+    let (errors, warnings) = trustgate::proxy::operator::exposure::config_problems(&cfg);
     files.errors.extend(errors);
     files.warnings.extend(warnings);
     for w in &files.warnings {
@@ -566,7 +566,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// `trustgate explain`: the steps on stdout; exit 0 forwarded, 1 refused, 2 bad usage.
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    use trustgate::proxy::explain::{Question, Who};
+    use trustgate::proxy::operator::explain::{Question, Who};
     let ExplainArgs {
         config: path,
         token,
@@ -624,7 +624,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let answer = runtime.block_on(async {
         let metrics = trustgate::metrics::Metrics::new(prometheus::Registry::new())?;
         let state = trustgate::proxy::shared_state(std::sync::Arc::new(cfg), loaded, metrics)?;
-        trustgate::proxy::explain::explain(&state, q)
+        trustgate::proxy::operator::explain::explain(&state, q)
             .await
             .map_err(anyhow::Error::msg)
     })?;

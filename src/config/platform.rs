@@ -41,7 +41,7 @@ table! {
         /// (kubernetes default: the pod's own token; `""`: none).
         #[serde(default)]
         pub bearer_token_file: Option<FilePath>,
-        /// `aud` must name one of these. Default: `[identity.name]`, filled in by [`check`].
+        /// `aud` must name one of these. Default: `[identity.name]`, filled in by the check pass.
         #[serde(default, deserialize_with = "values::non_empty_strings")]
         pub audiences: Vec<String>,
         #[serde(default = "day", with = "humantime_serde")]

@@ -14,9 +14,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use http_body_util::BodyExt as _;
 
-use super::rescue::Limit;
 use crate::config::{Caller, Rate};
 use crate::http::Body;
+use crate::proxy::rescue::Limit;
 
 /// The limits of every caller that has one.
 #[derive(Default)]
@@ -106,7 +106,10 @@ impl CallerLimits {
 /// streaming download counts as in flight as long as it streams, and an upgrade (a
 /// WebSocket) as long as its tunnel is open.
 pub fn hold(resp: http::Response<Body>, in_flight: InFlight) -> http::Response<Body> {
-    if let Some(tunnel) = resp.extensions().get::<super::forward::TunnelGuards>() {
+    if let Some(tunnel) = resp
+        .extensions()
+        .get::<crate::proxy::forward::TunnelGuards>()
+    {
         tunnel.keep(in_flight);
         return resp;
     }

@@ -1,31 +1,28 @@
 //! The sidecar: inbound verification and outbound signing on tokio + hyper + rustls.
 //!
-//! Read in the order a request travels: [`server`] accepts connections (limits, TLS,
-//! HTTP/1.1 and HTTP/2, graceful shutdown), [`inbound`] or [`outbound`] runs the request
-//! through its steps, [`forward`] sends it on through [`client`], and [`observe`] turns
-//! the result into metrics, an access-log line and — for a failure — the one status code
-//! it deserves ([`rescue`]). [`state`] is what they share; the trust material in it is
-//! `crate::trust`'s, read here and written only there. [`admin`] answers probes, metrics
-//! and `/trust`; [`exposure`] checks that nobody can reach the app around the sidecar.
+//! Read in the order a request travels — the folders follow it: [`server`] accepts
+//! connections (limits, TLS, HTTP/1.1 and HTTP/2, graceful shutdown); [`inbound`] (a
+//! caller's request: screen, canonical [`inbound::path`], token, rules, per-caller
+//! [`limits`]) or [`outbound`] (the app's request: route, token) runs it through
+//! its steps; [`forward`] sends it on through its [`forward::client`], bodies streamed by
+//! [`forward::body`]; [`answer`] turns the result into metrics, an access-log line and —
+//! for a failure — the one answer it deserves ([`rescue`], the table every failure is
+//! answered from). [`state`] is what they
+//! share; the trust material in it is `crate::trust`'s, read here and written only there.
+//! Beside the data path, [`operator`]: the admin listener, `trustgate explain` and the
+//! exposure check.
 //!
 //! [`Proxy`] ties them together: bind everything (nothing half-started), then serve until
 //! told to stop, then drain.
-pub mod admin;
-
-pub mod body;
-pub mod client;
-pub mod explain;
-pub mod exposure;
+pub mod answer;
 pub mod forward;
 pub mod inbound;
 pub mod limits;
-pub mod observe;
+pub mod operator;
 pub mod outbound;
-pub mod path;
 pub mod rescue;
 pub mod server;
 pub mod state;
-pub mod upstream_io;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,15 +104,15 @@ pub fn shared_state(
 ) -> Result<Arc<State>, StartError> {
     let trust = Trust::new(cfg.clone(), loaded, metrics.clone())?;
     let outbound = cfg.outbound.as_ref();
-    let mut opts = client::ClientOptions {
+    let mut opts = forward::client::ClientOptions {
         connect_timeout: cfg.limits.connect_timeout,
         request_timeout: cfg.limits.request_timeout,
         idle_timeout: cfg.limits.idle_timeout,
         ca_file: outbound.and_then(|o| o.ca_file.as_deref()),
         client_cert: outbound.and_then(|o| o.client_identity()),
-        dial: client::Dial::Net,
+        dial: forward::client::Dial::Net,
     };
-    let upstreams = client::Upstreams::new(&opts)?;
+    let upstreams = forward::client::Upstreams::new(&opts)?;
     // The app on a Unix socket has a client of its own; over TCP it shares the pools.
     let app = match cfg
         .inbound
@@ -123,8 +120,8 @@ pub fn shared_state(
         .and_then(|i| i.upstream.socket.as_deref())
     {
         Some(socket) => {
-            opts.dial = client::Dial::Unix(socket.into());
-            client::Upstreams::new(&opts)?
+            opts.dial = forward::client::Dial::Unix(socket.into());
+            forward::client::Upstreams::new(&opts)?
         }
         None => upstreams.clone(),
     };
@@ -137,7 +134,7 @@ impl Proxy {
         // Watches first, so that no change falls between the first load and the watch.
         let watcher = new_watch(&Dirs::of(&cfg).all());
         let (loaded, mut check) = files::load_checked(&cfg);
-        let (errors, warnings) = exposure::config_problems(&cfg);
+        let (errors, warnings) = operator::exposure::config_problems(&cfg);
         check.errors.extend(errors);
         check.warnings.extend(warnings);
         // (`key_files` are logged by the trust plane as it skips them.)
@@ -238,7 +235,7 @@ impl Proxy {
             .first_fetches(state.cfg.trust.fetch_timeout + std::time::Duration::from_secs(1));
         // The exposure check's first round comes before readiness, so that with
         // `app_exposure = "refuse"` an exposed app's pod never reports ready.
-        let mut exposure = exposure::Check::new(&state);
+        let mut exposure = operator::exposure::Check::new(&state);
         let first_exposure = async {
             if let Some(check) = exposure.as_mut() {
                 check.once().await;

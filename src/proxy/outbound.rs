@@ -12,15 +12,15 @@ use http::header::{AUTHORIZATION, HOST};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::client::Protocol;
-use super::forward::{forward, Downstream, Hop, HostHeader};
-use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
-use super::rescue::{BadRequest, Failure};
-use super::state::{OutboundState, State};
 use crate::config::{Outbound, Route, UpstreamProtocol};
 use crate::http::host::host_part;
 use crate::http::{is_upgrade, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
+use crate::proxy::answer::{self, Decision, Direction, Handled, Seen, Verdict, Who};
+use crate::proxy::forward::client::Protocol;
+use crate::proxy::forward::{forward, Downstream, Hop, HostHeader};
+use crate::proxy::rescue::{BadRequest, Failure};
+use crate::proxy::state::{OutboundState, State};
 use crate::token::{unix_now, Issued};
 
 pub fn handle<'a>(
@@ -41,7 +41,7 @@ pub fn handle<'a>(
             Some(u) => u,
             None => &"the destination host",
         };
-        observe::finish(state, seen, handled, upstream)
+        answer::finish(state, seen, handled, upstream)
     }
 }
 

@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
-use super::client::UpstreamError;
 use crate::http::{json_response, Body};
 use crate::metrics::Outcome;
 use crate::token::Rejection;
@@ -45,6 +44,20 @@ pub enum Failure {
     TokenUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a request did not get an upstream response (the forwarding client says which).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    /// The TLS handshake with an `https://` upstream failed: which check, then the chain.
+    #[error("upstream TLS handshake failed ({check}): {chain}")]
+    Tls { check: String, chain: String },
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream failed: {0}")]
+    Failed(String),
 }
 
 /// Which per-caller limit a request is over.

@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::Downstream;
-use super::state::State;
 use super::{inbound, outbound};
+use crate::proxy::forward::Downstream;
+use crate::proxy::state::State;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -364,7 +364,7 @@ async fn serve_conn<I>(
                     Some(side) => outbound::handle(&state, side, req, &down).await,
                     None => crate::http::not_found(),
                 },
-                Side::Admin => super::admin::handle(&state, req).await,
+                Side::Admin => crate::proxy::operator::admin::handle(&state, req).await,
             };
             drop(in_flight);
             Ok::<_, Infallible>(resp)

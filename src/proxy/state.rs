@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderName, HeaderValue};
 
-use super::client::Upstreams;
 use crate::config::{Config, Inbound, Outbound};
 use crate::metrics::Metrics;
+use crate::proxy::forward::client::Upstreams;
 use crate::token::{OutboundTokenCache, ReplayCache, VerifiedCache, VerifyPolicy};
 use crate::trust::Trust;
 
@@ -28,7 +28,7 @@ pub struct State {
     pub upstreams: Upstreams,
     pub metrics: Metrics,
     /// `trustgate-hop` of this sidecar's own answers: `<identity>/inbound`,
-    /// `<identity>/outbound` (see [`super::observe::HOP`]).
+    /// `<identity>/outbound` (see [`crate::proxy::answer::HOP`]).
     pub hops: [http::HeaderValue; 2],
 }
 
@@ -42,7 +42,7 @@ pub struct InboundState {
     /// the request bodies that scrub their trailers.
     pub protected: Arc<[HeaderName]>,
     /// `[callers.<name>]` rate and concurrency limits.
-    pub limits: super::limits::CallerLimits,
+    pub limits: crate::proxy::limits::CallerLimits,
 
     pub policy: VerifyPolicy,
     pub verified: VerifiedCache,
@@ -74,7 +74,7 @@ impl InboundState {
                 .chain(inbound.claim_headers.iter().map(|h| &h.name))
                 .cloned()
                 .collect(),
-            limits: super::limits::CallerLimits::new(&cfg.callers),
+            limits: crate::proxy::limits::CallerLimits::new(&cfg.callers),
 
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),

@@ -7,7 +7,7 @@
 //! about the request cannot be put among the cached ones by mistake, it would not
 //! compile.
 //!
-//! [`Rule`] is declared by [`rule!`] from the two lists of fields: its struct, the order
+//! [`Rule`] is declared by `rule!` from the two lists of fields: its struct, the order
 //! the fields are checked in, the list of field names (`check` and the docs read it) and
 //! emptiness all come from that one declaration. A new field is a module here and one
 //! line in the declaration.

@@ -6,7 +6,7 @@ use crate::support;
 
 use support::attack::target;
 use support::raw::exchange;
-use trustgate::proxy::path;
+use trustgate::proxy::inbound::path;
 
 const CONFUSED: &[&str] = &[
     "/invoices/../admin",

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::super::rescue::Failure;
-use super::super::state::{InboundState, State};
 use super::bearer::{check_token, extract_token, locate_token};
 use super::Who;
+use crate::proxy::rescue::Failure;
+use crate::proxy::state::{InboundState, State};
 use crate::token::{self, unix_now, Rejection, Verified};
 use crate::trust::KidRefusal;
 

@@ -7,11 +7,11 @@
 //! revocation applies to open keep-alive connections; binding and replay where required)
 //! → [`authorize`] (the allow rules) → [`present_caller`] → forward. Each step is a plain
 //! function of the request and this side's state, testable alone; the first that says no
-//! ends the request, and [`super::observe`] turns that into metrics, a log line and the
+//! ends the request, and [`crate::proxy::answer`] turns that into metrics, a log line and the
 //! response. The app receives the caller in plain headers and never the token.
 //!
 //! The steps are run by two [`Observer`]s: the proxy ([`Serve`]) and `trustgate explain`
-//! ([`super::explain`]), so that what `explain` says is what the proxy does — audit mode,
+//! ([`crate::proxy::operator::explain`]), so that what `explain` says is what the proxy does — audit mode,
 //! key URLs fetched, public paths and all.
 use std::future::Future;
 use std::sync::Arc;
@@ -22,21 +22,22 @@ use hyper::body::Incoming;
 
 mod authn;
 mod bearer;
+pub mod path;
 
 pub(crate) use authn::refusal_facts;
 use authn::{authenticate, revoked_caller};
 pub use bearer::extract_token;
 
-use super::client::Protocol;
-use super::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
-use super::limits::InFlight;
-use super::observe::{self, Decision, Direction, Handled, Seen, Verdict, Who};
-use super::rescue::{Answer, BadRequest, Failure, Limit};
-use super::state::{Granted, InboundState, State};
 use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
 use crate::metrics::Outcome;
 use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
+use crate::proxy::answer::{self, Decision, Direction, Handled, Seen, Verdict, Who};
+use crate::proxy::forward::client::Protocol;
+use crate::proxy::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
+use crate::proxy::limits::InFlight;
+use crate::proxy::rescue::{Answer, BadRequest, Failure, Limit};
+use crate::proxy::state::{Granted, InboundState, State};
 use crate::rule::{CallerFacts, RequestFacts};
 use crate::token::{unix_now, Verified};
 
@@ -64,14 +65,14 @@ pub fn handle<'a>(
         };
         let (verdict, req) = match steps(state, side, req, &mut serve).await {
             Decision::Forward(verdict, req) => (verdict, req),
-            Decision::Answer(handled) => return observe::finish(state, seen, handled, &"-"),
+            Decision::Answer(handled) => return answer::finish(state, seen, handled, &"-"),
         };
         let answer = to_app(side, req, down).await;
         let handled = verdict.forwarded(match serve.in_flight {
             None => answer,
-            Some(f) => answer.map(|resp| super::limits::hold(resp, f)),
+            Some(f) => answer.map(|resp| crate::proxy::limits::hold(resp, f)),
         });
-        observe::finish(state, seen, handled, &side.cfg.upstream)
+        answer::finish(state, seen, handled, &side.cfg.upstream)
     }
 }
 
@@ -205,11 +206,11 @@ impl Observer<Incoming> for Serve<'_> {
 
     /// A refused request's body: drained in the background so that an HTTP/1.1 client
     /// still uploading reads the refusal instead of a connection reset (see
-    /// [`super::body`]). Not for a client waiting for `100 Continue`: it has not sent the
+    /// [`crate::proxy::forward::body`]). Not for a client waiting for `100 Continue`: it has not sent the
     /// body, and reading would make hyper promise a `100` after all.
     fn refused(&mut self, req: Request<Incoming>) {
         if req.version() != Version::HTTP_2 && !expects_continue(&req) {
-            super::body::linger(req.into_body());
+            crate::proxy::forward::body::linger(req.into_body());
         }
     }
 }
@@ -243,7 +244,7 @@ pub(crate) async fn steps<B, O: Observer<B>>(
         return Decision::Answer(refuse(req, failure, obs));
     }
     if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
-        let jwks = super::admin::jwks_response(state, req.method());
+        let jwks = crate::proxy::answer::jwks::response(state, req.method());
         return Decision::Answer(Verdict::new(Outcome::Jwks).forwarded(Ok(jwks)));
     }
     let public = cfg.is_public(req.uri().path());
@@ -357,9 +358,9 @@ pub(crate) fn screen<B>(protected: &[HeaderName], req: &mut Request<B>) -> Resul
 }
 
 /// A path that an app server could route differently from the rules is refused (400,
-/// [`super::path`]).
+/// [`crate::proxy::inbound::path`]).
 pub(crate) fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
-    super::path::check(req.uri().path()).map_err(|why| {
+    crate::proxy::inbound::path::check(req.uri().path()).map_err(|why| {
         tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
         Failure::BadRequest(BadRequest::NonCanonicalPath)
     })
@@ -445,14 +446,16 @@ mod tests {
              [callers.orders]\nroles = [\"reader\"]\n{extra}"
         );
         let cfg = crate::config::from_toml_str(&text, "t.toml", Vec::new()).unwrap();
-        let app = crate::proxy::client::Upstreams::new(&crate::proxy::client::ClientOptions {
-            connect_timeout: std::time::Duration::from_secs(1),
-            request_timeout: std::time::Duration::from_secs(1),
-            idle_timeout: std::time::Duration::from_secs(1),
-            ca_file: None,
-            client_cert: None,
-            dial: Default::default(),
-        })
+        let app = crate::proxy::forward::client::Upstreams::new(
+            &crate::proxy::forward::client::ClientOptions {
+                connect_timeout: std::time::Duration::from_secs(1),
+                request_timeout: std::time::Duration::from_secs(1),
+                idle_timeout: std::time::Duration::from_secs(1),
+                ca_file: None,
+                client_cert: None,
+                dial: Default::default(),
+            },
+        )
         .unwrap();
         InboundState::new(&cfg, cfg.inbound.as_ref().unwrap(), app)
     }

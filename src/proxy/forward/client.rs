@@ -10,6 +10,7 @@
 //! — an app listening on a Unix socket in a volume it shares with the sidecar, and on no
 //! TCP port anyone else could reach — always that socket, whatever the request's
 //! authority (which then only names the pool and the kept connection).
+pub use crate::proxy::rescue::UpstreamError;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -31,21 +32,6 @@ use tokio::time::Sleep;
 
 use crate::http::{error_chain, Body};
 use crate::tls::TlsSetupError;
-
-/// Why a request did not get an upstream response. Mapped to a status in
-/// [`super::rescue`], nowhere else.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream unreachable: {0}")]
-    Connect(String),
-    /// The TLS handshake with an `https://` upstream failed: which check, then the chain.
-    #[error("upstream TLS handshake failed ({check}): {chain}")]
-    Tls { check: String, chain: String },
-    #[error("upstream did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("upstream failed: {0}")]
-    Failed(String),
-}
 
 /// Options of the forwarding client.
 pub struct ClientOptions<'a> {
@@ -71,9 +57,9 @@ pub enum Dial {
 type Stream = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 type Connector = tower::util::MapResponse<
     HttpsConnector<HttpConnector>,
-    fn(Stream) -> super::upstream_io::ForgivingWrites<Stream>,
+    fn(Stream) -> crate::proxy::forward::upstream_io::ForgivingWrites<Stream>,
 >;
-type UnixIo = super::upstream_io::ForgivingWrites<TokioIo<UnixStream>>;
+type UnixIo = crate::proxy::forward::upstream_io::ForgivingWrites<TokioIo<UnixStream>>;
 
 /// One protocol's pool, over the network or over the Unix socket.
 #[derive(Clone)]
@@ -111,9 +97,9 @@ impl tower::Service<Uri> for UnixConnector {
         let (path, timeout) = (self.path.clone(), self.timeout);
         Box::pin(async move {
             let stream = connect_unix(&path, timeout).await?;
-            Ok(super::upstream_io::ForgivingWrites::new(TokioIo::new(
-                stream,
-            )))
+            Ok(crate::proxy::forward::upstream_io::ForgivingWrites::new(
+                TokioIo::new(stream),
+            ))
         })
     }
 }
@@ -235,8 +221,11 @@ impl Upstreams {
             } else {
                 b.enable_http1().wrap_connector(http)
             };
-            let forgiving: fn(Stream) -> super::upstream_io::ForgivingWrites<Stream> =
-                super::upstream_io::ForgivingWrites::new;
+            let forgiving: fn(
+                Stream,
+            )
+                -> crate::proxy::forward::upstream_io::ForgivingWrites<Stream> =
+                crate::proxy::forward::upstream_io::ForgivingWrites::new;
             tower::ServiceExt::map_response(https, forgiving)
         };
         let builder = |h2_only: bool| {
@@ -478,7 +467,7 @@ async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, UpstreamError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = super::upstream_io::ForgivingWrites::new(TokioIo::new(stream));
+    let io = crate::proxy::forward::upstream_io::ForgivingWrites::new(TokioIo::new(stream));
     let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;

@@ -1,16 +1,18 @@
 //! The ending both sides share: whatever the steps decided becomes one response, one
 //! count in `trustgate_requests_total`, one latency observation and one access-log line.
-//! A failure becomes its answer here ([`Failure::answer`], [`super::rescue::render`]), and
+//! A failure becomes its answer here ([`Failure::answer`], [`crate::proxy::rescue::render`]), and
 //! only those its answer marks (`warn`: ours or the upstream's) are logged as warnings.
+pub mod jwks;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
 
-use super::rescue::Failure;
-use super::state::State;
 use crate::http::Body;
 use crate::metrics::Outcome;
+use crate::proxy::rescue::Failure;
+use crate::proxy::state::State;
 
 words! {
     /// The `direction` label, and the access log's.
@@ -193,7 +195,7 @@ pub fn finish(
             if answer.warn {
                 tracing::warn!(direction, %upstream, error = %failure, "request failed");
             }
-            let mut resp = super::rescue::render(&answer, seen.grpc);
+            let mut resp = crate::proxy::rescue::render(&answer, seen.grpc);
             resp.headers_mut().insert(HOP, state.hops[index].clone());
             (outcome, reason) = (answer.outcome, Some(answer.reason));
             resp

@@ -1,19 +1,19 @@
 //! `trustgate explain`: what the inbound side would do with one request, step by step,
 //! by the proxy's own code — the same screen, canonical-path check, token verification
 //! (fetching key URLs and issuers as the proxy would), policy evaluation and identity
-//! headers ([`super::inbound`]), observed instead of served. The answer's words are the
+//! headers ([`crate::proxy::inbound`]), observed instead of served. The answer's words are the
 //! proxy's reason words (`bad_signature`, `non_canonical_path`, `policy`, …).
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 
-use super::inbound;
-use super::observe::Decision;
-use super::rescue::{Answer, Failure, Limit};
-use super::state::{InboundState, State};
 use crate::config::{Config, Rule};
 use crate::metrics::Outcome;
 use crate::policy::{List, Miss, Observe, Subject};
+use crate::proxy::answer::Decision;
+use crate::proxy::inbound;
+use crate::proxy::rescue::{Answer, Failure, Limit};
+use crate::proxy::state::{InboundState, State};
 use crate::token::{unix_now, Claims, Rejection, Verified};
 
 /// Who the request claims to be: a token as it would arrive, or a caller by name (the

@@ -4,6 +4,10 @@
 //!
 //! Header hygiene on the request (hop-by-hop fields, identity) is done by each side
 //! before it sets its own headers; here only what the protocol change needs is done.
+pub mod body;
+pub mod client;
+pub mod upstream_io;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +19,10 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::body::{BodyState, RequestBody, ResponseBody};
-use super::client::{Affinity, Protocol, Upstreams};
-use super::rescue::{BadRequest, Failure};
 use crate::http::{append_forwarded, empty, is_upgrade, strip_hop_by_hop, Body, BoxError};
+use crate::proxy::forward::body::{BodyState, RequestBody, ResponseBody};
+use crate::proxy::forward::client::{Affinity, Protocol, Upstreams};
+use crate::proxy::rescue::{BadRequest, Failure};
 
 /// How the `Host` header reaches the upstream.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -65,13 +69,13 @@ pub struct Hop<'a, 't> {
     pub host: HostHeader,
     pub protocol: Protocol,
     /// Inbound: the signed-context names; protected names leave the request's trailers
-    /// too ([`super::body`]).
+    /// too ([`crate::proxy::forward::body`]).
     pub protected: Option<&'t Arc<[HeaderName]>>,
 }
 
 /// Forwards `req` over `hop`. The request is rewritten here, before the returned future
 /// exists; the future holds only what the exchange needs (the boxed upstream exchange, the
-/// body's state, the downstream upgrade), not the request (see [`super::server`]: hyper
+/// body's state, the downstream upgrade), not the request (see [`crate::proxy::server`]: hyper
 /// keeps a connection's request future in an allocation of its own, so its size is paid
 /// per connection).
 pub fn forward<'a>(
@@ -101,7 +105,7 @@ pub fn forward<'a>(
 
 /// A request on its way upstream.
 struct Sending<'a> {
-    response: super::client::Exchange<'a>,
+    response: crate::proxy::forward::client::Exchange<'a>,
     body_state: Option<Arc<BodyState>>,
     downstream_upgrade: Option<OnUpgrade>,
     downstream_version: Version,

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::state::State;
 use crate::config::{AppExposure, Inbound};
+use crate::proxy::state::State;
 
 /// How long one connection attempt may take. A pod address is local: it is accepted or
 /// refused at once; a filtered one is not the app listening there.
