@@ -33,14 +33,19 @@ pub enum RequestHost<'a> {
 /// came, so the app reads that one), else the request target's authority (HTTP/2
 /// `:authority`, which becomes the app's `Host` when it has none).
 pub fn request_host<B>(req: &Request<B>) -> RequestHost<'_> {
-    let mut fields = req.headers().get_all(HOST).iter();
+    host_of(req.headers(), req.uri())
+}
+
+/// [`request_host`] of a request's parts.
+pub fn host_of<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> RequestHost<'a> {
+    let mut fields = headers.get_all(HOST).iter();
     let authority = match (fields.next(), fields.next()) {
         (Some(_), Some(_)) => return RequestHost::Ambiguous,
         (Some(one), None) => match one.to_str() {
             Ok(text) => text.trim_matches([' ', '\t']),
             Err(_) => return RequestHost::Ambiguous,
         },
-        (None, _) => match req.uri().authority() {
+        (None, _) => match uri.authority() {
             Some(a) => a.as_str(),
             None => return RequestHost::Absent,
         },

@@ -79,7 +79,7 @@ impl Field for Hosts {
 
     fn explain(&self, why: Why, _: &Rule, s: &Subject) -> String {
         let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        match (s.request.host, why) {
+        match (s.request.host(), why) {
             (RequestHost::Named(h), _) => format!("host {h} is not in {names:?}"),
             (RequestHost::Absent | RequestHost::Ambiguous, _) => {
                 "the request's host is unclear (no Host field, two, or one that is not a \
@@ -96,7 +96,7 @@ impl RequestMatch for Hosts {
         if self.0.is_empty() {
             return Ok(());
         }
-        match r.host {
+        match r.host() {
             RequestHost::Named(h) if self.0.iter().any(|p| p.matches(h)) => Ok(()),
             RequestHost::Ambiguous | RequestHost::Absent => Err(Why::Unclear),
             RequestHost::Named(_) => Err(Why::NotIn),

@@ -14,7 +14,7 @@
 use http::{Method, Request};
 use serde::Deserialize;
 
-use crate::http::host::{request_host, RequestHost};
+use crate::http::host::{host_of, RequestHost};
 use crate::token::Verified;
 
 mod callers;
@@ -41,14 +41,21 @@ pub struct CallerFacts<'a> {
     pub roles: &'a [String],
 }
 
-/// What is asked, read once per request.
+/// What is asked, of one request.
 #[derive(Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub method: &'a Method,
     /// The path as the app will route it (canonical: checked before).
     pub path: &'a str,
-    /// The host as the app will read it.
-    pub host: RequestHost<'a>,
+    /// Where the host is read from, when a rule asks ([`RequestFacts::host`]): most rules
+    /// do not, and a request's rules then cost no header lookup.
+    host: HostFrom<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum HostFrom<'a> {
+    Request(&'a http::HeaderMap, &'a http::Uri),
+    Known(RequestHost<'a>),
 }
 
 impl<'a> RequestFacts<'a> {
@@ -56,7 +63,15 @@ impl<'a> RequestFacts<'a> {
         RequestFacts {
             method: req.method(),
             path: req.uri().path(),
-            host: request_host(req),
+            host: HostFrom::Request(req.headers(), req.uri()),
+        }
+    }
+
+    /// The host as the app will read it ([`crate::http::host`]).
+    pub fn host(&self) -> RequestHost<'a> {
+        match self.host {
+            HostFrom::Request(headers, uri) => host_of(headers, uri),
+            HostFrom::Known(h) => h,
         }
     }
 }
@@ -81,7 +96,7 @@ impl<'a> Subject<'a> {
             request: RequestFacts {
                 method,
                 path,
-                host: RequestHost::Absent,
+                host: HostFrom::Known(RequestHost::Absent),
             },
         }
     }
