@@ -199,6 +199,12 @@ pub struct ExplainArgs {
     /// A caller by name, instead of a token: what its requests would meet.
     #[arg(long)]
     caller: Option<String>,
+    /// A person's token the request carries (in `[inbound.users] token_header`).
+    #[arg(long)]
+    user_token: Option<String>,
+    /// A transaction token the request carries (in `txn-token`).
+    #[arg(long)]
+    txn_token: Option<String>,
     /// GET, POST, ...
     method: String,
     /// The request target: path and query.
@@ -574,6 +580,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         method,
         path: target,
         headers,
+        user_token,
+        txn_token,
     } = args;
     let usage = |msg: String| {
         eprintln!("error: {msg}");
@@ -617,6 +625,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         target,
         headers: parsed,
         who,
+        user_token,
+        txn_token,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -100,6 +100,11 @@ pub struct Metrics {
     /// Claim headers not sent because the app would read the value otherwise than the
     /// rules matched it, by header (the names `[inbound.claim_headers]` configures).
     pub claim_headers_withheld: IntCounterVec,
+    /// People's tokens checked, by result (`valid`, or the reason: `user_expired`, ...).
+    pub user_tokens: IntCounterVec,
+    /// Transaction tokens `minted` (at the edge) or `verified` (downstream), by result
+    /// (`ok`, or the reason: `txn_expired`, ...).
+    pub transaction_tokens: IntCounterVec,
     pub request_duration: HistogramVec,
     pub trusted_keys: IntGauge,
     pub keyring_reloads: IntCounterVec,
@@ -209,6 +214,18 @@ impl Metrics {
                 "trustgate_claim_headers_withheld_total",
                 "Claim headers not sent to the app because it would read the value otherwise than the rules matched it (surrounding whitespace, a comma inside one value, control or non-ASCII characters, not text), by header.",
                 &["header"],
+                r
+            )?,
+            user_tokens: register_int_counter_vec_with_registry!(
+                "trustgate_user_tokens_total",
+                "People's tokens checked ([inbound.users]), by result (valid, or the reason).",
+                &["result"],
+                r
+            )?,
+            transaction_tokens: register_int_counter_vec_with_registry!(
+                "trustgate_transaction_tokens_total",
+                "Transaction tokens minted here or verified here, by action (minted, verified) and result (ok, or the reason).",
+                &["action", "result"],
                 r
             )?,
             trusted_keys: register_int_gauge_with_registry!(

@@ -22,7 +22,7 @@ fn token_bits(inbound: &Inbound, s: &Subject) -> Box<[u64]> {
     let rules = inbound.deny.iter().chain(&inbound.allow);
     let mut bits = vec![0u64; (inbound.deny.len() + inbound.allow.len()).div_ceil(64)];
     for (i, rule) in rules.enumerate() {
-        if rule.caller_part(&s.caller).is_ok() {
+        if rule.caller_part(s.caller.as_ref()).is_ok() {
             bits[i / 64] |= 1 << (i % 64);
         }
     }
@@ -148,7 +148,11 @@ pub enum Verdict<'r> {
 /// whose only miss is a field the request does not say clearly ([`crate::rule::Why::Unclear`])
 /// refuses: what cannot be read cannot be let through.
 pub fn decide<'r, O: Observe>(inbound: &'r Inbound, s: &Subject, obs: &mut O) -> Verdict<'r> {
-    let bits = (!O::EVERY).then(|| s.caller.verified.policy_memo(|| token_bits(inbound, s)));
+    // The token's memo; a request without a caller has none (every rule from scratch).
+    let bits = match &s.caller {
+        Some(c) if !O::EVERY => Some(c.verified.policy_memo(|| token_bits(inbound, s))),
+        _ => None,
+    };
     let mut denied = None;
     for (i, rule) in inbound.deny.iter().enumerate() {
         if denied.is_some() && !rule.audit && !O::EVERY {

@@ -20,6 +20,7 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
 fn check_trust(cfg: &mut Config, p: &mut Problems) {
     check_issuers(cfg, p);
     check_sources(cfg, p);
+    check_users(cfg, p);
     let trust = &cfg.trust;
     if trust.rescan_interval.is_zero() {
         p.add("trust.rescan_interval", "must be greater than zero");
@@ -398,6 +399,11 @@ fn check_issuers(cfg: &mut Config, p: &mut Problems) {
                 format!("\"{}\" names two issuers", issuer.name),
             );
         }
+        if issuer.users {
+            check_user_issuer(issuer, &key, p);
+            check_issuer_source(issuer, allow_http, &key, p);
+            continue;
+        }
         if issuer.audiences.is_empty() {
             issuer.audiences = vec![own.clone()];
         }
@@ -421,6 +427,83 @@ fn check_issuers(cfg: &mut Config, p: &mut Problems) {
             p.add(
                 &format!("{key}.callers"),
                 "maps no subject to a caller: every token of this issuer would be refused",
+            );
+        }
+    }
+}
+
+/// A user issuer: people's tokens, an OIDC provider's, for audiences it names.
+fn check_user_issuer(issuer: &super::IssuerConfig, key: &str, p: &mut Problems) {
+    if issuer.kind != IssuerKind::Oidc {
+        p.add(
+            &format!("{key}.users"),
+            "people's tokens come from an oidc issuer",
+        );
+    }
+    if !issuer.callers.is_empty() {
+        p.add(
+            &format!("{key}.callers"),
+            "a user issuer's tokens are people's, never a caller's: no callers map",
+        );
+    }
+    if issuer.audiences.is_empty() {
+        p.add(
+            &format!("{key}.audiences"),
+            "is required for a user issuer (the audience its people's tokens name for this service)",
+        );
+    }
+}
+
+/// `[inbound.users]`: what minting and requiring a person need; the headers it sets.
+fn check_users(cfg: &Config, p: &mut Problems) {
+    let Some(users) = cfg.inbound.as_ref().and_then(|i| i.users.as_ref()) else {
+        if !cfg.trust.transaction_token_issuers.is_empty() && cfg.inbound.is_none() {
+            p.add(
+                "trust.transaction_token_issuers",
+                "needs an [inbound] section: transaction tokens are verified on calls received",
+            );
+        }
+        return;
+    };
+    let user_issuer = cfg.trust.issuers.iter().any(|i| i.users);
+    let txn = !cfg.trust.transaction_token_issuers.is_empty();
+    if users.mint_transaction_token && !user_issuer {
+        p.add(
+            "inbound.users.mint_transaction_token",
+            "needs a user issuer ([[trust.issuers]] with users = true) whose people it vouches for",
+        );
+    }
+    if users.mint_transaction_token && cfg.identity.key().is_none() {
+        p.add(
+            "inbound.users.mint_transaction_token",
+            "needs identity.private_key (transaction tokens are signed with it)",
+        );
+    }
+    if users.mode == super::UsersMode::Required && !user_issuer && !txn {
+        p.add(
+            "inbound.users.mode",
+            "\"required\" needs a user issuer or trust.transaction_token_issuers to satisfy it",
+        );
+    }
+    if users.transaction_ttl.is_zero() || users.transaction_ttl > cfg.trust.max_transaction_ttl {
+        p.add(
+            "inbound.users.transaction_ttl",
+            "must be greater than zero and at most trust.max_transaction_ttl",
+        );
+    }
+    for (h, _) in &users.context_headers {
+        let name = h.as_str().as_bytes();
+        let reserved = name_starts_alike(name, b"x-service-caller")
+            || name_starts_alike(name, b"x-user-")
+            || names_alike(name, b"x-transaction-id")
+            || names_alike(name, b"txn-token")
+            || NOT_FOR_CLAIMS
+                .iter()
+                .any(|s| names_alike(name, s.as_bytes()));
+        if reserved {
+            p.add(
+                &format!("inbound.users.context_headers.\"{h}\""),
+                "is reserved for trustgate's own headers or the proxy's",
             );
         }
     }

@@ -120,6 +120,8 @@ section! {
         pub shared_key: Option<FilePath> = None,
         #[serde(with = "humantime_serde")]
         pub token_ttl: Duration = secs(60),
+        /// The `aud` of the transaction tokens this service mints and accepts.
+        pub trust_domain: String = "cluster.local".into(),
     }
 }
 
@@ -200,8 +202,15 @@ section! {
         /// identity fails closed.
         #[serde(with = "humantime_serde")]
         pub max_stale: Duration = secs(3600),
-        /// `[[trust.issuers]]`: issuers that vouch for many callers (platform identity).
+        /// `[[trust.issuers]]`: issuers that vouch for many callers (platform identity), or
+        /// for people (`users = true`).
         pub issuers: Vec<IssuerConfig> = Vec::new(),
+        /// The identities whose transaction tokens (`txn-token`) this service accepts.
+        #[serde(deserialize_with = "values::identities")]
+        pub transaction_token_issuers: Vec<String> = Vec::new(),
+        /// Longest `exp - iat` of a transaction token accepted.
+        #[serde(with = "humantime_serde")]
+        pub max_transaction_ttl: Duration = secs(600),
     }
 }
 
@@ -333,6 +342,42 @@ section! {
         /// app receives the claim in that header (protected like `x-service-caller`).
         #[serde(deserialize_with = "values::claim_headers")]
         pub claim_headers: Vec<ClaimHeader> = Vec::new(),
+        /// `[inbound.users]`: the person behind the call (DESIGN.md "End users").
+        pub users: Option<Users> = None,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsersMode {
+    /// A person's token present must be valid; absent: no person.
+    Optional,
+    /// No valid person's token and no valid transaction token: 401 `user_token_required`.
+    Required,
+}
+
+section! {
+    /// `[inbound.users]`: people's tokens verified here, transaction tokens minted here.
+    pub struct Users {
+        /// Where a person's token arrives (`Bearer ` optional).
+        #[serde(deserialize_with = "values::header")]
+        pub token_header: HeaderName = HeaderName::from_static("x-user-token"),
+        pub mode: UsersMode = UsersMode::Optional,
+        /// `"optional"`: requests with a person's token and no service token are accepted
+        /// (an edge called by browsers or an ingress); they have no caller.
+        pub callers: UsersMode = UsersMode::Required,
+        /// Hand the app a transaction token (`txn-token`) instead of the person's token.
+        pub mint_transaction_token: bool = false,
+        /// Name → JSON Pointer into the person's verified claims, copied into `tctx`.
+        #[serde(deserialize_with = "values::user_context")]
+        pub context: Vec<(String, ClaimPointer)> = Vec::new(),
+        #[serde(with = "humantime_serde")]
+        pub transaction_ttl: Duration = secs(300),
+        /// Send the person's token on to the app too (off: removed).
+        pub forward_user_token: bool = false,
+        /// Header to the app → `tctx` member.
+        #[serde(deserialize_with = "values::context_headers")]
+        pub context_headers: Vec<(HeaderName, String)> = Vec::new(),
     }
 }
 

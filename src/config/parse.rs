@@ -504,6 +504,9 @@ env_kind!(Bool: bool);
 env_kind!(Int: u16, u32, u64, usize);
 env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>, Vec<PathPattern>);
 env_kind!(Table: Vec<ClaimHeader>, std::collections::BTreeMap<String, String>);
+env_kind!(Table: Vec<(String, super::ClaimPointer)>, Vec<(http::HeaderName, String)>);
+env_kind!(Table: Option<super::Users>);
+env_kind!(Str: super::UsersMode);
 env_kind!(Path: Option<FilePath>);
 
 /// The rules' keys are [`Rule::FIELDS`] (and `name`, `audit`): none is a file path.

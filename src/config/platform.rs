@@ -53,6 +53,10 @@ table! {
         /// the SPIFFE ID; oidc: `sub`).
         #[serde(default)]
         pub callers: BTreeMap<String, String>,
+        /// Its tokens are people's (`[inbound.users]`), never a caller's: oidc only, no
+        /// `callers`, `audiences` required.
+        #[serde(default)]
+        pub users: bool,
     }
 }
 

@@ -104,6 +104,13 @@ pub(super) fn identity<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     valid_identity(String::deserialize(d)?)
 }
 
+pub(super) fn identities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(valid_identity)
+        .collect()
+}
+
 /// `inbound.public_paths`: path patterns as rules take them, but never `"*"` (every path
 /// without a token is no sidecar at all).
 pub(super) fn public_paths<'de, D: Deserializer<'de>>(
@@ -179,6 +186,31 @@ pub(super) fn claim_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Claim
                 sources,
             })
         })
+        .collect()
+}
+
+/// `[inbound.users] context = { tenant = "/tenant" }`: name → JSON Pointer.
+pub(super) fn user_context<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, ClaimPointer)>, D::Error> {
+    std::collections::BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(name, p)| {
+            if name.is_empty() {
+                return Err(custom("an empty name names nothing"));
+            }
+            Ok((name, ClaimPointer::parse(&p).map_err(custom)?))
+        })
+        .collect()
+}
+
+/// `[inbound.users.context_headers]`: header → `tctx` member.
+pub(super) fn context_headers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(HeaderName, String)>, D::Error> {
+    std::collections::BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(h, member)| Ok((header_name(&h)?, member)))
         .collect()
 }
 

@@ -12,6 +12,13 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 
+/// The transaction token (DESIGN.md "End users"), to the app and on to the next hop.
+pub const TXN_TOKEN: HeaderName = HeaderName::from_static("txn-token");
+/// The person, to the app: names trustgate sets, protected like `x-service-caller`.
+pub const USER_SUBJECT: HeaderName = HeaderName::from_static("x-user-subject");
+pub const USER_ISSUER: HeaderName = HeaderName::from_static("x-user-issuer");
+pub const TRANSACTION_ID: HeaderName = HeaderName::from_static("x-transaction-id");
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body trustgate sends: a streamed upstream/downstream body or a small JSON one.
 pub type Body = BoxBody<Bytes, BoxError>;

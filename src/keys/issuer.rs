@@ -57,6 +57,8 @@ pub struct Vouch {
     pub callers: HashMap<String, String>,
     /// spiffe: the trust domain every `sub` must be in.
     pub trust_domain: Option<String>,
+    /// Its tokens are people's (a user issuer), never a caller's.
+    pub users: bool,
 }
 
 /// Keys of an issuer's JWKS, and why each key that is not among them was skipped.

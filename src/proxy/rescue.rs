@@ -18,6 +18,15 @@ use crate::token::Rejection;
 pub enum Failure {
     #[error("token rejected: {0}")]
     Unauthenticated(Rejection),
+    /// A person's token was refused: 401 `user_<reason>`.
+    #[error("person's token rejected: {0}")]
+    User(Rejection),
+    /// A transaction token was refused: 401 `txn_<reason>`.
+    #[error("transaction token rejected: {0}")]
+    Txn(Rejection),
+    /// `[inbound.users] mode = "required"` and no person: 401 `user_token_required`.
+    #[error("a person's token is required")]
+    UserRequired,
     #[error("caller {caller} is not allowed {method} {path}{}", rule.as_ref().map(|r| format!(" (deny rule {r})")).unwrap_or_default())]
     Forbidden {
         caller: String,
@@ -207,19 +216,10 @@ impl Failure {
         use Outcome as O;
         use StatusCode as S;
         match self {
-            Failure::Unauthenticated(r) => {
-                let r = r.reason();
-                row(
-                    O::Rejected,
-                    r,
-                    S::UNAUTHORIZED,
-                    "invalid_token",
-                    r,
-                    grpc::UNAUTHENTICATED,
-                )
-                .challenge()
-                .forward_in_audit()
-            }
+            Failure::Unauthenticated(r) => refused(r.reason()),
+            Failure::User(r) => refused(r.user_reason()),
+            Failure::Txn(r) => refused(r.txn_reason()),
+            Failure::UserRequired => refused("user_token_required"),
             Failure::Forbidden { .. } => {
                 let (r, e) = ("policy", "forbidden");
                 row(O::Denied, r, S::FORBIDDEN, e, r, grpc::PERMISSION_DENIED).forward_in_audit()
@@ -338,6 +338,15 @@ pub fn render(a: &Answer, grpc: bool) -> Response<Body> {
     Response::from_parts(parts, crate::http::empty())
 }
 
+/// The row of a token refused (a caller's, a person's, a transaction's): 401 with the
+/// challenge; forwarded in audit mode.
+fn refused(reason: &'static str) -> Answer {
+    let (o, s) = (Outcome::Rejected, StatusCode::UNAUTHORIZED);
+    row(o, reason, s, "invalid_token", reason, grpc::UNAUTHENTICATED)
+        .challenge()
+        .forward_in_audit()
+}
+
 /// The rows of upstream failures: 504 for a timeout, 502 for the others.
 fn upstream(e: &UpstreamError) -> Answer {
     let (outcome, reason, status, message, grpc) = match e {
@@ -396,9 +405,12 @@ mod tests {
             Failure::KeysUnavailable(_) => 6,
             Failure::TokenUnavailable(_) => 7,
             Failure::Internal(_) => 8,
+            Failure::User(_) => 9,
+            Failure::Txn(_) => 10,
+            Failure::UserRequired => 11,
         }
     }
-    const VARIANTS: usize = 9;
+    const VARIANTS: usize = 12;
 
     /// Every failure: every variant, with every reason its inner enums have.
     fn every_failure() -> Vec<Failure> {
@@ -407,6 +419,9 @@ mod tests {
             .map(|r| Failure::Unauthenticated(*r))
             .collect();
         all.extend(BadRequest::ALL.iter().map(|b| Failure::BadRequest(*b)));
+        all.extend(Rejection::ALL.iter().map(|r| Failure::User(*r)));
+        all.extend(Rejection::ALL.iter().map(|r| Failure::Txn(*r)));
+        all.push(Failure::UserRequired);
         for rule in [None, Some("no-admin".to_owned())] {
             all.push(Failure::Forbidden {
                 caller: "o".into(),
@@ -459,7 +474,10 @@ mod tests {
             let name = format!("{f:?}");
             let a = f.answer();
             let (status, error, grpc, audit, warn) = match &f {
-                Failure::Unauthenticated(_) => (401, "invalid_token", 16, true, false),
+                Failure::Unauthenticated(_)
+                | Failure::User(_)
+                | Failure::Txn(_)
+                | Failure::UserRequired => (401, "invalid_token", 16, true, false),
                 Failure::Forbidden { .. } => (403, "forbidden", 7, true, false),
                 Failure::Limited { .. } => (429, "too_many_requests", 8, true, false),
                 Failure::Upstream(UpstreamError::Timeout(_)) => {
@@ -493,6 +511,9 @@ mod tests {
             );
             let reason = match &f {
                 Failure::Unauthenticated(r) => r.reason(),
+                Failure::User(r) => r.user_reason(),
+                Failure::Txn(r) => r.txn_reason(),
+                Failure::UserRequired => "user_token_required",
                 Failure::BadRequest(b) => b.code(),
                 Failure::Limited { limit, .. } => limit.reason(),
                 Failure::Forbidden { .. } => "policy",

@@ -32,6 +32,14 @@ pub struct State {
     pub hops: [http::HeaderValue; 2],
 }
 
+/// The headers that name the person to the app: trustgate's, removed from every request
+/// in every spelling (and from trailers), like `x-service-caller`.
+const PERSON_HEADERS: [HeaderName; 3] = [
+    crate::http::USER_SUBJECT,
+    crate::http::USER_ISSUER,
+    crate::http::TRANSACTION_ID,
+];
+
 /// What only the inbound side reads.
 pub struct InboundState {
     pub cfg: Inbound,
@@ -49,6 +57,12 @@ pub struct InboundState {
     pub replay: ReplayCache,
     /// Roles by caller, and the `x-service-caller-roles` value joined once.
     pub roles: HashMap<String, (Vec<String>, HeaderValue)>,
+    /// `trust.transaction_token_issuers` names someone: `txn-token` is verified and
+    /// passed on; otherwise it is removed like an identity header.
+    pub accepts_txn: bool,
+    /// `[inbound.users] callers = "optional"`: a request without a service token may
+    /// come for a person.
+    pub caller_optional: bool,
 }
 
 impl InboundState {
@@ -72,6 +86,13 @@ impl InboundState {
                 .signed_headers
                 .iter()
                 .chain(inbound.claim_headers.iter().map(|h| &h.name))
+                .chain(
+                    inbound
+                        .users
+                        .iter()
+                        .flat_map(|u| u.context_headers.iter().map(|(h, _)| h)),
+                )
+                .chain(&PERSON_HEADERS)
                 .cloned()
                 .collect(),
             limits: crate::proxy::limits::CallerLimits::new(&cfg.callers),
@@ -80,6 +101,11 @@ impl InboundState {
             verified: VerifiedCache::new(inbound.verified_cache_size),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
             roles,
+            accepts_txn: !cfg.trust.transaction_token_issuers.is_empty(),
+            caller_optional: inbound
+                .users
+                .as_ref()
+                .is_some_and(|u| u.callers == crate::config::UsersMode::Optional),
         }
     }
 

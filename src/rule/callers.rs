@@ -24,7 +24,10 @@ impl Field for Callers {
     }
 
     fn explain(&self, _: Why, _: &Rule, s: &Subject) -> String {
-        format!("caller {} is not in {:?}", s.caller.verified.caller, self.0)
+        match &s.caller {
+            Some(c) => format!("caller {} is not in {:?}", c.verified.caller, self.0),
+            None => super::NO_CALLER.into(),
+        }
     }
 }
 

@@ -47,7 +47,10 @@ impl Field for Claims {
     }
 
     fn explain(&self, why: Why, rule: &Rule, s: &Subject) -> String {
-        let claims = s.caller.verified.claims_json();
+        let Some(caller) = &s.caller else {
+            return super::NO_CALLER.into();
+        };
+        let claims = caller.verified.claims_json();
         match why {
             Why::Claim(p) => {
                 let values = self
@@ -64,10 +67,12 @@ impl Field for Claims {
             Why::ClaimAbsent(p) => format!("the token has no claim {p}"),
             Why::ClaimUnread(p) => format!(
                 "claim {p} is not read from {}: the rule reads claims of {}",
-                super::source_name(&s.caller),
+                super::source_name(caller),
                 rule.issuers
             ),
-            Why::NotIn | Why::Unclear => "its claims do not match".into(),
+            Why::NotIn | Why::Unclear | Why::NoCaller | Why::NoPerson => {
+                "its claims do not match".into()
+            }
         }
     }
 }

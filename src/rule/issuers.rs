@@ -84,10 +84,10 @@ impl Field for Sources {
     }
 
     fn explain(&self, _: Why, _: &Rule, s: &Subject) -> String {
-        format!(
-            "the token is from {}, not one of {self}",
-            source_name(&s.caller)
-        )
+        match &s.caller {
+            Some(c) => format!("the token is from {}, not one of {self}", source_name(c)),
+            None => super::NO_CALLER.into(),
+        }
     }
 }
 

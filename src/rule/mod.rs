@@ -15,23 +15,27 @@ use http::{Method, Request};
 use serde::Deserialize;
 
 use crate::http::host::{host_of, RequestHost};
-use crate::token::Verified;
+use crate::token::{Person, Verified};
 
 mod callers;
 mod claims;
+mod context;
 mod hosts;
 mod issuers;
 mod methods;
 mod paths;
 mod roles;
+mod users;
 
 pub use callers::Callers;
 pub use claims::{claim_matches, ClaimPointer, Claims};
+pub use context::Context;
 pub use hosts::{HostPattern, Hosts};
 pub use issuers::{source_name, Sources};
 pub use methods::Methods;
 pub use paths::{PathPattern, Paths};
 pub use roles::Roles;
+pub use users::Users;
 
 /// Who calls: the verified token and what `[callers.<name>]` grants its caller.
 #[derive(Clone, Copy)]
@@ -50,6 +54,8 @@ pub struct RequestFacts<'a> {
     /// Where the host is read from, when a rule asks ([`RequestFacts::host`]): most rules
     /// do not, and a request's rules then cost no header lookup.
     host: HostFrom<'a>,
+    /// The person the request is made for (a person's token, or a transaction token).
+    pub person: Option<&'a Person>,
 }
 
 #[derive(Clone, Copy)]
@@ -59,11 +65,12 @@ enum HostFrom<'a> {
 }
 
 impl<'a> RequestFacts<'a> {
-    pub fn of<B>(req: &'a Request<B>) -> Self {
+    pub fn of<B>(req: &'a Request<B>, person: Option<&'a Person>) -> Self {
         RequestFacts {
             method: req.method(),
             path: req.uri().path(),
             host: HostFrom::Request(req.headers(), req.uri()),
+            person,
         }
     }
 
@@ -76,12 +83,20 @@ impl<'a> RequestFacts<'a> {
     }
 }
 
-/// What the rules are matched against: one request and its verified caller.
+/// What the rules are matched against: one request, its verified caller (`None`: a
+/// person's token only, at an edge whose `[inbound.users] callers = "optional"`), and the
+/// person it is made for, if any.
 #[derive(Clone, Copy)]
 pub struct Subject<'a> {
-    pub caller: CallerFacts<'a>,
+    pub caller: Option<CallerFacts<'a>>,
     pub request: RequestFacts<'a>,
 }
+
+/// Why a field about the caller does not match a request without one.
+pub const NO_CALLER: &str = "the request has no caller (a person's token only): a rule naming issuers, callers, roles or claims does not match it";
+/// Why a field about the person does not match a request without one.
+pub const NO_PERSON: &str =
+    "the request is made for no person: a rule naming users or context does not match it";
 
 impl<'a> Subject<'a> {
     /// A request of `method` on `path` naming no host, by `verified` with `roles`.
@@ -92,11 +107,12 @@ impl<'a> Subject<'a> {
         path: &'a str,
     ) -> Self {
         Subject {
-            caller: CallerFacts { verified, roles },
+            caller: Some(CallerFacts { verified, roles }),
             request: RequestFacts {
                 method,
                 path,
                 host: HostFrom::Known(RequestHost::Absent),
+                person: None,
             },
         }
     }
@@ -135,6 +151,10 @@ pub enum Why<'r> {
     /// The request does not say clearly (no `Host` field, or two): an allow rule does
     /// not match it, a deny rule refuses it (only once every other field matched).
     Unclear,
+    /// A field about the caller, and the request has none.
+    NoCaller,
+    /// A field about the person, and the request is made for none.
+    NoPerson,
 }
 
 /// The first field of a rule that did not match.
@@ -169,9 +189,11 @@ impl<'r> Miss<'r> {
 
     /// Why, in words (`trustgate explain`).
     pub fn explain(&self, rule: &Rule, s: &Subject) -> String {
-        match self.field {
-            Some((_, field)) => field.explain(self.why, rule, s),
-            None => "its callers, roles or claims do not match this token".into(),
+        match (self.field, self.why) {
+            (_, Why::NoCaller) => NO_CALLER.into(),
+            (_, Why::NoPerson) => NO_PERSON.into(),
+            (Some((_, field)), why) => field.explain(why, rule, s),
+            (None, _) => "its callers, roles or claims do not match this token".into(),
         }
     }
 }
@@ -207,11 +229,17 @@ macro_rules! rule {
                 true $(&& !self.$c.is_given())* $(&& !self.$r.is_given())*
             }
 
-            /// The fields about who calls.
-            pub fn caller_part(&self, c: &CallerFacts) -> Result<(), Miss<'_>> {
+            /// The fields about who calls; without a caller, none given may be.
+            pub fn caller_part(&self, c: Option<&CallerFacts>) -> Result<(), Miss<'_>> {
                 $(
-                    CallerMatch::check(&self.$c, self, c)
-                        .map_err(|why| Miss::of(stringify!($c), &self.$c, why))?;
+                    match c {
+                        Some(c) => CallerMatch::check(&self.$c, self, c)
+                            .map_err(|why| Miss::of(stringify!($c), &self.$c, why))?,
+                        None if self.$c.is_given() => {
+                            return Err(Miss::of(stringify!($c), &self.$c, Why::NoCaller))
+                        }
+                        None => {}
+                    }
                 )*
                 Ok(())
             }
@@ -252,13 +280,17 @@ rule! {
         methods: Methods,
         paths: Paths,
         hosts: Hosts,
+        /// The person's subject (`["*"]`: any verified person).
+        users: Users,
+        /// The transaction's context (`tctx`) → the values that match.
+        context: Context,
     }
 }
 
 impl Rule {
     /// Whether the rule matches `s`: every field it gives.
     pub fn check(&self, s: &Subject) -> Result<(), Miss<'_>> {
-        self.caller_part(&s.caller)?;
+        self.caller_part(s.caller.as_ref())?;
         self.request_part(&s.request)
     }
 }

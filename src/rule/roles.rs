@@ -13,7 +13,10 @@ impl Field for Roles {
     }
 
     fn explain(&self, _: Why, _: &Rule, s: &Subject) -> String {
-        format!("roles {:?} share none of {:?}", s.caller.roles, self.0)
+        match &s.caller {
+            Some(c) => format!("roles {:?} share none of {:?}", c.roles, self.0),
+            None => super::NO_CALLER.into(),
+        }
     }
 }
 

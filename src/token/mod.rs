@@ -8,14 +8,16 @@
 mod cache;
 mod claims;
 mod peek;
+mod person;
 mod sign;
 mod verify;
 
 pub use cache::{Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
 pub use peek::{peek, why, Peeked};
+pub use person::{mint_txn, verify_txn, verify_user, Person, TxnPolicy};
 pub use sign::TokenSigner;
-pub use verify::{verify, Rejection, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
+pub use verify::{verify, Rejection, Typ, Verified, VerifyPolicy, MAX_TOKEN_BYTES};
 
 /// Unix seconds now (the `now` of every check at run time).
 pub fn unix_now() -> u64 {

@@ -16,31 +16,59 @@ use crate::keys::{
 /// Tokens above this size are refused before they are parsed.
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
-words! {
-    /// Why a token was refused. The reason strings are stable: they are the
-    /// `error_description` of 401 answers and the `reason` label of metrics.
-    pub enum Rejection as reason {
-        Missing = "missing",
-        MultipleTokens = "multiple_tokens",
-        TooLarge = "too_large",
-        Malformed = "malformed",
-        UnsupportedAlg = "unsupported_alg",
-        UnknownCrit = "unknown_crit",
-        UnknownKey = "unknown_key",
-        BadSignature = "bad_signature",
-        IssuerMismatch = "issuer_mismatch",
-        WrongAudience = "wrong_audience",
-        MultipleAudiences = "multiple_audiences",
-        Expired = "expired",
-        NotYetValid = "not_yet_valid",
-        LifetimeTooLong = "lifetime_too_long",
-        Revoked = "revoked",
-        Replayed = "replayed",
-        BindingMissing = "binding_missing",
-        BindingMismatch = "binding_mismatch",
-        SubjectMismatch = "subject_mismatch",
-        UnmappedSubject = "unmapped_subject",
-    }
+/// [`Rejection`] from one list: the reasons, and the same reasons of a person's token
+/// (`user_…`) and of a transaction token (`txn_…`).
+macro_rules! rejections {
+    ($( $variant:ident = $word:literal, )*) => {
+        words! {
+            /// Why a token was refused. The reason strings are stable: they are the
+            /// `error_description` of 401 answers and the `reason` label of metrics.
+            pub enum Rejection as reason {
+                $( $variant = $word, )*
+            }
+        }
+
+        impl Rejection {
+            /// The reason, for a person's token.
+            pub const fn user_reason(self) -> &'static str {
+                match self {
+                    $( Rejection::$variant => concat!("user_", $word), )*
+                }
+            }
+
+            /// The reason, for a transaction token.
+            pub const fn txn_reason(self) -> &'static str {
+                match self {
+                    $( Rejection::$variant => concat!("txn_", $word), )*
+                }
+            }
+        }
+    };
+}
+
+rejections! {
+    Missing = "missing",
+    MultipleTokens = "multiple_tokens",
+    TooLarge = "too_large",
+    Malformed = "malformed",
+    UnsupportedAlg = "unsupported_alg",
+    UnknownCrit = "unknown_crit",
+    UnknownKey = "unknown_key",
+    BadSignature = "bad_signature",
+    IssuerMismatch = "issuer_mismatch",
+    WrongAudience = "wrong_audience",
+    MultipleAudiences = "multiple_audiences",
+    Expired = "expired",
+    NotYetValid = "not_yet_valid",
+    LifetimeTooLong = "lifetime_too_long",
+    Revoked = "revoked",
+    Replayed = "replayed",
+    BindingMissing = "binding_missing",
+    BindingMismatch = "binding_mismatch",
+    SubjectMismatch = "subject_mismatch",
+    UnmappedSubject = "unmapped_subject",
+    WrongType = "wrong_type",
+    UntrustedIssuer = "untrusted_issuer",
 }
 
 impl std::error::Error for Rejection {}
@@ -165,9 +193,11 @@ pub fn verify(
     now: u64,
 ) -> Result<Verified, Rejection> {
     // 2–4. Shape, header, signature.
-    let (trusted, alg, payload) = signed_by(token, keyring)?;
+    let (trusted, alg, payload) = signed_by(token, keyring, Typ::Service)?;
     // 5–6. Who and when: by the rules of whom the key speaks for.
     let (caller, claims, issuer) = match &trusted.speaks {
+        // A user issuer's key signs people's tokens, never a caller's.
+        Speaks::Issuer(vouch) if vouch.users => return Err(Rejection::UnknownKey),
         Speaks::Issuer(vouch) => {
             let (caller, claims) = vouched(vouch, &payload, policy, now)?;
             (caller, claims, Some(vouch.name.as_str().into()))
@@ -201,12 +231,44 @@ pub fn verify(
     })
 }
 
+/// What a token is meant to be, by its `typ` (RFC 8725 §3.11: explicit typing keeps the
+/// kinds apart — a service token is never a transaction token, nor the reverse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Typ {
+    /// A call's token: `typ` absent or `JWT`.
+    Service,
+    /// A person's token: absent, `JWT` or `at+jwt` (RFC 9068).
+    User,
+    /// A transaction token: exactly `txntoken+jwt`.
+    Transaction,
+}
+
+impl Typ {
+    /// Whether a token whose `typ` is `typ` (`None`: absent) is of this kind. `Err` for a
+    /// `typ` nobody here knows.
+    fn admits(self, typ: Option<&str>) -> Result<bool, Rejection> {
+        let t = typ.map(|t| {
+            let t = t.to_ascii_lowercase();
+            t.strip_prefix("application/")
+                .map(str::to_owned)
+                .unwrap_or(t)
+        });
+        match t.as_deref() {
+            None | Some("jwt") => Ok(self != Typ::Transaction),
+            Some("at+jwt") => Ok(self == Typ::User),
+            Some("txntoken+jwt") => Ok(self == Typ::Transaction),
+            Some(_) => Err(Rejection::Malformed),
+        }
+    }
+}
+
 /// Steps 2–4: size and shape, the JOSE header (alg, crit, typ, a trusted kid whose key
 /// has that alg), the signature with the key's own algorithm. The key, the alg and the
 /// claims' JSON text.
-fn signed_by<'k>(
+pub(super) fn signed_by<'k>(
     token: &str,
     keyring: &'k Keyring,
+    kind: Typ,
 ) -> Result<(&'k Arc<TrustedKey>, KeyAlg, Vec<u8>), Rejection> {
     // 2. Size and shape.
     if token.is_empty() {
@@ -235,13 +297,18 @@ fn signed_by<'k>(
         // and trustgate understands none.
         return Err(Rejection::UnknownCrit);
     }
-    if !matches!(header.typ, Member::Absent) {
-        match header.typ.as_str() {
-            // RFC 7515 §4.1.9: "JWT" and "application/jwt" name the same type.
-            Some(t)
-                if t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt") => {}
-            _ => return Err(Rejection::Malformed),
-        }
+    // RFC 7515 §4.1.9: "JWT" and "application/jwt" name the same type.
+    let typ = match &header.typ {
+        Member::Absent => None,
+        t => Some(t.as_str().ok_or(Rejection::Malformed)?),
+    };
+    if !kind.admits(typ)? {
+        // A call's token of another type is malformed, as it always was; a person's or a
+        // transaction's says which type it is not.
+        return Err(match kind {
+            Typ::Service => Rejection::Malformed,
+            Typ::User | Typ::Transaction => Rejection::WrongType,
+        });
     }
     let kid = header.kid.as_str().ok_or(Rejection::UnknownKey)?;
     // A kid is only ever a map key: never a path, a URL or a query. Two sources trusting

@@ -156,6 +156,7 @@ impl IssuerSource {
             callers: self.cfg.callers.clone().into_iter().collect(),
             trust_domain: (!self.cfg.trust_domain.is_empty())
                 .then(|| self.cfg.trust_domain.clone()),
+            users: self.cfg.users,
         });
         Ok(IssuerFetch {
             fetched: Fetched { keys, max_age },

@@ -165,7 +165,9 @@ fn rejection_reasons_are_stable_strings() {
             "binding_missing",
             "binding_mismatch",
             "subject_mismatch",
-            "unmapped_subject"
+            "unmapped_subject",
+            "wrong_type",
+            "untrusted_issuer"
         ]
     );
     for r in Rejection::ALL {

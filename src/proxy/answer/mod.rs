@@ -55,6 +55,9 @@ pub enum Who {
     /// Inbound: the verified caller (shared with the verified-token cache, not copied),
     /// and the issuer that vouched for it (`[[trust.issuers]].name`) if one did.
     Caller(Arc<str>, Option<Arc<str>>),
+    /// Inbound, made for a person: the caller (`-`: none, a person's token only) and its
+    /// issuer, and the person's subject and transaction id.
+    For(Arc<str>, Option<Arc<str>>, Box<(String, Option<String>)>),
     /// Outbound: the destination host.
     Host(String),
 }
@@ -62,7 +65,7 @@ pub enum Who {
 impl Who {
     fn as_str(&self) -> &str {
         match self {
-            Who::Caller(c, _) => c,
+            Who::Caller(c, _) | Who::For(c, _, _) => c,
             Who::Host(h) => h,
         }
     }
@@ -207,8 +210,12 @@ pub fn finish(
         .observe(index, outcome, elapsed.as_secs_f64());
     let outcome = outcome.as_str();
     let issuer = match &who {
-        Some(Who::Caller(_, Some(i))) => i,
+        Some(Who::Caller(_, Some(i)) | Who::For(_, Some(i), _)) => i,
         _ => "-",
+    };
+    let (user, txn) = match &who {
+        Some(Who::For(_, _, p)) => (p.0.as_str(), p.1.as_deref().unwrap_or("-")),
+        _ => ("-", "-"),
     };
     let who = who.as_ref().map_or("-", Who::as_str);
     let (method, path) = (&seen.method, seen.path.as_deref().unwrap_or("-"));
@@ -218,8 +225,8 @@ pub fn finish(
     match seen.direction {
         Direction::Inbound => tracing::info!(
             target: "trustgate::access",
-            direction, %method, path, status, caller = who, issuer, outcome, reason, latency_us,
-            trace_id = seen.trace.as_str(),
+            direction, %method, path, status, caller = who, issuer, user, txn, outcome, reason,
+            latency_us, trace_id = seen.trace.as_str(),
         ),
         Direction::Outbound => tracing::info!(
             target: "trustgate::access",

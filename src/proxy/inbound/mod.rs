@@ -23,13 +23,17 @@ use hyper::body::Incoming;
 mod authn;
 mod bearer;
 pub mod path;
+pub mod person;
 
 pub(crate) use authn::refusal_facts;
 use authn::{authenticate, revoked_caller};
 pub use bearer::extract_token;
+use bearer::locate_token;
 
 use crate::config::{InboundMode, Rule, UpstreamProtocol};
-use crate::http::{connection_tokens, is_protected, is_upgrade, scrub, strip_hop_by_hop, Body};
+use crate::http::{
+    connection_tokens, is_protected, is_upgrade, names_alike, scrub, strip_hop_by_hop, Body,
+};
 use crate::metrics::Outcome;
 use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
 use crate::proxy::answer::{self, Decision, Direction, Handled, Seen, Verdict, Who};
@@ -39,7 +43,7 @@ use crate::proxy::limits::InFlight;
 use crate::proxy::rescue::{Answer, BadRequest, Failure, Limit};
 use crate::proxy::state::{Granted, InboundState, State};
 use crate::rule::{CallerFacts, RequestFacts};
-use crate::token::{unix_now, Verified};
+use crate::token::{unix_now, Person, Rejection, Verified};
 
 /// Where this service's public keys are published (`inbound.publish_jwks`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -92,15 +96,18 @@ pub(crate) trait Observer<B>: Observe {
     fn named(&mut self) -> Option<Result<Arc<Verified>, Failure>> {
         None
     }
-    /// The token step's result.
+    /// The token step's result (`Ok(None)`: no service token, and this side takes
+    /// people's tokens without one).
     fn token(
         &mut self,
         _state: &State,
         _side: &InboundState,
         _req: &Request<B>,
-        _result: &Result<Arc<Verified>, Failure>,
+        _result: &Result<Option<Arc<Verified>>, Failure>,
     ) {
     }
+    /// The person the request is made for, if any.
+    fn person(&mut self, _person: Option<&Person>) {}
     /// The caller's limits: admit it (holding what it takes until its answer ends), or
     /// say which one it is over.
     fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Limit>;
@@ -136,7 +143,7 @@ impl Observe for Serve<'_> {
             .with_label_values(&[&rule.name, verdict])
             .inc();
         tracing::info!(
-            rule = %rule.name, list = ?list, result = verdict, caller = &*s.caller.verified.caller,
+            rule = %rule.name, list = ?list, result = verdict, caller = s.caller.as_ref().map_or("-", |c| &*c.verified.caller),
             "audit rule evaluated (decides nothing)"
         );
     }
@@ -148,7 +155,7 @@ impl Observer<Incoming> for Serve<'_> {
         state: &State,
         side: &InboundState,
         req: &Request<Incoming>,
-        result: &Result<Arc<Verified>, Failure>,
+        result: &Result<Option<Arc<Verified>>, Failure>,
     ) {
         let Err(failure) = result else { return };
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -228,7 +235,7 @@ pub(crate) async fn steps<B, O: Observer<B>>(
         true => req.headers().keys().cloned().collect(),
         false => Vec::new(),
     };
-    if let Err(failure) = screen(&side.protected, &mut req) {
+    if let Err(failure) = screen(&side.protected, side.accepts_txn, &mut req) {
         return Decision::Answer(refuse(req, failure, obs));
     }
     if O::EVERY {
@@ -252,35 +259,80 @@ pub(crate) async fn steps<B, O: Observer<B>>(
     if public {
         return Decision::Forward(Verdict::new(Outcome::Public), req);
     }
-    let result = match obs.named() {
-        Some(named) => named,
-        None => authenticate(state, side, &req, unix_now()).await,
+    let caller = match obs.named() {
+        Some(named) => named.map(Some),
+        // An edge taking people's tokens without a caller's: no service token, no caller.
+        None if side.caller_optional
+            && locate_token(req.headers(), &cfg.token_header) == Err(Rejection::Missing) =>
+        {
+            Ok(None)
+        }
+        None => authenticate(state, side, &req, unix_now()).await.map(Some),
     };
-    obs.token(state, side, &req, &result);
-    let verified = match result {
+    obs.token(state, side, &req, &caller);
+    let verified = match caller {
         Ok(v) => v,
         Err(failure) => {
             let who = revoked_caller(state, side, &req, &failure);
             return reject(side, req, failure, who, obs);
         }
     };
-    let who = || {
-        Some(Who::Caller(
-            verified.caller.clone(),
-            verified.issuer.clone(),
-        ))
+    let has_caller = verified.is_some();
+    let person = match person::person(state, side, &mut req, has_caller, unix_now()).await {
+        Ok(p) => p,
+        Err(failure) => return reject(side, req, failure, who(verified.as_deref(), None), obs),
     };
-    let granted = side.granted(&verified.caller);
-    if let Err(failure) = authorize(side, &verified, granted, &req, obs) {
-        return reject(side, req, failure, who(), obs);
+    obs.person(person.as_ref());
+    decide(side, req, verified, person, obs)
+}
+
+/// Who a request concerned, for the access log: its caller (`-`: none) and the person.
+fn who(v: Option<&Verified>, p: Option<&Person>) -> Option<Who> {
+    let caller: Arc<str> = v.map_or_else(|| "-".into(), |v| v.caller.clone());
+    let issuer = v.and_then(|v| v.issuer.clone());
+    Some(match p {
+        None => Who::Caller(caller, issuer),
+        Some(p) => Who::For(caller, issuer, Box::new((p.sub.clone(), p.txn.clone()))),
+    })
+}
+
+/// The rules, the caller's limits, what the app is told.
+fn decide<B, O: Observer<B>>(
+    side: &InboundState,
+    mut req: Request<B>,
+    verified: Option<Arc<Verified>>,
+    person: Option<Person>,
+    obs: &mut O,
+) -> Decision<Request<B>> {
+    let (v, p) = (verified.as_deref(), person.as_ref());
+    let granted = v.map(|v| side.granted(&v.caller));
+    if let Err(failure) = authorize(side, v, granted, p, &req, obs) {
+        return reject(side, req, failure, who(v, p), obs);
     }
-    if let Err(limit) = obs.admit(side, &verified.caller) {
-        let caller = verified.caller.to_string();
-        return reject(side, req, Failure::Limited { caller, limit }, who(), obs);
+    if let Some(v) = v {
+        if let Err(limit) = obs.admit(side, &v.caller) {
+            let caller = v.caller.to_string();
+            return reject(
+                side,
+                req,
+                Failure::Limited { caller, limit },
+                who(Some(v), p),
+                obs,
+            );
+        }
     }
-    let withheld = present_caller(side, req.headers_mut(), &verified, granted);
-    obs.presented(&verified.caller, req.headers(), &withheld);
-    Decision::Forward(Verdict::new(Outcome::Ok).by(who()), req)
+    let withheld = match (v, granted) {
+        (Some(v), Some(granted)) => present_caller(side, req.headers_mut(), v, granted),
+        _ => {
+            req.headers_mut().remove(&side.cfg.token_header);
+            Vec::new()
+        }
+    };
+    if let Some(p) = p {
+        person::present(side, req.headers_mut(), p);
+    }
+    obs.presented(v.map_or("-", |v| &v.caller), req.headers(), &withheld);
+    Decision::Forward(Verdict::new(Outcome::Ok).by(who(v, p)), req)
 }
 
 /// The one way a request reaches the app.
@@ -344,8 +396,14 @@ fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
 /// 1. a `Connection` header naming a header trustgate sets is refused (400): it could
 ///    only be there to make a hop-by-hop pass remove the verified identity;
 /// 2. the hop-by-hop fields go, *before* trustgate sets any header of its own;
-/// 3. every header an app could read as an identity header is removed ([`scrub`]).
-pub(crate) fn screen<B>(protected: &[HeaderName], req: &mut Request<B>) -> Result<(), Failure> {
+/// 3. every header an app could read as an identity header is removed ([`scrub`]);
+/// 4. `txn-token` in any other spelling too, and in its own where this side verifies no
+///    transaction token (`accepts_txn`): the app forwards only one it was meant to get.
+pub(crate) fn screen<B>(
+    protected: &[HeaderName],
+    accepts_txn: bool,
+    req: &mut Request<B>,
+) -> Result<(), Failure> {
     if connection_tokens(req.headers()).any(|token| is_protected(token, protected)) {
         return Err(Failure::BadRequest(
             BadRequest::ConnectionNamesProtectedHeader,
@@ -354,6 +412,17 @@ pub(crate) fn screen<B>(protected: &[HeaderName], req: &mut Request<B>) -> Resul
     let upgrade = is_upgrade(req);
     strip_hop_by_hop(req.headers_mut(), upgrade);
     scrub(req.headers_mut(), protected);
+    let txn = person::TXN_TOKEN;
+    let spelled: Vec<HeaderName> = req
+        .headers()
+        .keys()
+        .filter(|n| names_alike(n.as_str().as_bytes(), txn.as_str().as_bytes()))
+        .filter(|n| !accepts_txn || **n != txn)
+        .cloned()
+        .collect();
+    for name in spelled {
+        req.headers_mut().remove(name);
+    }
     Ok(())
 }
 
@@ -370,8 +439,9 @@ pub(crate) fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
 /// audit rules counted and logged through `obs`.
 pub(crate) fn authorize<B, O: Observe>(
     side: &InboundState,
-    verified: &Verified,
-    granted: Granted,
+    verified: Option<&Verified>,
+    granted: Option<Granted>,
+    person: Option<&Person>,
     req: &Request<B>,
     obs: &mut O,
 ) -> Result<(), Failure> {
@@ -381,11 +451,11 @@ pub(crate) fn authorize<B, O: Observe>(
     }
     let path = req.uri().path();
     let subject = Subject {
-        caller: CallerFacts {
+        caller: verified.map(|verified| CallerFacts {
             verified,
-            roles: granted.roles(),
-        },
-        request: RequestFacts::of(req),
+            roles: granted.map_or(&[], |g| g.roles()),
+        }),
+        request: RequestFacts::of(req, person),
     };
     let rule = match policy::decide(cfg, &subject, obs) {
         PolicyVerdict::Allowed(_) => return Ok(()),
@@ -393,7 +463,7 @@ pub(crate) fn authorize<B, O: Observe>(
         PolicyVerdict::NoAllowMatched => None,
     };
     Err(Failure::Forbidden {
-        caller: verified.caller.to_string(),
+        caller: verified.map_or_else(|| "-".to_owned(), |v| v.caller.to_string()),
         method: req.method().to_string(),
         path: path.to_owned(),
         rule,
@@ -491,12 +561,14 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        screen(&side.protected, &mut req).unwrap();
+        screen(&side.protected, false, &mut req).unwrap();
         let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
         let mut req = request("GET", "/", &[("connection", "X_Service_Caller")]);
         assert_eq!(
-            screen(&side.protected, &mut req).unwrap_err().reason(),
+            screen(&side.protected, false, &mut req)
+                .unwrap_err()
+                .reason(),
             "connection_names_protected_header"
         );
     }
@@ -517,8 +589,9 @@ mod tests {
         let granted = open.granted("orders");
         assert!(authorize(
             &open,
-            &verified("orders"),
-            granted,
+            Some(&verified("orders")),
+            Some(granted),
+            None,
             &req,
             &mut policy::Quiet
         )
@@ -531,8 +604,9 @@ mod tests {
             let req = request(method, path, &[]);
             authorize(
                 &rules,
-                &verified(caller),
-                rules.granted(caller),
+                Some(&verified(caller)),
+                Some(rules.granted(caller)),
+                None,
                 &req,
                 &mut policy::Quiet,
             )
@@ -546,8 +620,9 @@ mod tests {
         let req = request("GET", "/x", &[]);
         let err = authorize(
             &rules,
-            &verified("search"),
-            rules.granted("search"),
+            Some(&verified("search")),
+            Some(rules.granted("search")),
+            None,
             &req,
             &mut policy::Quiet,
         )

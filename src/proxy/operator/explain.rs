@@ -12,9 +12,10 @@ use crate::metrics::Outcome;
 use crate::policy::{List, Miss, Observe, Subject};
 use crate::proxy::answer::Decision;
 use crate::proxy::inbound;
+use crate::proxy::inbound::person::TXN_TOKEN;
 use crate::proxy::rescue::{Answer, Failure, Limit};
 use crate::proxy::state::{InboundState, State};
-use crate::token::{unix_now, Claims, Rejection, Verified};
+use crate::token::{unix_now, Claims, Person, Rejection, Verified};
 
 /// Who the request claims to be: a token as it would arrive, or a caller by name (the
 /// token step then skipped, the policy evaluated for that caller with no claims but the
@@ -33,6 +34,10 @@ pub struct Question {
     pub target: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub who: Who,
+    /// A person's token, in `[inbound.users] token_header`.
+    pub user_token: Option<String>,
+    /// A transaction token, in `txn-token`.
+    pub txn_token: Option<String>,
 }
 
 /// The steps, one line each, and the answer.
@@ -122,7 +127,7 @@ impl<B> inbound::Observer<B> for Explain<'_> {
         state: &State,
         side: &InboundState,
         req: &Request<B>,
-        result: &Result<Arc<Verified>, Failure>,
+        result: &Result<Option<Arc<Verified>>, Failure>,
     ) {
         let line = match (result, self.named.as_ref()) {
             (Ok(_), Some((name, _))) => format!(
@@ -131,7 +136,8 @@ impl<B> inbound::Observer<B> for Explain<'_> {
             (Err(_), Some((name, _))) => format!(
                 "token: --caller {name}: nobody by that name is trusted here (no key file, key URL or issuer maps to it)"
             ),
-            (Ok(v), None) => {
+            (Ok(None), None) => "token: none — [inbound.users] callers = \"optional\": no caller, the request may come for a person".to_owned(),
+            (Ok(Some(v)), None) => {
                 let via = v
                     .issuer
                     .as_ref()
@@ -155,7 +161,34 @@ impl<B> inbound::Observer<B> for Explain<'_> {
             }
         };
         self.out.say(line);
-        if result.is_ok() && side.cfg.allow.is_empty() && side.cfg.deny.is_empty() {
+    }
+
+    fn person(&mut self, person: Option<&Person>) {
+        let side = self.state.inbound.as_ref();
+        let takes = side.is_some_and(|s| s.cfg.users.is_some() || s.accepts_txn);
+        let line = match person {
+            Some(p) => {
+                let from = match &p.minted_by {
+                    Some(minter) => format!("a transaction token minted by {minter}"),
+                    None => "their own token".to_owned(),
+                };
+                let txn = p
+                    .txn
+                    .as_deref()
+                    .map(|t| format!(", transaction {t}"))
+                    .unwrap_or_default();
+                Some(format!(
+                    "person: {} of {} (from {from}{txn})",
+                    p.sub, p.issuer
+                ))
+            }
+            None if takes => Some("person: none".to_owned()),
+            None => None,
+        };
+        if let Some(line) = line {
+            self.out.say(line);
+        }
+        if side.is_some_and(|s| s.cfg.allow.is_empty() && s.cfg.deny.is_empty()) {
             self.out
                 .say("rules: none — every trusted caller may call every path");
         }
@@ -171,8 +204,13 @@ impl<B> inbound::Observer<B> for Explain<'_> {
         let protected = self.state.inbound.as_ref().map(|s| &*s.protected);
         let told: Vec<String> = headers
             .iter()
-            .filter(|(n, _)| crate::http::is_protected(n.as_ref(), protected.unwrap_or(&[])))
-            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("<bytes>")))
+            .filter(|(n, _)| {
+                crate::http::is_protected(n.as_ref(), protected.unwrap_or(&[])) || *n == TXN_TOKEN
+            })
+            .map(|(n, v)| match *n == TXN_TOKEN {
+                true => format!("{n}: <a transaction token>"),
+                false => format!("{n}: {}", v.to_str().unwrap_or("<bytes>")),
+            })
             .collect();
         self.out.say(format!("to the app: {}", told.join(", ")));
         if !withheld.is_empty() {
@@ -295,6 +333,17 @@ fn request(side: &InboundState, identity: &str, q: &Question) -> Result<Request<
         };
         let value = HeaderValue::from_str(&value).map_err(|_| "the token is not a header value")?;
         req.headers_mut().insert(name.clone(), value);
+    }
+    let user_header = side.cfg.users.as_ref().map_or_else(
+        || HeaderName::from_static("x-user-token"),
+        |u| u.token_header.clone(),
+    );
+    for (name, token) in [(user_header, &q.user_token), (TXN_TOKEN, &q.txn_token)] {
+        if let Some(token) = token {
+            let value =
+                HeaderValue::from_str(token).map_err(|_| "the token is not a header value")?;
+            req.headers_mut().insert(name, value);
+        }
     }
     Ok(req)
 }

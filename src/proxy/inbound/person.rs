@@ -1,0 +1,192 @@
+//! The person behind a call (DESIGN.md "End users"): their own token, where this side
+//! takes people's tokens (`[inbound.users]`: verified against the user issuers, removed
+//! before the app, and — `mint_transaction_token` — replaced by a transaction token this
+//! sidecar signs), else a transaction token from an identity this side trusts to mint
+//! them (`trust.transaction_token_issuers`). A kid nobody knows may first fetch the user
+//! issuer's keys, as for callers.
+use std::sync::Arc;
+
+use http::{HeaderValue, Request};
+use serde_json::Map;
+
+use super::bearer::{check_token, locate_token};
+use crate::config::{Users, UsersMode};
+use crate::proxy::rescue::Failure;
+use crate::proxy::state::{InboundState, State};
+use crate::token::{self, mint_txn, verify_txn, verify_user, Person, Rejection, TxnPolicy};
+use crate::trust::KidRefusal;
+
+pub use crate::http::{TRANSACTION_ID, TXN_TOKEN, USER_ISSUER, USER_SUBJECT};
+
+/// The person the request is made for, if any. `has_caller`: a service token was
+/// verified (a request with neither a caller nor a person is refused `missing`).
+pub(crate) async fn person<B>(
+    state: &Arc<State>,
+    side: &InboundState,
+    req: &mut Request<B>,
+    has_caller: bool,
+    now: u64,
+) -> Result<Option<Person>, Failure> {
+    let users = side.cfg.users.as_ref();
+    if let Some(u) = users {
+        if let Some(p) = own_token(state, u, req, now).await? {
+            return Ok(Some(p));
+        }
+    }
+    if side.accepts_txn {
+        if let Some(p) = transaction_token(state, req, now)? {
+            return Ok(Some(p));
+        }
+    }
+    if users.is_some_and(|u| u.mode == UsersMode::Required) {
+        return Err(Failure::UserRequired);
+    }
+    if !has_caller {
+        return Err(Failure::Unauthenticated(Rejection::Missing));
+    }
+    Ok(None)
+}
+
+/// A person's own token, in `[inbound.users] token_header`: verified (with one fetch of
+/// the claimed issuer's keys for a kid nobody knows), counted, removed before the app
+/// unless forwarded, and exchanged for a transaction token where this side mints them.
+async fn own_token<B>(
+    state: &Arc<State>,
+    u: &Users,
+    req: &mut Request<B>,
+    now: u64,
+) -> Result<Option<Person>, Failure> {
+    let counted = |result: &str| state.metrics.user_tokens.with_label_values(&[result]).inc();
+    let raw = match locate_token(req.headers(), &u.token_header) {
+        Err(Rejection::Missing) => return Ok(None),
+        other => other.and_then(check_token),
+    };
+    let verified = match raw {
+        Ok(token) => verify_person(state, token, now).await,
+        Err(r) => Err(Failure::User(r)),
+    };
+    let mut p = match verified {
+        Ok(p) => p,
+        Err(f) => {
+            counted(f.reason());
+            return Err(f);
+        }
+    };
+    counted("valid");
+    if !u.forward_user_token {
+        req.headers_mut().remove(&u.token_header);
+    }
+    if u.mint_transaction_token {
+        let minted = mint(state, u, &mut p, now);
+        let result = if minted.is_ok() { "ok" } else { "internal" };
+        state
+            .metrics
+            .transaction_tokens
+            .with_label_values(&["minted", result])
+            .inc();
+        // An arriving transaction token is replaced, never passed on beside the new one.
+        req.headers_mut().insert(TXN_TOKEN, minted?);
+    }
+    Ok(Some(p))
+}
+
+async fn verify_person(state: &Arc<State>, token: &str, now: u64) -> Result<Person, Failure> {
+    let leeway = state.cfg.trust.leeway;
+    let once = || verify_user(token, &state.trust.snapshot().keyring, leeway, now);
+    let first = match once() {
+        Err(r @ Rejection::UnknownKey) if state.trust.has_sources() => r,
+        other => return other.map_err(Failure::User),
+    };
+    let Some(claimed) = token::peek(token) else {
+        return Err(Failure::User(first));
+    };
+    match Box::pin(state.trust.unknown_kid(&claimed, once)).await {
+        Ok(p) => Ok(p),
+        Err(KidRefusal::Unknown) => Err(Failure::User(first)),
+        Err(KidRefusal::Unavailable) => {
+            Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
+        }
+        Err(KidRefusal::Rejected(r)) => Err(Failure::User(r)),
+    }
+}
+
+/// The transaction token for `p`: its context from `[inbound.users] context`.
+fn mint(state: &State, u: &Users, p: &mut Person, now: u64) -> Result<HeaderValue, Failure> {
+    let signer = state
+        .trust
+        .signer()
+        .ok_or_else(|| Failure::Internal("no signing key loaded to mint with".into()))?;
+    let mut tctx = Map::new();
+    for (name, pointer) in &u.context {
+        if let Some(v) = pointer.lookup(&p.claims) {
+            tctx.insert(name.clone(), v.clone());
+        }
+    }
+    let domain = &state.cfg.identity.trust_domain;
+    let token = mint_txn(&signer, p, tctx, domain, u.transaction_ttl, now)
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    HeaderValue::from_str(&token).map_err(|e| Failure::Internal(e.to_string()))
+}
+
+/// A transaction token (`txn-token`, exactly one), from an identity listed in
+/// `trust.transaction_token_issuers`.
+fn transaction_token<B>(
+    state: &State,
+    req: &Request<B>,
+    now: u64,
+) -> Result<Option<Person>, Failure> {
+    let mut fields = req.headers().get_all(TXN_TOKEN).iter();
+    let (value, more) = (fields.next(), fields.next());
+    let result = match (value, more) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => Err(Rejection::Malformed),
+        (Some(v), None) => v
+            .to_str()
+            .map_err(|_| Rejection::Malformed)
+            .and_then(|token| {
+                let trust = &state.cfg.trust;
+                let policy = TxnPolicy {
+                    issuers: &trust.transaction_token_issuers,
+                    trust_domain: &state.cfg.identity.trust_domain,
+                    leeway: trust.leeway,
+                    max_ttl: trust.max_transaction_ttl,
+                };
+                verify_txn(token.trim(), &state.trust.snapshot().keyring, &policy, now)
+            }),
+    };
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(r) => r.txn_reason(),
+    };
+    state
+        .metrics
+        .transaction_tokens
+        .with_label_values(&["verified", label])
+        .inc();
+    result.map(Some).map_err(Failure::Txn)
+}
+
+/// The person, to the app: subject, issuer, transaction id, and the context headers
+/// configured (a context value the app would read otherwise than the rules matched it is
+/// withheld, as claim headers are).
+pub(crate) fn present(side: &InboundState, headers: &mut http::HeaderMap, p: &Person) {
+    if let Ok(v) = HeaderValue::from_str(&p.sub) {
+        headers.insert(USER_SUBJECT, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&p.issuer) {
+        headers.insert(USER_ISSUER, v);
+    }
+    if let Some(Ok(v)) = p.txn.as_deref().map(HeaderValue::from_str) {
+        headers.insert(TRANSACTION_ID, v);
+    }
+    let configured = side.cfg.users.as_ref().map(|u| &u.context_headers[..]);
+    for (name, member) in configured.unwrap_or_default() {
+        if let Some(v) = p
+            .tctx
+            .get(member)
+            .and_then(crate::policy::claim_header_value)
+        {
+            headers.insert(name.clone(), v);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The person behind a call (DESIGN.md "End users"): a person's own token (from a user
+//! issuer, an OIDC provider) verified at the edge, and the transaction token
+//! (draft-ietf-oauth-transaction-tokens) that carries the person down the chain — minted
+//! by the sidecar that verified them, verified by every sidecar after it.
+use std::time::Duration;
+
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::claims::Audience;
+use super::sign::TokenSigner;
+use super::verify::{signed_by, Rejection, Typ};
+use crate::keys::{KeyError, Keyring, Speaks};
+
+/// A verified person.
+#[derive(Clone, Debug)]
+pub struct Person {
+    /// Their subject (`sub`).
+    pub sub: String,
+    /// The user issuer that vouched for them (its `[[trust.issuers]].name`; downstream, the
+    /// transaction token's `rctx.user_iss`).
+    pub issuer: String,
+    /// The transaction's id (`txn`): from the transaction token downstream, or minted here.
+    pub txn: Option<String>,
+    /// The transaction context (`tctx`).
+    pub tctx: Map<String, Value>,
+    /// Their `scope`, when their token had one.
+    pub scope: Option<String>,
+    /// Their verified claims (at the edge only), for `[inbound.users] context`.
+    pub claims: Value,
+    /// The identity that minted the transaction token (downstream).
+    pub minted_by: Option<String>,
+}
+
+/// The claims of a person's token that are checked.
+#[derive(Deserialize)]
+struct UserClaims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    /// Required: a person's token without an expiry is a password.
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// A person's token: signed by a user issuer's key (never a caller's or a peer's), `typ`
+/// absent, `JWT` or `at+jwt`; `iss` the issuer's exactly; `aud` one of its audiences;
+/// `exp` required; the lifetime bounded by the issuer's `max_token_ttl`; not revoked.
+pub fn verify_user(
+    token: &str,
+    keyring: &Keyring,
+    leeway: Duration,
+    now: u64,
+) -> Result<Person, Rejection> {
+    let (trusted, _, payload) = signed_by(token, keyring, Typ::User)?;
+    let Speaks::Issuer(vouch) = &trusted.speaks else {
+        return Err(Rejection::UnknownKey);
+    };
+    if !vouch.users {
+        return Err(Rejection::UnknownKey);
+    }
+    let c: UserClaims = serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
+    if vouch.issuer.as_deref() != Some(c.iss.as_str()) {
+        return Err(Rejection::IssuerMismatch);
+    }
+    if !vouch.audiences.iter().any(|a| c.aud.contains(a)) {
+        return Err(Rejection::WrongAudience);
+    }
+    within(
+        c.iat.unwrap_or(now),
+        c.nbf,
+        c.exp,
+        vouch.max_ttl,
+        leeway,
+        now,
+    )?;
+    if keyring.is_revoked(&trusted.key.kid) {
+        return Err(Rejection::Revoked);
+    }
+    let claims: Value = serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
+    Ok(Person {
+        sub: c.sub,
+        issuer: vouch.name.clone(),
+        txn: None,
+        tctx: Map::new(),
+        scope: c.scope,
+        claims,
+        minted_by: None,
+    })
+}
+
+/// A transaction token's claims.
+#[derive(Serialize, Deserialize)]
+struct TxnClaims {
+    iss: String,
+    aud: Audience,
+    iat: u64,
+    exp: u64,
+    txn: String,
+    sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(default)]
+    tctx: Map<String, Value>,
+    rctx: RequestContext,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestContext {
+    /// The workload that minted it.
+    req_wl: String,
+    /// The person's issuer.
+    user_iss: String,
+}
+
+/// What a transaction token must meet here.
+pub struct TxnPolicy<'a> {
+    /// `trust.transaction_token_issuers`.
+    pub issuers: &'a [String],
+    /// `identity.trust_domain`.
+    pub trust_domain: &'a str,
+    pub leeway: Duration,
+    /// `trust.max_transaction_ttl`.
+    pub max_ttl: Duration,
+}
+
+/// A transaction token: `typ` exactly `txntoken+jwt`; signed by a key trusted for one of
+/// the identities listed (its own key, as for calls), `iss` that identity; `aud` this
+/// trust domain; `exp`/`iat` within the leeway, `exp - iat` at most the policy's.
+pub fn verify_txn(
+    token: &str,
+    keyring: &Keyring,
+    policy: &TxnPolicy,
+    now: u64,
+) -> Result<Person, Rejection> {
+    let (trusted, _, payload) = signed_by(token, keyring, Typ::Transaction)?;
+    let c: TxnClaims = serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
+    // Minted with the minter's own key (a key file, a key URL, or the shared key).
+    let minter = match &trusted.speaks {
+        Speaks::Identity(id) => id.as_str(),
+        Speaks::Anyone => c.iss.as_str(),
+        Speaks::Issuer(_) => return Err(Rejection::UntrustedIssuer),
+    };
+    if c.iss != minter || !policy.issuers.contains(&c.iss) {
+        return Err(Rejection::UntrustedIssuer);
+    }
+    if !c.aud.only(policy.trust_domain) {
+        return Err(Rejection::WrongAudience);
+    }
+    within(c.iat, None, c.exp, policy.max_ttl, policy.leeway, now)?;
+    if keyring.is_revoked(&trusted.key.kid) {
+        return Err(Rejection::Revoked);
+    }
+    if c.txn.is_empty() || c.sub.is_empty() {
+        return Err(Rejection::Malformed);
+    }
+    Ok(Person {
+        sub: c.sub,
+        issuer: c.rctx.user_iss,
+        txn: Some(c.txn),
+        tctx: c.tctx,
+        scope: c.scope,
+        claims: Value::Null,
+        minted_by: Some(c.iss),
+    })
+}
+
+/// `exp`, `nbf`, `iat` within the leeway; `exp - iat` at most `max_ttl`.
+fn within(
+    iat: u64,
+    nbf: Option<u64>,
+    exp: u64,
+    max_ttl: Duration,
+    leeway: Duration,
+    now: u64,
+) -> Result<(), Rejection> {
+    let leeway = leeway.as_secs();
+    if now > exp.saturating_add(leeway) {
+        return Err(Rejection::Expired);
+    }
+    if now.saturating_add(leeway) < nbf.unwrap_or(0) || now.saturating_add(leeway) < iat {
+        return Err(Rejection::NotYetValid);
+    }
+    if exp < iat || exp - iat > max_ttl.as_secs() {
+        return Err(Rejection::LifetimeTooLong);
+    }
+    Ok(())
+}
+
+/// Mints the transaction token for `person` (verified here), with `tctx`: a fresh 128-bit
+/// `txn`, `aud` the trust domain, signed with this identity's key. Sets `person.txn` and
+/// `person.tctx`; returns the token.
+pub fn mint_txn(
+    signer: &TokenSigner,
+    person: &mut Person,
+    tctx: Map<String, Value>,
+    trust_domain: &str,
+    ttl: Duration,
+    now: u64,
+) -> Result<String, KeyError> {
+    let mut id = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| KeyError::Sign("no randomness for txn".into()))?;
+    let txn = URL_SAFE_NO_PAD.encode(id);
+    let claims = TxnClaims {
+        iss: signer.identity().to_owned(),
+        aud: Audience::One(trust_domain.to_owned()),
+        iat: now,
+        exp: now.saturating_add(ttl.as_secs()),
+        txn: txn.clone(),
+        sub: person.sub.clone(),
+        scope: person.scope.clone(),
+        tctx: tctx.clone(),
+        rctx: RequestContext {
+            req_wl: signer.identity().to_owned(),
+            user_iss: person.issuer.clone(),
+        },
+    };
+    let key = signer.key();
+    let header =
+        serde_json::json!({"alg": key.alg.as_str(), "typ": "txntoken+jwt", "kid": key.kid});
+    let payload = serde_json::to_vec(&claims).map_err(|e| KeyError::Sign(e.to_string()))?;
+    let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+    person.txn = Some(txn);
+    person.tctx = tctx;
+    Ok(token)
+}
