@@ -21,6 +21,8 @@ mod reload;
 mod trust_url;
 // Who may call what: rules, claim headers, per-caller limits, explain.
 mod explain;
+// The person behind the call: people's tokens at the edge, transaction tokens after it.
+mod end_users;
 mod policy;
 // Keys and tokens, with other stacks' JOSE libraries.
 mod interop;

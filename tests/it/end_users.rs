@@ -1,0 +1,468 @@
+//! The person behind the call (DESIGN.md "End users"), against an OIDC provider we did
+//! not write (the Python issuer: PyJWT and `cryptography`, discovery and JWKS over TLS):
+//! web (the edge) verifies the person's token and mints a transaction token, orders and
+//! billing downstream verify it; what each app received is asserted as it arrived, and
+//! every refusal with its reason.
+use crate::platform::Issuer;
+use crate::support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::raw::{exchange, spawn_raw_app, RawApp, RawResponse};
+use support::*;
+use trustgate::keys::GeneratedFiles;
+
+/// The people's issuer, trusted by web for audience "web".
+fn people(issuer: &Issuer) -> String {
+    format!(
+        "[[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\nissuer = \"{}/oidc\"\n\
+         ca_file = \"{}\"\naudiences = [\"web\"]\n",
+        issuer.url(),
+        tls_fixture("ca.crt").display()
+    )
+}
+
+struct Chain {
+    web: Sidecar,
+    orders: Sidecar,
+    billing: Sidecar,
+    apps: [RawApp; 3],
+    _keys: Keys,
+    web_key: GeneratedFiles,
+    orders_key: GeneratedFiles,
+    billing_key: GeneratedFiles,
+}
+
+/// web (edge: people's tokens, callers optional, mints) → orders → billing, each with
+/// its raw app. orders and billing accept web's transaction tokens; billing requires a
+/// person and has rules on the person.
+async fn chain(issuer: &Issuer) -> Chain {
+    let keys = Keys::new();
+    let (web_key, orders_key, billing_key) =
+        (keys.make("web"), keys.make("orders"), keys.make("billing"));
+    let apps = [
+        spawn_raw_app().await,
+        spawn_raw_app().await,
+        spawn_raw_app().await,
+    ];
+    let billing = Conf::new("billing", &billing_key.private)
+        .inbound(&keys.trust_dir("billing-trusts", &[&orders_key, &web_key]), apps[2].addr)
+        .set("trust", "transaction_token_issuers = [\"web\"]")
+        .extra(
+            "[inbound.users]\nmode = \"required\"\n\
+             [inbound.users.context_headers]\n\"x-tenant\" = \"tenant\"\n\
+             [[inbound.allow]]\nname = \"acme-people\"\ncallers = [\"orders\"]\nusers = [\"*\"]\ncontext = { tenant = \"acme\" }\n\
+             [[inbound.deny]]\nname = \"not-bob\"\nusers = [\"bob\"]\n",
+        )
+        .start()
+        .await;
+    let orders = Conf::new("orders", &orders_key.private)
+        .inbound(&keys.trust_dir("orders-trusts", &[&web_key]), apps[1].addr)
+        .set("trust", "transaction_token_issuers = [\"web\"]")
+        .route("billing", format!("http://{}", billing.inbound()))
+        .start()
+        .await;
+    let web = Conf::new("web", &web_key.private)
+        .inbound(&keys.trust_dir("web-trusts", &[]), apps[0].addr)
+        .route("orders", format!("http://{}", orders.inbound()))
+        .extra(&format!(
+            "{}[inbound.users]\ncallers = \"optional\"\nmint_transaction_token = true\n\
+             context = {{ tenant = \"/tenant\", email = \"/email\" }}\n\
+             [inbound.users.context_headers]\n\"x-tenant\" = \"tenant\"\n",
+            people(issuer)
+        ))
+        .start()
+        .await;
+    Chain {
+        web,
+        orders,
+        billing,
+        apps,
+        _keys: keys,
+        web_key,
+        orders_key,
+        billing_key,
+    }
+}
+
+/// A person's token from the provider, for web.
+fn person(issuer: &Issuer, sub: &str, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({"sub": sub, "aud": "web", "tenant": "acme",
+        "email": format!("{sub}@example.com"), "scope": "orders:read"});
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    issuer.mint("oidc", "oidc", claims)
+}
+
+async fn send(to: std::net::SocketAddr, head: &str) -> RawResponse {
+    let req = format!("{head}connection: close\r\n\r\n");
+    exchange(to, req.as_bytes()).await.expect("an answer")
+}
+
+fn reason(r: &RawResponse) -> String {
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    json["reason"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The one header an app received under `name` (asserting there is exactly one).
+fn one(app: &RawApp, name: &str) -> String {
+    let seen = app.requests();
+    let values = seen.last().expect("the app got the request").values(name);
+    assert_eq!(
+        values.len(),
+        1,
+        "{name}: {values:?}\n{}",
+        seen.last().unwrap().head_text()
+    );
+    values[0].clone()
+}
+
+#[tokio::test]
+async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let c = chain(&issuer).await;
+    let alice = person(&issuer, "alice", serde_json::json!({}));
+    // Spoofed person headers in every spelling, at the edge.
+    let spoof = "X-User-Subject: mallory\r\nx_user_subject: mallory\r\nX_USER_ISSUER: evil\r\n\
+                 x-transaction-id: forged\r\nX-Tenant: evil\r\ntxn_token: forged\r\n";
+    let r = send(
+        c.web.inbound(),
+        &format!("GET /profile HTTP/1.1\r\nhost: web\r\nx-user-token: {alice}\r\n{spoof}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let web_app = &c.apps[0];
+    assert_eq!(one(web_app, "x-user-subject"), "alice");
+    assert_eq!(one(web_app, "x-user-issuer"), "people");
+    assert_eq!(one(web_app, "x-tenant"), "acme");
+    let txn_id = one(web_app, "x-transaction-id");
+    let txn = one(web_app, "txn-token");
+    let seen = web_app.requests();
+    let head = seen.last().unwrap().head_text().to_ascii_lowercase();
+    assert!(
+        !head.contains("x-user-token"),
+        "the person's token never reaches the app:\n{head}"
+    );
+    assert!(
+        !head.contains("mallory") && !head.contains("evil") && !head.contains("forged"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("x-service-caller"),
+        "no caller at the edge:\n{head}"
+    );
+    assert_ne!(txn, alice);
+
+    // web's app calls orders as it calls anyone, passing the transaction token on.
+    let r = send(
+        c.web.outbound(),
+        &format!("GET /orders/7 HTTP/1.1\r\nhost: orders\r\ntxn-token: {txn}\r\nx-user-subject: mallory\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let orders_app = &c.apps[1];
+    assert_eq!(one(orders_app, "x-service-caller"), "web");
+    assert_eq!(one(orders_app, "x-user-subject"), "alice");
+    assert_eq!(one(orders_app, "x-user-issuer"), "people");
+    assert_eq!(one(orders_app, "x-transaction-id"), txn_id);
+    assert_eq!(one(orders_app, "txn-token"), txn, "passed on unchanged");
+
+    // And orders' app calls billing: two hops after the edge.
+    let r = send(
+        c.orders.outbound(),
+        &format!(
+            "POST /invoices HTTP/1.1\r\nhost: billing\r\ncontent-length: 0\r\ntxn-token: {txn}\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let billing_app = &c.apps[2];
+    assert_eq!(one(billing_app, "x-service-caller"), "orders");
+    assert_eq!(one(billing_app, "x-user-subject"), "alice");
+    assert_eq!(one(billing_app, "x-transaction-id"), txn_id);
+    assert_eq!(one(billing_app, "x-tenant"), "acme");
+
+    // Counted: minted at the edge, verified at each hop after it.
+    let count = |s: &Sidecar, action: &str| {
+        s.state
+            .metrics
+            .transaction_tokens
+            .with_label_values(&[action, "ok"])
+            .get()
+    };
+    assert_eq!(count(&c.web, "minted"), 1);
+    assert_eq!(
+        (count(&c.orders, "verified"), count(&c.billing, "verified")),
+        (1, 1)
+    );
+    assert_eq!(
+        c.web
+            .state
+            .metrics
+            .user_tokens
+            .with_label_values(&["valid"])
+            .get(),
+        1
+    );
+
+    // The rules on the person at billing: bob is denied, a person of another tenant too.
+    let bob = person(&issuer, "bob", serde_json::json!({}));
+    let globex = person(&issuer, "carol", serde_json::json!({"tenant": "globex"}));
+    for (who, token) in [("bob", bob), ("carol of globex", globex)] {
+        let r = send(
+            c.web.inbound(),
+            &format!("GET / HTTP/1.1\r\nhost: web\r\nx-user-token: {token}\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{who}");
+        let txn = one(&c.apps[0], "txn-token");
+        let r = send(
+            c.orders.outbound(),
+            &format!("GET /x HTTP/1.1\r\nhost: billing\r\ntxn-token: {txn}\r\n"),
+        )
+        .await;
+        assert_eq!((r.status, reason(&r).as_str()), (403, "policy"), "{who}");
+    }
+    drop(c);
+}
+
+/// Every refusal of a person's token and of a transaction token, with its reason.
+#[tokio::test]
+async fn every_user_and_txn_refusal_has_its_reason() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let c = chain(&issuer).await;
+    let now = trustgate::proxy::unix_now();
+    let at_web = |token: String| {
+        let to = c.web.inbound();
+        async move {
+            send(
+                to,
+                &format!("GET / HTTP/1.1\r\nhost: web\r\nx-user-token: {token}\r\n"),
+            )
+            .await
+        }
+    };
+    let alice = person(&issuer, "alice", serde_json::json!({}));
+    let cases = [
+        (
+            person(
+                &issuer,
+                "alice",
+                serde_json::json!({"exp": now - 100, "iat": now - 400, "nbf": now - 400}),
+            ),
+            "user_expired",
+        ),
+        (
+            person(&issuer, "alice", serde_json::json!({"aud": "billing"})),
+            "user_wrong_audience",
+        ),
+        (
+            person(
+                &issuer,
+                "alice",
+                serde_json::json!({"iss": "https://other.example/oidc"}),
+            ),
+            "user_issuer_mismatch",
+        ),
+        (format!("{alice}x"), "user_bad_signature"),
+        ("not-a-jwt".to_owned(), "user_malformed"),
+    ];
+    for (token, want) in cases {
+        let r = at_web(token).await;
+        assert_eq!(
+            (r.status, reason(&r).as_str()),
+            (401, want),
+            "{}",
+            r.body_text()
+        );
+        let challenge = r.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.contains(want), "{challenge}");
+    }
+    // A caller's token is not a person's: signed by web's own key, a peer's kid.
+    let service = sign_as(&c.web_key, "web", "web");
+    let r = at_web(service.clone()).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "user_unknown_key"));
+    // Neither a caller nor a person: refused missing.
+    let r = send(c.web.inbound(), "GET / HTTP/1.1\r\nhost: web\r\n").await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "missing"));
+    assert!(
+        c.apps[0].requests().is_empty(),
+        "nothing refused reached web's app"
+    );
+
+    // Downstream, at orders (straight to its inbound, with web's service token).
+    let web_signer = trustgate::token::TokenSigner::new(
+        "web".into(),
+        Arc::new(trustgate::keys::load_signing_key(&c.web_key.private).unwrap()),
+        Duration::from_secs(60),
+    );
+    let billing_signer = trustgate::token::TokenSigner::new(
+        "billing".into(),
+        Arc::new(trustgate::keys::load_signing_key(&c.billing_key.private).unwrap()),
+        Duration::from_secs(60),
+    );
+    let txn_of = |signer: &trustgate::token::TokenSigner, domain: &str, ttl: u64, at: u64| {
+        let mut p = trustgate::token::Person {
+            sub: "alice".into(),
+            issuer: "people".into(),
+            txn: None,
+            tctx: serde_json::Map::new(),
+            scope: None,
+            claims: serde_json::Value::Null,
+            minted_by: None,
+        };
+        trustgate::token::mint_txn(
+            signer,
+            &mut p,
+            serde_json::Map::new(),
+            domain,
+            Duration::from_secs(ttl),
+            at,
+        )
+        .unwrap()
+    };
+    let good = txn_of(&web_signer, "cluster.local", 300, now);
+    let call = sign_as(&c.web_key, "web", "orders");
+    let at_orders = |txn: String, service: String| {
+        let to = c.orders.inbound();
+        async move {
+            send(to, &format!("GET / HTTP/1.1\r\nhost: orders\r\nauthorization: Bearer {service}\r\ntxn-token: {txn}\r\n")).await
+        }
+    };
+    let r = at_orders(good.clone(), call.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let txn_cases = [
+        (
+            txn_of(&web_signer, "cluster.local", 300, now - 1000),
+            "txn_expired",
+            "replayed after expiry",
+        ),
+        (format!("{good}x"), "txn_bad_signature", "forged"),
+        (
+            txn_of(&web_signer, "other.domain", 300, now),
+            "txn_wrong_audience",
+            "another trust domain",
+        ),
+        (
+            txn_of(&web_signer, "cluster.local", 3600, now),
+            "txn_lifetime_too_long",
+            "past max_transaction_ttl",
+        ),
+        (
+            txn_of(&billing_signer, "cluster.local", 300, now),
+            "txn_unknown_key",
+            "minted with a key not trusted here",
+        ),
+        (
+            call.clone(),
+            "txn_wrong_type",
+            "a service token as a transaction token",
+        ),
+        (
+            alice.clone(),
+            "txn_wrong_type",
+            "a person's token as a transaction token",
+        ),
+    ];
+    for (txn, want, what) in txn_cases {
+        let r = at_orders(txn, call.clone()).await;
+        assert_eq!(
+            (r.status, reason(&r).as_str()),
+            (401, want),
+            "{what}: {}",
+            r.body_text()
+        );
+    }
+    // The reverse: a transaction token as the service token.
+    let r = at_orders(good.clone(), good.clone()).await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "malformed"),
+        "a transaction token as a call's"
+    );
+
+    // At billing, which trusts orders' key for calls but lists only web as a minter.
+    let orders_signer = trustgate::token::TokenSigner::new(
+        "orders".into(),
+        Arc::new(trustgate::keys::load_signing_key(&c.orders_key.private).unwrap()),
+        Duration::from_secs(60),
+    );
+    let by_orders = txn_of(&orders_signer, "cluster.local", 300, now);
+    let r = send(
+        c.orders.outbound(),
+        &format!("GET /x HTTP/1.1\r\nhost: billing\r\ntxn-token: {by_orders}\r\n"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "txn_untrusted_issuer")
+    );
+
+    // billing requires a person: a call without a transaction token is refused.
+    let r = send(c.orders.outbound(), "GET /x HTTP/1.1\r\nhost: billing\r\n").await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "user_token_required")
+    );
+
+    // The edge lists no minter: an arriving transaction token is replaced by the one it
+    // mints, never passed on beside it.
+    let r = send(
+        c.web.inbound(),
+        &format!("GET / HTTP/1.1\r\nhost: web\r\nx-user-token: {alice}\r\ntxn-token: {good}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_ne!(one(&c.apps[0], "txn-token"), good);
+    let metrics = &c.orders.state.metrics;
+    assert!(
+        metrics
+            .transaction_tokens
+            .with_label_values(&["verified", "txn_expired"])
+            .get()
+            >= 1
+    );
+}
+
+/// A service that lists no minter never lets a transaction token reach its app, in any
+/// spelling, nor a person's headers — headers and trailers.
+#[tokio::test]
+async fn without_a_minter_listed_no_person_reaches_the_app() {
+    let t = support::attack::target("", "").await;
+    let fields = "txn-token: a.b.c\r\nTXN_TOKEN: a.b.c\r\nx-user-subject: mallory\r\n\
+                  X_User_Issuer: evil\r\nx-transaction-id: 1\r\n";
+    let r = exchange(t.inbound(), &t.get("/invoices/1", fields))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let head = t.app.requests()[0].head_text().to_ascii_lowercase();
+    for gone in [
+        "txn",
+        "x-user",
+        "x_user",
+        "x-transaction",
+        "mallory",
+        "evil",
+    ] {
+        assert!(!head.contains(gone), "{gone} reached the app:\n{head}");
+    }
+    t.app.clear();
+    let req = format!(
+        "POST /invoices/2 HTTP/1.1\r\nhost: billing\r\nauthorization: Bearer {}\r\n\
+         transfer-encoding: chunked\r\ntrailer: x-user-subject, x_transaction_id\r\n\r\n\
+         4\r\nbody\r\n0\r\nx-user-subject: mallory\r\nx_transaction_id: 1\r\n\r\n",
+        t.token()
+    );
+    let r = exchange(t.inbound(), req.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert!(
+        t.app.requests()[0].trailer_fields().is_empty(),
+        "person trailers removed"
+    );
+}
