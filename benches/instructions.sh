@@ -55,8 +55,11 @@ cp "$WORK/keys/orders.pub" "$WORK/trusted/"
 # The client: WARM requests, a dump, N requests, a dump. Each request: GET PATH, Host,
 # optionally a token (one for all, or one per line of a file, each used once).
 cat >"$WORK/client.py" <<'PY'
-import socket, subprocess, sys
+import os, socket, subprocess, sys
 port, path, host, warm, n, pid, token, tokens = sys.argv[1:9]
+# One more header line for every request (EXTRA_HEADER, e.g. "txn-token: ...").
+extra = os.environ.get("EXTRA_HEADER", "")
+extra = f"{extra}\r\n" if extra else ""
 warm, n = int(warm), int(n)
 per_request = open(tokens).read().split() if tokens != "-" else None
 conns = []
@@ -74,7 +77,7 @@ def batch(count):
                 auth = f"Authorization: Bearer {per_request[sent]}\r\n"
             elif token != "-":
                 auth = f"Authorization: Bearer {token}\r\n"
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode())
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}\r\n".encode())
             sent += 1
         for _s, f in conns:
             status = f.readline().split()[1]
@@ -183,6 +186,19 @@ if "$TG" check --config "$WORK/policy.toml" >/dev/null 2>&1; then # (a BIN witho
         "$TG" run --config "$WORK/policy.toml"
 fi
 
+# A downstream hop of a call made for a person: the caller's token and a transaction token
+# (minted by orders here), both answered from the verified-token caches after the first.
+billing_config "$WORK/txn.toml" "$IN" "$UP" "$ADMIN" 'public_paths = ["/pub"]'
+if sed -i 's/^\[trust\]$/[trust]\ntransaction_token_issuers = ["orders"]/' "$WORK/txn.toml" \
+    && "$TG" check --config "$WORK/txn.toml" >/dev/null 2>&1; then # (an older BIN: no row)
+    TXN=$("$TG" token --key "$WORK/keys/orders.key" --iss orders --aud cluster.local --ttl 300s \
+        --transaction-for alice --ctx tenant=acme)
+    export EXTRA_HEADER="txn-token: $TXN"
+    measure verify_cached_txn "$IN" "http://127.0.0.1:$ADMIN/readyz" /x b "$TOKEN" - -- \
+        "$TG" run --config "$WORK/txn.toml"
+    unset EXTRA_HEADER
+fi
+
 OUT=$(port)
 ADMIN2=$(port)
 orders_config "$WORK/orders.toml" "$OUT" "$ADMIN2" "http://127.0.0.1:$UP"
@@ -213,6 +229,7 @@ rows = [
     ("cached verify / pass-through", "verify_cached", "passthrough", 1.05),
     ("cached verify, 10 rules (2 on claims) / cached verify", "verify_cached_rules", "verify_cached", 1.03),
     ("outbound (cached token) / pass-through", "outbound_cached", "passthrough", 1.05),
+    ("cached verify + transaction token / cached verify", "verify_cached_txn", "verify_cached", 1.10),
     ("fresh verify / HAProxy jwt_verify (portable crypto)", "verify_fresh", "haproxy_jwt", 0.8),
 ]
 for label, a, b, bound in rows:

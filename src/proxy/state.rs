@@ -54,6 +54,8 @@ pub struct InboundState {
 
     pub policy: VerifyPolicy,
     pub verified: VerifiedCache,
+    /// Persons of transaction tokens seen before (same bytes, same keyring generation).
+    pub persons: VerifiedCache<crate::token::Person>,
     pub replay: ReplayCache,
     /// Roles by caller, and the `x-service-caller-roles` value joined once.
     pub roles: HashMap<String, (Vec<String>, HeaderValue)>,
@@ -63,6 +65,10 @@ pub struct InboundState {
     /// `[inbound.users] callers = "optional"`: a request without a service token may
     /// come for a person.
     pub caller_optional: bool,
+    /// `[inbound.users]` or a minter listed: the person step runs.
+    pub takes_persons: bool,
+    /// `trustgate_transaction_tokens_total{action="verified",result="ok"}`, resolved once.
+    pub txn_verified: Option<prometheus::IntCounter>,
 }
 
 impl InboundState {
@@ -99,9 +105,13 @@ impl InboundState {
 
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),
+            persons: VerifiedCache::new(inbound.verified_cache_size),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
             roles,
             accepts_txn: !cfg.trust.transaction_token_issuers.is_empty(),
+            takes_persons: inbound.users.is_some()
+                || !cfg.trust.transaction_token_issuers.is_empty(),
+            txn_verified: None,
             caller_optional: inbound
                 .users
                 .as_ref()
@@ -216,10 +226,15 @@ impl State {
             }
         }
         Arc::new(State {
-            inbound: cfg
-                .inbound
-                .as_ref()
-                .map(|i| InboundState::new(&cfg, i, app)),
+            inbound: cfg.inbound.as_ref().map(|i| {
+                let mut side = InboundState::new(&cfg, i, app);
+                side.txn_verified = side.accepts_txn.then(|| {
+                    metrics
+                        .transaction_tokens
+                        .with_label_values(&["verified", "ok"])
+                });
+                side
+            }),
             outbound: cfg.outbound.as_ref().map(|o| OutboundState {
                 cfg: o.clone(),
                 tokens: OutboundTokenCache::new(10_000),

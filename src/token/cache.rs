@@ -143,20 +143,49 @@ impl OutboundTokenCache {
     }
 }
 
-struct VerifiedEntry {
+struct VerifiedEntry<T> {
     /// The token itself: a hit is an exact match, never a hash collision.
     token: Box<str>,
-    verified: Arc<Verified>,
+    verified: Arc<T>,
     exp: u64,
     generation: u64,
 }
 
-pub struct VerifiedCache {
+/// What a verified-token cache keeps: a verified call's token, or a verified person (a
+/// transaction token's).
+pub trait Cacheable {
+    /// Never served after this (Unix seconds).
+    fn exp(&self) -> u64;
+    /// The key that signed it.
+    fn kid(&self) -> &str;
+}
+
+impl Cacheable for Verified {
+    fn exp(&self) -> u64 {
+        self.claims.exp
+    }
+
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+impl Cacheable for super::Person {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+pub struct VerifiedCache<T = Verified> {
     capacity: usize,
     /// A foldhash seed drawn at random for this process.
     key: foldhash::quality::RandomState,
     /// Keyed by the slot hash itself (already a keyed hash): not hashed again.
-    entries: Mutex<HashMap<u64, VerifiedEntry, BuildHasherDefault<SlotHasher>>>,
+    entries: Mutex<HashMap<u64, VerifiedEntry<T>, BuildHasherDefault<SlotHasher>>>,
     /// The newest keyring generation inserted; written under `entries`' lock.
     newest: std::sync::atomic::AtomicU64,
 }
@@ -182,7 +211,7 @@ impl std::hash::Hasher for SlotHasher {
     }
 }
 
-impl VerifiedCache {
+impl<T: Cacheable> VerifiedCache<T> {
     pub fn new(capacity: usize) -> Self {
         VerifiedCache {
             capacity,
@@ -207,7 +236,7 @@ impl VerifiedCache {
     /// The earlier verification of these exact bytes, if it was made against keyring
     /// `generation` and the token has not expired. No leeway is granted here: a cached
     /// answer never outlives `exp`.
-    pub fn get(&self, token: &[u8], generation: u64, now: u64) -> Option<Arc<Verified>> {
+    pub fn get(&self, token: &[u8], generation: u64, now: u64) -> Option<Arc<T>> {
         if self.capacity == 0 {
             return None;
         }
@@ -218,11 +247,11 @@ impl VerifiedCache {
             .then(|| e.verified.clone())
     }
 
-    pub fn insert(&self, token: &str, verified: Arc<Verified>, generation: u64, now: u64) {
+    pub fn insert(&self, token: &str, verified: Arc<T>, generation: u64, now: u64) {
         if self.capacity == 0 {
             return;
         }
-        let exp = verified.claims.exp;
+        let exp = verified.exp();
         let hash = self.key(token.as_bytes());
         let mut entries = lock(&self.entries);
         // The first entry of a new keyring: the older ones can never be used again.
@@ -263,7 +292,7 @@ impl VerifiedCache {
 
     /// Drops the entries of one key (removed or revoked).
     pub fn remove_kid(&self, kid: &str) {
-        lock(&self.entries).retain(|_, e| e.verified.kid != kid);
+        lock(&self.entries).retain(|_, e| e.verified.kid() != kid);
     }
 
     pub fn len(&self) -> usize {

@@ -12,7 +12,7 @@ mod person;
 mod sign;
 mod verify;
 
-pub use cache::{Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
+pub use cache::{Cacheable, Issued, OutboundTokenCache, ReplayCache, VerifiedCache};
 pub use claims::{Audience, Claims};
 pub use peek::{peek, why, Peeked};
 pub use person::{mint_txn, verify_txn, verify_user, Person, TxnPolicy};

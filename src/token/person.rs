@@ -33,6 +33,32 @@ pub struct Person {
     pub claims: Value,
     /// The identity that minted the transaction token (downstream).
     pub minted_by: Option<String>,
+    /// When the token that named them expires, and the key that signed it (for the
+    /// verified-token cache).
+    pub exp: u64,
+    pub kid: String,
+    /// The headers that name them to the app, made on first use and kept with them (a
+    /// cached transaction token names the same person request after request).
+    pub headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+}
+
+impl Person {
+    /// A person known by subject and issuer only (to mint a transaction token for them
+    /// outside a request: `trustgate token --transaction-for`, tests).
+    pub fn named(sub: &str, issuer: &str) -> Person {
+        Person {
+            sub: sub.to_owned(),
+            issuer: issuer.to_owned(),
+            txn: None,
+            tctx: Map::new(),
+            scope: None,
+            claims: Value::Null,
+            minted_by: None,
+            exp: 0,
+            kid: String::new(),
+            headers: Default::default(),
+        }
+    }
 }
 
 /// The claims of a person's token that are checked.
@@ -94,6 +120,9 @@ pub fn verify_user(
         scope: c.scope,
         claims,
         minted_by: None,
+        exp: c.exp,
+        kid: trusted.key.kid.clone(),
+        headers: Default::default(),
     })
 }
 
@@ -170,6 +199,9 @@ pub fn verify_txn(
         scope: c.scope,
         claims: Value::Null,
         minted_by: Some(c.iss),
+        exp: c.exp,
+        kid: trusted.key.kid.clone(),
+        headers: Default::default(),
     })
 }
 

@@ -308,15 +308,7 @@ async fn every_user_and_txn_refusal_has_its_reason() {
         Duration::from_secs(60),
     );
     let txn_of = |signer: &trustgate::token::TokenSigner, domain: &str, ttl: u64, at: u64| {
-        let mut p = trustgate::token::Person {
-            sub: "alice".into(),
-            issuer: "people".into(),
-            txn: None,
-            tctx: serde_json::Map::new(),
-            scope: None,
-            claims: serde_json::Value::Null,
-            minted_by: None,
-        };
+        let mut p = trustgate::token::Person::named("alice", "people");
         trustgate::token::mint_txn(
             signer,
             &mut p,

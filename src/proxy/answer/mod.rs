@@ -57,7 +57,7 @@ pub enum Who {
     Caller(Arc<str>, Option<Arc<str>>),
     /// Inbound, made for a person: the caller (`-`: none, a person's token only) and its
     /// issuer, and the person's subject and transaction id.
-    For(Arc<str>, Option<Arc<str>>, Box<(String, Option<String>)>),
+    For(Arc<str>, Option<Arc<str>>, Arc<crate::token::Person>),
     /// Outbound: the destination host.
     Host(String),
 }
@@ -214,7 +214,7 @@ pub fn finish(
         _ => "-",
     };
     let (user, txn) = match &who {
-        Some(Who::For(_, _, p)) => (p.0.as_str(), p.1.as_deref().unwrap_or("-")),
+        Some(Who::For(_, _, p)) => (p.sub.as_str(), p.txn.as_deref().unwrap_or("-")),
         _ => ("-", "-"),
     };
     let who = who.as_ref().map_or("-", Who::as_str);

@@ -277,22 +277,27 @@ pub(crate) async fn steps<B, O: Observer<B>>(
             return reject(side, req, failure, who, obs);
         }
     };
-    let has_caller = verified.is_some();
-    let person = match person::person(state, side, &mut req, has_caller, unix_now()).await {
-        Ok(p) => p,
-        Err(failure) => return reject(side, req, failure, who(verified.as_deref(), None), obs),
+    // A side that takes no person (no [inbound.users], no minter listed) asks nothing.
+    let person = match side.takes_persons {
+        false => None,
+        true => match person::person(state, side, &mut req, verified.is_some(), unix_now()).await {
+            Ok(p) => p,
+            Err(failure) => {
+                return reject(side, req, failure, who(verified.as_deref(), None), obs);
+            }
+        },
     };
-    obs.person(person.as_ref());
+    obs.person(person.as_deref());
     decide(side, req, verified, person, obs)
 }
 
 /// Who a request concerned, for the access log: its caller (`-`: none) and the person.
-fn who(v: Option<&Verified>, p: Option<&Person>) -> Option<Who> {
+fn who(v: Option<&Verified>, p: Option<&Arc<Person>>) -> Option<Who> {
     let caller: Arc<str> = v.map_or_else(|| "-".into(), |v| v.caller.clone());
     let issuer = v.and_then(|v| v.issuer.clone());
     Some(match p {
         None => Who::Caller(caller, issuer),
-        Some(p) => Who::For(caller, issuer, Box::new((p.sub.clone(), p.txn.clone()))),
+        Some(p) => Who::For(caller, issuer, p.clone()),
     })
 }
 
@@ -301,13 +306,13 @@ fn decide<B, O: Observer<B>>(
     side: &InboundState,
     mut req: Request<B>,
     verified: Option<Arc<Verified>>,
-    person: Option<Person>,
+    person: Option<Arc<Person>>,
     obs: &mut O,
 ) -> Decision<Request<B>> {
-    let (v, p) = (verified.as_deref(), person.as_ref());
+    let (v, p) = (verified.as_deref(), person.as_deref());
     let granted = v.map(|v| side.granted(&v.caller));
     if let Err(failure) = authorize(side, v, granted, p, &req, obs) {
-        return reject(side, req, failure, who(v, p), obs);
+        return reject(side, req, failure, who(v, person.as_ref()), obs);
     }
     if let Some(v) = v {
         if let Err(limit) = obs.admit(side, &v.caller) {
@@ -316,7 +321,7 @@ fn decide<B, O: Observer<B>>(
                 side,
                 req,
                 Failure::Limited { caller, limit },
-                who(Some(v), p),
+                who(Some(v), person.as_ref()),
                 obs,
             );
         }
@@ -332,7 +337,7 @@ fn decide<B, O: Observer<B>>(
         person::present(side, req.headers_mut(), p);
     }
     obs.presented(v.map_or("-", |v| &v.caller), req.headers(), &withheld);
-    Decision::Forward(Verdict::new(Outcome::Ok).by(who(v, p)), req)
+    Decision::Forward(Verdict::new(Outcome::Ok).by(who(v, person.as_ref())), req)
 }
 
 /// The one way a request reaches the app.

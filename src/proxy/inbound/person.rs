@@ -6,7 +6,7 @@
 //! issuer's keys, as for callers.
 use std::sync::Arc;
 
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use serde_json::Map;
 
 use super::bearer::{check_token, locate_token};
@@ -26,15 +26,15 @@ pub(crate) async fn person<B>(
     req: &mut Request<B>,
     has_caller: bool,
     now: u64,
-) -> Result<Option<Person>, Failure> {
+) -> Result<Option<Arc<Person>>, Failure> {
     let users = side.cfg.users.as_ref();
     if let Some(u) = users {
         if let Some(p) = own_token(state, u, req, now).await? {
-            return Ok(Some(p));
+            return Ok(Some(Arc::new(p)));
         }
     }
     if side.accepts_txn {
-        if let Some(p) = transaction_token(state, req, now)? {
+        if let Some(p) = transaction_token(state, side, req, now)? {
             return Ok(Some(p));
         }
     }
@@ -129,12 +129,14 @@ fn mint(state: &State, u: &Users, p: &mut Person, now: u64) -> Result<HeaderValu
 }
 
 /// A transaction token (`txn-token`, exactly one), from an identity listed in
-/// `trust.transaction_token_issuers`.
+/// `trust.transaction_token_issuers`. One seen before (the same bytes, the same keyring
+/// generation, not expired) is answered from the verified-token cache.
 fn transaction_token<B>(
     state: &State,
+    side: &InboundState,
     req: &Request<B>,
     now: u64,
-) -> Result<Option<Person>, Failure> {
+) -> Result<Option<Arc<Person>>, Failure> {
     let mut fields = req.headers().get_all(TXN_TOKEN).iter();
     let (value, more) = (fields.next(), fields.next());
     let result = match (value, more) {
@@ -143,50 +145,69 @@ fn transaction_token<B>(
         (Some(v), None) => v
             .to_str()
             .map_err(|_| Rejection::Malformed)
-            .and_then(|token| {
-                let trust = &state.cfg.trust;
-                let policy = TxnPolicy {
-                    issuers: &trust.transaction_token_issuers,
-                    trust_domain: &state.cfg.identity.trust_domain,
-                    leeway: trust.leeway,
-                    max_ttl: trust.max_transaction_ttl,
-                };
-                verify_txn(token.trim(), &state.trust.snapshot().keyring, &policy, now)
-            }),
+            .and_then(|token| verify_cached(state, side, token.trim(), now)),
     };
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(r) => r.txn_reason(),
-    };
-    state
-        .metrics
-        .transaction_tokens
-        .with_label_values(&["verified", label])
-        .inc();
+    match (&result, &side.txn_verified) {
+        (Ok(_), Some(counter)) => counter.inc(),
+        (Ok(_), None) => {}
+        (Err(r), _) => state
+            .metrics
+            .transaction_tokens
+            .with_label_values(&["verified", r.txn_reason()])
+            .inc(),
+    }
     result.map(Some).map_err(Failure::Txn)
+}
+
+fn verify_cached(
+    state: &State,
+    side: &InboundState,
+    token: &str,
+    now: u64,
+) -> Result<Arc<Person>, Rejection> {
+    let snapshot = state.trust.snapshot();
+    if let Some(p) = side.persons.get(token.as_bytes(), snapshot.generation, now) {
+        return Ok(p);
+    }
+    let trust = &state.cfg.trust;
+    let policy = TxnPolicy {
+        issuers: &trust.transaction_token_issuers,
+        trust_domain: &state.cfg.identity.trust_domain,
+        leeway: trust.leeway,
+        max_ttl: trust.max_transaction_ttl,
+    };
+    let p = Arc::new(verify_txn(token, &snapshot.keyring, &policy, now)?);
+    side.persons
+        .insert(token, p.clone(), snapshot.generation, now);
+    Ok(p)
 }
 
 /// The person, to the app: subject, issuer, transaction id, and the context headers
 /// configured (a context value the app would read otherwise than the rules matched it is
 /// withheld, as claim headers are).
 pub(crate) fn present(side: &InboundState, headers: &mut http::HeaderMap, p: &Person) {
-    if let Ok(v) = HeaderValue::from_str(&p.sub) {
-        headers.insert(USER_SUBJECT, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&p.issuer) {
-        headers.insert(USER_ISSUER, v);
-    }
-    if let Some(Ok(v)) = p.txn.as_deref().map(HeaderValue::from_str) {
-        headers.insert(TRANSACTION_ID, v);
-    }
-    let configured = side.cfg.users.as_ref().map(|u| &u.context_headers[..]);
-    for (name, member) in configured.unwrap_or_default() {
-        if let Some(v) = p
-            .tctx
-            .get(member)
-            .and_then(crate::policy::claim_header_value)
-        {
-            headers.insert(name.clone(), v);
+    let named = p.headers.get_or_init(|| {
+        let mut named = Vec::new();
+        let mut add = |name: HeaderName, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                named.push((name, v));
+            }
+        };
+        add(USER_SUBJECT, &p.sub);
+        add(USER_ISSUER, &p.issuer);
+        if let Some(txn) = &p.txn {
+            add(TRANSACTION_ID, txn);
         }
+        let configured = side.cfg.users.as_ref().map(|u| &u.context_headers[..]);
+        for (name, member) in configured.unwrap_or_default() {
+            let value = p.tctx.get(member);
+            if let Some(v) = value.and_then(crate::policy::claim_header_value) {
+                named.push((name.clone(), v));
+            }
+        }
+        named
+    });
+    for (name, value) in named {
+        headers.insert(name.clone(), value.clone());
     }
 }

@@ -5,18 +5,18 @@
 //! code for bad arguments). Errors are one sentence on stderr naming the file or key
 //! concerned; private keys and tokens are never written to logs (a token is printed on
 //! stdout only by `token`, whose whole purpose is to print one).
-use std::collections::BTreeMap;
+mod mint;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use trustgate::config;
 use trustgate::keys::{self, KeyAlg, Keyring, OutputFormat};
-use trustgate::token::{self, TokenSigner, VerifyPolicy};
+use trustgate::token::{self, VerifyPolicy};
 use trustgate::trust::files::{self as trust_files, TrustFiles};
 
 #[derive(Debug, Parser)]
@@ -67,32 +67,7 @@ pub enum Command {
         format: KeyFormat,
     },
     /// Print a token signed with a private key (for curl).
-    Token {
-        /// Private key file (PKCS#8/SEC1 PEM or private JWK), or with --shared a shared secret.
-        #[arg(long)]
-        key: PathBuf,
-        /// The key file is a shared-key-mode secret (HS256).
-        #[arg(long)]
-        shared: bool,
-        /// Issuer: the caller identity.
-        #[arg(long)]
-        iss: String,
-        /// Audience: the called identity.
-        #[arg(long)]
-        aud: String,
-        /// Lifetime.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        ttl: Duration,
-        /// Signed context claim, `name=value` (repeatable).
-        #[arg(long = "ctx", value_parser = parse_kv)]
-        ctx: Vec<(String, String)>,
-        /// Bind the token to a request: method and path-and-query, e.g. `GET /orders?id=1`.
-        #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"])]
-        bind: Option<Vec<String>>,
-        /// Print this many tokens, one per line (for load benchmarks).
-        #[arg(long, default_value_t = 1, hide = true)]
-        count: usize,
-    },
+    Token(mint::TokenArgs),
     /// Verify a token against an authorized_keys directory: print the caller and claims,
     /// or the reason it is rejected (exit 1).
     Verify {
@@ -268,16 +243,7 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             out,
             format,
         } => keygen(&name, alg.into(), &out, format),
-        Command::Token {
-            key,
-            shared,
-            iss,
-            aud,
-            ttl,
-            ctx,
-            bind,
-            count,
-        } => token_cmd(&key, shared, iss, &aud, ttl, ctx, bind, count),
+        Command::Token(args) => mint::run(args),
         Command::Verify {
             authorized_keys,
             shared_key,
@@ -354,47 +320,6 @@ fn keygen(name: &str, alg: KeyAlg, out: &Path, format: KeyFormat) -> anyhow::Res
         files.public.display()
     );
     println!("{}", files.kid);
-    Ok(ExitCode::SUCCESS)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn token_cmd(
-    key: &Path,
-    shared: bool,
-    iss: String,
-    aud: &str,
-    ttl: Duration,
-    ctx: Vec<(String, String)>,
-    bind: Option<Vec<String>>,
-    count: usize,
-) -> anyhow::Result<ExitCode> {
-    for (what, name) in [("--iss", iss.as_str()), ("--aud", aud)] {
-        if !keys::is_valid_identity(name) {
-            anyhow::bail!("{what} \"{name}\" is not a valid identity (a DNS label)");
-        }
-    }
-    let key = if shared {
-        keys::load_shared_key(key)?
-    } else {
-        keys::load_signing_key(key)?
-    };
-    // Every verifier's default refuses what lives longer than `trust.max_token_ttl` (5m).
-    if ttl > Duration::from_secs(300) {
-        eprintln!(
-            "warning: --ttl {}: a verifier with the default trust.max_token_ttl (5m) refuses it lifetime_too_long",
-            humantime::format_duration(ttl)
-        );
-    }
-    let signer = TokenSigner::new(iss, Arc::new(key), ttl);
-    let ctx: BTreeMap<String, String> = ctx.into_iter().collect();
-    let binding = bind.as_ref().map(|b| (b[0].as_str(), b[1].as_str()));
-    let now = unix_now();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for _ in 0..count.max(1) {
-        let token = signer.sign(aud, (!ctx.is_empty()).then_some(&ctx), binding, now)?;
-        use std::io::Write as _;
-        writeln!(out, "{token}")?;
-    }
     Ok(ExitCode::SUCCESS)
 }
 
