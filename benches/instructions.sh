@@ -229,7 +229,8 @@ rows = [
     ("cached verify / pass-through", "verify_cached", "passthrough", 1.05),
     ("cached verify, 10 rules (2 on claims) / cached verify", "verify_cached_rules", "verify_cached", 1.03),
     ("outbound (cached token) / pass-through", "outbound_cached", "passthrough", 1.05),
-    ("cached verify + transaction token / cached verify", "verify_cached_txn", "verify_cached", 1.10),
+    # The transaction token is ~400 more bytes parsed and forwarded, and four headers to the app.
+    ("cached verify + transaction token / cached verify", "verify_cached_txn", "verify_cached", 1.15),
     ("fresh verify / HAProxy jwt_verify (portable crypto)", "verify_fresh", "haproxy_jwt", 0.8),
 ]
 for label, a, b, bound in rows:

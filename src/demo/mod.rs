@@ -1,6 +1,7 @@
 //! `trustgate demo`: two services and their sidecars on loopback, with fresh keys in a
 //! temporary directory (removed afterwards). It makes a trusted call, a forged one, one
-//! with a key nobody trusts and one the policy denies, and prints what each hop saw.
+//! with a key nobody trusts and one the policy denies, and prints what each hop saw; then
+//! a call made for a person, carried through three sidecars ([`people`]).
 //! Exits non-zero if any answer is not the expected one: the demo is also a smoke test.
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+mod people;
 
 use trustgate::config;
 use trustgate::keys::{self, KeyAlg, OutputFormat};
@@ -41,7 +44,7 @@ pub async fn spawn_echo_app(name: &'static str) -> std::io::Result<SocketAddr> {
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned)
                     };
-                    let body = serde_json::json!({
+                    let mut body = serde_json::json!({
                         "app": name,
                         "method": req.method().as_str(),
                         "path": req.uri().path(),
@@ -49,7 +52,28 @@ pub async fn spawn_echo_app(name: &'static str) -> std::io::Result<SocketAddr> {
                         "x-service-caller-roles": header("x-service-caller-roles"),
                         "x-caller-namespace": header("x-caller-namespace"),
                         "token_reached_app": req.headers().contains_key("authorization"),
+                        "x-user-subject": header("x-user-subject"),
+                        "x-transaction-id": header("x-transaction-id"),
+                        "x-tenant": header("x-tenant"),
+                        "person_token_reached_app": req.headers().contains_key("x-user-token"),
+                        "txn-token": header("txn-token"),
                     });
+                    // The person's fields only where there is a person.
+                    if let Some(map) = body.as_object_mut() {
+                        if map.get("x-user-subject").is_some_and(|v| v.is_null()) {
+                            map.remove("person_token_reached_app");
+                        }
+                        for k in [
+                            "x-user-subject",
+                            "x-transaction-id",
+                            "x-tenant",
+                            "txn-token",
+                        ] {
+                            if map.get(k).is_some_and(|v| v.is_null()) {
+                                map.remove(k);
+                            }
+                        }
+                    }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -61,13 +85,13 @@ pub async fn spawn_echo_app(name: &'static str) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-struct Answer {
-    status: StatusCode,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
     www_authenticate: Option<String>,
-    body: String,
+    pub(crate) body: String,
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &Client<HttpConnector, Full<Bytes>>,
     url: String,
     headers: &[(&str, String)],
@@ -91,7 +115,7 @@ async fn call(
     })
 }
 
-fn write_config(path: &Path, text: &str) -> anyhow::Result<config::Config> {
+pub(crate) fn write_config(path: &Path, text: &str) -> anyhow::Result<config::Config> {
     std::fs::write(path, text)?;
     config::load(path, Vec::new()).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))
 }
@@ -244,7 +268,8 @@ pub async fn run() -> anyhow::Result<bool> {
         "sidecars  orders outbound {orders_out} → billing inbound {billing_in} → billing app\n"
     );
 
-    let all_ok = calls(&k, orders_out, billing_in).await?;
+    let mut all_ok = calls(&k, orders_out, billing_in).await?;
+    all_ok &= people::step(dir).await?;
     let _ = stop_tx.send(());
     for s in servers {
         let _ = s.await;
@@ -294,7 +319,7 @@ fn self_asserted_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Resul
 }
 
 /// Prints one call and its answer; whether it was the expected one.
-fn check_answer(title: &str, hops: &str, answer: &Answer, expected: StatusCode) -> bool {
+pub(crate) fn check_answer(title: &str, hops: &str, answer: &Answer, expected: StatusCode) -> bool {
     let ok = answer.status == expected;
     println!("{} {title}", if ok { "✔" } else { "✘" });
     println!("    {hops}");
