@@ -98,3 +98,73 @@ fn claim_pointers_follow_rfc_6901() {
         assert!(ClaimPointer::parse(bad).is_err(), "{bad}");
     }
 }
+
+/// End users: a user issuer's shape, and what minting and requiring a person need.
+#[test]
+fn end_user_settings_are_checked() {
+    let base = "[identity]\nname = \"web\"\nprivate_key = \"/k/w.key\"\n[trust]\nauthorized_keys = \"/a\"\n";
+    let people = "[[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\n\
+                  issuer = \"https://id.example\"\naudiences = [\"web\"]\n";
+    let good = format!(
+        "{base}{people}[inbound]\n[inbound.users]\ncallers = \"optional\"\nmint_transaction_token = true\n\
+         context = {{ tenant = \"/tenant\" }}\n[inbound.users.context_headers]\n\"x-tenant\" = \"tenant\"\n"
+    );
+    let c = parse(&good).unwrap();
+    let u = c.inbound.as_ref().unwrap().users.as_ref().unwrap();
+    assert_eq!(
+        (u.mode, u.callers),
+        (UsersMode::Optional, UsersMode::Optional)
+    );
+    assert_eq!(u.token_header, "x-user-token");
+    assert_eq!(u.transaction_ttl, Duration::from_secs(300));
+    assert_eq!(c.identity.trust_domain, "cluster.local");
+    assert_eq!(c.trust.max_transaction_ttl, Duration::from_secs(600));
+    assert_eq!(u.context[0].0, "tenant");
+
+    let cases = [
+        (
+            format!("{base}[inbound]\n[inbound.users]\nmint_transaction_token = true\n"),
+            "inbound.users.mint_transaction_token: needs a user issuer",
+        ),
+        (
+            format!("{base}[inbound]\n[inbound.users]\nmode = \"required\"\n"),
+            "inbound.users.mode: \"required\" needs a user issuer or trust.transaction_token_issuers",
+        ),
+        (
+            format!("{base}{}[inbound]\n", people.replace("users = true\n", "users = true\ncallers = { \"a\" = \"b\" }\n")),
+            "trust.issuers[0].callers: a user issuer's tokens are people's, never a caller's",
+        ),
+        (
+            format!("{base}{}[inbound]\n", people.replace("kind = \"oidc\"", "kind = \"kubernetes\"")),
+            "trust.issuers[0].users: people's tokens come from an oidc issuer",
+        ),
+        (
+            format!("{base}{}[inbound]\n", people.replace("audiences = [\"web\"]\n", "")),
+            "trust.issuers[0].audiences: is required for a user issuer",
+        ),
+        (
+            format!("{base}{people}[inbound]\n[inbound.users]\ntransaction_ttl = \"1h\"\n"),
+            "inbound.users.transaction_ttl: must be greater than zero and at most trust.max_transaction_ttl",
+        ),
+        (
+            format!("{base}{people}[inbound]\n[inbound.users.context_headers]\n\"X_User_Subject\" = \"tenant\"\n"),
+            "inbound.users.context_headers.\"x_user_subject\": is reserved",
+        ),
+        (
+            format!("{base}[inbound]\n[inbound.users]\ncontext = {{ tenant = \"tenant\" }}\n"),
+            "inbound.users.context: \"tenant\" is not a JSON Pointer",
+        ),
+        (
+            base.replace("[trust]\n", "[trust]\ntransaction_token_issuers = [\"Web\"]\n") + "[inbound]\n",
+            "trust.transaction_token_issuers: \"Web\" is not a valid identity",
+        ),
+        (
+            format!("{base}[inbound]\n[[inbound.allow]]\nusers = [\"\"]\n"),
+            "inbound.allow[0].users: an empty subject names nobody",
+        ),
+    ];
+    for (text, expected) in cases {
+        let p = problems(&text).join("\n");
+        assert!(p.contains(expected), "missing «{expected}» in:\n{p}");
+    }
+}

@@ -29,6 +29,7 @@ struct Chain {
     billing: Sidecar,
     apps: [RawApp; 3],
     _keys: Keys,
+    billing_config: std::path::PathBuf,
     web_key: GeneratedFiles,
     orders_key: GeneratedFiles,
     billing_key: GeneratedFiles,
@@ -46,7 +47,7 @@ async fn chain(issuer: &Issuer) -> Chain {
         spawn_raw_app().await,
         spawn_raw_app().await,
     ];
-    let billing = Conf::new("billing", &billing_key.private)
+    let billing_conf = Conf::new("billing", &billing_key.private)
         .inbound(&keys.trust_dir("billing-trusts", &[&orders_key, &web_key]), apps[2].addr)
         .set("trust", "transaction_token_issuers = [\"web\"]")
         .extra(
@@ -55,8 +56,10 @@ async fn chain(issuer: &Issuer) -> Chain {
              [[inbound.allow]]\nname = \"acme-people\"\ncallers = [\"orders\"]\nusers = [\"*\"]\ncontext = { tenant = \"acme\" }\n\
              [[inbound.deny]]\nname = \"not-bob\"\nusers = [\"bob\"]\n",
         )
-        .start()
-        .await;
+        .toml();
+    let billing_config = keys.path().join("billing.toml");
+    std::fs::write(&billing_config, &billing_conf).unwrap();
+    let billing = Sidecar::start(&billing_conf).await;
     let orders = Conf::new("orders", &orders_key.private)
         .inbound(&keys.trust_dir("orders-trusts", &[&web_key]), apps[1].addr)
         .set("trust", "transaction_token_issuers = [\"web\"]")
@@ -80,6 +83,7 @@ async fn chain(issuer: &Issuer) -> Chain {
         billing,
         apps,
         _keys: keys,
+        billing_config,
         web_key,
         orders_key,
         billing_key,
@@ -185,6 +189,33 @@ async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
     assert_eq!(one(billing_app, "x-user-subject"), "alice");
     assert_eq!(one(billing_app, "x-transaction-id"), txn_id);
     assert_eq!(one(billing_app, "x-tenant"), "acme");
+
+    // explain, asked about the same request at billing: the person and the rules on them.
+    let orders_call = sign_as(&c.orders_key, "orders", "billing");
+    let (code, out, err) = crate::policy::explain(
+        &c.billing_config,
+        &[
+            "--token",
+            &orders_call,
+            "--txn-token",
+            &txn,
+            "POST",
+            "/invoices",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "token: valid — caller orders",
+        "person: alice of people (from a transaction token minted by web, transaction ",
+        "deny rule \"not-bob\": no match — user alice is not in [\"bob\"]",
+        "allow rule \"acme-people\": match",
+        "x-user-subject: alice",
+        "x-tenant: acme",
+        "answer: forwarded to",
+    ] {
+        assert!(out.contains(line), "missing «{line}» in:\n{out}");
+    }
+    eprintln!("explain at billing:\n{out}");
 
     // Counted: minted at the edge, verified at each hop after it.
     let count = |s: &Sidecar, action: &str| {
@@ -457,4 +488,65 @@ async fn without_a_minter_listed_no_person_reaches_the_app() {
         t.app.requests()[0].trailer_fields().is_empty(),
         "person trailers removed"
     );
+}
+
+/// Transaction tokens made by another JOSE library (jwcrypto), with web's key: verified
+/// at orders as trustgate's own are; the same token typed `JWT` is not one.
+#[tokio::test]
+async fn transaction_tokens_made_by_jwcrypto_are_verified() {
+    if !have_tool(
+        "python3",
+        &["-c", "import jwcrypto"],
+        "pip install jwcrypto",
+    ) {
+        return;
+    }
+    let keys = Keys::new();
+    let (web, orders) = (keys.make("web"), keys.make("orders"));
+    let app = spawn_raw_app().await;
+    let side = Conf::new("orders", &orders.private)
+        .inbound(&keys.trust_dir("orders-trusts", &[&web]), app.addr)
+        .set("trust", "transaction_token_issuers = [\"web\"]")
+        .start()
+        .await;
+    let script = r#"
+import json, sys, time
+from jwcrypto import jwk, jwt
+key = jwk.JWK.from_pem(open(sys.argv[1], "rb").read())
+now = int(time.time())
+claims = {"iss": "web", "aud": "cluster.local", "iat": now, "exp": now + 120,
+          "txn": "jwcrypto-txn-1", "sub": "alice", "tctx": {"tenant": "acme"},
+          "rctx": {"req_wl": "web", "user_iss": "people"}}
+for typ in sys.argv[3:]:
+    t = jwt.JWT(header={"alg": "ES256", "typ": typ, "kid": sys.argv[2]}, claims=claims)
+    t.make_signed_token(key)
+    print(t.serialize())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&web.private)
+        .arg(&web.kid)
+        .args(["txntoken+jwt", "JWT"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let call = sign_as(&web, "web", "orders");
+    let at = |txn: &str| {
+        format!("GET / HTTP/1.1\r\nhost: orders\r\nauthorization: Bearer {call}\r\ntxn-token: {txn}\r\n")
+    };
+    let r = send(side.inbound(), &at(&tokens[0])).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(one(&app, "x-user-subject"), "alice");
+    assert_eq!(one(&app, "x-transaction-id"), "jwcrypto-txn-1");
+    let r = send(side.inbound(), &at(&tokens[1])).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "txn_wrong_type"));
 }
