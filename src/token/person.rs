@@ -94,6 +94,9 @@ pub fn verify_user(
         return Err(Rejection::UnknownKey);
     }
     let c: UserClaims = serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
+    if !plain(&c.sub) {
+        return Err(Rejection::Malformed);
+    }
     if vouch.issuer.as_deref() != Some(c.iss.as_str()) {
         return Err(Rejection::IssuerMismatch);
     }
@@ -188,7 +191,7 @@ pub fn verify_txn(
     if keyring.is_revoked(&trusted.key.kid) {
         return Err(Rejection::Revoked);
     }
-    if c.txn.is_empty() || c.sub.is_empty() {
+    if !plain(&c.txn) || !plain(&c.sub) || !plain(&c.rctx.user_iss) {
         return Err(Rejection::Malformed);
     }
     Ok(Person {
@@ -203,6 +206,13 @@ pub fn verify_txn(
         kid: trusted.key.kid.clone(),
         headers: Default::default(),
     })
+}
+
+/// A subject, issuer or transaction id the app reads exactly as the rules matched it: not
+/// empty, visible ASCII, no comma (an app would read a list), no surrounding whitespace
+/// (an app would trim `" alice"` into the `alice` a deny rule names).
+fn plain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b',')
 }
 
 /// `exp`, `nbf`, `iat` within the leeway; `exp - iat` at most `max_ttl`.

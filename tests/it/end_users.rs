@@ -303,6 +303,15 @@ async fn every_user_and_txn_refusal_has_its_reason() {
         ),
         (format!("{alice}x"), "user_bad_signature"),
         ("not-a-jwt".to_owned(), "user_malformed"),
+        // A subject the app would read otherwise than the rules: trimmed, or as a list.
+        (
+            person(&issuer, " alice", serde_json::json!({})),
+            "user_malformed",
+        ),
+        (
+            person(&issuer, "alice,admin", serde_json::json!({})),
+            "user_malformed",
+        ),
     ];
     for (token, want) in cases {
         let r = at_web(token).await;
