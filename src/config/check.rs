@@ -466,6 +466,18 @@ fn check_users(cfg: &Config, p: &mut Problems) {
         return;
     };
     let user_issuer = cfg.trust.issuers.iter().any(|i| i.users);
+    let inbound_header = cfg.inbound.as_ref().map(|i| &i.token_header);
+    if inbound_header.is_some_and(|h| {
+        names_alike(
+            h.as_str().as_bytes(),
+            users.token_header.as_str().as_bytes(),
+        )
+    }) {
+        p.add(
+            "inbound.users.token_header",
+            "is also inbound.token_header: a person's token and a caller's need a header each (at an edge, move inbound.token_header)",
+        );
+    }
     let txn = !cfg.trust.transaction_token_issuers.is_empty();
     if users.mint_transaction_token && !user_issuer {
         p.add(

@@ -159,6 +159,10 @@ fn end_user_settings_are_checked() {
             "trust.transaction_token_issuers: \"Web\" is not a valid identity",
         ),
         (
+            format!("{base}{people}[inbound]\n[inbound.users]\ntoken_header = \"Authorization\"\n"),
+            "inbound.users.token_header: is also inbound.token_header",
+        ),
+        (
             format!("{base}[inbound]\n[[inbound.allow]]\nusers = [\"\"]\n"),
             "inbound.allow[0].users: an empty subject names nobody",
         ),

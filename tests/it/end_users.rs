@@ -559,3 +559,41 @@ for typ in sys.argv[3:]:
     let r = send(side.inbound(), &at(&tokens[1])).await;
     assert_eq!((r.status, reason(&r).as_str()), (401, "txn_wrong_type"));
 }
+
+/// An edge called by browsers: the person's token arrives in `Authorization` (the
+/// service token's header moved), and never reaches the app.
+#[tokio::test]
+async fn an_edge_takes_the_persons_token_in_authorization() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let app = spawn_raw_app().await;
+    let side = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("web-trusts", &[]), app.addr)
+        .set("inbound", "token_header = \"x-service-token\"")
+        .extra(&format!(
+            "{}[inbound.users]\ntoken_header = \"authorization\"\ncallers = \"optional\"\n",
+            people(&issuer)
+        ))
+        .start()
+        .await;
+    let alice = person(&issuer, "alice", serde_json::json!({}));
+    let r = send(
+        side.inbound(),
+        &format!("GET /me HTTP/1.1\r\nhost: web\r\nauthorization: Bearer {alice}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(one(&app, "x-user-subject"), "alice");
+    let head = app.requests()[0].head_text().to_ascii_lowercase();
+    assert!(!head.contains("authorization"), "{head}");
+    assert!(!head.contains("txn-token"), "not minting here: {head}");
+    let r = send(
+        side.inbound(),
+        "GET /me HTTP/1.1\r\nhost: web\r\nauthorization: Bearer x.y.z\r\n",
+    )
+    .await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "user_malformed"));
+}
