@@ -16,7 +16,7 @@ use trustgate::keys::GeneratedFiles;
 /// The people's issuer, trusted by web for audience "web".
 fn people(issuer: &Issuer) -> String {
     format!(
-        "[[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\nissuer = \"{}/oidc\"\n\
+        "[[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\nissuer = \"{}/people\"\n\
          ca_file = \"{}\"\naudiences = [\"web\"]\n",
         issuer.url(),
         tls_fixture("ca.crt").display()
@@ -90,14 +90,20 @@ async fn chain(issuer: &Issuer) -> Chain {
     }
 }
 
-/// A person's token from the provider, for web.
+/// A person's token from the provider (ES256), for web.
 fn person(issuer: &Issuer, sub: &str, extra: serde_json::Value) -> String {
-    let mut claims = serde_json::json!({"sub": sub, "aud": "web", "tenant": "acme",
-        "email": format!("{sub}@example.com"), "scope": "orders:read"});
+    person_by(issuer, "people-ec", sub, extra)
+}
+
+/// A person's token signed by the provider's key `signer` (`people-ec`, `people-rsa`).
+fn person_by(issuer: &Issuer, signer: &str, sub: &str, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({"iss": format!("{}/people", issuer.url()), "sub": sub,
+        "aud": "web", "tenant": "acme", "email": format!("{sub}@example.com"),
+        "scope": "orders:read"});
     for (k, v) in extra.as_object().unwrap() {
         claims[k] = v.clone();
     }
-    issuer.mint("oidc", "oidc", claims)
+    issuer.mint("oidc", signer, claims)
 }
 
 async fn send(to: std::net::SocketAddr, head: &str) -> RawResponse {
@@ -579,7 +585,8 @@ async fn an_edge_takes_the_persons_token_in_authorization() {
         ))
         .start()
         .await;
-    let alice = person(&issuer, "alice", serde_json::json!({}));
+    // RS256 this time (the provider publishes an RSA key beside its P-256 one).
+    let alice = person_by(&issuer, "people-rsa", "alice", serde_json::json!({}));
     let r = send(
         side.inbound(),
         &format!("GET /me HTTP/1.1\r\nhost: web\r\nauthorization: Bearer {alice}\r\n"),
@@ -596,4 +603,74 @@ async fn an_edge_takes_the_persons_token_in_authorization() {
     )
     .await;
     assert_eq!((r.status, reason(&r).as_str()), (401, "user_malformed"));
+}
+
+/// The access log of the real binary names the person and the transaction; a person's
+/// token forwarded where `forward_user_token` says so.
+#[tokio::test]
+async fn the_access_log_names_user_and_txn_and_forwarding_is_explicit() {
+    let keys = Keys::new();
+    let (web, orders) = (keys.make("web"), keys.make("orders"));
+    let app = spawn_raw_app().await;
+    let text = Conf::new("orders", &orders.private)
+        .inbound(&keys.trust_dir("orders-trusts", &[&web]), app.addr)
+        .set("trust", "transaction_token_issuers = [\"web\"]")
+        .toml();
+    let dir = keys.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = run_binary(&text, &dir);
+    let signer = trustgate::token::TokenSigner::new(
+        "web".into(),
+        Arc::new(trustgate::keys::load_signing_key(&web.private).unwrap()),
+        Duration::from_secs(60),
+    );
+    let mut alice = trustgate::token::Person::named("alice", "people");
+    let now = trustgate::proxy::unix_now();
+    let txn = trustgate::token::mint_txn(
+        &signer,
+        &mut alice,
+        serde_json::Map::new(),
+        "cluster.local",
+        Duration::from_secs(120),
+        now,
+    )
+    .unwrap();
+    let call = sign_as(&web, "web", "orders");
+    let r = send(
+        run.inbound.parse().unwrap(),
+        &format!("GET /x HTTP/1.1\r\nhost: orders\r\nauthorization: Bearer {call}\r\ntxn-token: {txn}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let line = access_line(&run.lines, "inbound");
+    assert_eq!(line["caller"], "web");
+    assert_eq!(line["user"], "alice");
+    assert_eq!(line["txn"], alice.txn.as_deref().unwrap());
+    assert!(
+        !line.to_string().contains(&txn),
+        "the token is never logged"
+    );
+
+    // forward_user_token: the person's token reaches the app too.
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let app2 = spawn_raw_app().await;
+    let side = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("web-trusts", &[]), app2.addr)
+        .extra(&format!(
+            "{}[inbound.users]\ncallers = \"optional\"\nforward_user_token = true\n",
+            people(&issuer)
+        ))
+        .start()
+        .await;
+    let token = person(&issuer, "alice", serde_json::json!({}));
+    let r = send(
+        side.inbound(),
+        &format!("GET / HTTP/1.1\r\nhost: web\r\nx-user-token: {token}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(one(&app2, "x-user-token"), token);
+    assert_eq!(one(&app2, "x-user-subject"), "alice");
 }

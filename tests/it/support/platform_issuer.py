@@ -84,6 +84,9 @@ signers = {
     "spiffe": ec_signer("svid-key-1"),
     "x509": ec_signer("x509-key-1"),
     "oidc": ec_signer("oidc-key-1"),
+    # A provider of people's tokens (End users): ES256 and RS256, at /people.
+    "people-ec": ec_signer("people-ec-1"),
+    "people-rsa": Signer(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256", "people-rsa-1"),
 }
 published_k8s = [signers["k8s"]]
 
@@ -156,6 +159,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.path == "/spiffe/bundle":
                 stats["bundle"] += 1
                 return self.answer(200, bundle())
+            if self.path == "/people/.well-known/openid-configuration":
+                return self.answer(200, {"issuer": issuer() + "/people", "jwks_uri": issuer() + "/people/jwks"})
+            if self.path == "/people/jwks":
+                keys = [jwk_of(signers[n].private, kid=signers[n].kid, alg=signers[n].alg, use="sig")
+                        for n in ("people-ec", "people-rsa")]
+                return self.answer(200, {"keys": keys})
             if self.path == "/oidc/.well-known/openid-configuration":
                 return self.answer(200, {"issuer": issuer() + "/oidc", "jwks_uri": issuer() + "/oidc/jwks"})
             if self.path == "/away/.well-known/openid-configuration":
