@@ -29,6 +29,7 @@ struct Chain {
     billing: Sidecar,
     apps: [RawApp; 3],
     _keys: Keys,
+    web_config: std::path::PathBuf,
     billing_config: std::path::PathBuf,
     web_key: GeneratedFiles,
     orders_key: GeneratedFiles,
@@ -75,9 +76,12 @@ async fn chain(issuer: &Issuer) -> Chain {
              [inbound.users.context_headers]\n\"x-tenant\" = \"tenant\"\n",
             people(issuer)
         ))
-        .start()
-        .await;
+        .toml();
+    let web_config = keys.path().join("web.toml");
+    std::fs::write(&web_config, &web).unwrap();
+    let web = Sidecar::start(&web).await;
     Chain {
+        web_config,
         web,
         orders,
         billing,
@@ -195,6 +199,21 @@ async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
     assert_eq!(one(billing_app, "x-user-subject"), "alice");
     assert_eq!(one(billing_app, "x-transaction-id"), txn_id);
     assert_eq!(one(billing_app, "x-tenant"), "acme");
+
+    // explain at the edge, with the person's token: verified, and a transaction minted.
+    let (code, out, err) =
+        crate::policy::explain(&c.web_config, &["--user-token", &alice, "GET", "/profile"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "token: none — [inbound.users] callers = \"optional\"",
+        "person: alice of people (from their own token, transaction ",
+        "x-user-subject: alice",
+        "txn-token: <a transaction token>",
+        "answer: forwarded to",
+    ] {
+        assert!(out.contains(line), "missing «{line}» in:\n{out}");
+    }
+    assert!(!out.contains(&alice), "the person's token is never printed");
 
     // explain, asked about the same request at billing: the person and the rules on them.
     let orders_call = sign_as(&c.orders_key, "orders", "billing");
