@@ -556,7 +556,13 @@ async fn rotation_by_url_under_load_has_no_failed_requests() {
         .start()
         .await;
     assert!(eventually(Duration::from_secs(5), || billing_side.state.is_ready()).await);
-    let caller = Conf::new("orders", &identity.join("orders.key"))
+    // The caller: orders' outbound side. In a pod it is the publisher's own process, where
+    // signing with a new key and publishing it is one swap; here it is a second sidecar with
+    // its own copy of the key file, rotated once the publisher has rotated (publish, then use).
+    let caller_identity = keys.path().join("caller-identity");
+    std::fs::create_dir_all(&caller_identity).unwrap();
+    std::fs::copy(&old.private, caller_identity.join("orders.key")).unwrap();
+    let caller = Conf::new("orders", &caller_identity.join("orders.key"))
         .route("billing", format!("http://{}", billing_side.inbound()))
         .start()
         .await;
@@ -579,11 +585,24 @@ async fn rotation_by_url_under_load_has_no_failed_requests() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Rotate: the caller swaps its own private key (atomically, as a Secret update does);
-    // both orders sidecars read the same file.
-    let staged = identity.join(".orders.key.new");
-    std::fs::copy(&new.private, &staged).unwrap();
-    std::fs::rename(&staged, identity.join("orders.key")).unwrap();
+    // Rotate: orders swaps its private key (atomically, as a Secret update does): the
+    // publisher first, then — once it publishes the new key — the caller.
+    let swap = |dir: &std::path::Path| {
+        let staged = dir.join(".orders.key.new");
+        std::fs::copy(&new.private, &staged).unwrap();
+        std::fs::rename(&staged, dir.join("orders.key")).unwrap();
+    };
+    swap(&identity);
+    let published = eventually(Duration::from_secs(5), || {
+        orders_side
+            .state
+            .trust
+            .signer()
+            .is_some_and(|s| s.kid() == new.kid)
+    })
+    .await;
+    assert!(published, "the publisher picked up the new key");
+    swap(&caller_identity);
     let rotated = eventually(Duration::from_secs(5), || {
         caller
             .state
