@@ -23,6 +23,9 @@ pub struct Person {
     /// The user issuer that vouched for them (its `[[trust.issuers]].name`; downstream, the
     /// transaction token's `rctx.user_iss`).
     pub issuer: String,
+    /// The person's `iss` (their token's at the edge; `rctx.user_iss` downstream): what a
+    /// transaction token minted for them names as `rctx.user_iss`.
+    pub iss: String,
     /// The transaction's id (`txn`): from the transaction token downstream, or minted here.
     pub txn: Option<String>,
     /// The transaction context (`tctx`).
@@ -49,6 +52,7 @@ impl Person {
         Person {
             sub: sub.to_owned(),
             issuer: issuer.to_owned(),
+            iss: issuer.to_owned(),
             txn: None,
             tctx: Map::new(),
             scope: None,
@@ -118,6 +122,7 @@ pub fn verify_user(
     Ok(Person {
         sub: c.sub,
         issuer: vouch.name.clone(),
+        iss: c.iss.clone(),
         txn: None,
         tctx: Map::new(),
         scope: c.scope,
@@ -196,7 +201,8 @@ pub fn verify_txn(
     }
     Ok(Person {
         sub: c.sub,
-        issuer: c.rctx.user_iss,
+        issuer: c.rctx.user_iss.clone(),
+        iss: c.rctx.user_iss,
         txn: Some(c.txn),
         tctx: c.tctx,
         scope: c.scope,
@@ -264,7 +270,7 @@ pub fn mint_txn(
         tctx: tctx.clone(),
         rctx: RequestContext {
             req_wl: signer.identity().to_owned(),
-            user_iss: person.issuer.clone(),
+            user_iss: person.iss.clone(),
         },
     };
     let key = signer.key();

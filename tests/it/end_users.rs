@@ -181,7 +181,10 @@ async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
     let orders_app = &c.apps[1];
     assert_eq!(one(orders_app, "x-service-caller"), "web");
     assert_eq!(one(orders_app, "x-user-subject"), "alice");
-    assert_eq!(one(orders_app, "x-user-issuer"), "people");
+    // Downstream the issuer is the person's own (rctx.user_iss), the edge's name for it
+    // being the edge's business.
+    let people_iss = format!("{}/people", issuer.url());
+    assert_eq!(one(orders_app, "x-user-issuer"), people_iss);
     assert_eq!(one(orders_app, "x-transaction-id"), txn_id);
     assert_eq!(one(orders_app, "txn-token"), txn, "passed on unchanged");
 
@@ -229,9 +232,12 @@ async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    let person_line = format!(
+        "person: alice of {people_iss} (from a transaction token minted by web, transaction "
+    );
     for line in [
         "token: valid — caller orders",
-        "person: alice of people (from a transaction token minted by web, transaction ",
+        &person_line,
         "deny rule \"not-bob\": no match — user alice is not in [\"bob\"]",
         "allow rule \"acme-people\": match",
         "x-user-subject: alice",
