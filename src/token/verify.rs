@@ -247,6 +247,10 @@ impl Typ {
     /// Whether a token whose `typ` is `typ` (`None`: absent) is of this kind. `Err` for a
     /// `typ` nobody here knows.
     fn admits(self, typ: Option<&str>) -> Result<bool, Rejection> {
+        // A transaction token says so exactly (DESIGN.md "End users").
+        if self == Typ::Transaction {
+            return Ok(typ == Some("txntoken+jwt"));
+        }
         let t = typ.map(|t| {
             let t = t.to_ascii_lowercase();
             t.strip_prefix("application/")

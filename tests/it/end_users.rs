@@ -605,7 +605,8 @@ async fn an_edge_takes_the_persons_token_in_authorization() {
         .inbound(&keys.trust_dir("web-trusts", &[]), app.addr)
         .set("inbound", "token_header = \"x-service-token\"")
         .extra(&format!(
-            "{}[inbound.users]\ntoken_header = \"authorization\"\ncallers = \"optional\"\n",
+            "{}[inbound.users]\ntoken_header = \"authorization\"\ncallers = \"optional\"\n\
+             context = {{ tenant = \"/tenant\" }}\n[inbound.users.context_headers]\n\"x-tenant\" = \"tenant\"\n",
             people(&issuer)
         ))
         .start()
@@ -622,6 +623,11 @@ async fn an_edge_takes_the_persons_token_in_authorization() {
     let head = app.requests()[0].head_text().to_ascii_lowercase();
     assert!(!head.contains("authorization"), "{head}");
     assert!(!head.contains("txn-token"), "not minting here: {head}");
+    assert_eq!(
+        one(&app, "x-tenant"),
+        "acme",
+        "context headers without minting too"
+    );
     let r = send(
         side.inbound(),
         "GET /me HTTP/1.1\r\nhost: web\r\nauthorization: Bearer x.y.z\r\n",

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Request};
-use serde_json::Map;
 
 use super::bearer::{check_token, locate_token};
 use crate::config::{Users, UsersMode};
@@ -73,6 +72,13 @@ async fn own_token<B>(
         }
     };
     counted("valid");
+    // The transaction's context, from the person's claims: minted into the transaction
+    // token here, and to the app's context headers either way.
+    for (name, pointer) in &u.context {
+        if let Some(v) = pointer.lookup(&p.claims) {
+            p.tctx.insert(name.clone(), v.clone());
+        }
+    }
     if !u.forward_user_token {
         req.headers_mut().remove(&u.token_header);
     }
@@ -116,12 +122,7 @@ fn mint(state: &State, u: &Users, p: &mut Person, now: u64) -> Result<HeaderValu
         .trust
         .signer()
         .ok_or_else(|| Failure::Internal("no signing key loaded to mint with".into()))?;
-    let mut tctx = Map::new();
-    for (name, pointer) in &u.context {
-        if let Some(v) = pointer.lookup(&p.claims) {
-            tctx.insert(name.clone(), v.clone());
-        }
-    }
+    let tctx = p.tctx.clone();
     let domain = &state.cfg.identity.trust_domain;
     let token = mint_txn(&signer, p, tctx, domain, u.transaction_ttl, now)
         .map_err(|e| Failure::Internal(e.to_string()))?;
