@@ -705,3 +705,39 @@ async fn the_access_log_names_user_and_txn_and_forwarding_is_explicit() {
     assert_eq!(one(&app2, "x-user-token"), token);
     assert_eq!(one(&app2, "x-user-subject"), "alice");
 }
+
+/// A user issuer whose keys cannot be fetched: its people get 503 keys_unavailable, not
+/// 401 — they did nothing wrong (as for every issuer).
+#[tokio::test]
+async fn a_user_issuer_down_is_keys_unavailable() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let app = spawn_raw_app().await;
+    let down = format!("https://localhost:{}/people", free_port());
+    let side = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("web-trusts", &[]), app.addr)
+        .extra(&format!(
+            "[[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\nissuer = \"{down}\"\n\
+             ca_file = \"{}\"\naudiences = [\"web\"]\n[inbound.users]\ncallers = \"optional\"\n",
+            tls_fixture("ca.crt").display()
+        ))
+        .start()
+        .await;
+    let token = person(&issuer, "alice", serde_json::json!({ "iss": down }));
+    let r = send(
+        side.inbound(),
+        &format!("GET / HTTP/1.1\r\nhost: web\r\nx-user-token: {token}\r\n"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (503, "keys_unavailable"),
+        "{}",
+        r.body_text()
+    );
+    assert!(r.header("retry-after").is_some());
+    assert!(app.requests().is_empty());
+}
