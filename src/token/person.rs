@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::claims::Audience;
 use super::sign::TokenSigner;
-use super::verify::{signed_by, Rejection, Typ};
+use super::verify::{signed_by, when, Rejection, Typ};
 use crate::keys::{KeyError, Keyring, Speaks};
 
 /// A verified person.
@@ -107,7 +107,7 @@ pub fn verify_user(
     if !vouch.audiences.iter().any(|a| c.aud.contains(a)) {
         return Err(Rejection::WrongAudience);
     }
-    within(
+    when(
         c.iat.unwrap_or(now),
         c.nbf,
         c.exp,
@@ -192,7 +192,7 @@ pub fn verify_txn(
     if !c.aud.only(policy.trust_domain) {
         return Err(Rejection::WrongAudience);
     }
-    within(c.iat, None, c.exp, policy.max_ttl, policy.leeway, now)?;
+    when(c.iat, None, c.exp, policy.max_ttl, policy.leeway, now)?;
     if keyring.is_revoked(&trusted.key.kid) {
         return Err(Rejection::Revoked);
     }
@@ -219,28 +219,6 @@ pub fn verify_txn(
 /// (an app would trim `" alice"` into the `alice` a deny rule names).
 fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b',')
-}
-
-/// `exp`, `nbf`, `iat` within the leeway; `exp - iat` at most `max_ttl`.
-fn within(
-    iat: u64,
-    nbf: Option<u64>,
-    exp: u64,
-    max_ttl: Duration,
-    leeway: Duration,
-    now: u64,
-) -> Result<(), Rejection> {
-    let leeway = leeway.as_secs();
-    if now > exp.saturating_add(leeway) {
-        return Err(Rejection::Expired);
-    }
-    if now.saturating_add(leeway) < nbf.unwrap_or(0) || now.saturating_add(leeway) < iat {
-        return Err(Rejection::NotYetValid);
-    }
-    if exp < iat || exp - iat > max_ttl.as_secs() {
-        return Err(Rejection::LifetimeTooLong);
-    }
-    Ok(())
 }
 
 /// Mints the transaction token for `person` (verified here), with `tctx`: a fresh 128-bit

@@ -207,7 +207,14 @@ pub fn verify(
                 serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
             let caller = own_caller(speaks, &claims)?;
             audience(&claims.aud, std::slice::from_ref(&policy.audience), policy)?;
-            when(&claims, claims.iat, policy.max_ttl, policy.leeway, now)?;
+            when(
+                claims.iat,
+                claims.nbf,
+                claims.exp,
+                policy.max_ttl,
+                policy.leeway,
+                now,
+            )?;
             (caller, claims, None)
         }
     };
@@ -400,26 +407,22 @@ fn audience(aud: &Audience, ours: &[String], policy: &VerifyPolicy) -> Result<()
 
 /// Step 6: `exp`, `nbf`, `iat` within the leeway and `exp - iat` at most `max_ttl`.
 /// Without an `iat` (a JWT-SVID may omit it) the lifetime left is what is bounded.
-fn when(
-    claims: &Claims,
+pub(super) fn when(
     iat: u64,
+    nbf: Option<u64>,
+    exp: u64,
     max_ttl: Duration,
     leeway: Duration,
     now: u64,
 ) -> Result<(), Rejection> {
     let leeway = leeway.as_secs();
-    if now > claims.exp.saturating_add(leeway) {
+    if now > exp.saturating_add(leeway) {
         return Err(Rejection::Expired);
     }
-    if let Some(nbf) = claims.nbf {
-        if now.saturating_add(leeway) < nbf {
-            return Err(Rejection::NotYetValid);
-        }
-    }
-    if now.saturating_add(leeway) < iat {
+    if now.saturating_add(leeway) < nbf.unwrap_or(0) || now.saturating_add(leeway) < iat {
         return Err(Rejection::NotYetValid);
     }
-    if claims.exp < iat || claims.exp - iat > max_ttl.as_secs() {
+    if exp < iat || exp - iat > max_ttl.as_secs() {
         return Err(Rejection::LifetimeTooLong);
     }
     Ok(())
@@ -472,7 +475,14 @@ fn vouched(
         htm: None,
         htu: None,
     };
-    when(&claims, claims.iat, vouch.max_ttl, policy.leeway, now)?;
+    when(
+        claims.iat,
+        claims.nbf,
+        claims.exp,
+        vouch.max_ttl,
+        policy.leeway,
+        now,
+    )?;
     let key = subject_key(vouch, &claims.sub, pc.kubernetes.as_ref())?;
     let caller = vouch
         .callers
