@@ -163,6 +163,10 @@ fn end_user_settings_are_checked() {
             "inbound.users.token_header: is also inbound.token_header",
         ),
         (
+            format!("{base}[inbound]\n[[inbound.allow]]\ncontext = {{ tenant = [] }}\n"),
+            "inbound.allow[0].context: \"tenant\": an empty list matches nothing",
+        ),
+        (
             format!("{base}[inbound]\n[[inbound.allow]]\nusers = [\"\"]\n"),
             "inbound.allow[0].users: an empty subject names nobody",
         ),

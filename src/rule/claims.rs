@@ -14,31 +14,35 @@ impl<'de> Deserialize<'de> for Claims {
     /// Each pointer checked, each value a string or a non-empty list of strings.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Values {
-            One(String),
-            Many(Vec<String>),
-        }
-        let table = std::collections::BTreeMap::<String, Values>::deserialize(d)?;
-        table
+        values_table(d)?
             .into_iter()
-            .map(|(k, v)| {
-                let pointer = ClaimPointer::parse(&k).map_err(D::Error::custom)?;
-                let values = match v {
-                    Values::One(s) => vec![s],
-                    Values::Many(list) if list.is_empty() => {
-                        return Err(D::Error::custom(format!(
-                            "\"{k}\": an empty list matches nothing"
-                        )))
-                    }
-                    Values::Many(list) => list,
-                };
-                Ok((pointer, values))
-            })
+            .map(|(k, values)| Ok((ClaimPointer::parse(&k).map_err(D::Error::custom)?, values)))
             .collect::<Result<_, _>>()
             .map(Claims)
     }
+}
+
+/// A table of names to the values that match: each a string or a non-empty list of
+/// strings (`claims`, `context`).
+pub(super) fn values_table<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, Vec<String>)>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Values {
+        One(String),
+        Many(Vec<String>),
+    }
+    std::collections::BTreeMap::<String, Values>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| match v {
+            Values::One(s) => Ok((k, vec![s])),
+            Values::Many(list) if list.is_empty() => Err(serde::de::Error::custom(format!(
+                "\"{k}\": an empty list matches nothing"
+            ))),
+            Values::Many(list) => Ok((k, list)),
+        })
+        .collect()
 }
 
 impl Field for Claims {

@@ -10,23 +10,7 @@ pub struct Context(pub Vec<(String, Vec<String>)>);
 
 impl<'de> Deserialize<'de> for Context {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Values {
-            One(String),
-            Many(Vec<String>),
-        }
-        std::collections::BTreeMap::<String, Values>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| match v {
-                Values::One(s) => Ok((k, vec![s])),
-                Values::Many(list) if list.is_empty() => Err(serde::de::Error::custom(format!(
-                    "\"{k}\": an empty list matches nothing"
-                ))),
-                Values::Many(list) => Ok((k, list)),
-            })
-            .collect::<Result<_, _>>()
-            .map(Context)
+        super::claims::values_table(d).map(Context)
     }
 }
 
