@@ -304,11 +304,16 @@ fn forged_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Result<Strin
 /// own: its signature is good, its claim is not read.
 fn self_asserted_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Result<String> {
     let key = keys::load_signing_key(&orders.private)?;
-    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid});
     let claims = serde_json::json!({
         "iss": "orders", "sub": "orders", "aud": "billing", "iat": now, "exp": now + 60,
         "kubernetes.io": {"namespace": "shop"}
     });
+    signed(&key, &claims)
+}
+
+/// A JWT of `claims` signed with `key`, as another party would make it.
+pub(crate) fn signed(key: &keys::SigningKey, claims: &serde_json::Value) -> anyhow::Result<String> {
+    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid});
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),

@@ -53,18 +53,11 @@ async fn provider(key: &SigningKey) -> anyhow::Result<SocketAddr> {
 
 /// The person's token, as the provider issues it (ES256, for audience web).
 fn person_token(key: &SigningKey, provider: SocketAddr, now: u64) -> anyhow::Result<String> {
-    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid});
     let claims = serde_json::json!({
         "iss": format!("http://{provider}"), "sub": "alice", "aud": "web",
         "iat": now, "exp": now + 300, "tenant": "acme", "email": "alice@example.com",
     });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())?);
-    Ok(format!("{input}.{signature}"))
+    super::signed(key, &claims)
 }
 
 /// A sidecar from configuration text, bound; its inbound and outbound addresses.

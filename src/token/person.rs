@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::claims::Audience;
-use super::sign::TokenSigner;
+use super::sign::{compact, TokenSigner};
 use super::verify::{signed_by, when, Rejection, Typ};
 use crate::keys::{KeyError, Keyring, Speaks};
 
@@ -255,12 +255,7 @@ pub fn mint_txn(
     let header =
         serde_json::json!({"alg": key.alg.as_str(), "typ": "txntoken+jwt", "kid": key.kid});
     let payload = serde_json::to_vec(&claims).map_err(|e| KeyError::Sign(e.to_string()))?;
-    let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-    let signature = key.sign(token.as_bytes())?;
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+    let token = compact(key, &URL_SAFE_NO_PAD.encode(header.to_string()), &payload)?;
     person.txn = Some(txn);
     person.tctx = tctx;
     Ok(token)

@@ -85,13 +85,22 @@ impl TokenSigner {
             htu: binding.map(|(_, u)| u.to_owned()),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| KeyError::Sign(e.to_string()))?;
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 2 + 100);
-        token.push_str(&self.header_b64);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = self.key.sign(token.as_bytes())?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
-        Ok(token)
+        compact(&self.key, &self.header_b64, &payload)
     }
+}
+
+/// A compact JWS: `header.payload.signature`, the header already encoded.
+pub(super) fn compact(
+    key: &SigningKey,
+    header_b64: &str,
+    payload: &[u8],
+) -> Result<String, KeyError> {
+    let mut token = String::with_capacity(header_b64.len() + payload.len() * 2 + 100);
+    token.push_str(header_b64);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+    Ok(token)
 }
