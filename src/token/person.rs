@@ -90,6 +90,16 @@ pub fn verify_user(
     leeway: Duration,
     now: u64,
 ) -> Result<Person, Rejection> {
+    // The key the token's kid (and `iss`, where sources share a kid) picks must be a user
+    // issuer's before its signature is worth checking: a caller's key under the same kid
+    // means the person's issuer has not been fetched yet — unknown, so that it is.
+    if let Some(claimed) = super::peek(token) {
+        let picked = keyring.select(&claimed.kid, || claimed.iss.clone());
+        let users = |s: &Speaks| matches!(s, Speaks::Issuer(v) if v.users);
+        if picked.is_some_and(|p| !users(&p.key().speaks)) {
+            return Err(Rejection::UnknownKey);
+        }
+    }
     let (trusted, _, payload) = signed_by(token, keyring, Typ::User)?;
     let Speaks::Issuer(vouch) = &trusted.speaks else {
         return Err(Rejection::UnknownKey);

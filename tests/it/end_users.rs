@@ -741,3 +741,44 @@ async fn a_user_issuer_down_is_keys_unavailable() {
     assert!(r.header("retry-after").is_some());
     assert!(app.requests().is_empty());
 }
+
+/// Two sources, one kid: the people's provider publishes the kid of a caller's own key
+/// file. Each token is looked up by its source (its `iss`): the caller's token stays the
+/// caller's, the person's stays the person's, and neither passes as the other.
+#[tokio::test]
+async fn a_kid_shared_by_a_caller_and_the_people_provider_stays_each_ones() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let (web, orders) = (keys.make("web"), keys.make("orders"));
+    assert_eq!(issuer.ask(&format!("kid people-ec {}", orders.kid)), "ok");
+    let app = spawn_raw_app().await;
+    let side = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("web-trusts", &[&orders]), app.addr)
+        .extra(&format!("{}[inbound.users]\n", people(&issuer)))
+        .start()
+        .await;
+    // (Possibly before the provider's first fetch: the kid then names orders' key only,
+    // and the person's token must fetch the provider, not be checked against it.)
+    let call = sign_as(&orders, "orders", "web");
+    let alice = person(&issuer, "alice", serde_json::json!({}));
+    let at = |service: &str, user: &str| {
+        format!("GET / HTTP/1.1\r\nhost: web\r\nauthorization: Bearer {service}\r\nx-user-token: {user}\r\n")
+    };
+    let r = send(side.inbound(), &at(&call, &alice)).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(one(&app, "x-service-caller"), "orders");
+    assert_eq!(one(&app, "x-user-subject"), "alice");
+    // The person's token as the caller's: the provider's key signs no caller's token.
+    let r = send(
+        side.inbound(),
+        &format!("GET / HTTP/1.1\r\nhost: web\r\nauthorization: Bearer {alice}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body_text());
+    // The caller's token as the person's: orders' own key vouches for no person.
+    let r = send(side.inbound(), &at(&call, &call)).await;
+    assert_eq!(r.status, 401, "{}", r.body_text());
+    assert!(reason(&r).starts_with("user_"), "{}", r.body_text());
+}
