@@ -528,6 +528,31 @@ async fn without_a_minter_listed_no_person_reaches_the_app() {
         t.app.requests()[0].trailer_fields().is_empty(),
         "person trailers removed"
     );
+
+    // And over HTTP/2.
+    t.app.clear();
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(t.inbound()).await.unwrap());
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://billing/invoices/3")
+        .header("authorization", format!("Bearer {}", t.token()))
+        .header("txn-token", "a.b.c")
+        .header("x_user_subject", "mallory")
+        .header("x-transaction-id", "1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+    let head = t.app.requests()[0].head_text().to_ascii_lowercase();
+    for gone in ["txn", "x_user", "x-transaction", "mallory"] {
+        assert!(
+            !head.contains(gone),
+            "{gone} reached the app over HTTP/2:\n{head}"
+        );
+    }
 }
 
 /// Transaction tokens made by another JOSE library (jwcrypto), with web's key: verified
