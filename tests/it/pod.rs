@@ -190,8 +190,17 @@ async fn an_app_on_all_addresses_is_found_exposed_and_refused_readiness() {
     assert_eq!(line["fields"]["address"], format!("127.0.0.2:{port}"));
     let m = admin_get(&run.admin, "/metrics").await.body;
     assert_eq!(gauge(&m, "trustgate_app_exposed"), Some(1), "{m}");
-    let r = admin_get(&run.admin, "/readyz").await;
-    assert_eq!(r.status, 503);
+    // Readiness may still say "starting" for a moment after the check's first line (both
+    // are 503): poll, with a deadline, for the exposure's own answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = admin_get(&run.admin, "/readyz").await;
+        assert_eq!(r.status, 503, "{}", r.body);
+        if !r.body.contains("starting") || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         r.body.contains("app_exposed") && r.body.contains(&format!("127.0.0.2:{port}")),
         "{}",
