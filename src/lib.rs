@@ -13,6 +13,7 @@
 mod words;
 
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod inject;
 pub mod keys;

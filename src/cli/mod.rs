@@ -479,6 +479,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let (_, mut files) = trust_files::load_checked(&cfg);
     let (errors, warnings) = trustgate::proxy::operator::exposure::config_problems(&cfg);
     files.errors.extend(errors);
+    files.errors.extend(trustgate::fleet::file_problems(&cfg));
     files.warnings.extend(warnings);
     for w in &files.warnings {
         eprintln!("warning: {w}");
@@ -556,6 +557,11 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // explain consumes nothing: no limit, no single-use token — so it asks the fleet's
+    // store nothing either (a replay check there would use the token up). It says each
+    // limit's scope from the configuration.
+    let mut cfg = cfg;
+    cfg.fleet = None;
     let answer = runtime.block_on(async {
         let metrics = trustgate::metrics::Metrics::new(prometheus::Registry::new())?;
         let state = trustgate::proxy::shared_state(std::sync::Arc::new(cfg), loaded, metrics)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::parse::Problems;
-use super::{AppExposure, Config, Inbound, Outbound, Rule, Sources, ISSUER_FROM_POD};
+use super::{AppExposure, Config, Inbound, Outbound, Rule, Scope, Sources, ISSUER_FROM_POD};
 use crate::http::{name_starts_alike, names_alike};
 use crate::keys::{is_spiffe_id_in, is_valid_identity, IssuerKind};
 
@@ -15,6 +15,61 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     check_sides(cfg, p);
     check_limits(cfg, p);
     check_listeners(cfg, p);
+    check_fleet(cfg, p);
+}
+
+/// `[fleet]` and the scopes that need it: a fleet scope without a store, or with nothing
+/// to share, is a mistake someone would otherwise find in production.
+fn check_fleet(cfg: &mut Config, p: &mut Problems) {
+    let name = cfg.identity.name.clone();
+    if let Some(f) = &mut cfg.fleet {
+        if let Err(e) = super::check_fleet_url(&f.redis) {
+            p.add("fleet.redis", e);
+        }
+        if f.timeout.is_zero() {
+            p.add("fleet.timeout", "must be greater than zero");
+        } else if f.timeout > std::time::Duration::from_secs(5) {
+            p.add(
+                "fleet.timeout",
+                "is longer than 5s: every limited request would wait that long for a store that is gone",
+            );
+        }
+        if f.ca_file.is_some() && !f.redis.starts_with("rediss://") {
+            p.add("fleet.ca_file", "is only for rediss:// (TLS)");
+        }
+        if f.key_prefix.is_empty() {
+            f.key_prefix = format!("trustgate:{name}:");
+        }
+    }
+    let fleet = cfg.fleet.is_some();
+    let none = "is \"fleet\" but there is no [fleet] section (the store the replicas share)";
+    for (caller, c) in &cfg.callers {
+        if c.rate_limit_scope != Scope::Fleet {
+            continue;
+        }
+        let key = format!("callers.{caller}.rate_limit_scope");
+        if !fleet {
+            p.add(&key, none);
+        }
+        if c.rate_limit.is_none() {
+            p.add(&key, "is \"fleet\" but there is no rate_limit to share (max_concurrent is always per sidecar)");
+        }
+    }
+    if let Some(i) = cfg
+        .inbound
+        .as_ref()
+        .filter(|i| i.replay_scope == Scope::Fleet)
+    {
+        if !fleet {
+            p.add("inbound.replay_scope", none);
+        }
+        if !i.require_request_binding {
+            p.add(
+                "inbound.replay_scope",
+                "is \"fleet\" but inbound.require_request_binding is false: only request-bound tokens are single-use",
+            );
+        }
+    }
 }
 
 fn check_trust(cfg: &mut Config, p: &mut Problems) {

@@ -18,6 +18,7 @@
 mod declare;
 mod check;
 mod claims;
+mod fleet;
 mod parse;
 mod platform;
 mod values;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 
 pub use crate::rule::{PathPattern, Rule};
 pub use claims::{ClaimHeader, ClaimPointer, Sources};
+pub use fleet::{check_url as check_fleet_url, Fleet, OnError, Scope};
 pub use parse::ConfigError;
 pub use platform::{IssuerConfig, ISSUER_FROM_POD, POD_CA_FILE, POD_SA_DIR, POD_TOKEN_FILE};
 
@@ -103,6 +105,8 @@ pub struct Config {
     pub outbound: Option<Outbound>,
     /// `[callers.<name>]`, by caller identity.
     pub callers: BTreeMap<String, Caller>,
+    /// `None` when the `[fleet]` section is absent: every limit and cache per sidecar.
+    pub fleet: Option<Fleet>,
     pub admin: Admin,
     pub limits: Limits,
     pub log: Log,
@@ -319,6 +323,9 @@ section! {
         pub client_ca: Option<FilePath> = None,
         pub verified_cache_size: usize = 10_000,
         pub replay_cache_size: usize = 100_000,
+        /// `"fleet"`: the replay cache of request-bound tokens is shared through `[fleet]`
+        /// (a token used at one replica is refused at every other).
+        pub replay_scope: Scope = Scope::Sidecar,
         /// Answer `GET /.well-known/jwks.json` on this listener (this service's public
         /// keys, as on the admin listener), so that peers can fetch them over the link
         /// they call through. Never forwarded, no token needed.
@@ -419,7 +426,11 @@ pub struct Caller {
     /// second's worth, at least 1).
     pub burst: Option<u32>,
     /// Requests of this caller in flight at most; past it 429 `concurrency_limited`.
+    /// Always per sidecar.
     pub max_concurrent: Option<u32>,
+    /// `"fleet"`: `rate_limit` and `burst` hold across every replica together
+    /// (`[fleet]`); `"sidecar"`: each replica's own bucket.
+    pub rate_limit_scope: Scope,
 }
 
 /// A request rate: `count` per `per`.

@@ -4,6 +4,10 @@
 //! atomic word, no lock) and its own in-flight counter, so one noisy caller never waits
 //! on — or slows — another. Only callers named in the configuration have limits: memory
 //! is bounded by the configuration, whatever the number of callers that show up.
+//!
+//! A caller whose `rate_limit_scope` is `"fleet"` is rated by the fleet's store instead
+//! (one round trip, [`crate::fleet`]); its own bucket here decides only while the store
+//! cannot answer and `fleet.on_error` is `"local"`. Concurrency is always this sidecar's.
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,19 +18,23 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use http_body_util::BodyExt as _;
 
-use crate::config::{Caller, Rate};
+use crate::config::{Caller, OnError, Rate, Scope};
+use crate::fleet::{self, Fleet};
 use crate::http::Body;
-use crate::proxy::rescue::Limit;
+use crate::proxy::rescue::{Failure, Limit};
 
 /// The limits of every caller that has one.
 #[derive(Default)]
 pub struct CallerLimits {
     by_caller: HashMap<String, Limits>,
     clock: DefaultClock,
+    fleet: Option<Arc<Fleet>>,
 }
 
 struct Limits {
     rate: Option<DefaultDirectRateLimiter>,
+    /// `rate_limit_scope = "fleet"`: the quota the fleet's store keeps.
+    fleet: Option<fleet::Quota>,
     concurrent: Option<(u32, Arc<AtomicU32>)>,
 }
 
@@ -46,7 +54,12 @@ pub fn quota(rate: Rate, burst: Option<u32>) -> Option<Quota> {
 }
 
 impl CallerLimits {
-    pub fn new<'a>(callers: impl IntoIterator<Item = (&'a String, &'a Caller)>) -> Self {
+    /// `fleet`: the store of callers whose scope is `"fleet"` (without one, every bucket
+    /// is this sidecar's — the configuration check refuses that combination).
+    pub fn new<'a>(
+        callers: impl IntoIterator<Item = (&'a String, &'a Caller)>,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Self {
         let by_caller = callers
             .into_iter()
             .filter_map(|(name, c)| {
@@ -54,14 +67,25 @@ impl CallerLimits {
                     .rate_limit
                     .and_then(|r| quota(r, c.burst))
                     .map(RateLimiter::direct);
+                let fleet = match (c.rate_limit_scope, c.rate_limit, &fleet) {
+                    (Scope::Fleet, Some(r), Some(_)) => fleet::Quota::of(r, c.burst),
+                    _ => None,
+                };
                 let concurrent = c.max_concurrent.map(|n| (n, Arc::new(AtomicU32::new(0))));
-                (rate.is_some() || concurrent.is_some())
-                    .then(|| (name.clone(), Limits { rate, concurrent }))
+                (rate.is_some() || concurrent.is_some()).then(|| {
+                    let limits = Limits {
+                        rate,
+                        fleet,
+                        concurrent,
+                    };
+                    (name.clone(), limits)
+                })
             })
             .collect();
         CallerLimits {
             by_caller,
             clock: DefaultClock::default(),
+            fleet,
         }
     }
 
@@ -72,7 +96,11 @@ impl CallerLimits {
     /// Admits one request of `caller`, or says which limit it is over. A concurrency-
     /// limited caller's request holds an [`InFlight`] until it ends. The rate is counted
     /// only for requests the concurrency limit admits.
-    pub fn admit(&self, caller: &str) -> Result<Option<InFlight>, Limit> {
+    pub async fn admit(&self, caller: &str) -> Result<Option<InFlight>, Failure> {
+        let limited = |limit| Failure::Limited {
+            caller: caller.to_owned(),
+            limit,
+        };
         let Some(l) = self.by_caller.get(caller) else {
             return Ok(None);
         };
@@ -84,18 +112,26 @@ impl CallerLimits {
                     })
                     .is_ok();
                 if !admitted {
-                    return Err(Limit::Concurrency);
+                    return Err(limited(Limit::Concurrency));
                 }
                 Some(InFlight(count.clone()))
             }
             None => None,
         };
+        if let (Some(q), Some(fleet)) = (l.fleet, &self.fleet) {
+            match fleet.rate(caller, q).await {
+                Ok(None) => return Ok(in_flight),
+                Ok(Some(retry_after)) => return Err(limited(Limit::Rate { retry_after })),
+                Err(_) if fleet.on_error == OnError::Local => {}
+                Err(_) => return Err(Failure::FleetUnavailable("rate")),
+            }
+        }
         if let Some(rate) = &l.rate {
             if let Err(not_until) = rate.check() {
                 let wait = not_until.wait_time_from(self.clock.now());
                 // Whole seconds, rounded up: a client retrying then fits.
                 let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                return Err(Limit::Rate { retry_after });
+                return Err(limited(Limit::Rate { retry_after }));
             }
         }
         Ok(in_flight)
@@ -161,8 +197,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_bucket_of_burst_then_the_rate_and_another_caller_untouched() {
+    #[tokio::test]
+    async fn a_bucket_of_burst_then_the_rate_and_another_caller_untouched() {
         let per_minute = Rate {
             count: 60,
             per: Duration::from_secs(60),
@@ -171,27 +207,39 @@ mod tests {
             ("noisy".to_owned(), caller(Some(per_minute), Some(3), None)),
             ("calm".to_owned(), caller(Some(per_minute), None, None)),
         ];
-        let limits = CallerLimits::new(callers.iter().map(|(n, c)| (n, c)));
+        let limits = CallerLimits::new(callers.iter().map(|(n, c)| (n, c)), None);
         for _ in 0..3 {
-            assert!(limits.admit("noisy").is_ok());
+            assert!(limits.admit("noisy").await.is_ok());
         }
-        match limits.admit("noisy") {
-            Err(Limit::Rate { retry_after }) => assert_eq!(retry_after, 1, "one a second"),
+        match limits.admit("noisy").await {
+            Err(Failure::Limited {
+                limit: Limit::Rate { retry_after },
+                ..
+            }) => assert_eq!(retry_after, 1, "one a second"),
             other => panic!("{:?}", other.map(|_| ())),
         }
-        assert!(limits.admit("calm").is_ok(), "another caller's bucket");
-        assert!(limits.admit("unlimited").unwrap().is_none());
+        assert!(
+            limits.admit("calm").await.is_ok(),
+            "another caller's bucket"
+        );
+        assert!(limits.admit("unlimited").await.unwrap().is_none());
         assert_eq!(per_minute.default_burst(), 1, "one second's worth of 60/m");
     }
 
-    #[test]
-    fn concurrency_is_released_when_a_request_ends() {
+    #[tokio::test]
+    async fn concurrency_is_released_when_a_request_ends() {
         let callers = [("o".to_owned(), caller(None, None, Some(2)))];
-        let limits = CallerLimits::new(callers.iter().map(|(n, c)| (n, c)));
-        let a = limits.admit("o").unwrap();
-        let _b = limits.admit("o").unwrap();
-        assert_eq!(limits.admit("o").err(), Some(Limit::Concurrency));
+        let limits = CallerLimits::new(callers.iter().map(|(n, c)| (n, c)), None);
+        let a = limits.admit("o").await.unwrap();
+        let _b = limits.admit("o").await.unwrap();
+        assert!(matches!(
+            limits.admit("o").await,
+            Err(Failure::Limited {
+                limit: Limit::Concurrency,
+                ..
+            })
+        ));
         drop(a);
-        assert!(limits.admit("o").is_ok());
+        assert!(limits.admit("o").await.is_ok());
     }
 }

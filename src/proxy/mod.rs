@@ -62,6 +62,8 @@ pub enum StartError {
     },
     #[error("metrics: {0}")]
     Metrics(prometheus::Error),
+    #[error("{0}")]
+    Fleet(String),
 }
 
 impl From<prometheus::Error> for StartError {
@@ -125,7 +127,11 @@ pub fn shared_state(
         }
         None => upstreams.clone(),
     };
-    Ok(State::new(cfg, trust, upstreams, app, metrics))
+    let fleet = match &cfg.fleet {
+        Some(f) => Some(crate::fleet::Fleet::new(f, &metrics.registry).map_err(StartError::Fleet)?),
+        None => None,
+    };
+    Ok(State::new(cfg, trust, upstreams, app, metrics, fleet))
 }
 
 impl Proxy {
@@ -136,6 +142,7 @@ impl Proxy {
         let (loaded, mut check) = files::load_checked(&cfg);
         let (errors, warnings) = operator::exposure::config_problems(&cfg);
         check.errors.extend(errors);
+        check.errors.extend(crate::fleet::file_problems(&cfg));
         check.warnings.extend(warnings);
         // (`key_files` are logged by the trust plane as it skips them.)
         for w in &check.warnings {
@@ -219,6 +226,9 @@ impl Proxy {
             state.clone(),
             admin_rx,
         ));
+        if let Some(fleet) = &state.fleet {
+            fleet.start();
+        }
         let (trust_stop_tx, trust_stop_rx) = watch::channel(false);
         let trust_tasks = reload::spawn(
             Reloader {

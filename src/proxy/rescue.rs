@@ -48,6 +48,10 @@ pub enum Failure {
     /// not within `trust.max_stale`): 503, the caller did nothing wrong.
     #[error("keys of {0} unavailable (key URL not fetched)")]
     KeysUnavailable(String),
+    /// `[fleet]` could not answer a fleet-scoped limit or replay check, and its
+    /// `on_error` / `replay_on_error` is `refuse`: 503.
+    #[error("the fleet's store did not answer ({0})")]
+    FleetUnavailable(&'static str),
     /// Outbound: the route's `token_file` has never been readable: 503.
     #[error("no token to present for {0} (token_file unreadable)")]
     TokenUnavailable(String),
@@ -266,6 +270,12 @@ impl Failure {
                     .retry_after(5)
                     .forward_in_audit()
             }
+            Failure::FleetUnavailable(_) => {
+                let (r, s) = ("fleet_unavailable", S::SERVICE_UNAVAILABLE);
+                row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE)
+                    .retry_after(1)
+                    .forward_in_audit()
+            }
             Failure::TokenUnavailable(_) => {
                 let (r, s) = ("token_unavailable", S::SERVICE_UNAVAILABLE);
                 row(O::Unavailable, r, s, "unavailable", r, grpc::UNAVAILABLE).retry_after(5)
@@ -408,9 +418,10 @@ mod tests {
             Failure::User(_) => 9,
             Failure::Txn(_) => 10,
             Failure::UserRequired => 11,
+            Failure::FleetUnavailable(_) => 12,
         }
     }
-    const VARIANTS: usize = 12;
+    const VARIANTS: usize = 13;
 
     /// Every failure: every variant, with every reason its inner enums have.
     fn every_failure() -> Vec<Failure> {
@@ -454,6 +465,8 @@ mod tests {
         );
         all.push(Failure::NoRoute("ledger".into()));
         all.push(Failure::KeysUnavailable("orders".into()));
+        all.push(Failure::FleetUnavailable("rate"));
+        all.push(Failure::FleetUnavailable("replay"));
         all.push(Failure::TokenUnavailable("billing".into()));
         all.push(Failure::Internal("x".into()));
         all
@@ -494,7 +507,9 @@ mod tests {
                 }
                 Failure::NoRoute(_) => (502, "no_route", 14, false, false),
                 Failure::BadRequest(_) => (400, "bad_request", 3, false, false),
-                Failure::KeysUnavailable(_) => (503, "unavailable", 14, true, false),
+                Failure::KeysUnavailable(_) | Failure::FleetUnavailable(_) => {
+                    (503, "unavailable", 14, true, false)
+                }
                 Failure::TokenUnavailable(_) => (503, "unavailable", 14, false, false),
                 Failure::Internal(_) => (500, "internal_error", 13, false, true),
             };
@@ -518,6 +533,7 @@ mod tests {
                 Failure::Limited { limit, .. } => limit.reason(),
                 Failure::Forbidden { .. } => "policy",
                 Failure::KeysUnavailable(_) => "keys_unavailable",
+                Failure::FleetUnavailable(_) => "fleet_unavailable",
                 Failure::TokenUnavailable(_) => "token_unavailable",
                 Failure::Internal(_) => "internal",
                 Failure::Upstream(_) | Failure::NoRoute(_) => error,

@@ -27,6 +27,8 @@ pub struct State {
     pub health: Health,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
+    /// `[fleet]`: the store the replicas share (limits, replay).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// `trustgate-hop` of this sidecar's own answers: `<identity>/inbound`,
     /// `<identity>/outbound` (see [`crate::proxy::answer::HOP`]).
     pub hops: [http::HeaderValue; 2],
@@ -57,6 +59,8 @@ pub struct InboundState {
     /// Persons of transaction tokens seen before (same bytes, same keyring generation).
     pub persons: VerifiedCache<crate::token::Person>,
     pub replay: ReplayCache,
+    /// `inbound.replay_scope = "fleet"`: the replay cache shared through `[fleet]`.
+    pub fleet_replay: Option<Arc<crate::fleet::Fleet>>,
     /// Roles by caller, and the `x-service-caller-roles` value joined once.
     pub roles: HashMap<String, (Vec<String>, HeaderValue)>,
     /// `trust.transaction_token_issuers` names someone: `txn-token` is verified and
@@ -72,7 +76,13 @@ pub struct InboundState {
 }
 
 impl InboundState {
-    pub(crate) fn new(cfg: &Config, inbound: &Inbound, app: Upstreams) -> Self {
+    pub(crate) fn new(
+        cfg: &Config,
+        inbound: &Inbound,
+        app: Upstreams,
+        fleet: Option<&Arc<crate::fleet::Fleet>>,
+    ) -> Self {
+        let fleet = fleet.cloned();
         let mut policy = VerifyPolicy::new(cfg.identity.name.clone());
         policy.leeway = cfg.trust.leeway;
         policy.max_ttl = cfg.trust.max_token_ttl;
@@ -101,12 +111,15 @@ impl InboundState {
                 .chain(&PERSON_HEADERS)
                 .cloned()
                 .collect(),
-            limits: crate::proxy::limits::CallerLimits::new(&cfg.callers),
+            limits: crate::proxy::limits::CallerLimits::new(&cfg.callers, fleet.clone()),
 
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),
             persons: VerifiedCache::new(inbound.verified_cache_size),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
+            fleet_replay: fleet
+                .clone()
+                .filter(|_| inbound.replay_scope == crate::config::Scope::Fleet),
             roles,
             accepts_txn: !cfg.trust.transaction_token_issuers.is_empty(),
             takes_persons: inbound.users.is_some()
@@ -198,6 +211,7 @@ impl State {
         upstreams: Upstreams,
         app: Upstreams,
         metrics: Metrics,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
     ) -> Arc<Self> {
         // The series a rule can alert on exist from the start, at 0.
         if let Some(i) = &cfg.inbound {
@@ -227,7 +241,7 @@ impl State {
         }
         Arc::new(State {
             inbound: cfg.inbound.as_ref().map(|i| {
-                let mut side = InboundState::new(&cfg, i, app);
+                let mut side = InboundState::new(&cfg, i, app, fleet.as_ref());
                 side.txn_verified = side.accepts_txn.then(|| {
                     metrics
                         .transaction_tokens
@@ -243,6 +257,7 @@ impl State {
             trust,
             upstreams,
             metrics,
+            fleet,
             hops: ["inbound", "outbound"].map(|side| {
                 http::HeaderValue::from_str(&format!("{}/{side}", cfg.identity.name))
                     .unwrap_or(http::HeaderValue::from_static("-"))

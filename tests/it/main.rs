@@ -24,6 +24,8 @@ mod explain;
 // The person behind the call: people's tokens at the edge, transaction tokens after it.
 mod end_users;
 mod policy;
+// The fleet: limits and single-use tokens across replicas, on a real Redis.
+mod fleet;
 // Keys and tokens, with other stacks' JOSE libraries.
 mod interop;
 mod keys;

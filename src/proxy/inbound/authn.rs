@@ -8,6 +8,7 @@ use http::Request;
 
 use super::bearer::{check_token, extract_token, locate_token};
 use super::Who;
+use crate::config::OnError;
 use crate::proxy::rescue::Failure;
 use crate::proxy::state::{InboundState, State};
 use crate::token::{self, unix_now, Rejection, Verified};
@@ -18,6 +19,45 @@ use crate::trust::KidRefusal;
 /// `crate::trust::sources`) — and an identity whose keys could not be fetched gets 503
 /// `keys_unavailable`, not 401.
 pub(crate) async fn authenticate<B>(
+    state: &Arc<State>,
+    side: &InboundState,
+    req: &Request<B>,
+    now: u64,
+) -> Result<Arc<Verified>, Failure> {
+    let v = verified(state, side, req, now).await?;
+    if side.cfg.require_request_binding {
+        first_use(side, &v, now).await?;
+    }
+    Ok(v)
+}
+
+/// A request-bound token is single-use: its `jti` recorded, and refused if seen before —
+/// by this sidecar, or (`inbound.replay_scope = "fleet"`) by any replica.
+async fn first_use(side: &InboundState, v: &Verified, now: u64) -> Result<(), Failure> {
+    let refused = Failure::Unauthenticated;
+    let jti = v
+        .claims
+        .jti
+        .as_deref()
+        .ok_or(refused(Rejection::BindingMissing))?;
+    if let Some(fleet) = &side.fleet_replay {
+        // As long as the local cache would remember it: until exp, plus the leeway.
+        let until = v.claims.exp + side.policy.leeway.as_secs();
+        let ttl = std::time::Duration::from_secs(until.saturating_sub(now).max(1));
+        match fleet.first_use(&v.caller, jti, ttl).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => return Err(refused(Rejection::Replayed)),
+            Err(_) if fleet.replay_on_error == OnError::Local => {}
+            Err(_) => return Err(Failure::FleetUnavailable("replay")),
+        }
+    }
+    side.replay
+        .check_and_insert(jti, v.claims.exp, now)
+        .map_err(refused)
+}
+
+/// The token verified, a kid nobody knows fetched from the claimed source first.
+async fn verified<B>(
     state: &Arc<State>,
     side: &InboundState,
     req: &Request<B>,
@@ -54,7 +94,7 @@ pub(crate) async fn authenticate<B>(
 }
 
 /// Exactly one token, verified against this request's keyring snapshot, request binding
-/// and replay where required. A token seen before is answered from the verified-token
+/// where required (replay: [`first_use`], once per request). A token seen before is answered from the verified-token
 /// cache (same bytes, same keyring generation) before its bytes are even checked: they
 /// equal bytes that passed every check.
 fn verify_token<B>(
@@ -75,8 +115,6 @@ fn verify_token<B>(
             .map(|p| p.as_str())
             .unwrap_or("/");
         v.check_binding(req.method().as_str(), pq)?;
-        let jti = v.claims.jti.as_deref().ok_or(Rejection::BindingMissing)?;
-        side.replay.check_and_insert(jti, v.claims.exp, now)?;
         return Ok(Arc::new(v));
     }
     if let Some(v) = side.verified.get(raw, trust.generation, now) {

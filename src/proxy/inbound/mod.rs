@@ -40,7 +40,7 @@ use crate::proxy::answer::{self, Decision, Direction, Handled, Seen, Verdict, Wh
 use crate::proxy::forward::client::Protocol;
 use crate::proxy::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use crate::proxy::limits::InFlight;
-use crate::proxy::rescue::{Answer, BadRequest, Failure, Limit};
+use crate::proxy::rescue::{Answer, BadRequest, Failure};
 use crate::proxy::state::{Granted, InboundState, State};
 use crate::rule::{CallerFacts, RequestFacts};
 use crate::token::{unix_now, Person, Rejection, Verified};
@@ -109,8 +109,8 @@ pub(crate) trait Observer<B>: Observe {
     /// The person the request is made for, if any.
     fn person(&mut self, _person: Option<&Person>) {}
     /// The caller's limits: admit it (holding what it takes until its answer ends), or
-    /// say which one it is over.
-    fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Limit>;
+    /// say which one it is over (or that the fleet's store could not say).
+    async fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Failure>;
     /// The caller presented: `headers` are the request's as the app gets them; the claim
     /// headers in `withheld` were not sent.
     fn presented(&mut self, _caller: &str, _headers: &HeaderMap, _withheld: &[&HeaderName]) {}
@@ -165,22 +165,24 @@ impl Observer<Incoming> for Serve<'_> {
         }
     }
 
-    fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Limit> {
+    async fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Failure> {
         if side.limits.is_empty() {
             return Ok(());
         }
-        match side.limits.admit(caller) {
+        match side.limits.admit(caller).await {
             Ok(f) => {
                 self.in_flight = f;
                 Ok(())
             }
-            Err(limit) => {
-                self.state
-                    .metrics
-                    .caller_limited
-                    .with_label_values(&[caller, limit.reason()])
-                    .inc();
-                Err(limit)
+            Err(failure) => {
+                if let Failure::Limited { limit, .. } = &failure {
+                    self.state
+                        .metrics
+                        .caller_limited
+                        .with_label_values(&[caller, limit.reason()])
+                        .inc();
+                }
+                Err(failure)
             }
         }
     }
@@ -288,7 +290,7 @@ pub(crate) async fn steps<B, O: Observer<B>>(
         },
     };
     obs.person(person.as_deref());
-    decide(side, req, verified, person, obs)
+    decide(side, req, verified, person, obs).await
 }
 
 /// Who a request concerned, for the access log: its caller (`-`: none) and the person.
@@ -302,7 +304,7 @@ fn who(v: Option<&Verified>, p: Option<&Arc<Person>>) -> Option<Who> {
 }
 
 /// The rules, the caller's limits, what the app is told.
-fn decide<B, O: Observer<B>>(
+async fn decide<B, O: Observer<B>>(
     side: &InboundState,
     mut req: Request<B>,
     verified: Option<Arc<Verified>>,
@@ -315,15 +317,8 @@ fn decide<B, O: Observer<B>>(
         return reject(side, req, failure, who(v, person.as_ref()), obs);
     }
     if let Some(v) = v {
-        if let Err(limit) = obs.admit(side, &v.caller) {
-            let caller = v.caller.to_string();
-            return reject(
-                side,
-                req,
-                Failure::Limited { caller, limit },
-                who(Some(v), person.as_ref()),
-                obs,
-            );
+        if let Err(failure) = obs.admit(side, &v.caller).await {
+            return reject(side, req, failure, who(Some(v), person.as_ref()), obs);
         }
     }
     let withheld = match (v, granted) {
@@ -532,7 +527,7 @@ mod tests {
             },
         )
         .unwrap();
-        InboundState::new(&cfg, cfg.inbound.as_ref().unwrap(), app)
+        InboundState::new(&cfg, cfg.inbound.as_ref().unwrap(), app, None)
     }
 
     fn verified(caller: &str) -> Verified {

@@ -13,7 +13,7 @@ use crate::policy::{List, Miss, Observe, Subject};
 use crate::proxy::answer::Decision;
 use crate::proxy::inbound;
 use crate::proxy::inbound::person::TXN_TOKEN;
-use crate::proxy::rescue::{Answer, Failure, Limit};
+use crate::proxy::rescue::{Answer, Failure};
 use crate::proxy::state::{InboundState, State};
 use crate::token::{unix_now, Claims, Person, Rejection, Verified};
 
@@ -194,7 +194,7 @@ impl<B> inbound::Observer<B> for Explain<'_> {
         }
     }
 
-    fn admit(&mut self, _: &InboundState, caller: &str) -> Result<(), Limit> {
+    async fn admit(&mut self, _: &InboundState, caller: &str) -> Result<(), Failure> {
         self.out.say(limits_line(&self.state.cfg, caller));
         Ok(())
     }
@@ -381,14 +381,18 @@ fn limits_line(cfg: &Config, caller: &str) -> String {
             60 => "m",
             _ => "h",
         };
+        let scope = match c.rate_limit_scope {
+            crate::config::Scope::Fleet => "fleet-wide: every replica together",
+            crate::config::Scope::Sidecar => "per sidecar",
+        };
         parts.push(format!(
-            "rate_limit {}/{unit}, burst {}",
+            "rate_limit {}/{unit}, burst {} ({scope})",
             r.count,
             c.burst.unwrap_or_else(|| r.default_burst())
         ));
     }
     if let Some(n) = c.max_concurrent {
-        parts.push(format!("max_concurrent {n}"));
+        parts.push(format!("max_concurrent {n} (per sidecar)"));
     }
     if parts.is_empty() {
         return format!("limits: none for {caller}");

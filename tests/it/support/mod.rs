@@ -3,6 +3,7 @@
 
 pub mod attack;
 pub mod raw;
+pub mod redis;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
