@@ -7,6 +7,7 @@
 #                                                   URL: orders rotates with no edit here)
 #   example/orders/keys/tls/tls.{crt,key}         orders' inbound TLS certificate (openssl, from
 #   example/billing/keys/fetch-ca/ca.crt          a throwaway CA; use cert-manager in a cluster)
+#   example/billing-redis/keys/redis-password     billing's fleet store password → Secret billing-fleet-redis
 # Existing keys are kept (keygen never overwrites). keys/ directories are not committed.
 #
 #   TRUSTGATE=target/release/trustgate deploy/kubernetes/make-secrets.sh
@@ -39,5 +40,10 @@ if [ ! -f orders/keys/tls/tls.crt ]; then
         -CAcreateserial -days 365 -extfile "$tmp/ext" -out orders/keys/tls/tls.crt 2>/dev/null
     cp "$tmp/ca.crt" billing/keys/fetch-ca/ca.crt
     rm -rf "$tmp"
+fi
+# billing's fleet store password (Valkey and billing's sidecars mount it).
+mkdir -p billing-redis/keys
+if [ ! -f billing-redis/keys/redis-password ]; then
+    openssl rand -hex 24 | tr -d '\n' >billing-redis/keys/redis-password
 fi
 echo "keys ready: $(ls orders/keys billing/keys | tr '\n' ' ')"

@@ -294,6 +294,9 @@ struct Settings {
     authorized_keys: Source,
     tls_secret: Option<String>,
     fetch_ca: Option<Source>,
+    /// `trustgate.dev/fleet-secret`: the fleet store's password (`password`), for
+    /// `fleet.password_file` ([fleet] itself is in the ConfigMap).
+    fleet_secret: Option<String>,
     /// `trustgate.dev/app-socket`: the app listens on this Unix socket path.
     app_socket: Option<String>,
     network_policy: bool,
@@ -473,6 +476,7 @@ fn settings(
         authorized_keys,
         tls_secret: ann("tls-secret"),
         fetch_ca: one_source(ann, "fetch-ca")?,
+        fleet_secret: ann("fleet-secret"),
         app_socket: app_socket(ann)?,
         network_policy: match ann("network-policy").as_deref() {
             None | Some("true" | "enabled") => true,

@@ -366,6 +366,13 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
         ));
         mounts.push(mount("trustgate-fetch-ca", "/etc/trustgate/fetch-ca"));
     }
+    if st.fleet_secret.is_some() && *serve != Serve::OutboundOnly {
+        env.push((
+            "TRUSTGATE_FLEET_PASSWORD_FILE",
+            "/etc/trustgate/fleet/password".into(),
+        ));
+        mounts.push(mount("trustgate-fleet", "/etc/trustgate/fleet"));
+    }
     mounts.extend(
         super::tokens::mounts(st)
             .into_iter()
@@ -463,6 +470,9 @@ fn sidecar_volumes(spec: &Yaml, st: &Settings, serve: &Serve) -> Vec<Yaml> {
     }
     if let Some(ca) = &st.fetch_ca {
         v.push(source("trustgate-fetch-ca", ca));
+    }
+    if let Some(fleet) = &st.fleet_secret {
+        v.push(secret("trustgate-fleet", fleet, key_mode));
     }
     v
 }
