@@ -18,8 +18,10 @@ whose key is revoked for a while.
 Events (fractions of the run): orders' signing key rotates (the new public key added to
 the callees' authorized_keys, orders' identity swapped, the old public key removed — all
 kubelet-style `..data` swaps), the probe's kid is revoked and un-revoked, the app
-restarts, ledger's JWKS server is down for a while, billing's inbound certificate
-rotates (the new one is then served). At the end, with slow requests in flight, billing
+restarts, ledger's JWKS server is down for a while, billing's fleet store (a real
+redis-server holding orders' fleet-wide rate limit) is killed and restarted — orders'
+calls must not fail meanwhile, and the fleet must be back without a restart — and
+billing's inbound certificate rotates (the new one is then served). At the end, with slow requests in flight, billing
 gets SIGTERM.
 
 Asserts: zero unexpected failures (the probe's 401 `revoked` while revoked, and 502s
@@ -205,6 +207,20 @@ class World:
                 p.kill()
                 p.wait()
 
+    def start_redis(self):
+        """billing's fleet store: a real redis-server on a Unix socket, with a password
+        (None when the machine has none: no fleet leg)."""
+        if not shutil.which("redis-server"):
+            self.redis_sock = None
+            return
+        self.redis_sock = os.path.join(self.tmp, "redis.sock")
+        if os.path.exists(self.redis_sock):
+            os.unlink(self.redis_sock)
+        self.spawn("redis", ["redis-server", "--port", "0", "--unixsocket", self.redis_sock,
+                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                             "--requirepass", "soak-fleet-password"])
+        wait_until(lambda: os.path.exists(self.redis_sock), 10, "redis-server")
+
     def close(self):
         for name in list(self.procs):
             self.stop(name, signal.SIGKILL, 5)
@@ -271,6 +287,20 @@ def sidecar_configs(w, ports):
     publish(f"{v}/billing-revoked", {"revoked": b"# none\n"})
     publish(f"{v}/billing-tls", {"tls.crt": read(w.leaves[0][0]), "tls.key": read(w.leaves[0][1])})
     common = '[log]\nformat = "json"\nlevel = "info"\n'
+    # The fleet leg: orders' limit (far above the load) held in Redis, one round trip per
+    # request of orders; the store is restarted mid-run (fallback: each sidecar's bucket).
+    fleet = ""
+    if w.redis_sock:
+        with open(os.path.join(w.tmp, "redis-password"), "w") as f:
+            f.write("soak-fleet-password\n")
+        fleet = f"""
+[callers.orders]
+rate_limit = "1000000/s"
+rate_limit_scope = "fleet"
+[fleet]
+redis = "unix://{w.redis_sock}"
+password_file = "{w.tmp}/redis-password"
+"""
     configs = {
         "orders": f"""
 [identity]
@@ -307,6 +337,7 @@ tls_key = "{v}/billing-tls/tls.key"
 listen = "127.0.0.1:{ports['billing_admin']}"
 [limits]
 shutdown_grace = "{GRACE}s"
+{fleet}
 {common}""",
         "grpcsvc": f"""
 [identity]
@@ -532,6 +563,7 @@ def main():
 
     swaps = {}
     counted = {}
+    fleet_figures = {}
     t0 = term = time.time() + 10**9  # set below; a run cut short by an error has neither
     exit_after, warm, end = None, {}, {}
     try:
@@ -539,6 +571,7 @@ def main():
         w.spawn("grpc_app", [sys.executable, os.path.join(APPS, "grpc_app.py"), str(ports["grpc_app"])])
         wait_until(lambda: socket.create_connection(("127.0.0.1", ports["grpc_app"]), 0.5).close() is None, 30, "grpc app")
         jwks.start()
+        w.start_redis()
         sidecar_configs(w, ports)
         pids = {n: w.procs[n].pid for n in ("orders", "billing")}
         reloads0 = {(n, m): reloads(ports[f"{n}_admin"], m)
@@ -612,6 +645,32 @@ def main():
         errors > 0 or problems.append("no failed fetch of ledger's keys counted while its server was down")
         jwks.start()
         note(f"ledger's JWKS server up again ({errors:.0f} failed fetches meanwhile)")
+
+        # The fleet's store killed and restarted under load: billing's fleet-limited
+        # caller (orders) is decided by billing's own bucket meanwhile — no failure is
+        # expected — and the fleet is back without a restart.
+        at(0.70)
+        if w.redis_sock:
+            admin = ports["billing_admin"]
+            up = lambda: metric(admin, "trustgate_fleet_up")
+            rate_ok = lambda: metric(admin, "trustgate_fleet_operations_total", 'op="rate",result="ok"')
+            wait_until(lambda: up() == 1, 10, "billing's fleet up")
+            before = rate_ok()
+            before > 0 or problems.append("no fleet rate operation before the restart")
+            w.stop("redis", signal.SIGKILL)
+            killed = time.time()
+            wait_until(lambda: up() == 0, 10, "billing sees the fleet's store gone")
+            seen = time.time() - killed
+            w.start_redis()
+            restarted = time.time()
+            wait_until(lambda: up() == 1, 10, "billing's fleet back")
+            back = time.time() - restarted
+            wait_until(lambda: rate_ok() > before, 10, "fleet operations again")
+            fleet_figures.update(seen=round(seen, 3), back=round(back, 3),
+                                 errors=metric(admin, "trustgate_fleet_operations_total", 'op="rate",result="error"'))
+            note(f"Redis killed (seen down after {seen:.3f} s) and restarted: fleet back after {back:.3f} s")
+        else:
+            note("no redis-server: no fleet leg")
 
         # billing's inbound certificate rotates, and the new one is served.
         at(0.75)
@@ -693,6 +752,7 @@ def main():
     for n in end:
         print(f"  {n:8} RSS {warm[n][0]} → {end[n][0]} KiB, fds {warm[n][1]} → {end[n][1]}")
     print(f"  swaps: {swaps}; reloads counted by billing: {counted}; SIGTERM → exit after {exit_after} s")
+    print(f"  fleet leg: {fleet_figures or 'not run'}")
     for u in unexpected[:20]:
         print(f"  UNEXPECTED {u[0]:7.1f}s {u[1]}: {u[2]}")
     for p in problems:

@@ -74,6 +74,10 @@ pub fn check_url(url: &str) -> Result<(), String> {
         // The text is not repeated: a mistyped URL may hold a password.
         return Err("is not a redis://, rediss:// or unix:// URL".into());
     }
+    if url.contains('#') {
+        // redis-rs reads `rediss://…/#insecure` as "do not verify the certificate".
+        return Err("has a #fragment (#insecure turns certificate checks off): remove it; a private CA goes in fleet.ca_file".into());
+    }
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| format!("is not a Redis URL: {e}"))?;
     if info.redis_settings().password().is_some() {
@@ -159,6 +163,10 @@ authorized_keys = "/k/authorized_keys"
             (
                 "[fleet]\nredis = \"redis://r:6379/x\"\n",
                 "fleet.redis: is not a Redis URL",
+            ),
+            (
+                "[fleet]\nredis = \"rediss://r:6380/0#insecure\"\n",
+                "fleet.redis: has a #fragment",
             ),
             (
                 "[fleet]\nredis = \"redis://r\"\ntimeout = \"0s\"\n",

@@ -20,6 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// What every connection is made from.
 pub(super) struct Settings {
     info: ConnectionInfo,
+    tls: bool,
     password_file: Option<PathBuf>,
     ca: Option<Vec<u8>>,
 }
@@ -46,7 +47,9 @@ impl Settings {
             }
             None => None,
         };
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
         Ok(Settings {
+            tls,
             info,
             password_file: cfg.password_file.as_ref().map(|p| p.to_path_buf()),
             ca,
@@ -83,6 +86,11 @@ impl Link {
             redis = redis.set_password(p);
         }
         let info = s.info.clone().set_redis_settings(redis);
+        if s.tls {
+            // redis-rs builds its rustls config on the process's default provider: make it
+            // the project's (aws-lc-rs), whatever else the dependency tree enables.
+            let _ = (*crate::tls::provider()).clone().install_default();
+        }
         let client = match &s.ca {
             Some(ca) => Client::build_with_tls(
                 info,
