@@ -177,6 +177,16 @@ async fn three_replicas_hold_one_fleet_limit_where_sidecar_limits_triple() {
         assert_eq!(metric(side, "trustgate_fleet_up").await, 1.0);
     }
     assert_eq!(ops, 90.0);
+    // The same refusal counted as a local limit's: 429 rate_limited, by caller.
+    let mut limited = 0.0;
+    for side in &f.replicas {
+        limited += metric(
+            side,
+            "trustgate_caller_limited_total{caller=\"orders\",reason=\"rate_limited\"}",
+        )
+        .await;
+    }
+    assert_eq!(limited as usize, 90 - total(0));
     // The store holds orders' bucket under the service's prefix, and nothing else.
     assert_eq!(redis.keys(), ["trustgate:billing:rate:orders"]);
 }
