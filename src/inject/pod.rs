@@ -348,30 +348,15 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
             ("mountPath", s(socket_dir(path))),
         ]));
     }
-    if st.tls_secret.is_some() && *serve != Serve::OutboundOnly {
-        env.push((
-            "TRUSTGATE_INBOUND_TLS_CERT",
-            "/etc/trustgate/tls/tls.crt".into(),
-        ));
-        env.push((
-            "TRUSTGATE_INBOUND_TLS_KEY",
-            "/etc/trustgate/tls/tls.key".into(),
-        ));
-        mounts.push(mount("trustgate-tls", "/etc/trustgate/tls"));
-    }
-    if st.fetch_ca.is_some() && *serve != Serve::OutboundOnly {
-        env.push((
-            "TRUSTGATE_TRUST_FETCH_CA_FILE",
-            "/etc/trustgate/fetch-ca/ca.crt".into(),
-        ));
-        mounts.push(mount("trustgate-fetch-ca", "/etc/trustgate/fetch-ca"));
-    }
-    if st.fleet_secret.is_some() && *serve != Serve::OutboundOnly {
-        env.push((
-            "TRUSTGATE_FLEET_PASSWORD_FILE",
-            "/etc/trustgate/fleet/password".into(),
-        ));
-        mounts.push(mount("trustgate-fleet", "/etc/trustgate/fleet"));
+    if *serve != Serve::OutboundOnly {
+        let files = inbound_files(st);
+        for (_, volume, dir, vars) in files.iter().filter(|f| f.0) {
+            env.extend(
+                vars.iter()
+                    .map(|(var, file)| (*var, format!("{dir}/{file}"))),
+            );
+            mounts.push(mount(volume, dir));
+        }
     }
     mounts.extend(
         super::tokens::mounts(st)
@@ -379,6 +364,36 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
             .map(|(name, path)| mount(name, path)),
     );
     (env, mounts)
+}
+
+/// Variables naming files in a mounted directory.
+type Vars = &'static [(&'static str, &'static str)];
+
+/// The inbound side's optional files: (given?, volume, directory, variable → file).
+fn inbound_files(st: &Settings) -> [(bool, &'static str, &'static str, Vars); 3] {
+    [
+        (
+            st.tls_secret.is_some(),
+            "trustgate-tls",
+            "/etc/trustgate/tls",
+            &[
+                ("TRUSTGATE_INBOUND_TLS_CERT", "tls.crt"),
+                ("TRUSTGATE_INBOUND_TLS_KEY", "tls.key"),
+            ],
+        ),
+        (
+            st.fetch_ca.is_some(),
+            "trustgate-fetch-ca",
+            "/etc/trustgate/fetch-ca",
+            &[("TRUSTGATE_TRUST_FETCH_CA_FILE", "ca.crt")],
+        ),
+        (
+            st.fleet_secret.is_some(),
+            "trustgate-fleet",
+            "/etc/trustgate/fleet",
+            &[("TRUSTGATE_FLEET_PASSWORD_FILE", "password")],
+        ),
+    ]
 }
 
 /// The sidecar's ports: inbound (unless outbound-only) and admin.
