@@ -639,3 +639,53 @@ fn explain_says_the_scope_and_touches_no_store() {
     assert!(out.contains("token: valid"), "{out}{err}");
     assert!(redis.keys().is_empty(), "explain wrote {:?}", redis.keys());
 }
+
+/// `on_error = "refuse"` for limits: while the store is gone the fleet-limited caller gets
+/// 503 `fleet_unavailable` (Retry-After 1) and a caller limited per sidecar is untouched;
+/// with the default (`local`) the same caller is served by the sidecar's own bucket.
+#[tokio::test]
+async fn a_fleet_limit_refuses_or_decides_locally_while_the_store_is_gone() {
+    if !redis_here() {
+        return;
+    }
+    let mut redis = Redis::start("s3cret-fleet");
+    let limits = "[callers.orders]\nrate_limit = \"1000/s\"\nrate_limit_scope = \"fleet\"\n\
+                  [callers.search]\nrate_limit = \"1000/s\"\n";
+    let refusing = fleet(1, &redis, "on_error = \"refuse\"", limits).await;
+    let local = fleet(1, &redis, "", limits).await;
+    let (orders, search) = (
+        token(&refusing.orders, "orders"),
+        token(&refusing.search, "search"),
+    );
+    let orders_local = token(&local.orders, "orders");
+    assert_eq!(
+        call(&refusing.replicas[0], "/x", &orders).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&local.replicas[0], "/x", &orders_local).await.status,
+        StatusCode::OK
+    );
+    redis.kill();
+    for _ in 0..5 {
+        let a = call(&refusing.replicas[0], "/x", &orders).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+        assert_eq!(a.json()["reason"], "fleet_unavailable");
+        assert_eq!(a.headers["retry-after"], "1");
+        let s = call(&refusing.replicas[0], "/x", &search).await;
+        assert_eq!(
+            s.status,
+            StatusCode::OK,
+            "a sidecar-scoped caller: {}",
+            s.body
+        );
+        let l = call(&local.replicas[0], "/x", &orders_local).await;
+        assert_eq!(l.status, StatusCode::OK, "on_error = local: {}", l.body);
+    }
+    let ready = get(
+        format!("http://{}/readyz", refusing.replicas[0].admin()),
+        &[],
+    )
+    .await;
+    assert_eq!(ready.status, StatusCode::OK);
+}
