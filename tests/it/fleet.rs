@@ -25,6 +25,17 @@ struct Fleet {
 }
 
 async fn fleet(n: usize, redis: &Redis, fleet_extra: &str, extra: &str) -> Fleet {
+    fleet_with(n, redis, &[], fleet_extra, extra).await
+}
+
+/// [`fleet`], with `inbound` lines in each replica's [inbound].
+async fn fleet_with(
+    n: usize,
+    redis: &Redis,
+    inbound: &[&str],
+    fleet_extra: &str,
+    extra: &str,
+) -> Fleet {
     let keys = Keys::new();
     let orders = keys.make("orders");
     let search = keys.make("search");
@@ -35,8 +46,11 @@ async fn fleet(n: usize, redis: &Redis, fleet_extra: &str, extra: &str) -> Fleet
     let app = spawn_app().await;
     let mut replicas = Vec::new();
     for _ in 0..n {
-        let side = Conf::new("billing", &billing.private)
-            .inbound(&trusted, app)
+        let mut conf = Conf::new("billing", &billing.private).inbound(&trusted, app);
+        for line in inbound {
+            conf = conf.set("inbound", *line);
+        }
+        let side = conf
             .extra(&format!(
                 "[fleet]\nredis = \"{}\"\npassword_file = \"{}\"\n{fleet_extra}\n{extra}",
                 redis.url,
@@ -236,36 +250,14 @@ async fn a_single_use_token_is_refused_at_every_other_replica() {
 
 /// Three replicas of billing requiring bound tokens, `inbound_line` in their [inbound].
 async fn replicas_with_inbound(redis: &Redis, inbound_line: &str) -> Fleet {
-    let keys = Keys::new();
-    let orders = keys.make("orders");
-    let search = keys.make("search");
-    let billing = keys.make("billing");
-    let trusted = keys.trust_dir("trusted", &[&orders, &search]);
-    let password_file = keys.path().join("redis-password");
-    std::fs::write(&password_file, &redis.password).unwrap();
-    let app = spawn_app().await;
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        let side = Conf::new("billing", &billing.private)
-            .inbound(&trusted, app)
-            .set("inbound", "require_request_binding = true")
-            .set("inbound", inbound_line)
-            .extra(&format!(
-                "[fleet]\nredis = \"{}\"\npassword_file = \"{}\"\n",
-                redis.url,
-                password_file.display()
-            ))
-            .start()
-            .await;
-        replicas.push(side);
-    }
-    Fleet {
-        replicas,
-        orders,
-        search,
-        password_file,
-        _keys: keys,
-    }
+    fleet_with(
+        3,
+        redis,
+        &["require_request_binding = true", inbound_line],
+        "",
+        "",
+    )
+    .await
 }
 
 /// `redis-server` is here (required in CI: TRUSTGATE_REQUIRE_INTEROP).
