@@ -277,6 +277,8 @@ def start_app(world, kind, unix=False):
             f.write(pattern(BIG))
         conf = open(os.path.join(APPS, "nginx.conf.in")).read()
         conf = conf.replace("@DIR@", d).replace("@ROOT@", d)
+        route_log = os.environ.get("ROUTE_LOG")
+        conf = conf.replace("@ROUTE_LOG@", f"{route_log} route" if route_log else "off")
         conf = conf.replace("127.0.0.1:@PORT@", f"unix:{sock}" if unix else f"127.0.0.1:{port}")
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:

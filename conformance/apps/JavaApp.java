@@ -107,10 +107,20 @@ public class JavaApp {
             }
         }
         headers.append(']');
-        String body = "{\"app\":\"java\",\"method\":" + json(ex.getRequestMethod()) + ",\"target\":" + json(target)
+        // route: what HttpServer routes contexts on (the URI's decoded path).
+        String route = ex.getRequestURI().getPath();
+        String body = "{\"app\":\"java\",\"method\":" + json(ex.getRequestMethod()) + ",\"route\":" + json(route == null ? "" : route) + ",\"raw\":" + json(ex.getRequestURI().toString()) + ",\"target\":" + json(target)
                 + ",\"version\":" + json(ex.getProtocol()) + ",\"headers\":" + headers + ",\"body_len\":" + len
                 + ",\"body_sha256\":\"" + hex + "\"}";
         byte[] bytes = body.getBytes("UTF-8");
+        String log = System.getenv("ROUTE_LOG");
+        if (log != null) {
+            synchronized (JavaApp.class) {
+                try (FileOutputStream f = new FileOutputStream(log, true)) {
+                    f.write((body + "\n").getBytes("UTF-8"));
+                }
+            }
+        }
         ex.getResponseHeaders().set("content-type", "application/json");
         ex.sendResponseHeaders(200, head ? -1 : bytes.length);
         if (!head) ex.getResponseBody().write(bytes);

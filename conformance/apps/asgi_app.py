@@ -4,6 +4,7 @@ WebSocket echo (uvicorn's websockets support). Same endpoints as py_http.py; no 
 import asyncio
 import hashlib
 import json
+import os
 
 PATTERN = bytes(range(256)) * 4096
 
@@ -72,10 +73,15 @@ async def app(scope, receive, send):
     echo = {
         "app": "asgi",
         "method": scope["method"],
+        # What an ASGI router (Starlette) routes: uvicorn's percent-decoded path.
+        "route": path,
         "target": target,
         "version": "HTTP/" + scope["http_version"],
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
         "body_len": n,
         "body_sha256": sha.hexdigest(),
     }
+    if os.environ.get("ROUTE_LOG"):
+        with open(os.environ["ROUTE_LOG"], "a") as f:
+            f.write(json.dumps(echo) + "\n")
     await respond(200, json.dumps(echo).encode(), [(b"content-type", b"application/json")])

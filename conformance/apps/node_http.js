@@ -59,10 +59,12 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     const headers = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
+    // route: what Express routes on (parseurl's pathname: the target's path as sent).
     const body = JSON.stringify({
-      app: 'node_http', method: req.method, target: req.url, version: 'HTTP/' + req.httpVersion,
-      headers, body_len: len, body_sha256: hash.digest('hex'),
+      app: 'node_http', method: req.method, route: req.url.split('?')[0], target: req.url,
+      version: 'HTTP/' + req.httpVersion, headers, body_len: len, body_sha256: hash.digest('hex'),
     });
+    if (process.env.ROUTE_LOG) require('fs').appendFileSync(process.env.ROUTE_LOG, body + '\n');
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
     res.end(body);
   });

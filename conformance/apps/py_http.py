@@ -11,11 +11,16 @@ Endpoints (every app in conformance/apps speaks the same set):
   /slow/MS         answers after MS milliseconds (long-poll)
   /trailers        chunked with a trailer x-checksum (HTTP/1.1 only)
   /die             promises 1000 bytes, sends 10, closes
+With ROUTE_LOG set, every echo is also appended to that file as one JSON line, with
+"route": the path as an app on http.server routes it (SimpleHTTPRequestHandler's
+translate_path: the target's path, percent-decoded) -- for conformance/differential.py.
 """
 import hashlib
 import json
+import os
 import sys
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PATTERN = bytes(range(256)) * 4096
@@ -26,6 +31,14 @@ def pattern(n):
     while len(out) < n:
         out += PATTERN[: n - len(out)]
     return bytes(out)
+
+
+def log_route(echo):
+    """One line per request routed, written before the answer (O_APPEND: whole lines)."""
+    path = os.environ.get("ROUTE_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(echo) + "\n")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -110,15 +123,26 @@ class Handler(BaseHTTPRequestHandler):
         echo = {
             "app": "py_http",
             "method": self.command,
+            "route": urllib.parse.unquote(urllib.parse.urlsplit(self.path).path),
             "target": self.path,
+            # The target as it arrived (http.server merges a leading "//" into self.path).
+            "raw": self.requestline.split(" ")[1] if " " in self.requestline else "",
             "version": self.request_version,
             "headers": [[k, v] for k, v in self.headers.items()],
             "body_len": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
         }
+        log_route(echo)
         self.send_body(200, json.dumps(echo).encode())
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = handle_any
+
+    def __getattr__(self, name):
+        # Any other method (PROPFIND, a lower-case one, ...) is handled alike, as
+        # frameworks on WSGI do: the differential test sees what each stack accepts.
+        if name.startswith("do_"):
+            return self.handle_any
+        raise AttributeError(name)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use trustgate::config::PathPattern;
-use trustgate::proxy::inbound::path;
+use trustgate::http::path;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(tail) = std::str::from_utf8(data) else {

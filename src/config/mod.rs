@@ -310,6 +310,10 @@ section! {
         /// `paths` (`/healthz`, `/pub/*`), matched against the canonical path.
         #[serde(deserialize_with = "values::public_paths")]
         pub public_paths: Vec<PathPattern> = Vec::new(),
+        /// `true`: runs of `/` in a path are merged (for the rules and in the path the app
+        /// receives); `false`: a path with an empty segment (`//`) is refused 400, since
+        /// app servers read it three ways (merged, kept, or the start of an authority).
+        pub merge_slashes: bool = false,
         #[serde(deserialize_with = "values::header")]
         pub token_header: HeaderName = http::header::AUTHORIZATION,
         pub mode: InboundMode = InboundMode::Enforce,

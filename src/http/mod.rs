@@ -3,6 +3,7 @@
 //! §7.6.1 hop-by-hop fields, `x-forwarded-for`/`forwarded`), short JSON responses and
 //! error chains for logs.
 pub mod host;
+pub mod path;
 
 use std::net::SocketAddr;
 

@@ -114,6 +114,10 @@ words! {
         ConnectionNamesProtectedHeader = "connection_names_protected_header",
         /// Inbound: a path an app would read differently than the policy did.
         NonCanonicalPath = "non_canonical_path",
+        /// Inbound: a method with lower-case letters (frameworks upper-case it).
+        BadMethod = "bad_method",
+        /// Inbound: CONNECT (405: the app's 200 would open a tunnel through the sidecar).
+        MethodNotAllowed = "method_not_allowed",
     }
 }
 
@@ -127,7 +131,19 @@ impl BadRequest {
             BadRequest::NoHost => "no Host header",
             BadRequest::InvalidHost => "invalid Host header",
             BadRequest::TargetNotForwardable => "request target cannot be forwarded",
+            BadRequest::BadMethod => {
+                "a method with lower-case letters: app frameworks upper-case it, send it in upper case"
+            }
+            BadRequest::MethodNotAllowed => "CONNECT is not allowed through the inbound",
             other => other.code(),
+        }
+    }
+
+    /// 400, or 405 for a method no resource behind the sidecar takes.
+    pub fn status(self) -> StatusCode {
+        match self {
+            BadRequest::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -258,7 +274,7 @@ impl Failure {
                 row(
                     O::BadRequest,
                     r,
-                    S::BAD_REQUEST,
+                    b.status(),
                     "bad_request",
                     m,
                     grpc::INVALID_ARGUMENT,
@@ -506,7 +522,7 @@ mod tests {
                     (502, "upstream_failed", 14, false, true)
                 }
                 Failure::NoRoute(_) => (502, "no_route", 14, false, false),
-                Failure::BadRequest(_) => (400, "bad_request", 3, false, false),
+                Failure::BadRequest(b) => (b.status().as_u16(), "bad_request", 3, false, false),
                 Failure::KeysUnavailable(_) | Failure::FleetUnavailable(_) => {
                     (503, "unavailable", 14, true, false)
                 }

@@ -68,7 +68,7 @@ impl<'a> RequestFacts<'a> {
     pub fn of<B>(req: &'a Request<B>, person: Option<&'a Person>) -> Self {
         RequestFacts {
             method: req.method(),
-            path: req.uri().path(),
+            path: crate::http::path::rule_path(req),
             host: HostFrom::Request(req.headers(), req.uri()),
             person,
         }

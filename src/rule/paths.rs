@@ -2,6 +2,8 @@
 //! rule) matches one of the patterns. The same patterns name `inbound.public_paths`.
 use serde::Deserialize;
 
+use crate::http::path;
+
 use super::{Field, RequestFacts, RequestMatch, Rule, Subject, Why};
 
 /// A path pattern: `*` (any), `/prefix/*` (the prefix itself and anything under it), or
@@ -34,12 +36,38 @@ impl PathPattern {
             if prefix.contains('*') {
                 return Err(format!("\"{s}\": '*' is only allowed as the last segment"));
             }
-            return Ok(PathPattern::Prefix(prefix.to_owned()));
+            return Ok(PathPattern::Prefix(Self::canonical(s, prefix)?));
         }
         if s.contains('*') {
             return Err(format!("\"{s}\": '*' is only allowed as a final \"/*\""));
         }
-        Ok(PathPattern::Exact(s.to_owned()))
+        Ok(PathPattern::Exact(Self::canonical(s, s)?))
+    }
+
+    /// A pattern's path as the rules read a request's ([`path::rule_form`]: escapes
+    /// decoded), or why no request's path can ever be it: an empty segment, a dot segment
+    /// or a `;parameter` (refused or removed before the rules look), a backslash, space or
+    /// control, `?` or `#`.
+    fn canonical(s: &str, p: &str) -> Result<String, String> {
+        let never = |why: &str| Err(format!("\"{s}\": {why}, so no request's path is ever it"));
+        if p.contains("//") {
+            return never("an empty segment (//) is refused or merged first");
+        }
+        if p.split('/').any(|seg| seg == "." || seg == "..") {
+            return never("a dot segment is refused first");
+        }
+        if p.contains(';') {
+            return never(";parameters are removed before the rules match");
+        }
+        if p.bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b"\\?#".contains(&b))
+        {
+            return never("a backslash, space, control, '?' or '#' never reaches the rules");
+        }
+        if path::percent_decode(p.as_bytes()).is_err() {
+            return never("its percent-encoding is malformed");
+        }
+        Ok(path::rule_form(p).unwrap_or_else(|| p.to_owned()))
     }
 
     pub fn matches(&self, path: &str) -> bool {

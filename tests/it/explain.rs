@@ -126,6 +126,27 @@ async fn explain_and_the_proxy_agree_on_every_case_in_both_modes() {
             cred: Cred::Token(&acme),
         },
         Case {
+            what: "empty segment",
+            method: "GET",
+            path: "//invoices/7",
+            headers: &[],
+            cred: Cred::Token(&acme),
+        },
+        Case {
+            what: "lower-case method",
+            method: "delete",
+            path: "/invoices/7",
+            headers: &[],
+            cred: Cred::Token(&acme),
+        },
+        Case {
+            what: "encoded unreserved characters, decoded for the rules",
+            method: "GET",
+            path: "/%69nvoices/%37",
+            headers: &[],
+            cred: Cred::Token(&acme),
+        },
+        Case {
             what: "connection names the identity",
             method: "GET",
             path: "/invoices/7",
@@ -267,7 +288,9 @@ async fn explain_and_the_proxy_agree_on_every_case_in_both_modes() {
     let status = |what: &str| enforced.get(what).map(|(s, _)| *s);
     assert_eq!(status("keys unavailable"), Some(503));
     assert_eq!(status("denied by host"), Some(403));
-    assert_eq!(status("two hosts"), Some(403));
+    assert_eq!(status("two hosts"), Some(400));
+    assert_eq!(status("empty segment"), Some(400));
+    assert_eq!(status("lower-case method"), Some(400));
     assert_eq!(status("no token"), Some(401));
     assert_eq!(status("non-canonical path"), Some(400));
     for forwarded in [
@@ -301,5 +324,11 @@ fn reason_of(r: &support::raw::RawResponse) -> String {
         return d.trim_end_matches('"').to_owned();
     }
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    json["reason"].as_str().unwrap().to_owned()
+    let reason = json["reason"].as_str().unwrap();
+    // A 400's body says in words what explain names by its reason word.
+    use trustgate::proxy::rescue::BadRequest;
+    match BadRequest::ALL.iter().find(|b| b.message() == reason) {
+        Some(b) => b.code().to_owned(),
+        None => reason.to_owned(),
+    }
 }

@@ -525,9 +525,9 @@ paths = ["/shop/*"]
 "#;
 
 /// `hosts` matches the host the app will read — the one Host field, else HTTP/2's
-/// :authority — in any spelling an app server folds together; a request whose host is
-/// unclear (two Host fields, a list, none) is refused by a deny rule naming hosts and matched by
-/// no allow rule. Raw bytes in, what the app received asserted.
+/// :authority — in any spelling an app server folds together; a request with two Host
+/// fields or one that is not a host is refused 400 before any rule, and one naming no host
+/// is refused by a deny rule naming hosts and matched by no allow rule. Raw bytes in, what the app received asserted.
 #[tokio::test]
 async fn hosts_match_the_host_the_app_reads() {
     let t = target("", HOST_RULES).await;
@@ -561,14 +561,14 @@ async fn hosts_match_the_host_the_app_reads() {
         (
             "GET /invoices/1 HTTP/1.1",
             "host: billing\r\nhost: admin\r\n".into(),
-            403,
-            "two Host fields: unclear, denied",
+            400,
+            "two Host fields: refused before any rule (RFC 9112 §3.2)",
         ),
         (
             "GET /invoices/1 HTTP/1.1",
             "host: billing, admin\r\n".into(),
-            403,
-            "a list: unclear, denied",
+            400,
+            "a list: not a host, refused before any rule",
         ),
         (
             "GET http://billing/invoices/1 HTTP/1.1",
@@ -591,8 +591,8 @@ async fn hosts_match_the_host_the_app_reads() {
         (
             "GET /shop/x HTTP/1.1",
             "host: billing.shop\r\nhost: billing.shop\r\n".into(),
-            403,
-            "unclear: no allow rule matches",
+            400,
+            "two Host fields: refused before any rule (RFC 9112 §3.2)",
         ),
         (
             "GET /invoices/1 HTTP/1.0",

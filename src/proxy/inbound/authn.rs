@@ -109,11 +109,8 @@ fn verify_token<B>(
     if side.cfg.require_request_binding {
         // Bound tokens are single-use: nothing to cache, the replay check is the point.
         let v = token::verify(check_token(raw)?, &trust.keyring, &side.policy, now)?;
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        // What the caller signed: the target as it sent it, not the canonical form.
+        let pq = crate::http::path::arrived_target(req);
         v.check_binding(req.method().as_str(), pq)?;
         return Ok(Arc::new(v));
     }

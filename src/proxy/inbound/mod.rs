@@ -22,8 +22,8 @@ use hyper::body::Incoming;
 
 mod authn;
 mod bearer;
-pub mod path;
 pub mod person;
+pub mod target;
 
 pub(crate) use authn::refusal_facts;
 use authn::{authenticate, revoked_caller};
@@ -88,8 +88,10 @@ pub fn handle<'a>(
 pub(crate) trait Observer<B>: Observe {
     /// The screen passed; `removed` what it took away (reported only when `EVERY`).
     fn screened(&mut self, _removed: &[HeaderName]) {}
-    /// The path is canonical (`true`) or refused.
-    fn path(&mut self, _path: &str, _canonical: bool) {}
+    /// The request line's step ([`target::request_line`]): `refused`, or passed — the
+    /// request's path then canonical, [`target::rule_path`] what the rules match and
+    /// [`target::arrived_target`] what the caller sent.
+    fn target(&mut self, _req: &Request<B>, _refused: Option<&Failure>) {}
     /// Whether the path is public (asked only of paths that are not the JWKS).
     fn public(&mut self, _public: bool) {}
     /// A caller given instead of a token (explain's `--caller`): the token step skipped.
@@ -247,16 +249,16 @@ pub(crate) async fn steps<B, O: Observer<B>>(
             .collect();
         obs.screened(&removed);
     }
-    let canonical = canonical_path(&req);
-    obs.path(req.uri().path(), canonical.is_ok());
-    if let Err(failure) = canonical {
+    let line = target::request_line(&mut req, cfg.merge_slashes);
+    obs.target(&req, line.as_ref().err());
+    if let Err(failure) = line {
         return Decision::Answer(refuse(req, failure, obs));
     }
     if cfg.publish_jwks && req.uri().path() == JWKS_PATH {
         let jwks = crate::proxy::answer::jwks::response(state, req.method());
         return Decision::Answer(Verdict::new(Outcome::Jwks).forwarded(Ok(jwks)));
     }
-    let public = cfg.is_public(req.uri().path());
+    let public = cfg.is_public(crate::http::path::rule_path(&req));
     obs.public(public);
     if public {
         return Decision::Forward(Verdict::new(Outcome::Public), req);
@@ -426,15 +428,6 @@ pub(crate) fn screen<B>(
     Ok(())
 }
 
-/// A path that an app server could route differently from the rules is refused (400,
-/// [`crate::proxy::inbound::path`]).
-pub(crate) fn canonical_path<B>(req: &Request<B>) -> Result<(), Failure> {
-    crate::proxy::inbound::path::check(req.uri().path()).map_err(|why| {
-        tracing::debug!(path = %req.uri().path(), why, "non-canonical path refused");
-        Failure::BadRequest(BadRequest::NonCanonicalPath)
-    })
-}
-
 /// The policy (step 8 of the contract, [`crate::policy`]): deny rules, then allow rules;
 /// audit rules counted and logged through `obs`.
 pub(crate) fn authorize<B, O: Observe>(
@@ -449,7 +442,7 @@ pub(crate) fn authorize<B, O: Observe>(
     if cfg.allow.is_empty() && cfg.deny.is_empty() {
         return Ok(());
     }
-    let path = req.uri().path();
+    let path = crate::http::path::rule_path(req);
     let subject = Subject {
         caller: verified.map(|verified| CallerFacts {
             verified,
@@ -574,12 +567,33 @@ mod tests {
     }
 
     #[test]
-    fn step_canonical_path() {
-        assert!(canonical_path(&request("GET", "/orders/7", &[])).is_ok());
-        for path in ["/public/..%2fadmin", "/a/%2e%2e/b", "/a;x=1/../b"] {
-            let err = canonical_path(&request("GET", path, &[])).unwrap_err();
-            assert_eq!(err.reason(), "non_canonical_path", "{path}");
+    fn rules_see_the_canonical_path() {
+        let rules = side(
+            "[[inbound.deny]]\npaths = [\"/debug/*\"]\n[[inbound.deny]]\nmethods = [\"DELETE\"]\n",
+        );
+        let denied = |method: &str, path: &str| {
+            let mut req = request(method, path, &[]);
+            if target::request_line(&mut req, true).is_err() {
+                return true;
+            }
+            let v = verified("orders");
+            let granted = Some(rules.granted("orders"));
+            authorize(&rules, Some(&v), granted, None, &req, &mut policy::Quiet).is_err()
+        };
+        for (m, p) in [
+            ("GET", "/debug/vars"),
+            ("GET", "//debug/vars"),
+            ("GET", "/%64ebug/vars"),
+            ("GET", "/%64%65%62%75%67/vars"),
+            ("GET", "/debug;x=1/vars"),
+            ("GET", "/de%62ug;/vars"),
+            ("delete", "/x"),
+            ("DELETE", "/x"),
+        ] {
+            assert!(denied(m, p), "{m} {p} passed a deny rule");
         }
+        assert!(!denied("GET", "/debugger"));
+        assert!(!denied("GET", "/x"));
     }
 
     #[test]

@@ -106,9 +106,29 @@ impl<B> inbound::Observer<B> for Explain<'_> {
         });
     }
 
-    fn path(&mut self, path: &str, canonical: bool) {
-        let yes = if canonical { "yes" } else { "no" };
-        self.out.say(format!("canonical path: {path} — {yes}"));
+    fn target(&mut self, req: &Request<B>, refused: Option<&Failure>) {
+        let arrived = crate::http::path::arrived_path(req);
+        let line = match refused.map(Failure::reason) {
+            Some("non_canonical_path") => format!("canonical path: {arrived} — no"),
+            Some(reason) => format!(
+                "request line: {} {arrived} — refused ({reason})",
+                req.method()
+            ),
+            None => {
+                let (forward, rules) = (req.uri().path(), crate::http::path::rule_path(req));
+                let mut line = format!("canonical path: {arrived} — yes");
+                if forward != arrived {
+                    line += &format!(", the app receives {forward}");
+                }
+                if rules != forward {
+                    line += &format!(
+                        ", the rules match {rules} (escapes decoded, ;parameters removed)"
+                    );
+                }
+                line
+            }
+        };
+        self.out.say(line);
     }
 
     fn public(&mut self, public: bool) {

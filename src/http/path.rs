@@ -1,13 +1,17 @@
 //! Canonical request paths: policy and public paths must see the path as the app will
 //! route it, so any path an app server could resolve to a *different* path is refused
-//! with 400 before anything else looks at it.
+//! with 400 before anything else looks at it, and what every app server resolves alike is
+//! resolved here too, for the rules and in the path the app receives ([`canonical`]).
 //!
 //! What app servers do to a path before routing, and therefore what is refused here:
+//! - bytes outside RFC 3986 in the target: raw non-ASCII (Node reads it as latin-1,
+//!   uvicorn as UTF-8, nginx passes the bytes) and controls;
 //! - dot segments (`.`, `..`), also once `;parameters` are removed from a segment
 //!   (Tomcat, Jetty, Spring: `/a/..;x=1/b` → `/b`), and segments made only of dots and
 //!   spaces (Windows/IIS trims trailing dots and spaces: `/a/.. /b`, `/a/.../b`);
 //! - the same after percent-decoding, once or repeatedly (`%2e%2e`, `%252e%252e`,
-//!   `..%3bx`), since some stacks decode twice;
+//!   `..%3bx`), since some stacks decode twice; and an encoded escape (`%25` before two
+//!   hex digits: `%2564` is `%64` to one decoder and `d` to a stack that decodes twice);
 //! - encoded separators `%2f` and `%5c`, and a raw `\` (Windows servers and some
 //!   frameworks treat it as `/`);
 //! - control bytes, raw or encoded (`%00` truncates paths in C-based servers, `%09` …);
@@ -16,14 +20,78 @@
 //! - Unicode characters that NFKC folds into `.`, `/` or `\` (fullwidth `．`, `／`, `＼`,
 //!   one-dot leader `․` …), which some frameworks normalise;
 //! - percent-encoding that is malformed (`%zz`, `%4`) or nested deeper than
-//!   [`MAX_DECODE_DEPTH`].
+//!   [`MAX_DECODE_DEPTH`];
+//! - an empty segment (`//`): Python's http.server and Tomcat merge it (`//debug/vars` is
+//!   `/debug/vars`), Node and uvicorn keep it, Java's `HttpServer` reads `//debug` as an
+//!   authority and routes `/vars`. Refused, or merged here when `inbound.merge_slashes`
+//!   says so (then the app receives the merged path).
+//!
+//! Resolved here, because app servers resolve them alike (RFC 3986 §6.2.2):
+//! - percent-encoded unreserved characters (letters, digits, `-`, `.`, `_`, `~`) are
+//!   decoded, in the path the rules match *and* the one the app receives (`/%64ebug` is
+//!   `/debug` to uvicorn, Werkzeug, Java, Go and Spring; Node and nginx route it as
+//!   written: decoded, every one of them routes `/debug`);
+//! - the hex digits of the other escapes are upper-cased (`%c3%a9` is `%C3%A9`).
+//!
+//! The rules see the path further decoded, every escape but those of `/`, `\`, `%`, `;`,
+//! `?` and `#` (a decoding app routes `/users/%40me` as `/users/@me`), with `;parameters`
+//! removed from each segment (a servlet container routes `/debug;x/vars` as
+//! `/debug/vars`); patterns in the configuration are read the same way
+//! ([`rule_form`]).
 //!
 //! Left alone, because no app server turns them into a path the rules would treat
-//! differently: empty segments (`//`), case, `+`, and other percent-encoded characters.
+//! differently: case and `+`.
 //!
 //! The property the fuzz target `path_policy` checks: a path this module accepts and the
 //! allow rules accept is still accepted by the same rules after any of the
 //! normalisations above ([`normalisations`]).
+use std::borrow::Cow;
+
+use http::uri::PathAndQuery;
+use http::Request;
+
+/// The path the rules match, where it is not the request's own.
+#[derive(Clone, Debug)]
+pub struct RulePath(Box<str>);
+
+/// The target (path and query) as the caller sent it, where the canonical one differs.
+#[derive(Clone, Debug)]
+pub struct ArrivedTarget(Box<str>);
+
+/// The path rules and public paths match: the canonical path with escapes decoded and
+/// `;parameters` removed ([`path::rule_form`]). Before the inbound's request-line step: the request's path.
+pub fn rule_path<B>(req: &Request<B>) -> &str {
+    req.extensions()
+        .get::<RulePath>()
+        .map_or_else(|| req.uri().path(), |p| &p.0)
+}
+
+/// The path and query as the caller sent them (request binding compares the caller's
+/// `htu` with these, not with the canonical form).
+pub fn arrived_target<B>(req: &Request<B>) -> &str {
+    match req.extensions().get::<ArrivedTarget>() {
+        Some(t) => &t.0,
+        None => req.uri().path_and_query().map_or("/", PathAndQuery::as_str),
+    }
+}
+
+/// The path as the caller sent it.
+pub fn arrived_path<B>(req: &Request<B>) -> &str {
+    let target = arrived_target(req);
+    target.split('?').next().unwrap_or(target)
+}
+
+impl RulePath {
+    pub fn new(path: &str) -> Self {
+        RulePath(path.into())
+    }
+}
+
+impl ArrivedTarget {
+    pub fn new(target: String) -> Self {
+        ArrivedTarget(target.into_boxed_str())
+    }
+}
 
 /// How many rounds of percent-decoding are inspected; a path still changing after that
 /// is refused.
@@ -53,6 +121,115 @@ pub fn check(path: &str) -> Result<(), &'static str> {
     Err("percent-encoding nested too deeply")
 }
 
+/// A path as the rules match it and as the app receives it ([`canonical`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Canonical<'a> {
+    /// What the app receives: slashes merged (`inbound.merge_slashes`), escapes of
+    /// unreserved characters decoded, the other escapes' hex digits upper-cased.
+    pub forward: Cow<'a, str>,
+    /// What the rules and public paths match: `forward` with every escape decoded but
+    /// those of `/`, `\`, `%`, `;`, `?` and `#`, and `;parameters` removed ([`rule_form`]).
+    pub rules: Cow<'a, str>,
+}
+
+/// The canonical forms of a request's path (without its query), or why it is refused
+/// (for the log; the client's reason is `non_canonical_path`). A path that needs nothing
+/// is borrowed, not copied.
+pub fn canonical(path: &str, merge_slashes: bool) -> Result<Canonical<'_>, &'static str> {
+    if path == "*" {
+        let star = Cow::Borrowed(path);
+        return Ok(Canonical {
+            forward: star.clone(),
+            rules: star,
+        });
+    }
+    if path
+        .bytes()
+        .any(|b| !b.is_ascii() || b <= b' ' || b == 0x7f)
+    {
+        return Err("a byte outside RFC 3986 (raw non-ASCII, space or control)");
+    }
+    check(path)?;
+    let mut forward = Cow::Borrowed(path);
+    if path.contains("//") {
+        if !merge_slashes {
+            return Err("empty segment (//): app servers merge it, keep it or read an authority");
+        }
+        forward = Cow::Owned(merge_slashes_in(path));
+    }
+    if forward.contains('%') {
+        forward = Cow::Owned(decode_escapes(&forward, is_unreserved));
+    }
+    let rules = match rule_form(&forward) {
+        Some(rules) => Cow::Owned(rules),
+        None => forward.clone(),
+    };
+    Ok(Canonical { forward, rules })
+}
+
+/// The path the rules match, when it differs from `path` (a canonical path, or a
+/// configured pattern): escapes decoded but for those that would change the segments or
+/// the target (`/`, `\`, `%`, `;`, `?`, `#`), and `;parameters` removed from every
+/// segment, as servlet containers do before routing.
+pub fn rule_form(path: &str) -> Option<String> {
+    if !path.contains(['%', ';']) {
+        return None;
+    }
+    let decoded = decode_escapes(path, |b| !b"/\\%;?#".contains(&b) && b > b' ' && b != 0x7f);
+    let stripped: Vec<&str> = decoded
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .collect();
+    Some(stripped.join("/"))
+}
+
+/// RFC 3986 §2.3.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// `path` with the escapes of bytes `decode` selects decoded, the others kept with their
+/// hex digits upper-cased (RFC 3986 §6.2.2.1). A malformed escape is kept as it is
+/// ([`check`] refuses those first). Decoded bytes that are not UTF-8 are replaced.
+fn decode_escapes(path: &str, decode: impl Fn(u8) -> bool) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match escape {
+            Some(b) if decode(b) => out.push(b),
+            Some(_) => {
+                out.push(b'%');
+                out.push(bytes[i + 1].to_ascii_uppercase());
+                out.push(bytes[i + 2].to_ascii_uppercase());
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+                continue;
+            }
+        }
+        i += 3;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Runs of `/` merged into one.
+fn merge_slashes_in(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One level of the path (raw or decoded `depth` times).
 fn check_bytes(bytes: &[u8]) -> Result<(), &'static str> {
     if bytes.contains(&b'\\') {
@@ -69,6 +246,14 @@ fn check_bytes(bytes: &[u8]) -> Result<(), &'static str> {
         .any(|w| w.eq_ignore_ascii_case(b"%2f") || w.eq_ignore_ascii_case(b"%5c"))
     {
         return Err("encoded slash or backslash");
+    }
+    // `%25` before two hex digits is an escape once decoded: a stack that decodes twice
+    // routes `%2564ebug` as `debug`, one that decodes once as `%64ebug`.
+    if bytes
+        .windows(5)
+        .any(|w| w[..3].eq_ignore_ascii_case(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some())
+    {
+        return Err("encoded escape (%25 before two hex digits)");
     }
     for segment in bytes.split(|&b| b == b'/') {
         // `;parameters` are removed before routing by servlet containers.
@@ -294,6 +479,60 @@ mod tests {
                     .join("/");
                 assert!(spellings.contains(&routed.as_str()), "{p} → {n}");
             }
+        }
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let c = |p| canonical(p, false).map(|c| (c.forward.into_owned(), c.rules.into_owned()));
+        let same = |p: &str| Ok((p.to_owned(), p.to_owned()));
+        assert_eq!(c("/invoices/7"), same("/invoices/7"));
+        assert_eq!(c("/%64ebug/vars"), same("/debug/vars"));
+        assert_eq!(c("/%7Euser/%2D%5F%2E"), same("/~user/-_."));
+        assert_eq!(
+            c("/caf%c3%a9"),
+            Ok(("/caf%C3%A9".into(), "/caf\u{e9}".into()))
+        );
+        assert_eq!(
+            c("/users/%40me"),
+            Ok(("/users/%40me".into(), "/users/@me".into()))
+        );
+        assert_eq!(c("/a%3bb/c"), Ok(("/a%3Bb/c".into(), "/a%3Bb/c".into())));
+        assert_eq!(
+            c("/debug;x=1/vars;y"),
+            Ok(("/debug;x=1/vars;y".into(), "/debug/vars".into()))
+        );
+        assert_eq!(c("/files/%20x"), same("/files/%20x"));
+        assert_eq!(c("*"), same("*"));
+        for bad in [
+            "//debug",
+            "/a//b",
+            "/a/%2564ebug",
+            "/caf\u{e9}",
+            "/a b",
+            "/a\x01",
+        ] {
+            assert!(c(bad).is_err(), "{bad}");
+        }
+        let merged = canonical("//debug//vars/", true).unwrap();
+        assert_eq!(merged.forward, "/debug/vars/");
+        assert!(matches!(
+            canonical("/plain/path", false).unwrap().forward,
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn patterns_are_read_as_paths_are() {
+        use crate::config::PathPattern;
+        let p = |s: &str| PathPattern::parse(s);
+        assert_eq!(
+            p("/caf%c3%a9/*"),
+            Ok(PathPattern::Prefix("/caf\u{e9}".into()))
+        );
+        assert_eq!(p("/%64ebug"), Ok(PathPattern::Exact("/debug".into())));
+        for never in ["/a//b", "/a/../b", "/a;x", "/a b", "/a?b", "/a/%zz"] {
+            assert!(p(never).is_err(), "{never}");
         }
     }
 
