@@ -34,10 +34,12 @@
 //! - the hex digits of the other escapes are upper-cased (`%c3%a9` is `%C3%A9`).
 //!
 //! The rules see the path further decoded, every escape but those of `/`, `\`, `%`, `;`,
-//! `?` and `#` (a decoding app routes `/users/%40me` as `/users/@me`), with `;parameters`
-//! removed from each segment (a servlet container routes `/debug;x/vars` as
-//! `/debug/vars`); patterns in the configuration are read the same way
-//! ([`rule_form`]).
+//! `?` and `#` (a decoding app routes `/users/%40me` as `/users/@me`); patterns in the
+//! configuration are read the same way ([`rule_form`]). A path with `;parameters` is read
+//! two ways, and the rules must hold for both: as written (Node, uvicorn, nginx, Java's
+//! `HttpServer` route `/debug;x/vars` as a segment named `debug;x`) and with them removed
+//! (Tomcat, Jetty and Spring route it as `/debug/vars`) — public only if both are, allowed
+//! only if both are, denied if either is.
 //!
 //! Left alone, because no app server turns them into a path the rules would treat
 //! differently: case and `+`.
@@ -50,20 +52,30 @@ use std::borrow::Cow;
 use http::uri::PathAndQuery;
 use http::Request;
 
-/// The path the rules match, where it is not the request's own.
+/// The paths the rules match, where they are not the request's own: decoded, and for a
+/// path with `;parameters` also with them removed.
 #[derive(Clone, Debug)]
-pub struct RulePath(Box<str>);
+pub struct RulePath {
+    read: Box<str>,
+    stripped: Option<Box<str>>,
+}
 
 /// The target (path and query) as the caller sent it, where the canonical one differs.
 #[derive(Clone, Debug)]
 pub struct ArrivedTarget(Box<str>);
 
-/// The path rules and public paths match: the canonical path with escapes decoded and
-/// `;parameters` removed ([`path::rule_form`]). Before the inbound's request-line step: the request's path.
+/// The path rules and public paths match: the canonical path with escapes decoded
+/// ([`rule_form`]). Before the inbound's request-line step: the request's path.
 pub fn rule_path<B>(req: &Request<B>) -> &str {
     req.extensions()
         .get::<RulePath>()
-        .map_or_else(|| req.uri().path(), |p| &p.0)
+        .map_or_else(|| req.uri().path(), |p| &p.read)
+}
+
+/// The second path the rules must hold for: [`rule_path`] with `;parameters` removed from
+/// every segment, as servlet containers route it (`None`: the path has none).
+pub fn stripped_rule_path<B>(req: &Request<B>) -> Option<&str> {
+    req.extensions().get::<RulePath>()?.stripped.as_deref()
 }
 
 /// The path and query as the caller sent them (request binding compares the caller's
@@ -82,8 +94,11 @@ pub fn arrived_path<B>(req: &Request<B>) -> &str {
 }
 
 impl RulePath {
-    pub fn new(path: &str) -> Self {
-        RulePath(path.into())
+    pub fn new(read: &str, stripped: Option<&str>) -> Self {
+        RulePath {
+            read: read.into(),
+            stripped: stripped.map(Into::into),
+        }
     }
 }
 
@@ -128,8 +143,11 @@ pub struct Canonical<'a> {
     /// unreserved characters decoded, the other escapes' hex digits upper-cased.
     pub forward: Cow<'a, str>,
     /// What the rules and public paths match: `forward` with every escape decoded but
-    /// those of `/`, `\`, `%`, `;`, `?` and `#`, and `;parameters` removed ([`rule_form`]).
+    /// those of `/`, `\`, `%`, `;`, `?` and `#` ([`rule_form`]).
     pub rules: Cow<'a, str>,
+    /// `rules` with `;parameters` removed from every segment, when it has any: the rules
+    /// must hold for this reading too.
+    pub stripped: Option<String>,
 }
 
 /// The canonical forms of a request's path (without its query), or why it is refused
@@ -141,6 +159,7 @@ pub fn canonical(path: &str, merge_slashes: bool) -> Result<Canonical<'_>, &'sta
         return Ok(Canonical {
             forward: star.clone(),
             rules: star,
+            stripped: None,
         });
     }
     if path
@@ -164,23 +183,30 @@ pub fn canonical(path: &str, merge_slashes: bool) -> Result<Canonical<'_>, &'sta
         Some(rules) => Cow::Owned(rules),
         None => forward.clone(),
     };
-    Ok(Canonical { forward, rules })
+    let stripped = rules.contains(';').then(|| {
+        let segments: Vec<&str> = rules
+            .split('/')
+            .map(|segment| segment.split(';').next().unwrap_or_default())
+            .collect();
+        segments.join("/")
+    });
+    Ok(Canonical {
+        forward,
+        rules,
+        stripped,
+    })
 }
 
 /// The path the rules match, when it differs from `path` (a canonical path, or a
 /// configured pattern): escapes decoded but for those that would change the segments or
-/// the target (`/`, `\`, `%`, `;`, `?`, `#`), and `;parameters` removed from every
-/// segment, as servlet containers do before routing.
+/// the target (`/`, `\`, `%`, `;`, `?`, `#`).
 pub fn rule_form(path: &str) -> Option<String> {
-    if !path.contains(['%', ';']) {
+    if !path.contains('%') {
         return None;
     }
-    let decoded = decode_escapes(path, |b| !b"/\\%;?#".contains(&b) && b > b' ' && b != 0x7f);
-    let stripped: Vec<&str> = decoded
-        .split('/')
-        .map(|segment| segment.split(';').next().unwrap_or_default())
-        .collect();
-    Some(stripped.join("/"))
+    Some(decode_escapes(path, |b| {
+        !b"/\\%;?#".contains(&b) && b > b' ' && b != 0x7f
+    }))
 }
 
 /// RFC 3986 §2.3.
@@ -359,6 +385,43 @@ pub fn normalisations(path: &str) -> Vec<String> {
     out
 }
 
+/// How each app server of the differential test (`conformance/differential.py`) routes a
+/// path it receives, plus a servlet container: (server, routed path, decoded). Used by the
+/// tests and the fuzz target `path_policy` to hold [`canonical`]'s promise — a path it
+/// forwards is routed by every one of them as the rules read it.
+pub fn routings(forwarded: &str) -> Vec<(&'static str, String)> {
+    let decoded = |p: &str| {
+        percent_decode(p.as_bytes())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|_| p.to_owned())
+    };
+    let merged = merge_slashes_in(forwarded);
+    // Java's URI: "//host/rest" is an authority and a path.
+    let java = match forwarded.strip_prefix("//") {
+        Some(rest) => format!("/{}", rest.split_once('/').map_or("", |(_, p)| p)),
+        None => forwarded.to_owned(),
+    };
+    let python = match forwarded.starts_with("//") {
+        true => format!("/{}", forwarded.trim_start_matches('/')),
+        false => forwarded.to_owned(),
+    };
+    let servlet: Vec<&str> = forwarded
+        .split('/')
+        .map(|s| s.split(';').next().unwrap_or_default())
+        .collect();
+    vec![
+        ("python http.server", decoded(&python)),
+        ("uvicorn", decoded(forwarded)),
+        ("node", decoded(forwarded)),
+        ("nginx", remove_dot_segments(&decoded(&merged))),
+        ("java HttpServer", decoded(&java)),
+        (
+            "servlet container",
+            remove_dot_segments(&decoded(&servlet.join("/"))),
+        ),
+    ]
+}
+
 /// RFC 3986 §5.2.4, as every server applies it.
 pub fn remove_dot_segments(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -498,9 +561,17 @@ mod tests {
             Ok(("/users/%40me".into(), "/users/@me".into()))
         );
         assert_eq!(c("/a%3bb/c"), Ok(("/a%3Bb/c".into(), "/a%3Bb/c".into())));
+        assert_eq!(c("/debug;x=1/vars;y"), same("/debug;x=1/vars;y"));
+        let stripped = |p| canonical(p, false).unwrap().stripped;
         assert_eq!(
-            c("/debug;x=1/vars;y"),
-            Ok(("/debug;x=1/vars;y".into(), "/debug/vars".into()))
+            stripped("/debug;x=1/vars;y").as_deref(),
+            Some("/debug/vars")
+        );
+        assert_eq!(stripped("/de%62ug;x/v").as_deref(), Some("/debug/v"));
+        assert_eq!(
+            stripped("/debug%3Bx/v"),
+            None,
+            "an encoded ';' is part of the name"
         );
         assert_eq!(c("/files/%20x"), same("/files/%20x"));
         assert_eq!(c("*"), same("*"));
@@ -534,6 +605,51 @@ mod tests {
         for never in ["/a//b", "/a/../b", "/a;x", "/a b", "/a?b", "/a/%zz"] {
             assert!(p(never).is_err(), "{never}");
         }
+    }
+
+    /// The promise, on a deterministic sample (the fuzz target `path_policy` searches
+    /// further): for a path made canonical, a prefix every reading of the rules matches
+    /// holds every app server's route, and one no reading matches holds none.
+    #[test]
+    fn every_server_routes_what_the_rules_read() {
+        use crate::config::PathPattern;
+        let pieces = [
+            "", "/", "//", "a", "debug", "%64ebug", "%2e", ".", "..", ";x", ";", "%3b", "%2f",
+            "%25", "%40", "@", "%c3%a9", "%7e", "\\", "%20",
+        ];
+        let rules = [
+            PathPattern::parse("/debug/*").unwrap(),
+            PathPattern::parse("/a").unwrap(),
+        ];
+        let mut checked = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for merge in [false, true] {
+                        let p = format!("/{a}{b}/{c}");
+                        let Ok(canon) = canonical(&p, merge) else {
+                            continue;
+                        };
+                        checked += 1;
+                        let mut readings = vec![canon.rules.to_string()];
+                        readings.extend(canon.stripped.clone());
+                        for rule in &rules {
+                            let all = readings.iter().all(|r| rule.matches(r));
+                            let any = readings.iter().any(|r| rule.matches(r));
+                            for (server, routed) in routings(&canon.forward) {
+                                let hit = rule.matches(&routed);
+                                assert!(
+                                    !all || hit,
+                                    "{p}: {server} routes {routed} outside {rule:?}"
+                                );
+                                assert!(any || !hit, "{p}: {server} routes {routed} into {rule:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub(crate) fn request_line<B>(req: &mut Request<B>, merge_slashes: bool) -> Resu
         Ok(c) => c,
         Err(why) => return non_canonical(uri.path(), why),
     };
-    let rules = (canonical.rules != canonical.forward).then(|| RulePath::new(&canonical.rules));
+    let rules = (canonical.rules != canonical.forward || canonical.stripped.is_some())
+        .then(|| RulePath::new(&canonical.rules, canonical.stripped.as_deref()));
     let forward = (canonical.forward != uri.path()).then(|| canonical.forward.into_owned());
     if let Some(forward) = forward {
         let arrived = arrived_target(req).to_owned();
@@ -160,9 +161,11 @@ mod tests {
         assert_eq!(params.uri().path(), "/debug;x=1/vars", "sent on as it came");
         assert_eq!(
             rule_path(&params),
-            "/debug/vars",
-            "the rules read it as Tomcat routes it"
+            "/debug;x=1/vars",
+            "as Node and uvicorn route it"
         );
+        let tomcat = crate::http::path::stripped_rule_path(&params);
+        assert_eq!(tomcat, Some("/debug/vars"), "and as Tomcat routes it");
         assert_eq!(arrived_target(&params), "/debug;x=1/vars");
 
         let plain = line("GET", "http://billing/a/b?c", &["billing"], false).unwrap();

@@ -67,6 +67,8 @@ struct Explain<'a> {
     /// Audit mode: the answer enforce mode would have given.
     would_refuse: Option<(u16, &'static str)>,
     caller: Option<String>,
+    /// `inbound.merge_slashes`: to say why a path is not canonical.
+    merge_slashes: bool,
 }
 
 impl Observe for Explain<'_> {
@@ -109,7 +111,14 @@ impl<B> inbound::Observer<B> for Explain<'_> {
     fn target(&mut self, req: &Request<B>, refused: Option<&Failure>) {
         let arrived = crate::http::path::arrived_path(req);
         let line = match refused.map(Failure::reason) {
-            Some("non_canonical_path") => format!("canonical path: {arrived} — no"),
+            Some("non_canonical_path") => {
+                let why = crate::http::path::canonical(arrived, self.merge_slashes)
+                    .err()
+                    .unwrap_or(
+                        "'*' is a target only for OPTIONS, or a byte outside RFC 3986 in the query",
+                    );
+                format!("canonical path: {arrived} — no: {why}")
+            }
             Some(reason) => format!(
                 "request line: {} {arrived} — refused ({reason})",
                 req.method()
@@ -121,8 +130,11 @@ impl<B> inbound::Observer<B> for Explain<'_> {
                     line += &format!(", the app receives {forward}");
                 }
                 if rules != forward {
+                    line += &format!(", the rules match {rules} (escapes decoded)");
+                }
+                if let Some(stripped) = crate::http::path::stripped_rule_path(req) {
                     line += &format!(
-                        ", the rules match {rules} (escapes decoded, ;parameters removed)"
+                        ", and {stripped} as servlet containers route it (;parameters removed): the rules must allow both"
                     );
                 }
                 line
@@ -288,6 +300,7 @@ pub async fn explain(state: &Arc<State>, q: Question) -> Result<Explanation, Str
         nobody: matches!(q.who, Who::Nobody),
         would_refuse: None,
         caller: None,
+        merge_slashes: side.cfg.merge_slashes,
     };
     let decision = inbound::steps(state, side, req, &mut obs).await;
     let (would_refuse, caller) = (obs.would_refuse, obs.caller);
