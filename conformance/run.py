@@ -140,20 +140,20 @@ class World:
         for p in self.procs:
             self.stop(p)
 
-    def sidecars(self, app, tls, tag):
+    def sidecars(self, app, tls, tag, upstream_protocol="auto"):
         """billing inbound in front of app_port, orders outbound routing `billing` and
         `localhost` to it; returns (outbound port, processes). A port picked free can be
         taken by another process before trustgate binds it: that start is tried again on
         new ports; any other failure to start says why, with the sidecar's log."""
         for attempt in range(3):
             try:
-                return self._sidecars(app, tls, f"{tag}-{attempt}")
+                return self._sidecars(app, tls, f"{tag}-{attempt}", upstream_protocol)
             except SidecarExited as e:
                 if "in use" not in e.log or attempt == 2:
                     raise RuntimeError(f"sidecar exited: {e.log[-2000:]}") from None
                 print(f"  (a port was taken before trustgate bound it; new ports)", flush=True)
 
-    def _sidecars(self, app, tls, tag):
+    def _sidecars(self, app, tls, tag, upstream_protocol="auto"):
         d = os.path.join(self.tmp, f"sidecars-{tag}")
         os.makedirs(d, exist_ok=True)
         inbound, out, adm1, adm2 = free_port(), free_port(), free_port(), free_port()
@@ -169,6 +169,7 @@ authorized_keys = "{self.billing_trusts}"
 [inbound]
 listen = "127.0.0.1:{inbound}"
 upstream = "{upstream}"
+upstream_protocol = "{upstream_protocol}"
 public_paths = ["/healthz"]
 {tls_lines}
 [admin]
@@ -234,7 +235,7 @@ def wait_socket(path, proc, timeout=60):
     raise RuntimeError(f"socket {path} not listening after {timeout}s")
 
 
-UNIX_APPS = ("asgi", "node", "nginx", "grpc")
+UNIX_APPS = ("asgi", "node", "nginx", "nginx_h2c", "grpc")
 
 
 def start_app(world, kind, unix=False):
@@ -266,7 +267,7 @@ def start_app(world, kind, unix=False):
         if not shutil.which("java"):
             raise NA("java is not installed")
         p = world.spawn(["java", os.path.join(APPS, "JavaApp.java"), str(port)])
-    elif kind == "nginx":
+    elif kind in ("nginx", "nginx_h2c"):
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if not nginx:
             raise NA("nginx is not installed")
@@ -280,6 +281,8 @@ def start_app(world, kind, unix=False):
         route_log = os.environ.get("ROUTE_LOG")
         conf = conf.replace("@ROUTE_LOG@", f"{route_log} route" if route_log else "off")
         conf = conf.replace("127.0.0.1:@PORT@", f"unix:{sock}" if unix else f"127.0.0.1:{port}")
+        # nginx_h2c: HTTP/2 with prior knowledge only (the sidecar: upstream_protocol = "http2").
+        conf = conf.replace("@HTTP2@", " http2" if kind == "nginx_h2c" else "")
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
@@ -498,7 +501,7 @@ def case_8k_url(c):
 
 
 def case_app_dies(c):
-    if c.app == "nginx":
+    if c.app in ("nginx", "nginx_h2c"):
         raise NA("nginx does not die mid-body")
     r = curl(["-o", "/dev/null", "-w", "%{http_code}", f"{c.base}/die"])
     # A complete-looking 200 would be curl exit 0 with 1000 bytes; anything short is an
@@ -519,8 +522,16 @@ def case_curl_h2c(c):
     body, _, version = r.stdout.rpartition(b"\n")
     check(version == b"2", f"client spoke HTTP/{version}")
     e = echo_of(body)
-    check(e["version"].startswith("HTTP/1."), f"app got {e['version']}")
+    # The app gets its own protocol: HTTP/1.1 unless it speaks only HTTP/2.
+    want = "HTTP/2" if c.app == "nginx_h2c" else "HTTP/1."
+    check(e["version"].startswith(want), f"app got {e['version']}")
     assert_identity(e)
+    if c.app == "nginx_h2c":
+        # :authority carries the host billing's sidecar was called by (orders' route
+        # names it localhost:<port>), not the app's own address, and no host field
+        # beside it (nginx refuses that).
+        host = headers_of(e).get("host") or []
+        check(len(host) == 1 and host[0].startswith("localhost:"), f"app read host {host}")
 
 
 def case_requests_proxy(c):
@@ -619,6 +630,11 @@ NOT_APPLICABLE = {
     ("nginx", "chunked upload"), ("nginx", "20 MiB up"), ("nginx", "expect 100-continue"),
     ("nginx", "SSE"), ("nginx", "long-poll"), ("nginx", "requests HTTP_PROXY"),
     ("nginx", "early 413, expect"),
+    ("nginx_h2c", "chunked upload"), ("nginx_h2c", "20 MiB up"),
+    ("nginx_h2c", "expect 100-continue"), ("nginx_h2c", "SSE"), ("nginx_h2c", "long-poll"),
+    ("nginx_h2c", "requests HTTP_PROXY"), ("nginx_h2c", "early 413, expect"),
+    # An HTTP/2 app: no upgrades (RFC 9113 §8.6).
+    ("nginx_h2c", "WebSocket echo"),
     # Java's HttpServer answers 100 Continue itself only when the handler reads.
     ("java", "expect 100-continue"),
     # HTTP/1.0 mode: no 100 Continue, no chunked, no keep-alive by design.
@@ -629,7 +645,7 @@ NOT_APPLICABLE = {
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trustgate", default=os.environ.get("TRUSTGATE"))
-    ap.add_argument("--apps", default="py_http10,py_http11,asgi,node,nginx,java,grpc")
+    ap.add_argument("--apps", default="py_http10,py_http11,asgi,node,nginx,nginx_h2c,java,grpc")
     ap.add_argument("--topologies", default="plain,tls,unix")
     ap.add_argument("--require", action="store_true", help="a missing app or client fails")
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
@@ -665,7 +681,8 @@ def main():
                         results[("(app)", app, topo)] = ("NA", str(e))
                         print(f"NA   {app:10} {topo:5} {'(app)':22} {e}", flush=True)
                         continue
-                out, sidecars = world.sidecars(address, topo == "tls", f"{app}-{topo}")
+                protocol = "http2" if app == "nginx_h2c" else "auto"
+                out, sidecars = world.sidecars(address, topo == "tls", f"{app}-{topo}", protocol)
                 ctx = Ctx(app, out)
                 ctx.tmp = tmp
                 cases = [("gRPC unary+stream", case_grpc)] if app == "grpc" else HTTP_CASES

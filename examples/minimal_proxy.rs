@@ -6,7 +6,10 @@
 //! Same runtime choice as trustgate: single-threaded when the process may use one CPU.
 //!
 //!     cargo build --release --example minimal_proxy
-//!     target/release/examples/minimal_proxy 127.0.0.1:9000 127.0.0.1:8080
+//!     target/release/examples/minimal_proxy 127.0.0.1:9000 127.0.0.1:8080 [h2]
+//!
+//! With `h2` the upstream is spoken to in HTTP/2 with prior knowledge (an h2c app; the
+//! `host` field dropped, as RFC 9113 §8.3.1 wants), else HTTP/1.1; clients in either.
 use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode, Uri};
@@ -32,12 +35,15 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread()
     };
     let runtime = builder.enable_all().build().expect("runtime");
-    runtime.block_on(serve(listen, upstream));
+    let h2 = args.get(3).is_some_and(|a| a == "h2");
+    runtime.block_on(serve(listen, upstream, h2));
 }
 
-async fn serve(listen: String, upstream: String) {
+async fn serve(listen: String, upstream: String, h2: bool) {
     let listener = TcpListener::bind(&listen).await.expect("bind");
-    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build_http();
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -58,6 +64,12 @@ async fn serve(listen: String, upstream: String) {
                         return Ok::<_, Infallible>(status(StatusCode::BAD_REQUEST));
                     };
                     *req.uri_mut() = uri;
+                    if h2 {
+                        req.headers_mut().remove(http::header::HOST);
+                        *req.version_mut() = http::Version::HTTP_2;
+                    } else {
+                        *req.version_mut() = http::Version::HTTP_11;
+                    }
                     Ok(match client.request(req).await {
                         Ok(resp) => resp.map(|b| b.boxed()),
                         Err(_) => status(StatusCode::BAD_GATEWAY),

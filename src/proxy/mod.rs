@@ -115,17 +115,18 @@ pub fn shared_state(
         dial: forward::client::Dial::Net,
     };
     let upstreams = forward::client::Upstreams::new(&opts)?;
-    // The app on a Unix socket has a client of its own; over TCP it shares the pools.
-    let app = match cfg
-        .inbound
-        .as_ref()
-        .and_then(|i| i.upstream.socket.as_deref())
-    {
-        Some(socket) => {
-            opts.dial = forward::client::Dial::Unix(socket.into());
+    // The app has a client of its own: on a Unix socket always that socket, over plain
+    // TCP always its address (so HTTP/2's :authority can be the host the client named);
+    // an https:// app shares the outbound's pools.
+    let app = match cfg.inbound.as_ref().map(|i| &i.upstream) {
+        Some(up) if up.socket.is_some() || up.uri.scheme() == Some(&http::uri::Scheme::HTTP) => {
+            opts.dial = match up.socket.as_deref() {
+                Some(socket) => forward::client::Dial::Unix(socket.into()),
+                None => forward::client::Dial::Pinned(up.uri.clone()),
+            };
             forward::client::Upstreams::new(&opts)?
         }
-        None => upstreams.clone(),
+        _ => upstreams.clone(),
     };
     let fleet = match &cfg.fleet {
         Some(f) => Some(crate::fleet::Fleet::new(f, &metrics.registry).map_err(StartError::Fleet)?),

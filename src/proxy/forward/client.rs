@@ -6,15 +6,16 @@
 //! (which broke every HTTP/1.1 app behind a TLS sidecar link). Which pool a request
 //! takes is the caller's decision ([`Protocol`], from `upstream_protocol`).
 //!
-//! How connections are made is [`Dial`]: by host name over TCP (TLS for `https://`), or
+//! How connections are made is [`Dial`] (`dial.rs`): by host name over TCP (TLS for `https://`), or
 //! — an app listening on a Unix socket in a volume it shares with the sidecar, and on no
 //! TCP port anyone else could reach — always that socket, whatever the request's
 //! authority (which then only names the pool and the kept connection).
+pub use super::dial::Dial;
+use super::dial::{connect_unix, PinnedConnector, UnixConnector};
 pub use crate::proxy::rescue::UpstreamError;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -27,7 +28,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::UnixStream;
 use tokio::time::Sleep;
 
 use crate::http::{error_chain, Body};
@@ -44,22 +44,13 @@ pub struct ClientOptions<'a> {
     pub dial: Dial,
 }
 
-/// How the client reaches its upstreams.
-#[derive(Clone, Debug, Default)]
-pub enum Dial {
-    /// By the request's host and port over TCP (happy eyeballs, TLS for `https://`).
-    #[default]
-    Net,
-    /// Always this Unix socket (`inbound.upstream = "unix:///run/app/app.sock"`).
-    Unix(Arc<Path>),
-}
-
 type Stream = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-type Connector = tower::util::MapResponse<
-    HttpsConnector<HttpConnector>,
-    fn(Stream) -> crate::proxy::forward::upstream_io::ForgivingWrites<Stream>,
+type Connector = PinnedConnector<
+    tower::util::MapResponse<
+        HttpsConnector<HttpConnector>,
+        fn(Stream) -> crate::proxy::forward::upstream_io::ForgivingWrites<Stream>,
+    >,
 >;
-type UnixIo = crate::proxy::forward::upstream_io::ForgivingWrites<TokioIo<UnixStream>>;
 
 /// One protocol's pool, over the network or over the Unix socket.
 #[derive(Clone)]
@@ -74,47 +65,6 @@ impl Pool {
             Pool::Net(c) => c.request(req),
             Pool::Unix(c) => c.request(req),
         }
-    }
-}
-
-/// The pools' connector for [`Dial::Unix`]: every URI is the one socket.
-#[derive(Clone)]
-struct UnixConnector {
-    path: Arc<Path>,
-    timeout: Duration,
-}
-
-impl tower::Service<Uri> for UnixConnector {
-    type Response = UnixIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<UnixIo>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (path, timeout) = (self.path.clone(), self.timeout);
-        Box::pin(async move {
-            let stream = connect_unix(&path, timeout).await?;
-            Ok(crate::proxy::forward::upstream_io::ForgivingWrites::new(
-                TokioIo::new(stream),
-            ))
-        })
-    }
-}
-
-/// A connection to the app's socket, the error naming the socket.
-async fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
-    let named = |e: std::io::Error| {
-        std::io::Error::new(e.kind(), format!("unix socket {}: {e}", path.display()))
-    };
-    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
-        Ok(r) => r.map_err(named),
-        Err(_) => Err(named(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("connect timed out after {timeout:?}"),
-        ))),
     }
 }
 
@@ -145,7 +95,8 @@ pub struct Upstreams {
 /// Connection affinity: the plain HTTP/1.1 upstream connection one downstream connection
 /// keeps for its requests, instead of a pool checkout per request. A downstream
 /// HTTP/1.1 connection sends one request at a time, so one upstream connection serves
-/// it; requests that find it taken (HTTP/2 downstream, several at once), upgrades,
+/// it; HTTP/2 downstream connections (several requests at once: the forwarder does not
+/// offer them affinity), a request that finds the kept connection taken, upgrades,
 /// HTTP/2 and TLS upstreams use the pools. Dropped with the downstream connection,
 /// which closes the upstream one.
 #[derive(Default)]
@@ -154,6 +105,9 @@ pub struct Affinity(std::sync::Mutex<Held>);
 #[derive(Default)]
 struct Held {
     conn: Option<(Authority, SendRequest<Body>)>,
+    /// A request has the connection (or is opening it): another one at the same time
+    /// takes the pool instead of opening a connection that would replace this one.
+    busy: bool,
     /// The request timeout's timer, reused from one request to the next: moving a
     /// registered timer's deadline later is one atomic operation in tokio, where a new
     /// timer per request is an insertion into and a removal from the timer wheel.
@@ -164,11 +118,12 @@ struct Held {
 enum Kept {
     /// Its connection to this upstream (taken out; put back after the exchange).
     This(SendRequest<Body>),
-    /// Nothing (yet, or in use by a parallel request): open one and keep it.
+    /// Nothing yet: open one and keep it.
     Nothing,
-    /// A connection to another upstream: the request takes the pool and the kept one
-    /// stays, so an app alternating destinations through one proxy connection
-    /// (`HTTP_PROXY`) does not get a new connection per request.
+    /// A connection to another upstream, or this one in use by another request: the
+    /// request takes the pool and the kept one stays, so an app alternating destinations
+    /// through one proxy connection (`HTTP_PROXY`) does not get a new connection per
+    /// request, and parallel requests do not replace (close) each other's.
     Other,
 }
 
@@ -176,6 +131,9 @@ impl Affinity {
     /// One lock per request, and one after it.
     fn take(&self, to: &Authority) -> (Kept, Option<Pin<Box<Sleep>>>) {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.busy {
+            return (Kept::Other, None);
+        }
         let kept = match held.conn.take() {
             Some((a, sender)) if a == *to => Kept::This(sender),
             None => Kept::Nothing,
@@ -184,6 +142,7 @@ impl Affinity {
                 return (Kept::Other, None);
             }
         };
+        held.busy = true;
         (kept, held.clock.take())
     }
 
@@ -193,6 +152,7 @@ impl Affinity {
         if conn.is_some() {
             held.conn = conn;
         }
+        held.busy = false;
         held.clock = Some(clock);
     }
 }
@@ -226,7 +186,13 @@ impl Upstreams {
             )
                 -> crate::proxy::forward::upstream_io::ForgivingWrites<Stream> =
                 crate::proxy::forward::upstream_io::ForgivingWrites::new;
-            tower::ServiceExt::map_response(https, forgiving)
+            PinnedConnector {
+                to: match &opts.dial {
+                    Dial::Pinned(to) => Some(to.clone()),
+                    _ => None,
+                },
+                inner: tower::ServiceExt::map_response(https, forgiving),
+            }
         };
         let builder = |h2_only: bool| {
             let mut b = Client::builder(TokioExecutor::new());
@@ -237,7 +203,7 @@ impl Upstreams {
             b
         };
         let pool = |h2_only: bool| match &opts.dial {
-            Dial::Net => Pool::Net(builder(h2_only).build(connector(h2_only))),
+            Dial::Net | Dial::Pinned(_) => Pool::Net(builder(h2_only).build(connector(h2_only))),
             Dial::Unix(path) => Pool::Unix(builder(h2_only).build(UnixConnector {
                 path: path.clone(),
                 timeout: opts.connect_timeout,
@@ -251,6 +217,13 @@ impl Upstreams {
             dial: opts.dial.clone(),
             tcp,
         })
+    }
+
+    /// Whether where a request goes is independent of its URI's authority (an app on a
+    /// Unix socket, or at a pinned address): the authority can then be the one the client
+    /// named.
+    pub fn dials_fixed(&self) -> bool {
+        !matches!(self.dial, Dial::Net)
     }
 
     /// Sends `req` (absolute URI); the response head must arrive within the request
@@ -448,12 +421,15 @@ impl Upstreams {
                 .map_err(|e| UpstreamError::Connect(e.to_string()))?;
             return handshake(stream).await;
         }
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(to.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let uri = match &self.dial {
+            Dial::Pinned(app) => app.clone(),
+            _ => Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(to.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|e| UpstreamError::Connect(e.to_string()))?,
+        };
         let stream = tower::ServiceExt::oneshot(self.tcp.clone(), uri)
             .await
             .map_err(|e| UpstreamError::Connect(error_chain(&e)))?

@@ -6,6 +6,7 @@
 //! before it sets its own headers; here only what the protocol change needs is done.
 pub mod body;
 pub mod client;
+pub mod dial;
 pub mod upstream_io;
 
 use std::future::Future;
@@ -143,6 +144,27 @@ fn set_host(
     }
 }
 
+/// Over HTTP/2 the host travels in `:authority` (RFC 9113 §8.3.1), and a server may
+/// refuse a request with a `host` field beside it (nginx answers 400 "duplicate host
+/// header", even for the same value): the field goes. Where the connection does not
+/// depend on the URI (the app at a pinned address or on a Unix socket), `:authority`
+/// becomes the host the field named — the app reads the host the rules matched, as over
+/// HTTP/1.1; elsewhere it stays the upstream's, which the field then named too.
+fn host_as_authority(parts: &mut http::request::Parts, fixed_dial: bool) -> Result<(), Failure> {
+    let Some(host) = parts.headers.remove(HOST) else {
+        return Ok(());
+    };
+    let authority = match http::uri::Authority::try_from(host.as_bytes()) {
+        Ok(a) if fixed_dial => a,
+        _ => return Ok(()),
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.authority = Some(authority);
+    parts.uri =
+        Uri::from_parts(uri).map_err(|_| Failure::BadRequest(BadRequest::TargetNotForwardable))?;
+    Ok(())
+}
+
 /// The request rewritten for the upstream and handed to the client.
 fn start<'a>(
     mut req: Request<Incoming>,
@@ -168,6 +190,9 @@ fn start<'a>(
     parts.uri = next_hop_uri(&parts.uri, target)?;
     append_forwarded(&mut parts.headers, down.peer, down.tls);
     set_host(&mut parts.headers, host, original_authority, target);
+    if protocol == Protocol::Http2 {
+        host_as_authority(&mut parts, upstreams.dials_fixed())?;
+    }
     if protocol == Protocol::Http1 && downstream_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
@@ -190,8 +215,9 @@ fn start<'a>(
             }
         });
     }
-    // An upgrade takes its upstream connection for the tunnel: never the kept one.
-    let affinity = (!upgrade).then_some(&down.affinity);
+    // An upgrade takes its upstream connection for the tunnel: never the kept one; nor
+    // do an HTTP/2 client's streams, several at once (the pools serve them).
+    let affinity = (!upgrade && downstream_version != Version::HTTP_2).then_some(&down.affinity);
     Ok(Sending {
         response: upstreams.send(req, protocol, affinity),
         body_state,
