@@ -9,6 +9,8 @@
 # request of the front's process (/proc/PID/stat over the run), and the upstream
 # connections the front opened per 10 000 requests (nginx's stub_status `accepts`).
 #   benches/h2.sh [seconds] [rounds]     (default 5 s, 3 rounds: medians printed)
+#   BEFORE=/path/to/older/trustgate benches/h2.sh   adds that binary's rows (before_h1,
+#   before_h2) to every round
 # Needs h2load (nghttp2-client), nginx, taskset, python3, and Envoy for its rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,7 +116,7 @@ start() { # wait-url command...
     FRONT=$!
     PIDS+=("$FRONT")
     for _ in $(seq 1 300); do
-        [ "$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code}' "$wait" 2>/dev/null)" = 200 ] && return 0
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$wait" 2>/dev/null)" = 200 ] && return 0
         sleep 0.05
     done
     cat "$WORK/front.log" >&2
@@ -143,7 +145,7 @@ name, out, t0, t1, tick, a0, a1 = sys.argv[1:]
 text = open(out).read()
 done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", text).group(2))
 rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
-us = (int(t1) - int(t0)) / int(tick) * 1e6 / max(done, 1)
+us = (int(t1) - int(t0)) / int(tick) * 1e6 / done if done else float("nan")
 conns = (int(a1) - int(a0) - 1) * 10000 / max(done, 1)
 print(f"{name} {rps:.0f} {us:.1f} {conns:.1f} {done}")
 PY
@@ -166,6 +168,11 @@ for round in $(seq 1 "$ROUNDS"); do
         start "http://127.0.0.1:$IN/pub" "$TG" run --config "$WORK/tg-$proto.toml"
         measure "trustgate_$app" "http://127.0.0.1:$IN/pub"
         stop
+        if [ -n "${BEFORE:-}" ]; then
+            start "http://127.0.0.1:$ADMIN/healthz" "$BEFORE" run --config "$WORK/tg-$proto.toml"
+            measure "before_$app" "http://127.0.0.1:$IN/pub"
+            stop
+        fi
         if [ -n "$ENVOY" ]; then
             start "http://127.0.0.1:$ENV_PORT/pub" "$ENVOY" -c "$WORK/envoy-$app.yaml" \
                 --concurrency 1 --disable-hot-restart --base-id "$RANDOM" -l error

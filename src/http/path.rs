@@ -264,6 +264,25 @@ fn check_bytes(bytes: &[u8]) -> Result<(), &'static str> {
     if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err("control character");
     }
+    if bytes.contains(&b'%') {
+        check_escapes(bytes)?;
+    }
+    for segment in bytes.split(|&b| b == b'/') {
+        // `;parameters` are removed before routing by servlet containers.
+        let name = match segment.iter().position(|&b| b == b';') {
+            Some(i) => &segment[..i],
+            None => segment,
+        };
+        if !name.is_empty() && name.contains(&b'.') && name.iter().all(|&b| b == b'.' || b == b' ')
+        {
+            return Err("dot segment");
+        }
+    }
+    Ok(())
+}
+
+/// The escapes of one level: no encoded separator, no encoded escape.
+fn check_escapes(bytes: &[u8]) -> Result<(), &'static str> {
     // Encoded separators (at any depth: `%252f` is `%2f` to a server that decodes
     // once more) change the segment structure for some servers and not for others:
     // the rules cannot know which one the app is.
@@ -281,23 +300,15 @@ fn check_bytes(bytes: &[u8]) -> Result<(), &'static str> {
     {
         return Err("encoded escape (%25 before two hex digits)");
     }
-    for segment in bytes.split(|&b| b == b'/') {
-        // `;parameters` are removed before routing by servlet containers.
-        let name = match segment.iter().position(|&b| b == b';') {
-            Some(i) => &segment[..i],
-            None => segment,
-        };
-        if !name.is_empty() && name.contains(&b'.') && name.iter().all(|&b| b == b'.' || b == b' ')
-        {
-            return Err("dot segment");
-        }
-    }
     Ok(())
 }
 
 /// The fully decoded path must be UTF-8 (no overlong forms) without look-alikes of the
 /// separators.
 fn check_unicode(bytes: &[u8]) -> Result<(), &'static str> {
+    if bytes.is_ascii() {
+        return Ok(()); // every look-alike is outside ASCII
+    }
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 once decoded")?;
     const LOOK_ALIKES: [char; 9] = [
         '\u{2024}', // ONE DOT LEADER → '.'

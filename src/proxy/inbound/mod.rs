@@ -382,11 +382,14 @@ fn reject<B, O: Observer<B>>(
 /// refusal): the caller's token, the person's (unless `forward_user_token`) and a
 /// transaction token nobody verified here stay at the sidecar.
 fn withhold_credentials(side: &InboundState, headers: &mut HeaderMap) {
-    headers.remove(&side.cfg.token_header);
-    if let Some(u) = side.cfg.users.as_ref().filter(|u| !u.forward_user_token) {
-        headers.remove(&u.token_header);
+    let users = side.cfg.users.as_ref().filter(|u| !u.forward_user_token);
+    let user = users.map(|u| &u.token_header);
+    let credential =
+        |n: &HeaderName| *n == side.cfg.token_header || *n == person::TXN_TOKEN || Some(n) == user;
+    let present: Vec<HeaderName> = headers.keys().filter(|n| credential(n)).cloned().collect();
+    for name in present {
+        headers.remove(name);
     }
-    headers.remove(person::TXN_TOKEN);
 }
 
 /// A request answered here: the observer gets it (its body), the failure becomes the

@@ -12,6 +12,8 @@
 //!
 //! The path the rules match and the target as it arrived ride in the request's
 //! extensions when they differ from its URI ([`rule_path`], [`arrived_target`]).
+use std::borrow::Cow;
+
 use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
@@ -53,6 +55,12 @@ pub(crate) fn request_line<B>(req: &mut Request<B>, merge_slashes: bool) -> Resu
         Ok(c) => c,
         Err(why) => return non_canonical(uri.path(), why),
     };
+    // Most paths need nothing: borrowed throughout, nothing compared or copied.
+    if let (Cow::Borrowed(_), Cow::Borrowed(_), None) =
+        (&canonical.forward, &canonical.rules, &canonical.stripped)
+    {
+        return Ok(());
+    }
     let rules = (canonical.rules != canonical.forward || canonical.stripped.is_some())
         .then(|| RulePath::new(&canonical.rules, canonical.stripped.as_deref()));
     let forward = (canonical.forward != uri.path()).then(|| canonical.forward.into_owned());
