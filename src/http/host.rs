@@ -56,6 +56,24 @@ pub fn host_of<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> RequestH
     RequestHost::Named(host_part(authority))
 }
 
+/// A request's host as RFC 9112 §3.2 allows it: one `Host` field, empty or `host[:port]`
+/// (optional whitespace around it); or none, and the target's authority (HTTP/2's
+/// `:authority`, an absolute-form target), if any, `host[:port]` (no userinfo).
+pub fn host_fields_valid(headers: &http::HeaderMap, uri: &http::Uri) -> bool {
+    let mut fields = headers.get_all(HOST).iter();
+    match (fields.next(), fields.next()) {
+        (None, _) => uri.authority().is_none_or(|a| is_authority(a.as_str())),
+        (Some(_), Some(_)) => false,
+        (Some(one), None) => match one.to_str() {
+            Ok(text) => {
+                let text = text.trim_matches([' ', '\t']);
+                text.is_empty() || is_authority(text)
+            }
+            Err(_) => false,
+        },
+    }
+}
+
 /// `host [":" port]` (RFC 9110 §7.2): a registered name or IPv4 address of letters,
 /// digits, `-`, `.`, `_`, or a bracketed IPv6 literal; a port of digits.
 fn is_authority(a: &str) -> bool {

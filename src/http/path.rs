@@ -162,11 +162,24 @@ pub fn canonical(path: &str, merge_slashes: bool) -> Result<Canonical<'_>, &'sta
             stripped: None,
         });
     }
-    if path
-        .bytes()
-        .any(|b| !b.is_ascii() || b <= b' ' || b == 0x7f)
-    {
-        return Err("a byte outside RFC 3986 (raw non-ASCII, space or control)");
+    // One pass over the bytes; most paths (letters, digits, '/', '-', '_' …) are done
+    // after it: nothing to decode, no dot, no parameter, no empty segment.
+    let (mut plain, mut previous) = (path.starts_with('/'), 0u8);
+    for b in path.bytes() {
+        if !b.is_ascii() || b <= b' ' || b == 0x7f {
+            return Err("a byte outside RFC 3986 (raw non-ASCII, space or control)");
+        }
+        let empty_segment = b == b'/' && previous == b'/';
+        plain &= !(empty_segment || matches!(b, b'%' | b'.' | b';' | b'\\'));
+        previous = b;
+    }
+    if plain {
+        let path = Cow::Borrowed(path);
+        return Ok(Canonical {
+            forward: path.clone(),
+            rules: path,
+            stripped: None,
+        });
     }
     check(path)?;
     let mut forward = Cow::Borrowed(path);

@@ -14,11 +14,10 @@
 //! extensions when they differ from its URI ([`rule_path`], [`arrived_target`]).
 use std::borrow::Cow;
 
-use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 
-use crate::http::host::{request_host, RequestHost};
+use crate::http::host::host_fields_valid;
 use crate::http::path::{self, arrived_target, ArrivedTarget, RulePath};
 use crate::proxy::rescue::{BadRequest, Failure};
 
@@ -32,11 +31,7 @@ pub(crate) fn request_line<B>(req: &mut Request<B>, merge_slashes: bool) -> Resu
     if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return bad(BadRequest::BadMethod);
     }
-    let empty_host = {
-        let mut fields = req.headers().get_all(HOST).iter();
-        matches!((fields.next(), fields.next()), (Some(v), None) if v.is_empty())
-    };
-    if !empty_host && request_host(req) == RequestHost::Ambiguous {
+    if !host_fields_valid(req.headers(), req.uri()) {
         return bad(BadRequest::InvalidHost);
     }
     let uri = req.uri();
@@ -94,6 +89,7 @@ fn non_canonical(path: &str, why: &'static str) -> Result<(), Failure> {
 mod tests {
     use super::*;
     use crate::http::path::{arrived_path, rule_path};
+    use http::header::HOST;
 
     fn line(
         method: &str,
