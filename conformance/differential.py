@@ -368,7 +368,7 @@ def regressions(tokens):
 # Running a probe
 
 
-def exchange(port, data, responses, timeout=5.0):
+def exchange(port, data, responses, timeout=15.0):
     """Sends the bytes; reads until the connection closes, `responses` responses are
     complete, or nothing comes for `timeout`. The status of each response read."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -502,6 +502,7 @@ class Side:
         # The previous probe, and how many of its forwarded requests the origin had not
         # logged yet when it was judged.
         self.prev, self.owed = None, 0
+        self.unsettled_at = 0.0
 
     def answered(self):
         """Access lines since the last call: (outcome, path) of each."""
@@ -522,6 +523,8 @@ class Side:
         (a request smuggled past its trustgate)."""
         late = [json.loads(l) for l in self.routes.read()]
         prev, owed = self.prev, self.owed
+        if time.time() - self.unsettled_at < 60:
+            prev, owed = None, None
         self.answered()
         got = exchange(self.port, probe.data, probe.responses)
         statuses = [s for s, _ in got]
@@ -540,6 +543,12 @@ class Side:
             time.sleep(0.005)
             routed += [json.loads(l) for l in self.routes.read()]
         self.prev, self.owed = probe, max(0, forwarded - len(routed))
+        if len(statuses) < probe.responses:
+            # No complete answer within the exchange's timeout (a loaded machine, or
+            # bytes that leave a request unfinished): what its trustgate forwarded is not
+            # known; requests the app logs late for a minute after are judged on route
+            # and credentials only.
+            self.unsettled_at = time.time()
         return statuses, answered, routed, late, prev, owed
 
 
@@ -552,7 +561,9 @@ def forwarded_by(answered):
 
 
 def check_seen(kind, seen, probe, tokens, failures):
-    """One request an origin routed: the route it took, the rules, the credentials."""
+    """One request an origin routed: the route it took, the rules, the credentials.
+    `probe` None: a late request whose probe is not known (after an exchange that timed
+    out): its route and credentials only."""
     route = seen.get("route", "")
     raw = seen.get("raw") or seen.get("target", "")
     raw_path = urllib.parse.urlsplit(raw).path if raw.startswith("http") else raw.split("?")[0]
@@ -560,9 +571,16 @@ def check_seen(kind, seen, probe, tokens, failures):
     if sent != ran:
         failures.append(f"route: {kind} routed {route!r}, trustgate forwarded {raw!r} (decoded: {sent!r})")
     # The pipelined second request is always GET SECOND with orders' token.
-    state, caller = ("valid", "orders") if raw == SECOND else (probe.token, probe.caller)
+    if raw == SECOND:
+        state, caller = "valid", "orders"
+    elif probe is None:
+        state, caller = None, None
+    else:
+        state, caller = probe.token, probe.caller
     method = seen.get("method", "")
-    if not allowed(ran, method, state, caller):
+    if state is None:
+        pass
+    elif not allowed(ran, method, state, caller):
         failures.append(f"policy: {kind} ran {method} {route!r}, which the rules refuse ({caller}'s token, {state})")
     elif not allowed(servlet(raw_path), method, state, caller):
         failures.append(f"policy: a servlet container would run {method} {servlet(raw_path)!r} for {raw!r}, which the rules refuse")
@@ -577,7 +595,8 @@ def check_seen(kind, seen, probe, tokens, failures):
             names.setdefault(f, []).append((name, value))
     for f, pairs in names.items():
         # The one trustgate set (Java's HttpServer capitalises names).
-        if len(pairs) == 1 and pairs[0][0].lower() == "x-service-caller" and pairs[0][1] == caller:
+        if len(pairs) == 1 and pairs[0][0].lower() == "x-service-caller" \
+                and pairs[0][1] in ((caller,) if caller else tokens):
             continue
         failures.append(f"credential: {kind} saw {pairs}")
 
@@ -591,17 +610,21 @@ def judge(probe, results, tokens):
         # An app may log a request after trustgate has answered it (a body it reads to
         # the end first): the previous probe's requests it still owed. Any more arrived
         # past the sidecar.
-        if len(late) > owed:
+        if owed is not None and len(late) > owed:
             failures.append(f"count: {kind} routed {[(r.get('method'), r.get('route')) for r in late]} after the previous probe was answered (it owed {owed})")
         for seen in late:
             check_seen(kind, seen, prev, tokens, failures)
         if probe.expect is not None and statuses[:1] != [probe.expect]:
             failures.append(f"{kind}: answered {statuses}, expected {probe.expect}")
-        if len(routed) > forwarded:
+        # What the previous probe still owes may arrive during this one's window too.
+        leftover = None if owed is None else max(0, owed - len(late))
+        mixed = len(routed) > forwarded
+        if mixed and leftover is not None and len(routed) > forwarded + leftover:
             failures.append(f"count: {kind} routed {len(routed)} request(s), its trustgate forwarded {forwarded} {answered}")
         clean = all(a[0] in FORWARDED and a[2] and a[2] < 400 for a in answered) and not late
         for seen in routed:
-            check_seen(kind, seen, probe, tokens, failures)
+            # Mixed with a late one of the previous probe: which is whose is not known.
+            check_seen(kind, seen, None if mixed else probe, tokens, failures)
             raw = seen.get("raw") or seen.get("target", "")
             if clean and kind in READS_BODY and "body_len" in seen:
                 which = "the pipelined one" if raw == SECOND else "the probe"
@@ -700,7 +723,7 @@ def run(world, args, seeds):
     pool.shutdown()
     for kind, side in sides.items():
         extra = side.routes.read()
-        if len(extra) > side.owed:
+        if time.time() - side.unsettled_at >= 60 and len(extra) > side.owed:
             failed.append((Probe("after the last probe", b"", "none"),
                            [f"count: {kind} routed {len(extra)} request(s) after the last answer"], {}))
     for (probe, fails, seen) in failed[:40]:
