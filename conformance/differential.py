@@ -370,9 +370,10 @@ def regressions(tokens):
 
 def exchange(port, data, responses, timeout=15.0):
     """Sends the bytes; reads until the connection closes, `responses` responses are
-    complete, or nothing comes for `timeout`. The status of each response read."""
+    complete, or nothing comes for `timeout`. The (status, canned) of each response read,
+    and whether it timed out."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    statuses = []
+    statuses, timed_out = [], False
     buf = b""
     try:
         s.sendall(data)
@@ -386,11 +387,13 @@ def exchange(port, data, responses, timeout=15.0):
                 statuses = parse_responses(buf, eof=True)
                 break
             buf += chunk
-    except (socket.timeout, ConnectionError, OSError):
+    except socket.timeout:
+        statuses, timed_out = parse_responses(buf, eof=True), True
+    except (ConnectionError, OSError):
         statuses = parse_responses(buf, eof=True)
     finally:
         s.close()
-    return statuses
+    return statuses, timed_out
 
 
 def parse_responses(buf, eof=False):
@@ -526,7 +529,7 @@ class Side:
         if time.time() - self.unsettled_at < 60:
             prev, owed = None, None
         self.answered()
-        got = exchange(self.port, probe.data, probe.responses)
+        got, timed_out = exchange(self.port, probe.data, probe.responses)
         statuses = [s for s, _ in got]
         lines = sum(1 for _, canned in got if not canned)
         deadline = time.time() + 3
@@ -543,13 +546,13 @@ class Side:
             time.sleep(0.005)
             routed += [json.loads(l) for l in self.routes.read()]
         self.prev, self.owed = probe, max(0, forwarded - len(routed))
-        if len(statuses) < probe.responses:
+        if timed_out:
             # No complete answer within the exchange's timeout (a loaded machine, or
             # bytes that leave a request unfinished): what its trustgate forwarded is not
             # known; requests the app logs late for a minute after are judged on route
             # and credentials only.
             self.unsettled_at = time.time()
-        return statuses, answered, routed, late, prev, owed
+        return statuses, answered, routed, late, prev, owed, timed_out
 
 
 def forwarded_by(answered):
@@ -605,7 +608,7 @@ def judge(probe, results, tokens):
     """The failures of one probe across the sides, and its notes."""
     failures, notes = [], []
     body_lens = {}
-    for kind, (statuses, answered, routed, late, prev, owed) in results.items():
+    for kind, (statuses, answered, routed, late, prev, owed, timed_out) in results.items():
         forwarded = forwarded_by(answered)
         # An app may log a request after trustgate has answered it (a body it reads to
         # the end first): the previous probe's requests it still owed. Any more arrived
@@ -632,8 +635,8 @@ def judge(probe, results, tokens):
         for status in statuses:
             if status >= 400 and not any(a[2] == status for a in answered):
                 notes.append(f"{kind}: {status} without a trustgate access line (hyper refused the bytes, or the app did)")
-        if not statuses:
-            notes.append(f"{kind}: no answer within the exchange's timeout")
+        if timed_out:
+            notes.append(f"{kind}: no complete answer within the exchange's timeout")
         for a in answered:
             if a[0] in FORWARDED and a[2] and a[2] >= 400:
                 notes.append(f"{kind}: the app answered {a[2]}")
