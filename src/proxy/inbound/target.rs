@@ -11,7 +11,7 @@
 //!   refused (RFC 9112 §3.2: app servers take the first, the last, or a part).
 //!
 //! The path the rules match and the target as it arrived ride in the request's
-//! extensions when they differ from its URI ([`rule_path`], [`arrived_target`]).
+//! extensions when they differ from its URI ([`path::rule_path`], [`arrived_target`]).
 use std::borrow::Cow;
 
 use http::uri::PathAndQuery;
