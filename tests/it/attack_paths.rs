@@ -271,3 +271,25 @@ async fn merge_slashes_merges_for_the_rules_and_the_app() {
         "GET /invoices/7 HTTP/1.1"
     );
 }
+
+/// Where nothing verified the credentials — a public path, audit mode forwarding a refusal —
+/// the caller's token and a transaction token stay at the sidecar.
+#[tokio::test]
+async fn credentials_never_reach_the_app_on_public_paths_or_in_audit_mode() {
+    for (inbound, path) in [("", "/healthz"), (r#"mode = "audit""#, "/admin")] {
+        let t = target(inbound, "").await;
+        let r = exchange(t.inbound(), &t.get(path, "txn-token: t\r\n"))
+            .await
+            .expect("answer");
+        assert_eq!(r.status, 200, "{path}: {}", r.body_text());
+        let seen = &t.app.requests()[0];
+        assert!(
+            seen.values("authorization").is_empty(),
+            "{path}: the token reached the app"
+        );
+        assert!(
+            seen.values("txn-token").is_empty(),
+            "{path}: txn-token reached the app"
+        );
+    }
+}
