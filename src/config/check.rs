@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::parse::Problems;
 use super::{AppExposure, Config, Inbound, Outbound, Rule, Scope, Sources, ISSUER_FROM_POD};
-use crate::http::{name_starts_alike, names_alike};
+use crate::http::names_alike;
 use crate::keys::{is_spiffe_id_in, is_valid_identity, IssuerKind};
 
 pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
@@ -227,17 +227,6 @@ fn check_inbound(i: &Inbound, p: &mut Problems) {
     if i.app_exposure != AppExposure::Off && i.app_exposure_interval.is_zero() {
         p.add("inbound.app_exposure_interval", "must be greater than zero");
     }
-    for h in &i.signed_headers {
-        let name = h.as_str().as_bytes();
-        if name_starts_alike(name, b"x-service-caller")
-            || names_alike(name, i.token_header.as_str().as_bytes())
-        {
-            p.add(
-                "inbound.signed_headers",
-                format!("\"{h}\" is reserved for trustgate's own headers"),
-            );
-        }
-    }
     match (&i.tls_cert, &i.tls_key) {
         (Some(_), None) => p.add("inbound.tls_key", "is required with inbound.tls_cert"),
         (None, Some(_)) => p.add("inbound.tls_cert", "is required with inbound.tls_key"),
@@ -247,70 +236,7 @@ fn check_inbound(i: &Inbound, p: &mut Problems) {
         ),
         _ => {}
     }
-    check_claim_headers(i, p);
-}
-
-/// Names a claim header may not take (DESIGN.md "Policy", claims to the app): framing and
-/// routing are the proxy's, hop-by-hop fields never reach the app, and a header the
-/// request must carry as the client sent it is no claim's to set — as Envoy refuses
-/// system headers in header mutations. Compared as app servers fold names.
-const NOT_FOR_CLAIMS: [&str; 16] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "expect",
-    "content-encoding",
-    "content-type",
-    "forwarded",
-    "x-forwarded-for",
-];
-
-fn check_claim_headers(i: &Inbound, p: &mut Problems) {
-    for (n, h) in i.claim_headers.iter().enumerate() {
-        let name = h.name.as_str().as_bytes();
-        let at = format!("inbound.claim_headers.\"{}\"", h.name);
-        if name_starts_alike(name, b"x-service-caller")
-            || names_alike(name, i.token_header.as_str().as_bytes())
-        {
-            p.add(&at, "is reserved for trustgate's own headers");
-        }
-        if let Some(system) = NOT_FOR_CLAIMS
-            .iter()
-            .find(|s| names_alike(name, s.as_bytes()))
-        {
-            p.add(
-                &at,
-                format!(
-                    "\"{system}\" frames, routes or is hop-by-hop: it is the proxy's, never a claim's"
-                ),
-            );
-        }
-        if i.signed_headers
-            .iter()
-            .any(|s| names_alike(s.as_str().as_bytes(), name))
-        {
-            p.add(&at, "is also a signed header: one source per header");
-        }
-        for other in &i.claim_headers[n + 1..] {
-            if names_alike(name, other.name.as_str().as_bytes()) {
-                p.add(
-                    &format!("inbound.claim_headers.\"{}\"", other.name),
-                    format!(
-                        "app servers read it as \"{}\" (case, '-' and '_' fold alike): one header, one claim",
-                        h.name
-                    ),
-                );
-            }
-        }
-    }
+    super::headers::check(i, p);
 }
 
 /// `issuers` of rules and claim headers name `[[trust.issuers]]` entries or `"self"`.
@@ -445,9 +371,11 @@ fn check_outbound(o: &mut Outbound, p: &mut Problems) {
 fn check_issuers(cfg: &mut Config, p: &mut Problems) {
     let own = cfg.identity.name.clone();
     let allow_http = cfg.trust.allow_http_fetch;
+    let multi = cfg.trust.allow_multi_audience;
     let mut names = BTreeSet::new();
     for (n, issuer) in cfg.trust.issuers.iter_mut().enumerate() {
         let key = p.element("trust.issuers", n);
+        issuer.allow_multi_audience.get_or_insert(multi);
         if !names.insert(issuer.name.clone()) {
             p.add(
                 &format!("{key}.name"),
@@ -558,22 +486,6 @@ fn check_users(cfg: &Config, p: &mut Problems) {
             "must be greater than zero and at most trust.max_transaction_ttl",
         );
     }
-    for (h, _) in &users.context_headers {
-        let name = h.as_str().as_bytes();
-        let reserved = name_starts_alike(name, b"x-service-caller")
-            || name_starts_alike(name, b"x-user-")
-            || names_alike(name, b"x-transaction-id")
-            || names_alike(name, b"txn-token")
-            || NOT_FOR_CLAIMS
-                .iter()
-                .any(|s| names_alike(name, s.as_bytes()));
-        if reserved {
-            p.add(
-                &format!("inbound.users.context_headers.\"{h}\""),
-                "is reserved for trustgate's own headers or the proxy's",
-            );
-        }
-    }
 }
 
 /// Where an issuer's keys come from: an explicit `jwks_url`, or discovery at an
@@ -623,7 +535,8 @@ fn check_issuer_source(
         p.add(
             &format!("{key}.issuer"),
             format!(
-                "\"{}\" is not an https:// URL to discover keys at; set jwks_url",
+                "\"{}\" is not an https:// URL to discover keys at; set jwks_url \
+                 (or trust.allow_http_fetch = true, for a provider on plain http://)",
                 issuer.issuer
             ),
         );

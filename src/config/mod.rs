@@ -19,6 +19,7 @@ mod declare;
 mod check;
 mod claims;
 mod fleet;
+mod headers;
 mod parse;
 mod platform;
 mod values;

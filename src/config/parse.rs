@@ -133,7 +133,7 @@ pub(super) fn parse<'a>(
     let mut p = Problems::new(source);
     apply_env(&mut table, env, &mut p);
     if let Some(base) = base {
-        resolve_paths(&mut table, base);
+        resolve_paths(&mut table, base, &p.from_env);
     }
 
     let mut cfg = Config {
@@ -448,10 +448,12 @@ fn apply_env(
     }
 }
 
-/// Relative [`FilePath`] values, from the file or the environment, become relative to
-/// the configuration's directory (an empty one stays empty: it means "none").
-fn resolve_paths(table: &mut toml::Table, base: &Path) {
-    let resolve = |v: Option<&mut toml::Value>| {
+/// Relative [`FilePath`] values in the file become relative to the configuration's
+/// directory; one from a `TRUSTGATE_*` variable (`from_env`) to the working directory, as
+/// on a command line (an empty one stays empty: it means "none").
+fn resolve_paths(table: &mut toml::Table, base: &Path, from_env: &BTreeMap<String, String>) {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let resolve = |v: Option<&mut toml::Value>, base: &Path| {
         if let Some(toml::Value::String(s)) = v {
             if !s.is_empty() && Path::new(s.as_str()).is_relative() {
                 *s = base.join(&*s).to_string_lossy().into_owned();
@@ -466,14 +468,17 @@ fn resolve_paths(table: &mut toml::Table, base: &Path) {
         };
         for &(key, kind) in keys.iter() {
             match kind {
-                Kind::Path => resolve(t.get_mut(key)),
+                Kind::Path => {
+                    let env = from_env.contains_key(&format!("{section}.{key}"));
+                    resolve(t.get_mut(key), if env { &cwd } else { base });
+                }
                 Kind::Tables(element) => {
                     let Some(toml::Value::Array(items)) = t.get_mut(key) else {
                         continue;
                     };
                     for item in items.iter_mut().filter_map(toml::Value::as_table_mut) {
                         for (key, _) in element.iter().filter(|(_, k)| *k == Kind::Path) {
-                            resolve(item.get_mut(*key));
+                            resolve(item.get_mut(*key), base);
                         }
                     }
                 }
@@ -501,7 +506,7 @@ macro_rules! env_kind {
 env_kind!(Str: String, std::time::Duration, std::net::SocketAddr, http::HeaderName);
 env_kind!(Str: AppUpstream, AppExposure, InboundMode, LogFormat, UpstreamProtocol);
 env_kind!(Str: http::Uri, Option<http::Uri>, crate::keys::IssuerKind);
-env_kind!(Bool: bool);
+env_kind!(Bool: bool, Option<bool>);
 env_kind!(Int: u16, u32, u64, usize);
 env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>, Vec<PathPattern>);
 env_kind!(Table: Vec<ClaimHeader>, std::collections::BTreeMap<String, String>);

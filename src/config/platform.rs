@@ -57,6 +57,10 @@ table! {
         /// `callers`, `audiences` required.
         #[serde(default)]
         pub users: bool,
+        /// Accept an `aud` list naming other audiences too (default:
+        /// `trust.allow_multi_audience`, filled in by the check pass).
+        #[serde(default)]
+        pub allow_multi_audience: Option<bool>,
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Vouch {
     pub trust_domain: Option<String>,
     /// Its tokens are people's (a user issuer), never a caller's.
     pub users: bool,
+    /// An `aud` list naming other audiences besides one of [`Vouch::audiences`] is
+    /// accepted (the issuer's `allow_multi_audience`, else `trust.allow_multi_audience`).
+    pub allow_multi_audience: bool,
 }
 
 /// Keys of an issuer's JWKS, and why each key that is not among them was skipped.

@@ -51,6 +51,10 @@ pub struct InboundState {
     /// `cfg.claim_headers` names. Scrubbed from requests in every spelling, and shared with
     /// the request bodies that scrub their trailers.
     pub protected: Arc<[HeaderName]>,
+    /// What leaves the request's trailers in every spelling as they stream: the
+    /// [`InboundState::protected`] names and the credentials (the caller's token header,
+    /// the person's, `txn-token`) — a trailer is never verified.
+    pub trailers_removed: Arc<[HeaderName]>,
     /// `[callers.<name>]` rate and concurrency limits.
     pub limits: crate::proxy::limits::CallerLimits,
 
@@ -95,22 +99,28 @@ impl InboundState {
                 Some((caller.clone(), (c.roles.clone(), joined)))
             })
             .collect();
+        let protected: Arc<[HeaderName]> = inbound
+            .signed_headers
+            .iter()
+            .chain(inbound.claim_headers.iter().map(|h| &h.name))
+            .chain(
+                inbound
+                    .users
+                    .iter()
+                    .flat_map(|u| u.context_headers.iter().map(|(h, _)| h)),
+            )
+            .chain(&PERSON_HEADERS)
+            .cloned()
+            .collect();
+        let credentials = [inbound.token_header.clone(), crate::http::TXN_TOKEN]
+            .into_iter()
+            .chain(inbound.users.iter().map(|u| u.token_header.clone()));
+        let trailers_removed = protected.iter().cloned().chain(credentials).collect();
         InboundState {
             cfg: inbound.clone(),
             app,
-            protected: inbound
-                .signed_headers
-                .iter()
-                .chain(inbound.claim_headers.iter().map(|h| &h.name))
-                .chain(
-                    inbound
-                        .users
-                        .iter()
-                        .flat_map(|u| u.context_headers.iter().map(|(h, _)| h)),
-                )
-                .chain(&PERSON_HEADERS)
-                .cloned()
-                .collect(),
+            protected,
+            trailers_removed,
             limits: crate::proxy::limits::CallerLimits::new(&cfg.callers, fleet.clone()),
 
             policy,

@@ -43,6 +43,23 @@ impl<'de> Deserialize<'de> for Audience {
 }
 
 impl Audience {
+    /// `aud` names one of `ours`, and (unless `allow_multi`) no one else: a token for
+    /// `[shipping, billing]` could be replayed by shipping against billing. The same rule
+    /// for every issuer's tokens, callers' and people's.
+    pub fn names(&self, ours: &[String], allow_multi: bool) -> Result<(), super::Rejection> {
+        if !ours.iter().any(|a| self.contains(a)) {
+            return Err(super::Rejection::WrongAudience);
+        }
+        let only_ours = match self {
+            Audience::One(_) => true,
+            Audience::Many(list) => list.iter().all(|a| ours.contains(a)),
+        };
+        if !allow_multi && !only_ours {
+            return Err(super::Rejection::MultipleAudiences);
+        }
+        Ok(())
+    }
+
     pub fn contains(&self, audience: &str) -> bool {
         match self {
             Audience::One(a) => a == audience,

@@ -49,6 +49,8 @@ pub fn why(
     now: u64,
 ) -> Option<String> {
     use super::Rejection as R;
+    const MULTI: &str = "allow_multi_audience = true on its issuer (or \
+                         trust.allow_multi_audience) accepts such tokens";
     let mut parts = token.split('.');
     let (header, payload) = (parts.next()?, parts.next()?);
     let header: serde_json::Value = decode_object(header).ok()?;
@@ -62,8 +64,13 @@ pub fn why(
     };
     let leeway = policy.leeway.as_secs();
     Some(match rejection {
-        R::WrongAudience | R::MultipleAudiences => format!(
+        R::WrongAudience => format!(
             "the token's aud is {}; this service is {:?}",
+            text(claims.get("aud")),
+            policy.audience
+        ),
+        R::MultipleAudiences => format!(
+            "the token's aud is {}, naming others besides this service ({:?}); {MULTI}",
             text(claims.get("aud")),
             policy.audience
         ),

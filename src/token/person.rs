@@ -114,9 +114,7 @@ pub fn verify_user(
     if vouch.issuer.as_deref() != Some(c.iss.as_str()) {
         return Err(Rejection::IssuerMismatch);
     }
-    if !vouch.audiences.iter().any(|a| c.aud.contains(a)) {
-        return Err(Rejection::WrongAudience);
-    }
+    c.aud.names(&vouch.audiences, vouch.allow_multi_audience)?;
     when(
         c.iat.unwrap_or(now),
         c.nbf,
@@ -232,7 +230,8 @@ fn plain(s: &str) -> bool {
 }
 
 /// Mints the transaction token for `person` (verified here), with `tctx`: a fresh 128-bit
-/// `txn`, `aud` the trust domain, signed with this identity's key. Sets `person.txn` and
+/// `txn`, `aud` the trust domain, `exp` at most the person's token's, signed with this
+/// identity's key. Sets `person.txn` and
 /// `person.tctx`; returns the token.
 pub fn mint_txn(
     signer: &TokenSigner,
@@ -251,7 +250,12 @@ pub fn mint_txn(
         iss: signer.identity().to_owned(),
         aud: Audience::One(trust_domain.to_owned()),
         iat: now,
-        exp: now.saturating_add(ttl.as_secs()),
+        // Never outliving the person's own token (`exp` 0: a person named outside a
+        // request, whose token nobody verified here).
+        exp: match person.exp {
+            0 => now.saturating_add(ttl.as_secs()),
+            until => now.saturating_add(ttl.as_secs()).min(until),
+        },
         txn: txn.clone(),
         sub: person.sub.clone(),
         scope: person.scope.clone(),

@@ -206,7 +206,8 @@ pub fn verify(
             let claims: Claims =
                 serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
             let caller = own_caller(speaks, &claims)?;
-            audience(&claims.aud, std::slice::from_ref(&policy.audience), policy)?;
+            let ours = std::slice::from_ref(&policy.audience);
+            claims.aud.names(ours, policy.allow_multi_audience)?;
             when(
                 claims.iat,
                 claims.nbf,
@@ -390,21 +391,6 @@ fn own_caller(speaks: &Speaks, claims: &Claims) -> Result<Arc<str>, Rejection> {
     }
 }
 
-/// `aud` names one of `ours`, and (unless allowed) no one else.
-fn audience(aud: &Audience, ours: &[String], policy: &VerifyPolicy) -> Result<(), Rejection> {
-    if !ours.iter().any(|a| aud.contains(a)) {
-        return Err(Rejection::WrongAudience);
-    }
-    let only_ours = match aud {
-        Audience::One(_) => true,
-        Audience::Many(list) => list.iter().all(|a| ours.contains(a)),
-    };
-    if !policy.allow_multi_audience && !only_ours {
-        return Err(Rejection::MultipleAudiences);
-    }
-    Ok(())
-}
-
 /// Step 6: `exp`, `nbf`, `iat` within the leeway and `exp - iat` at most `max_ttl`.
 /// Without an `iat` (a JWT-SVID may omit it) the lifetime left is what is bounded.
 pub(super) fn when(
@@ -462,7 +448,7 @@ fn vouched(
             return Err(Rejection::IssuerMismatch);
         }
     }
-    audience(&pc.aud, &vouch.audiences, policy)?;
+    pc.aud.names(&vouch.audiences, vouch.allow_multi_audience)?;
     let claims = Claims {
         iss: pc.iss.unwrap_or_default(),
         sub: pc.sub,

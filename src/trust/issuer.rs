@@ -157,6 +157,7 @@ impl IssuerSource {
             trust_domain: (!self.cfg.trust_domain.is_empty())
                 .then(|| self.cfg.trust_domain.clone()),
             users: self.cfg.users,
+            allow_multi_audience: self.cfg.allow_multi_audience.unwrap_or(false),
         });
         Ok(IssuerFetch {
             fetched: Fetched { keys, max_age },

@@ -14,7 +14,7 @@ use support::*;
 use trustgate::keys::GeneratedFiles;
 
 /// The people's issuer, trusted by web for audience "web".
-fn people(issuer: &Issuer) -> String {
+pub(crate) fn people(issuer: &Issuer) -> String {
     format!(
         "[[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\nissuer = \"{}/people\"\n\
          ca_file = \"{}\"\naudiences = [\"web\"]\n",
@@ -23,15 +23,15 @@ fn people(issuer: &Issuer) -> String {
     )
 }
 
-struct Chain {
-    web: Sidecar,
+pub(crate) struct Chain {
+    pub(crate) web: Sidecar,
     orders: Sidecar,
     billing: Sidecar,
-    apps: [RawApp; 3],
+    pub(crate) apps: [RawApp; 3],
     _keys: Keys,
     web_config: std::path::PathBuf,
     billing_config: std::path::PathBuf,
-    web_key: GeneratedFiles,
+    pub(crate) web_key: GeneratedFiles,
     orders_key: GeneratedFiles,
     billing_key: GeneratedFiles,
 }
@@ -39,7 +39,7 @@ struct Chain {
 /// web (edge: people's tokens, callers optional, mints) → orders → billing, each with
 /// its raw app. orders and billing accept web's transaction tokens; billing requires a
 /// person and has rules on the person.
-async fn chain(issuer: &Issuer) -> Chain {
+pub(crate) async fn chain(issuer: &Issuer) -> Chain {
     let keys = Keys::new();
     let (web_key, orders_key, billing_key) =
         (keys.make("web"), keys.make("orders"), keys.make("billing"));
@@ -95,12 +95,17 @@ async fn chain(issuer: &Issuer) -> Chain {
 }
 
 /// A person's token from the provider (ES256), for web.
-fn person(issuer: &Issuer, sub: &str, extra: serde_json::Value) -> String {
+pub(crate) fn person(issuer: &Issuer, sub: &str, extra: serde_json::Value) -> String {
     person_by(issuer, "people-ec", sub, extra)
 }
 
 /// A person's token signed by the provider's key `signer` (`people-ec`, `people-rsa`).
-fn person_by(issuer: &Issuer, signer: &str, sub: &str, extra: serde_json::Value) -> String {
+pub(crate) fn person_by(
+    issuer: &Issuer,
+    signer: &str,
+    sub: &str,
+    extra: serde_json::Value,
+) -> String {
     let mut claims = serde_json::json!({"iss": format!("{}/people", issuer.url()), "sub": sub,
         "aud": "web", "tenant": "acme", "email": format!("{sub}@example.com"),
         "scope": "orders:read"});
@@ -110,18 +115,18 @@ fn person_by(issuer: &Issuer, signer: &str, sub: &str, extra: serde_json::Value)
     issuer.mint("oidc", signer, claims)
 }
 
-async fn send(to: std::net::SocketAddr, head: &str) -> RawResponse {
+pub(crate) async fn send(to: std::net::SocketAddr, head: &str) -> RawResponse {
     let req = format!("{head}connection: close\r\n\r\n");
     exchange(to, req.as_bytes()).await.expect("an answer")
 }
 
-fn reason(r: &RawResponse) -> String {
+pub(crate) fn reason(r: &RawResponse) -> String {
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     json["reason"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The one header an app received under `name` (asserting there is exactly one).
-fn one(app: &RawApp, name: &str) -> String {
+pub(crate) fn one(app: &RawApp, name: &str) -> String {
     let seen = app.requests();
     let values = seen.last().expect("the app got the request").values(name);
     assert_eq!(
@@ -151,7 +156,9 @@ async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
     assert_eq!(r.status, 200, "{}", r.body_text());
     let web_app = &c.apps[0];
     assert_eq!(one(web_app, "x-user-subject"), "alice");
-    assert_eq!(one(web_app, "x-user-issuer"), "people");
+    // The person's `iss`, as every later hop says it (an app can compare them).
+    let people_iss = format!("{}/people", issuer.url());
+    assert_eq!(one(web_app, "x-user-issuer"), people_iss);
     assert_eq!(one(web_app, "x-tenant"), "acme");
     let txn_id = one(web_app, "x-transaction-id");
     let txn = one(web_app, "txn-token");
@@ -181,9 +188,7 @@ async fn a_person_verified_at_the_edge_is_known_two_hops_later() {
     let orders_app = &c.apps[1];
     assert_eq!(one(orders_app, "x-service-caller"), "web");
     assert_eq!(one(orders_app, "x-user-subject"), "alice");
-    // Downstream the issuer is the person's own (rctx.user_iss), the edge's name for it
-    // being the edge's business.
-    let people_iss = format!("{}/people", issuer.url());
+    // Downstream the issuer is the person's own (rctx.user_iss), as at the edge.
     assert_eq!(one(orders_app, "x-user-issuer"), people_iss);
     assert_eq!(one(orders_app, "x-transaction-id"), txn_id);
     assert_eq!(one(orders_app, "txn-token"), txn, "passed on unchanged");

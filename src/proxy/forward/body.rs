@@ -17,7 +17,8 @@
 //!   An unfinished body is drained in the background instead, bounded by
 //!   [`LINGER_TOTAL`] and [`LINGER_IDLE`], as nginx's `lingering_close` does.
 //! - **Trailers** (inbound): a trailer field with a protected name (`x-service-caller`,
-//!   a signed header, in any spelling an app folds together) is removed as the trailers
+//!   a signed header, in any spelling an app folds together) or a credential's (the
+//!   token headers, `txn-token`: a trailer is never verified) is removed as the trailers
 //!   pass. The head was scrubbed before any decision; trailers arrive after it, and some
 //!   app servers merge them into the headers the app reads.
 use std::future::Future;

@@ -69,8 +69,9 @@ pub struct Hop<'a, 't> {
     pub target: &'t Uri,
     pub host: HostHeader,
     pub protocol: Protocol,
-    /// Inbound: the signed-context names; protected names leave the request's trailers
-    /// too ([`crate::proxy::forward::body`]).
+    /// Inbound: the names that leave the request's trailers in every spelling (protected
+    /// names and credentials: [`crate::proxy::state::InboundState::trailers_removed`];
+    /// [`crate::proxy::forward::body`]).
     pub protected: Option<&'t Arc<[HeaderName]>>,
 }
 

@@ -18,7 +18,13 @@ use crate::trust::KidRefusal;
 pub use crate::http::{TRANSACTION_ID, TXN_TOKEN, USER_ISSUER, USER_SUBJECT};
 
 /// The person the request is made for, if any. `has_caller`: a service token was
-/// verified (a request with neither a caller nor a person is refused `missing`).
+/// verified (a request with neither a caller nor a person's own token is refused
+/// `missing`: a transaction token always travels with a caller).
+///
+/// A request carries one person: where their own token and a transaction token both
+/// arrive at a side that does not mint, both are verified and must name the same `sub`
+/// and `iss` (an edge that mints replaced the arriving one; a side that verifies no
+/// transaction token removed it in the screen).
 pub(crate) async fn person<B>(
     state: &Arc<State>,
     side: &InboundState,
@@ -28,9 +34,26 @@ pub(crate) async fn person<B>(
 ) -> Result<Option<Arc<Person>>, Failure> {
     let users = side.cfg.users.as_ref();
     if let Some(u) = users {
-        if let Some(p) = own_token(state, u, req, now).await? {
+        if let Some(mut p) = own_token(state, u, req, now).await? {
+            if !u.mint_transaction_token && side.accepts_txn {
+                if let Some(t) = transaction_token(state, side, req, now)? {
+                    if t.sub != p.sub || t.iss != p.iss {
+                        state
+                            .metrics
+                            .transaction_tokens
+                            .with_label_values(&["verified", "txn_subject_mismatch"])
+                            .inc();
+                        return Err(Failure::Txn(Rejection::SubjectMismatch));
+                    }
+                    // The app gets this transaction token: its id is the transaction's.
+                    p.txn = t.txn.clone();
+                }
+            }
             return Ok(Some(Arc::new(p)));
         }
+    }
+    if !has_caller {
+        return Err(Failure::Unauthenticated(Rejection::Missing));
     }
     if side.accepts_txn {
         if let Some(p) = transaction_token(state, side, req, now)? {
@@ -39,9 +62,6 @@ pub(crate) async fn person<B>(
     }
     if users.is_some_and(|u| u.mode == UsersMode::Required) {
         return Err(Failure::UserRequired);
-    }
-    if !has_caller {
-        return Err(Failure::Unauthenticated(Rejection::Missing));
     }
     Ok(None)
 }
@@ -68,6 +88,13 @@ async fn own_token<B>(
         Ok(p) => p,
         Err(f) => {
             counted(f.reason());
+            if matches!(f, Failure::User(Rejection::MultipleAudiences)) {
+                tracing::info!(
+                    reason = f.reason(),
+                    "a person's token names other audiences besides this service's: \
+                     allow_multi_audience = true on its issuer accepts such tokens"
+                );
+            }
             return Err(f);
         }
     };
@@ -195,7 +222,7 @@ pub(crate) fn present(side: &InboundState, headers: &mut http::HeaderMap, p: &Pe
             }
         };
         add(USER_SUBJECT, &p.sub);
-        add(USER_ISSUER, &p.issuer);
+        add(USER_ISSUER, &p.iss);
         if let Some(txn) = &p.txn {
             add(TRANSACTION_ID, txn);
         }

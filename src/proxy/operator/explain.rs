@@ -226,6 +226,14 @@ impl<B> inbound::Observer<B> for Explain<'_> {
         }
     }
 
+    /// A caller named without a token has no single-use token to record.
+    async fn first_use(&mut self, side: &InboundState, v: &Verified) -> Result<(), Failure> {
+        match self.named {
+            Some(_) => Ok(()),
+            None => inbound::first_use(side, v, unix_now()).await,
+        }
+    }
+
     async fn admit(&mut self, _: &InboundState, caller: &str) -> Result<(), Failure> {
         self.out.say(limits_line(&self.state.cfg, caller));
         Ok(())
@@ -357,15 +365,18 @@ fn request(side: &InboundState, identity: &str, q: &Question) -> Result<Request<
             req.headers_mut().insert(http::header::HOST, v);
         }
     }
+    // A token as a client sends it in that header: `Authorization` takes the `Bearer`
+    // scheme (a token given with its scheme is sent as given).
+    let field = |name: &HeaderName, token: &str| {
+        let value = match *name == http::header::AUTHORIZATION && !token.contains(' ') {
+            true => format!("Bearer {token}"),
+            false => token.to_owned(),
+        };
+        HeaderValue::from_str(&value).map_err(|_| "the token is not a header value")
+    };
     if let Who::Token(token) = &q.who {
         let name = &side.cfg.token_header;
-        let value = if *name == http::header::AUTHORIZATION {
-            format!("Bearer {token}")
-        } else {
-            token.clone()
-        };
-        let value = HeaderValue::from_str(&value).map_err(|_| "the token is not a header value")?;
-        req.headers_mut().insert(name.clone(), value);
+        req.headers_mut().insert(name.clone(), field(name, token)?);
     }
     let user_header = side.cfg.users.as_ref().map_or_else(
         || HeaderName::from_static("x-user-token"),
@@ -373,8 +384,7 @@ fn request(side: &InboundState, identity: &str, q: &Question) -> Result<Request<
     );
     for (name, token) in [(user_header, &q.user_token), (TXN_TOKEN, &q.txn_token)] {
         if let Some(token) = token {
-            let value =
-                HeaderValue::from_str(token).map_err(|_| "the token is not a header value")?;
+            let value = field(&name, token)?;
             req.headers_mut().insert(name, value);
         }
     }

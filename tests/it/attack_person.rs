@@ -1,0 +1,276 @@
+//! The person as an attacker who has read the code sees it (DESIGN.md "End users"):
+//! tokens from the Python OIDC provider (PyJWT), raw bytes in, what the app received
+//! asserted as it arrived. One person per request; no unverified credential past the
+//! sidecar, in headers or trailers; the same audience rule for people as for callers; a
+//! transaction token never a caller, never outliving the person's token.
+use crate::end_users::{chain, one, people, person, person_by, reason, send};
+use crate::platform::Issuer;
+use crate::support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use support::raw::{exchange, spawn_raw_app, RawApp};
+use support::*;
+use trustgate::keys::GeneratedFiles;
+
+/// A transaction token for `sub` (issuer `iss`) minted with `web`'s key.
+fn txn_for(web: &GeneratedFiles, sub: &str, iss: &str) -> String {
+    let signer = trustgate::token::TokenSigner::new(
+        "web".into(),
+        Arc::new(trustgate::keys::load_signing_key(&web.private).unwrap()),
+        Duration::from_secs(60),
+    );
+    let mut p = trustgate::token::Person::named(sub, iss);
+    let now = trustgate::proxy::unix_now();
+    trustgate::token::mint_txn(
+        &signer,
+        &mut p,
+        serde_json::Map::new(),
+        "cluster.local",
+        Duration::from_secs(120),
+        now,
+    )
+    .unwrap()
+}
+
+/// orders: takes people's tokens (audience "orders") and web's transaction tokens, does
+/// not mint; callers `callers` ("required" or "optional"); `issuer_extra` on the people's
+/// issuer.
+struct Orders {
+    side: Sidecar,
+    app: RawApp,
+    web: GeneratedFiles,
+    _keys: Keys,
+}
+
+async fn orders(issuer: &Issuer, callers: &str, issuer_extra: &str) -> Orders {
+    let keys = Keys::new();
+    let (web, orders) = (keys.make("web"), keys.make("orders"));
+    let app = spawn_raw_app().await;
+    let people = people(issuer).replace("audiences = [\"web\"]\n", "audiences = [\"orders\"]\n");
+    let side = Conf::new("orders", &orders.private)
+        .inbound(&keys.trust_dir("orders-trusts", &[&web]), app.addr)
+        .set("trust", "transaction_token_issuers = [\"web\"]")
+        .extra(&format!(
+            "{people}{issuer_extra}\n[inbound.users]\ncallers = \"{callers}\"\n"
+        ))
+        .start()
+        .await;
+    Orders {
+        side,
+        app,
+        web,
+        _keys: keys,
+    }
+}
+
+fn for_orders(issuer: &Issuer, sub: &str) -> String {
+    person(issuer, sub, serde_json::json!({"aud": "orders"}))
+}
+
+/// A sidecar that does not mint, with alice's valid token: a forged transaction token
+/// beside it is 401 `txn_bad_signature`, bob's valid one is 401 `txn_subject_mismatch`
+/// (never bob's token next to `x-user-subject: alice`); alice's own passes, its id the
+/// transaction's.
+#[tokio::test]
+async fn a_request_carries_one_person() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let o = orders(&issuer, "required", "").await;
+    let iss = format!("{}/people", issuer.url());
+    let alice = for_orders(&issuer, "alice");
+    let caller = sign_as(&o.web, "web", "orders");
+    let at = |txn: &str| {
+        format!(
+            "GET /x HTTP/1.1\r\nhost: orders\r\nauthorization: Bearer {caller}\r\n\
+             x-user-token: {alice}\r\ntxn-token: {txn}\r\n"
+        )
+    };
+    let good = txn_for(&o.web, "alice", &iss);
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    let r = send(o.side.inbound(), &at(&forged)).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "txn_bad_signature"));
+    let bobs = txn_for(&o.web, "bob", &iss);
+    let r = send(o.side.inbound(), &at(&bobs)).await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "txn_subject_mismatch")
+    );
+    let elsewhere = txn_for(&o.web, "alice", "https://other.example");
+    let r = send(o.side.inbound(), &at(&elsewhere)).await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "txn_subject_mismatch")
+    );
+    assert!(o.app.requests().is_empty(), "none reached the app");
+    let r = send(o.side.inbound(), &at(&good)).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(one(&o.app, "x-user-subject"), "alice");
+    assert_eq!(one(&o.app, "txn-token"), good);
+    let claims = payload(&good);
+    assert_eq!(
+        one(&o.app, "x-transaction-id"),
+        claims["txn"].as_str().unwrap()
+    );
+}
+
+fn payload(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// `txn-token` (any spelling) and the token headers as chunked trailers never reach the
+/// app: at a sidecar that verifies transaction tokens, and at a minting edge.
+#[tokio::test]
+async fn credentials_in_trailers_stay_at_the_sidecar() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let o = orders(&issuer, "required", "").await;
+    let iss = format!("{}/people", issuer.url());
+    let txn = txn_for(&o.web, "alice", &iss);
+    let caller = sign_as(&o.web, "web", "orders");
+    let trailers = format!(
+        "txn-token: {txn}\r\nTxn_Token: {txn}\r\nx-user-token: {txn}\r\nAuthorization: Bearer {caller}\r\n"
+    );
+    let req = format!(
+        "POST /x HTTP/1.1\r\nhost: orders\r\nauthorization: Bearer {caller}\r\ntxn-token: {txn}\r\n\
+         transfer-encoding: chunked\r\ntrailer: txn-token, Txn_Token, x-user-token, authorization\r\n\
+         connection: close\r\n\r\n4\r\nbody\r\n0\r\n{trailers}\r\n"
+    );
+    let r = exchange(o.side.inbound(), req.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let seen = o.app.requests();
+    assert_eq!(
+        seen[0].trailer_fields(),
+        Vec::<(String, String)>::new(),
+        "trailers reached the app"
+    );
+
+    // The minting edge: a person's token in the head, credentials in the trailers.
+    let c = chain(&issuer).await;
+    let alice = person(&issuer, "alice", serde_json::json!({}));
+    let req = format!(
+        "POST /x HTTP/1.1\r\nhost: web\r\nx-user-token: {alice}\r\n\
+         transfer-encoding: chunked\r\ntrailer: txn-token, x_user_token\r\nconnection: close\r\n\r\n\
+         4\r\nbody\r\n0\r\ntxn-token: {txn}\r\nx_user_token: {alice}\r\n\r\n"
+    );
+    let r = exchange(c.web.inbound(), req.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let seen = c.apps[0].requests();
+    assert_eq!(seen[0].trailer_fields(), Vec::<(String, String)>::new());
+}
+
+/// A person's token whose `aud` names other audiences too is refused like a caller's
+/// (`user_multiple_audiences`), unless its issuer sets `allow_multi_audience`.
+#[tokio::test]
+async fn a_persons_token_for_several_audiences_is_refused_unless_allowed() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let both = person(
+        &issuer,
+        "alice",
+        serde_json::json!({"aud": ["orders", "payments"]}),
+    );
+    let strict = orders(&issuer, "optional", "").await;
+    let head = format!("GET /x HTTP/1.1\r\nhost: orders\r\nx-user-token: {both}\r\n");
+    let r = send(strict.side.inbound(), &head).await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "user_multiple_audiences")
+    );
+    let open = orders(&issuer, "optional", "allow_multi_audience = true\n").await;
+    let r = send(open.side.inbound(), &head).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(one(&open.app, "x-user-subject"), "alice");
+}
+
+/// `callers = "optional"` admits a person's own token without a caller; a transaction
+/// token alone (however valid) is not a caller: 401 `missing`.
+#[tokio::test]
+async fn a_transaction_token_alone_is_not_a_caller() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let o = orders(&issuer, "optional", "").await;
+    let iss = format!("{}/people", issuer.url());
+    let txn = txn_for(&o.web, "alice", &iss);
+    let r = send(
+        o.side.inbound(),
+        &format!("GET /x HTTP/1.1\r\nhost: orders\r\ntxn-token: {txn}\r\n"),
+    )
+    .await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "missing"));
+    assert!(o.app.requests().is_empty());
+    let alice = for_orders(&issuer, "alice");
+    let r = send(
+        o.side.inbound(),
+        &format!("GET /x HTTP/1.1\r\nhost: orders\r\nx-user-token: {alice}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+}
+
+/// A transaction token minted for a person's token two seconds from expiry expires with
+/// it, not `transaction_ttl` later; the app at the edge is told the person's `iss`.
+#[tokio::test]
+async fn a_minted_transaction_token_never_outlives_the_persons() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let c = chain(&issuer).await;
+    let now = trustgate::proxy::unix_now();
+    let short = person_by(
+        &issuer,
+        "people-ec",
+        "alice",
+        serde_json::json!({"iat": now - 10, "exp": now + 2}),
+    );
+    let r = send(
+        c.web.inbound(),
+        &format!("GET /x HTTP/1.1\r\nhost: web\r\nx-user-token: {short}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let minted = payload(&one(&c.apps[0], "txn-token"));
+    assert!(
+        minted["exp"].as_u64().unwrap() <= now + 2,
+        "minted {minted} for a token expiring at {}",
+        now + 2
+    );
+    assert_eq!(
+        one(&c.apps[0], "x-user-issuer"),
+        format!("{}/people", issuer.url())
+    );
+}
+
+/// `explain --user-token` at an edge that takes the person's token in `Authorization`
+/// sends it as a client would (`Bearer`), and says the person is valid.
+#[tokio::test]
+async fn explain_takes_the_persons_token_as_authorization_carries_it() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let text = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("web-trusts", &[]), "127.0.0.1:9")
+        .set("inbound", "token_header = \"x-service-token\"")
+        .extra(&format!(
+            "{}[inbound.users]\ntoken_header = \"authorization\"\ncallers = \"optional\"\n",
+            people(&issuer)
+        ))
+        .toml();
+    let config = keys.path().join("web.toml");
+    std::fs::write(&config, text).unwrap();
+    let alice = person(&issuer, "alice", serde_json::json!({}));
+    let (code, out, err) = crate::policy::explain(&config, &["--user-token", &alice, "GET", "/me"]);
+    assert!(!out.contains("user_malformed"), "{out}{err}");
+    assert!(out.contains("alice"), "{out}{err}");
+    assert_eq!(code, 0, "{out}{err}");
+}
