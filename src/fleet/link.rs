@@ -8,14 +8,14 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ConnectionInfo, IntoConnectionInfo as _};
 
-use super::{Fleet, UP};
+use super::{Fleet, Trouble, UP};
 use crate::config;
 
 /// How often the upkeep looks (a store down is probed this often; a password file
 /// re-read this often).
 const UPKEEP: Duration = Duration::from_millis(500);
 /// A (re)connection's own bound: TCP, TLS, `AUTH`, `HELLO`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every connection is made from.
 pub(super) struct Settings {
@@ -117,12 +117,25 @@ impl Link {
 
 /// A store's error as a log line says it: what failed, never a credential (redis-rs's
 /// messages carry the server's words and the address, not the `AUTH` arguments).
+/// A server's refusal is named by its code, as the server says it (`NOPERM …`,
+/// `WRONGPASS …`), which is what an operator searches for.
 pub(super) fn describe(e: &redis::RedisError) -> String {
-    e.to_string()
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        // redis-rs's word for the store's WRONGPASS at AUTH.
+        return "the password was refused (WRONGPASS: a wrong password, or a user the store \
+                does not have — lost in a restart?)"
+            .into();
+    }
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
+    }
 }
 
-/// The upkeep: the password file re-read (a new one: a new connection with it), and a
-/// store that is down (or not yet reached) probed, then marked up when it answers.
+/// The upkeep: the password file re-read (a new one: a new connection with it); a store
+/// that is down (or not yet reached) probed, then marked up when trustgate's operations
+/// succeed on it; and a store that is up pinged, so that a connection the store dropped
+/// (a restart while this sidecar was idle) is replaced before a request needs it.
 pub(super) async fn upkeep(fleet: Weak<Fleet>) {
     let mut password_problem = false;
     loop {
@@ -146,40 +159,98 @@ pub(super) async fn upkeep(fleet: Weak<Fleet>) {
             }
             Err(_) => {}
         }
-        if f.state.load(std::sync::atomic::Ordering::Acquire) != UP {
-            probe(&f).await;
+        match f.state.load(std::sync::atomic::Ordering::Acquire) {
+            UP => keepalive(&f).await,
+            _ => probe(&f).await,
         }
         drop(f);
         tokio::time::sleep(UPKEEP).await;
     }
 }
 
-/// `PING`, once to (re)connect (within the connection's own bound), then within
-/// `fleet.timeout`: a store that connects but answers slower than an operation may wait
-/// stays down, instead of coming up to fail the next request. A failed probe leaves a
-/// fresh connection for the next: redis-rs retries a dropped connection by itself, not
-/// one whose handshake was refused (a wrong password).
+/// `PING` on the connection requests use; one that finds it dropped pings again on the
+/// connection the manager dials instead. Only a store that cannot be reached that way
+/// is marked down (the next request would have failed).
+async fn keepalive(f: &Fleet) {
+    let conn = f.link.load().conn.clone();
+    let ping = |mut c: ConnectionManager| async move {
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    };
+    let twice = async {
+        match ping(conn.clone()).await {
+            Err(e) if super::dropped(&e) => ping(conn).await,
+            other => other,
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, twice).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => f.mark_down(&describe(&e), Trouble::of(&e)),
+        Err(_) => f.mark_down(
+            &format!("no answer to a ping within {CONNECT_TIMEOUT:?}"),
+            Trouble::Unreachable,
+        ),
+    }
+}
+
+/// `PING`, once to (re)connect (within the connection's own bound), then trustgate's own
+/// operations on a probe key within `fleet.timeout` — a store that answers `PING` but
+/// refuses them (`NOPERM` on the key prefix or a command) stays down, and so does one
+/// that connects but answers slower than an operation may wait. Then the single-use
+/// tokens accepted alone meanwhile are written, and only then is the store up. A failed
+/// probe leaves a fresh connection for the next: redis-rs retries a dropped connection by
+/// itself, not one whose handshake was refused (a wrong password).
 async fn probe(f: &Fleet) {
     let link = f.link.load_full();
     let ping = |mut c: ConnectionManager| async move {
         redis::cmd("PING").query_async::<String>(&mut c).await
     };
     let result = match tokio::time::timeout(CONNECT_TIMEOUT, ping(link.conn.clone())).await {
-        Ok(Ok(_)) => tokio::time::timeout(f.timeout, ping(link.conn.clone()))
+        Ok(Ok(_)) => operations(f, &link).await,
+        Ok(Err(e)) => Err((describe(&e), Trouble::of(&e))),
+        Err(_) => Err((
+            format!("could not connect within {CONNECT_TIMEOUT:?}"),
+            Trouble::Unreachable,
+        )),
+    };
+    let result = match result {
+        Ok(()) => f
+            .write_backlog()
             .await
-            .map_err(|_| "no answer within fleet.timeout".to_owned())
-            .and_then(|r| r.map_err(|e| describe(&e))),
-        Ok(Err(e)) => Err(describe(&e)),
-        Err(_) => Err(format!("could not connect within {CONNECT_TIMEOUT:?}")),
+            .map_err(|why| (why, Trouble::Unreachable)),
+        Err(e) => Err(e),
     };
     match result {
-        Ok(_) => f.mark_up(),
-        Err(why) => {
-            f.mark_down(&why);
+        Ok(()) => f.mark_up(),
+        Err((why, trouble)) => {
+            f.mark_down(&why, trouble);
             if let Ok(fresh) = Link::new(&f.settings, link.password.clone()) {
                 // Unless the password changed meanwhile (then the upkeep made one).
                 f.link.compare_and_swap(&link, Arc::new(fresh));
             }
         }
     }
+}
+
+/// A GCRA step and a first use on `<prefix>probe`, each within `fleet.timeout` (the key
+/// lives a millisecond).
+async fn operations(f: &Fleet, link: &Link) -> Result<(), (String, Trouble)> {
+    let key = format!("{}probe", f.prefix);
+    let quota = super::Quota {
+        interval_us: 1,
+        burst: 1_000_000,
+    };
+    let within = |r: Result<redis::RedisResult<u64>, _>| match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err((describe(&e), Trouble::of(&e))),
+        Err(_) => Err((
+            "no answer within fleet.timeout".to_owned(),
+            Trouble::Unreachable,
+        )),
+    };
+    let rate = f.gcra_step(link.conn.clone(), &key, quota);
+    within(tokio::time::timeout(f.timeout, rate).await)?;
+    let nonce = super::nonce();
+    let first = f.first_use_step(link.conn.clone(), &key, &nonce, Duration::from_millis(1));
+    let first = async { first.await.map(u64::from) };
+    within(tokio::time::timeout(f.timeout, first).await)
 }

@@ -7,12 +7,19 @@
 //! - A fleet-wide GCRA in one atomic server-side step per request: a Lua script, loaded
 //!   once and called by its hash (re-loaded by the client if the store lost it), reading
 //!   the store's own clock so that replicas' clocks do not matter.
-//! - A replay check in one atomic `SET NX PX` per single-use token, expiring with it.
-//! - Every operation bounded by `fleet.timeout`. When the store does not answer, the
-//!   fleet is *down*: operations are not even tried (no request waits for a store known to
-//!   be gone) and the caller decides by `fleet.on_error` / `fleet.replay_on_error`; the
-//!   upkeep task probes it and marks it up again. One log line when it goes, one when it
-//!   is back; `trustgate_fleet_up` says which.
+//! - A replay check in one atomic step per single-use token (a script: set-if-absent,
+//!   expiring with the token, keyed by a fixed-size digest of the caller and `jti`), whose
+//!   value is this request's own nonce: an operation retried after a dropped connection
+//!   recognises its own write instead of reading it as a replay.
+//! - Every operation bounded by `fleet.timeout`, retried once (within it) on a connection
+//!   found dropped — the store restarted while this sidecar was idle. When the store does
+//!   not answer, or refuses trustgate (`NOPERM`, `WRONGPASS`, `NOAUTH`), the fleet is
+//!   *down*: operations are not even tried (no request waits for a store known to be gone)
+//!   and the caller decides by `fleet.on_error` / `fleet.replay_on_error`; the upkeep task
+//!   ([`link::upkeep`]) probes it with the operations themselves and marks it up again only
+//!   when they succeed, after writing the single-use tokens accepted locally meanwhile.
+//!   One log line when it goes (another if the reason turns from unreachable to refused),
+//!   one when it is back; `trustgate_fleet_up` says which.
 mod link;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter, IntGauge, Registry};
+use redis::aio::ConnectionManager;
 
 use crate::config::{self, OnError};
 use link::Link;
@@ -41,6 +49,19 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((nex
 return 0
 ";
 
+/// A single-use token's first use. `KEYS[1]`: its key; `ARGV[1]`: this request's nonce,
+/// `ARGV[2]`: its lifetime (ms). 1 when it is the first use (or this request's own earlier
+/// write, seen again by a retry), 0 when someone used it before.
+const FIRST_USE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+";
+
+/// Most single-use tokens remembered while the store is away (`replay_on_error =
+/// "local"`), to write when it returns: about 100 bytes each.
+const BACKLOG: usize = 100_000;
+
 /// Which operation: the label `op` of the fleet metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -58,6 +79,30 @@ pub struct Unavailable;
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
+
+/// Why the store is down: it does not answer, or it answers and refuses trustgate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trouble {
+    Unreachable,
+    Refused,
+}
+
+impl Trouble {
+    fn of(e: &redis::RedisError) -> Trouble {
+        let refusal = matches!(e.code(), Some("NOPERM" | "WRONGPASS" | "NOAUTH"))
+            || e.kind() == redis::ErrorKind::AuthenticationFailed;
+        match refusal {
+            true => Trouble::Refused,
+            false => Trouble::Unreachable,
+        }
+    }
+}
+
+/// A connection dropped under an operation (the store restarted, a proxy closed it): the
+/// connection manager is already dialling a new one, and the operation may be tried again.
+fn dropped(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || (e.is_io_error() && !e.is_connection_refusal())
+}
 
 /// A fleet limit's quota: the emission interval and the burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,14 +122,15 @@ impl Quota {
 }
 
 /// What `[fleet]`'s files say (the password file, the CA): for `trustgate check` and
-/// start-up, which refuse to go on without them.
+/// start-up, which refuse to go on without them. Each names the configuration file, as
+/// its other problems do.
 pub fn file_problems(cfg: &config::Config) -> Vec<String> {
     let Some(f) = &cfg.fleet else {
         return Vec::new();
     };
     match link::Settings::new(f).and_then(|s| s.password().map(drop)) {
         Ok(()) => Vec::new(),
-        Err(e) => vec![e],
+        Err(e) => vec![format!("{}: {e}", cfg.source.display())],
     }
 }
 
@@ -96,9 +142,16 @@ pub struct Fleet {
     pub on_error: OnError,
     pub replay_on_error: OnError,
     state: AtomicU8,
-    /// When the store went away (for the line saying it is back).
-    down_since: Mutex<Option<Instant>>,
+    /// When the store went away (for the line saying it is back), and why (a new line when
+    /// the reason changes).
+    down_since: Mutex<Option<(Instant, Trouble)>>,
+    /// Single-use tokens accepted by this sidecar alone while the store was away: keys and
+    /// when each expires, written to the store before it counts as back.
+    backlog: Mutex<std::collections::VecDeque<(String, Instant)>>,
     gcra: redis::Script,
+    first_use: redis::Script,
+    /// This sidecar's mark on the backlog's keys (see [`FIRST_USE`]).
+    nonce: String,
     metrics: FleetMetrics,
 }
 
@@ -153,7 +206,10 @@ impl Fleet {
             replay_on_error: cfg.replay_on_error,
             state: AtomicU8::new(UNKNOWN),
             down_since: Mutex::new(None),
+            backlog: Mutex::new(Default::default()),
             gcra: redis::Script::new(GCRA),
+            first_use: redis::Script::new(FIRST_USE),
+            nonce: nonce(),
             metrics: FleetMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?,
         }))
     }
@@ -172,16 +228,20 @@ impl Fleet {
     /// `Ok(Some(s))` over the limit (retry after `s` whole seconds).
     pub async fn rate(&self, caller: &str, q: Quota) -> Result<Option<u64>, Unavailable> {
         let key = format!("{}rate:{caller}", self.prefix);
-        let mut call = self.gcra.key(key);
-        call.arg(q.interval_us).arg(q.burst);
-        let wait: u64 = self
-            .run(
-                Op::Rate,
-                |mut c| async move { call.invoke_async(&mut c).await },
-            )
-            .await?;
+        let wait: u64 = self.run(Op::Rate, |c| self.gcra_step(c, &key, q)).await?;
         // Whole seconds, rounded up, as the local bucket says it.
         Ok((wait > 0).then(|| wait.div_ceil(1_000_000)))
+    }
+
+    fn gcra_step(
+        &self,
+        mut c: ConnectionManager,
+        key: &str,
+        q: Quota,
+    ) -> impl std::future::Future<Output = redis::RedisResult<u64>> + '_ {
+        let mut call = self.gcra.key(key);
+        call.arg(q.interval_us).arg(q.burst);
+        async move { call.invoke_async(&mut c).await }
     }
 
     /// Records the first use of `caller`'s token `jti`, for `ttl`: `Ok(false)` if some
@@ -192,25 +252,107 @@ impl Fleet {
         jti: &str,
         ttl: Duration,
     ) -> Result<bool, Unavailable> {
-        // The caller in the key, its length first: one caller's jti never locks out
-        // another's, whatever either contains.
-        let key = format!("{}jti:{}:{caller}:{jti}", self.prefix, caller.len());
-        let ms = (ttl.as_millis() as u64).max(1);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ms);
-        let set: Option<String> = self
-            .run(
-                Op::Replay,
-                |mut c| async move { cmd.query_async(&mut c).await },
-            )
+        let key = self.jti_key(caller, jti);
+        let nonce = nonce();
+        let first: u8 = self
+            .run(Op::Replay, |c| self.first_use_step(c, &key, &nonce, ttl))
             .await?;
-        Ok(set.is_some())
+        Ok(first == 1)
     }
 
-    /// One operation within the timeout, counted and timed; the fleet marked up or down.
+    fn first_use_step(
+        &self,
+        mut c: ConnectionManager,
+        key: &str,
+        nonce: &str,
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = redis::RedisResult<u8>> + '_ {
+        let mut call = self.first_use.key(key);
+        call.arg(nonce).arg((ttl.as_millis() as u64).max(1));
+        async move { call.invoke_async(&mut c).await }
+    }
+
+    /// The key of `caller`'s single-use token `jti`: a fixed-size digest of both (the
+    /// caller's length first: one caller's jti never locks out another's), whatever
+    /// size the token's `jti` has.
+    fn jti_key(&self, caller: &str, jti: &str) -> String {
+        let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        d.update(format!("{}:{caller}:", caller.len()).as_bytes());
+        d.update(jti.as_bytes());
+        format!("{}jti:{}", self.prefix, hex::encode(d.finish()))
+    }
+
+    /// A single-use token accepted by this sidecar alone while the store was away
+    /// (`replay_on_error = "local"`): written to the store when it is back, with the
+    /// lifetime it has left then, so that a replay at another replica is still caught.
+    pub fn accepted_alone(&self, caller: &str, jti: &str, ttl: Duration) {
+        let entry = (self.jti_key(caller, jti), Instant::now() + ttl);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        if backlog.len() == BACKLOG {
+            let full = backlog.pop_front();
+            if full.is_some() && backlog.len() == BACKLOG - 1 {
+                tracing::warn!(
+                    most = BACKLOG,
+                    "fleet: too many single-use tokens accepted while the store is away; \
+                     the oldest will not be shared when it returns"
+                );
+            }
+        }
+        backlog.push_back(entry);
+    }
+
+    /// Writes the backlog ([`Fleet::accepted_alone`]) to the store, entries that expired
+    /// meanwhile skipped. A token some other replica had used too is logged (a replay
+    /// the outage let through). Stops at the first failure, keeping what is left.
+    async fn write_backlog(&self) -> Result<(), String> {
+        loop {
+            let batch: Vec<(String, Instant)> = {
+                let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                let n = backlog.len().min(256);
+                backlog.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let conn = self.link.load().conn.clone();
+            let now = Instant::now();
+            let writes = batch
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(key, until)| {
+                    let step = self.first_use_step(conn.clone(), key, &self.nonce, *until - now);
+                    tokio::time::timeout(link::CONNECT_TIMEOUT, step)
+                });
+            let results = futures_util::future::join_all(writes).await;
+            let mut failed = None;
+            for r in results {
+                match r {
+                    Ok(Ok(1)) => {}
+                    Ok(Ok(_)) => tracing::warn!(
+                        "fleet: a single-use token this sidecar accepted while the store was away \
+                         had been used at another replica too"
+                    ),
+                    Ok(Err(e)) => failed = Some(link::describe(&e)),
+                    Err(_) => failed = Some("no answer while writing the backlog".to_owned()),
+                }
+            }
+            if let Some(why) = failed {
+                // The batch back, for the next probe: what was written already is
+                // recognised then as this sidecar's own (the same nonce).
+                let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                for entry in batch.into_iter().rev() {
+                    backlog.push_front(entry);
+                }
+                return Err(why);
+            }
+        }
+    }
+
+    /// One operation within the timeout — tried again once, within the same timeout, on a
+    /// connection found dropped — counted and timed; the fleet marked up or down.
     async fn run<T, F, Fut>(&self, op: Op, f: F) -> Result<T, Unavailable>
     where
-        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let counts = &self.metrics.operations[op as usize];
@@ -218,27 +360,35 @@ impl Fleet {
             counts[1].inc();
             return Err(Unavailable);
         }
-        let conn = self.link.load().conn.clone();
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, f(conn)).await;
+        let attempts = async {
+            match f(self.link.load().conn.clone()).await {
+                Err(e) if dropped(&e) => f(self.link.load().conn.clone()).await,
+                other => other,
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, attempts).await;
         self.metrics.seconds[op as usize].observe(start.elapsed().as_secs_f64());
         match result {
             Ok(Ok(v)) => {
                 counts[0].inc();
-                self.mark_up();
+                if self.state.load(Ordering::Acquire) == UNKNOWN {
+                    self.mark_up();
+                }
                 Ok(v)
             }
             Ok(Err(e)) => {
                 counts[1].inc();
-                self.mark_down(&link::describe(&e));
+                self.mark_down(&link::describe(&e), Trouble::of(&e));
                 Err(Unavailable)
             }
             Err(_) => {
                 counts[2].inc();
-                self.mark_down(&format!(
+                let why = format!(
                     "no answer within fleet.timeout ({})",
                     humantime::format_duration(self.timeout)
-                ));
+                );
+                self.mark_down(&why, Trouble::Unreachable);
                 Err(Unavailable)
             }
         }
@@ -251,7 +401,7 @@ impl Fleet {
         self.metrics.up.set(1);
         let since = self.lock_down_since().take();
         match since {
-            Some(t) => tracing::info!(
+            Some((t, _)) => tracing::info!(
                 down_for = %humantime::format_duration(Duration::from_millis(t.elapsed().as_millis() as u64)),
                 "fleet store reachable again: limits and replay checks are fleet-wide again"
             ),
@@ -259,25 +409,52 @@ impl Fleet {
         }
     }
 
-    fn mark_down(&self, why: &str) {
-        if self.state.swap(DOWN, Ordering::AcqRel) == DOWN {
+    /// The store is down for `why`: one line when it goes, and one more when the reason
+    /// turns from not answering to refusing trustgate (or back) — never one per request.
+    fn mark_down(&self, why: &str, trouble: Trouble) {
+        let was = self.state.swap(DOWN, Ordering::AcqRel);
+        let mut since = self.lock_down_since();
+        let changed = match &mut *since {
+            Some((_, known)) if was == DOWN => std::mem::replace(known, trouble) != trouble,
+            _ => {
+                *since = Some((Instant::now(), trouble));
+                true
+            }
+        };
+        drop(since);
+        if !changed {
             return;
         }
         self.metrics.up.set(0);
-        *self.lock_down_since() = Some(Instant::now());
         let word = |e: OnError| match e {
             OnError::Local => "decided by this sidecar alone",
             OnError::Refuse => "refused (503 fleet_unavailable)",
         };
-        tracing::warn!(
-            error = why,
-            limits = word(self.on_error),
-            replay_checks = word(self.replay_on_error),
-            "fleet store unreachable: until it is back, fleet-scoped limits and replay checks are"
-        );
+        let (limits, replay) = (word(self.on_error), word(self.replay_on_error));
+        match trouble {
+            Trouble::Unreachable => tracing::warn!(
+                error = why, limits, replay_checks = replay,
+                "fleet store unreachable: until it is back, fleet-scoped limits and replay checks are"
+            ),
+            Trouble::Refused => tracing::warn!(
+                error = why, limits, replay_checks = replay,
+                "fleet store refuses trustgate (its user's password or permissions on the \
+                 key prefix): until it accepts, fleet-scoped limits and replay checks are"
+            ),
+        }
     }
 
-    fn lock_down_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    fn lock_down_since(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Trouble)>> {
         self.down_since.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// 128 random bits, hex: one request's mark on the key it writes.
+fn nonce() -> String {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut b = [0u8; 16];
+    // A failed draw leaves zeros: a retry could then take another's write for its own,
+    // no worse than the store without nonces.
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut b);
+    hex::encode(b)
 }

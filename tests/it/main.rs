@@ -10,9 +10,11 @@ mod proxy;
 mod tls;
 // An attacker who has read the code.
 mod attack_exhaustion;
+mod attack_fleet;
 mod attack_identity;
 mod attack_jwt;
 mod attack_paths;
+mod attack_person;
 mod attack_smuggling;
 mod attack_sources;
 // The trust plane: reloads and key URLs.

@@ -17,23 +17,22 @@ use crate::trust::KidRefusal;
 /// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
 /// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
 /// `crate::trust::sources`) — and an identity whose keys could not be fetched gets 503
-/// `keys_unavailable`, not 401.
+/// `keys_unavailable`, not 401. A bound token's single use is recorded last, by
+/// [`first_use`], once every other step passed.
 pub(crate) async fn authenticate<B>(
     state: &Arc<State>,
     side: &InboundState,
     req: &Request<B>,
     now: u64,
 ) -> Result<Arc<Verified>, Failure> {
-    let v = verified(state, side, req, now).await?;
-    if side.cfg.require_request_binding {
-        first_use(side, &v, now).await?;
-    }
-    Ok(v)
+    verified(state, side, req, now).await
 }
 
 /// A request-bound token is single-use: its `jti` recorded, and refused if seen before —
-/// by this sidecar, or (`inbound.replay_scope = "fleet"`) by any replica.
-async fn first_use(side: &InboundState, v: &Verified, now: u64) -> Result<(), Failure> {
+/// by this sidecar, or (`inbound.replay_scope = "fleet"`) by any replica. The last step
+/// before the app: a request refused for anything else records nothing (no store filled
+/// by refused requests, no token used up by a refusal).
+pub(crate) async fn first_use(side: &InboundState, v: &Verified, now: u64) -> Result<(), Failure> {
     let refused = Failure::Unauthenticated;
     let jti = v
         .claims
@@ -47,7 +46,14 @@ async fn first_use(side: &InboundState, v: &Verified, now: u64) -> Result<(), Fa
         match fleet.first_use(&v.caller, jti, ttl).await {
             Ok(true) => return Ok(()),
             Ok(false) => return Err(refused(Rejection::Replayed)),
-            Err(_) if fleet.replay_on_error == OnError::Local => {}
+            Err(_) if fleet.replay_on_error == OnError::Local => {
+                // This sidecar's own cache decides; the store learns it when it is back.
+                side.replay
+                    .check_and_insert(jti, v.claims.exp, now)
+                    .map_err(refused)?;
+                fleet.accepted_alone(&v.caller, jti, ttl);
+                return Ok(());
+            }
             Err(_) => return Err(Failure::FleetUnavailable("replay")),
         }
     }

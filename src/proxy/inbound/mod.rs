@@ -23,25 +23,26 @@ use hyper::body::Incoming;
 mod authn;
 mod bearer;
 pub mod person;
+mod screen;
 pub mod target;
 
-pub(crate) use authn::refusal_facts;
 use authn::{authenticate, revoked_caller};
+pub(crate) use authn::{first_use, refusal_facts};
 pub use bearer::extract_token;
 use bearer::locate_token;
+pub(crate) use screen::screen;
+use screen::withhold_credentials;
 
 use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::path::{rule_path, stripped_rule_path};
-use crate::http::{
-    connection_tokens, is_protected, is_upgrade, names_alike, scrub, strip_hop_by_hop, Body,
-};
+use crate::http::Body;
 use crate::metrics::Outcome;
 use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
 use crate::proxy::answer::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use crate::proxy::forward::client::Protocol;
 use crate::proxy::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use crate::proxy::limits::InFlight;
-use crate::proxy::rescue::{Answer, BadRequest, Failure};
+use crate::proxy::rescue::{Answer, Failure};
 use crate::proxy::state::{Granted, InboundState, State};
 use crate::rule::{CallerFacts, RequestFacts};
 use crate::token::{unix_now, Person, Rejection, Verified};
@@ -114,6 +115,10 @@ pub(crate) trait Observer<B>: Observe {
     /// The caller's limits: admit it (holding what it takes until its answer ends), or
     /// say which one it is over (or that the fleet's store could not say).
     async fn admit(&mut self, side: &InboundState, caller: &str) -> Result<(), Failure>;
+    /// A request-bound token's single use, recorded once every other step passed.
+    async fn first_use(&mut self, side: &InboundState, v: &Verified) -> Result<(), Failure> {
+        authn::first_use(side, v, unix_now()).await
+    }
     /// The caller presented: `headers` are the request's as the app gets them; the claim
     /// headers in `withheld` were not sent.
     fn presented(&mut self, _caller: &str, _headers: &HeaderMap, _withheld: &[&HeaderName]) {}
@@ -146,7 +151,7 @@ impl Observe for Serve<'_> {
             .with_label_values(&[&rule.name, verdict])
             .inc();
         tracing::info!(
-            rule = %rule.name, list = ?list, result = verdict, caller = s.caller.as_ref().map_or("-", |c| &*c.verified.caller),
+            rule = %rule.name, list = match list { List::Deny => "deny", List::Allow => "allow" }, result = verdict, caller = s.caller.as_ref().map_or("-", |c| &*c.verified.caller),
             "audit rule evaluated (decides nothing)"
         );
     }
@@ -323,7 +328,11 @@ async fn decide<B, O: Observer<B>>(
         return reject(side, req, failure, who(v, person.as_ref()), obs);
     }
     if let Some(v) = v {
-        if let Err(failure) = obs.admit(side, &v.caller).await {
+        let admitted = match obs.admit(side, &v.caller).await {
+            Ok(()) if side.cfg.require_request_binding => obs.first_use(side, v).await,
+            other => other,
+        };
+        if let Err(failure) = admitted {
             return reject(side, req, failure, who(Some(v), person.as_ref()), obs);
         }
     }
@@ -352,7 +361,7 @@ fn to_app<'a>(
         target: &side.cfg.upstream.uri,
         host: HostHeader::Keep,
         protocol: app_protocol(side.cfg.upstream_protocol, &req),
-        protected: Some(&side.protected),
+        protected: Some(&side.trailers_removed),
     };
     forward(req, hop, down)
 }
@@ -378,20 +387,6 @@ fn reject<B, O: Observer<B>>(
     Decision::Answer(refuse(req, failure, obs).by(who))
 }
 
-/// A request forwarded without a verdict on its credentials (a public path, audit mode's
-/// refusal): the caller's token, the person's (unless `forward_user_token`) and a
-/// transaction token nobody verified here stay at the sidecar.
-fn withhold_credentials(side: &InboundState, headers: &mut HeaderMap) {
-    let users = side.cfg.users.as_ref().filter(|u| !u.forward_user_token);
-    let user = users.map(|u| &u.token_header);
-    let credential =
-        |n: &HeaderName| *n == side.cfg.token_header || *n == person::TXN_TOKEN || Some(n) == user;
-    let present: Vec<HeaderName> = headers.keys().filter(|n| credential(n)).cloned().collect();
-    for name in present {
-        headers.remove(name);
-    }
-}
-
 /// A request answered here: the observer gets it (its body), the failure becomes the
 /// answer.
 fn refuse<B, O: Observer<B>>(req: Request<B>, failure: Failure, obs: &mut O) -> Handled {
@@ -409,41 +404,6 @@ fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
         UpstreamProtocol::Auto if crate::http::is_grpc_proper(req) => Protocol::Http2,
         UpstreamProtocol::Auto => Protocol::Http1,
     }
-}
-
-/// Everything that happens to a request's headers before any decision, in this order:
-///
-/// 1. a `Connection` header naming a header trustgate sets is refused (400): it could
-///    only be there to make a hop-by-hop pass remove the verified identity;
-/// 2. the hop-by-hop fields go, *before* trustgate sets any header of its own;
-/// 3. every header an app could read as an identity header is removed ([`scrub`]);
-/// 4. `txn-token` in any other spelling too, and in its own where this side verifies no
-///    transaction token (`accepts_txn`): the app forwards only one it was meant to get.
-pub(crate) fn screen<B>(
-    protected: &[HeaderName],
-    accepts_txn: bool,
-    req: &mut Request<B>,
-) -> Result<(), Failure> {
-    if connection_tokens(req.headers()).any(|token| is_protected(token, protected)) {
-        return Err(Failure::BadRequest(
-            BadRequest::ConnectionNamesProtectedHeader,
-        ));
-    }
-    let upgrade = is_upgrade(req);
-    strip_hop_by_hop(req.headers_mut(), upgrade);
-    scrub(req.headers_mut(), protected);
-    let txn = person::TXN_TOKEN;
-    let spelled: Vec<HeaderName> = req
-        .headers()
-        .keys()
-        .filter(|n| names_alike(n.as_str().as_bytes(), txn.as_str().as_bytes()))
-        .filter(|n| !accepts_txn || **n != txn)
-        .cloned()
-        .collect();
-    for name in spelled {
-        req.headers_mut().remove(name);
-    }
-    Ok(())
 }
 
 /// The policy (step 8 of the contract, [`crate::policy`]): deny rules, then allow rules;
@@ -535,7 +495,7 @@ mod tests {
     use super::bearer::tests::headers;
     use super::*;
 
-    fn side(extra: &str) -> InboundState {
+    pub(super) fn side(extra: &str) -> InboundState {
         let text = format!(
             "[identity]\nname = \"billing\"\n[trust]\nauthorized_keys = \"/k\"\n\
              [inbound]\nsigned_headers = [\"x-user-id\"]\n\
@@ -565,38 +525,12 @@ mod tests {
         Verified::new(caller, "kid".into(), crate::keys::KeyAlg::Es256, claims).unwrap()
     }
 
-    fn request(method: &str, path: &str, pairs: &[(&str, &str)]) -> Request<()> {
+    pub(super) fn request(method: &str, path: &str, pairs: &[(&str, &str)]) -> Request<()> {
         let mut req = Request::builder().method(method).uri(path);
         for (k, v) in pairs {
             req = req.header(*k, *v);
         }
         req.body(()).unwrap()
-    }
-
-    #[test]
-    fn step_screen() {
-        let side = side("");
-        let mut req = request(
-            "GET",
-            "/",
-            &[
-                ("x_service_caller", "admin"),
-                ("X-User-Id", "spoofed"),
-                ("connection", "keep-alive, x-drop"),
-                ("x-drop", "1"),
-                ("x-kept", "1"),
-            ],
-        );
-        screen(&side.protected, false, &mut req).unwrap();
-        let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
-        let mut req = request("GET", "/", &[("connection", "X_Service_Caller")]);
-        assert_eq!(
-            screen(&side.protected, false, &mut req)
-                .unwrap_err()
-                .reason(),
-            "connection_names_protected_header"
-        );
     }
 
     #[test]
@@ -676,25 +610,5 @@ mod tests {
         );
         assert_eq!(none["x-service-caller"], "search");
         assert!(none.get("x-service-caller-roles").is_none());
-    }
-
-    #[test]
-    fn scrub_removes_spoofed_identity() {
-        let mut h = headers(&[
-            ("x-service-caller", "admin"),
-            ("X-Service-Caller-Roles", "root"),
-            ("x-service-caller-anything", "1"),
-            ("x_service_caller", "admin"),
-            ("X_Service_Caller_Roles", "root"),
-            ("x-service_caller", "admin"),
-            ("x.service.caller", "admin"),
-            ("x-user-id", "7"),
-            ("x_user_id", "7"),
-            ("X_USER-ID", "7"),
-            ("x-other", "kept"),
-        ]);
-        scrub(&mut h, &[HeaderName::from_static("x-user-id")]);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h["x-other"], "kept");
     }
 }
