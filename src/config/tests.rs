@@ -441,6 +441,16 @@ fn load_resolves_relative_paths_and_names_missing_files() {
         c.trust.authorized_keys.unwrap().to_path_buf(),
         dir.path().join("keys/authorized_keys")
     );
+    // From the environment: relative to the working directory, as on a command line.
+    let env = vec![(
+        "TRUSTGATE_TRUST_AUTHORIZED_KEYS".to_owned(),
+        "mounted/keys".to_owned(),
+    )];
+    let c = load(&path, env).unwrap();
+    assert_eq!(
+        c.trust.authorized_keys.unwrap().to_path_buf(),
+        std::env::current_dir().unwrap().join("mounted/keys")
+    );
     let err = load(&dir.path().join("nope.toml"), Vec::new()).unwrap_err();
     assert!(err.problems[0].contains("nope.toml"));
 }

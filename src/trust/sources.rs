@@ -601,10 +601,15 @@ fn failed(sources: &Sources, metrics: &Metrics, s: &Source, e: &FetchError) {
         .trust_fetch_errors
         .with_label_values(&[&s.identity, e.kind()])
         .inc();
-    let age = st.last_success().map(|(_, at)| at.elapsed());
+    let age = match st.last_success() {
+        Some((_, at)) => {
+            humantime::format_duration(Duration::from_secs(at.elapsed().as_secs())).to_string()
+        }
+        None => "none: no fetch has succeeded yet".to_owned(),
+    };
     tracing::error!(
         identity = %s.identity, url = %s.url, error = %e,
-        serving_keys_aged = ?age,
+        serving_keys_aged = %age,
         "key URL fetch failed{}",
         if st.usable() { "; keeping the last good keys until trust.max_stale" } else { "" }
     );

@@ -178,8 +178,16 @@ impl Check {
             AppPlace::ThisHost => {}
             AppPlace::Socket => return None,
             other => {
+                let place = match other {
+                    AppPlace::Elsewhere(ips) => {
+                        let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+                        format!("resolves to {}", ips.join(", "))
+                    }
+                    AppPlace::Unresolved(why) => format!("does not resolve: {why}"),
+                    _ => String::new(),
+                };
                 tracing::warn!(
-                    upstream = %inbound.upstream, place = ?other,
+                    upstream = %inbound.upstream, place,
                     "exposure check off: the app is not on this host"
                 );
                 return None;
