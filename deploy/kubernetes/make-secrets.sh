@@ -25,7 +25,7 @@ done
 # inbound listener publishes its JWKS over TLS.
 cp billing/keys/billing.pub orders/keys/authorized_keys/billing.pub
 rm -f billing/keys/authorized_keys/orders.pub
-echo "https://orders-app.default.svc.cluster.local/.well-known/jwks.json" \
+echo "https://orders-app/.well-known/jwks.json" \
     >billing/keys/authorized_keys/orders.url
 mkdir -p orders/keys/tls billing/keys/fetch-ca
 if [ ! -f orders/keys/tls/tls.crt ]; then
@@ -41,9 +41,16 @@ if [ ! -f orders/keys/tls/tls.crt ]; then
     cp "$tmp/ca.crt" billing/keys/fetch-ca/ca.crt
     rm -rf "$tmp"
 fi
-# billing's fleet store password (Valkey and billing's sidecars mount it).
+# billing's fleet store: its password (billing's sidecars mount it) and the store's ACL
+# file (Valkey mounts it): one user per service, limited to its key prefix and to the
+# commands trustgate runs, the password as its SHA-256; the default user off. A file, so
+# the users survive a restart of the store.
 mkdir -p billing-redis/keys
 if [ ! -f billing-redis/keys/redis-password ]; then
     openssl rand -hex 24 | tr -d '\n' >billing-redis/keys/redis-password
 fi
+hash=$(openssl dgst -sha256 -r billing-redis/keys/redis-password | cut -d' ' -f1)
+printf '%s\n' "user default off" \
+    "user billing on #$hash resetkeys ~trustgate:billing:* resetchannels -@all +get +set +eval +evalsha +script|load +time +ping +hello +auth +client|setinfo" \
+    >billing-redis/keys/users.acl
 echo "keys ready: $(ls orders/keys billing/keys | tr '\n' ' ')"

@@ -42,6 +42,10 @@ TRUSTGATE="${TRUSTGATE:-trustgate}"
 "$TRUSTGATE" inject "$OUT/example.yaml" 2>/dev/null | cmp -s - "$OUT/example.yaml" \
     || { echo "trustgate inject changed the already-injected example" >&2; exit 1; }
 echo "injected inject/billing.yaml: $(cat "$OUT/inject.err" | tr '\n' ' ')"
+# The rendered example's NetworkPolicies admit the pods that dial what they protect (the
+# fleet's store, each route's upstream): a kustomize transformer rewriting a selector
+# fails here, not in a cluster where every replica silently limits on its own.
+python3 "$HERE/check-policies.py" <"$OUT/example.yaml"
 # Every document of every rendering, strictly, against one Kubernetes version.
 kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$OUT/base.yaml" "$OUT/example.yaml" "$OUT/injected.yaml"
 # The native sidecar form must survive rendering.

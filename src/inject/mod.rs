@@ -123,17 +123,18 @@ pub fn inject(input: &str, opts: &Options) -> Result<Injection, InjectError> {
     // NetworkPolicies to add, by document: after it, or into its items for a List.
     let mut policies: Vec<Vec<Yaml>> = vec![Vec::new(); docs.len()];
     let existing = existing_policies(&parsed);
+    let configs = sidecar_configs(&parsed);
     for (i, doc) in parsed.iter_mut().enumerate() {
         let Some(doc) = doc else { continue };
         for object in objects(doc) {
             let mut policy = None;
-            let done = inject_object(object, opts, &mut pods, &mut policy).map_err(|reason| {
-                InjectError {
+            let done = inject_object(object, opts, &configs, &mut pods, &mut policy).map_err(
+                |reason| InjectError {
                     doc: i + 1,
                     what: describe(object),
                     reason,
-                }
-            })?;
+                },
+            )?;
             if let Some(line) = done {
                 changed[i] |= line.0;
                 report.push(line.1);
@@ -231,6 +232,59 @@ fn namespace_of(object: &Yaml) -> Option<String> {
 }
 
 /// The Kubernetes objects of a document: itself, or the items of a `List`.
+/// The `trustgate.toml` of every ConfigMap in the stream, by name: what the sidecar a
+/// workload names with `trustgate.dev/config` will read, when it comes in the same stream.
+fn sidecar_configs(parsed: &[Option<Yaml>]) -> std::collections::HashMap<String, String> {
+    let mut found = std::collections::HashMap::new();
+    for doc in parsed.iter().flatten() {
+        let items: Vec<&Yaml> = match get(doc, "items") {
+            Some(Yaml::Array(items)) => items.iter().collect(),
+            _ => vec![doc],
+        };
+        for object in items {
+            if get(object, "kind").and_then(text) != Some("ConfigMap") {
+                continue;
+            }
+            let name = get(object, "metadata")
+                .and_then(|m| get(m, "name"))
+                .and_then(text);
+            let toml = get(object, "data")
+                .and_then(|d| get(d, "trustgate.toml"))
+                .and_then(text);
+            if let (Some(name), Some(toml)) = (name, toml) {
+                found.insert(name.to_owned(), toml.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// What the configuration needs that the annotations do not mount: the fleet store's
+/// password file without `trustgate.dev/fleet-secret` (the sidecar would not start), or
+/// the Secret mounted for a configuration without `[fleet]`.
+fn config_notes(config: &str, st: &Settings) -> Vec<String> {
+    let Ok(table) = config.parse::<toml::Table>() else {
+        return vec![format!(
+            "ConfigMap {}: trustgate.toml is not valid TOML (`trustgate check` says where)",
+            st.config_map
+        )];
+    };
+    let fleet = table.get("fleet").and_then(toml::Value::as_table);
+    let password = fleet.is_some_and(|f| f.contains_key("password_file"));
+    match (password, &st.fleet_secret) {
+        (true, None) => vec![format!(
+            "ConfigMap {} sets fleet.password_file, which no {ANNOTATION}fleet-secret mounts: \
+             the sidecar will not start (name the Secret holding the store's password)",
+            st.config_map
+        )],
+        (false, Some(secret)) if fleet.is_none() => vec![format!(
+            "{ANNOTATION}fleet-secret mounts {secret}, but ConfigMap {} has no [fleet]",
+            st.config_map
+        )],
+        _ => Vec::new(),
+    }
+}
+
 fn objects(doc: &mut Yaml) -> Vec<&mut Yaml> {
     let is_list = get(doc, "kind").and_then(text) == Some("List");
     if is_list {
@@ -343,6 +397,7 @@ fn annotation<'a>(
 fn inject_object(
     object: &mut Yaml,
     opts: &Options,
+    configs: &std::collections::HashMap<String, String>,
     pods: &mut Vec<InjectedPod>,
     policy: &mut Option<Yaml>,
 ) -> Result<Option<(bool, String)>, String> {
@@ -388,7 +443,10 @@ fn inject_object(
         .and_then(|m| get(m, "labels"))
         .map(pairs)
         .unwrap_or_default();
-    let injected = inject_pod(spec, &settings)?;
+    let mut injected = inject_pod(spec, &settings)?;
+    if let Some(text) = configs.get(&settings.config_map) {
+        injected.notes.extend(config_notes(text, &settings));
+    }
     let line = report_line(&what, &settings, &injected);
     if settings.network_policy {
         *policy = Some(policy_for(

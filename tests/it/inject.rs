@@ -424,3 +424,60 @@ fn an_app_socket_is_wired_through_a_shared_empty_dir() {
         "no TCP port to check"
     );
 }
+
+/// The shipped example (`deploy/kubernetes/inject/billing.yaml`) with the ConfigMap its
+/// annotation names in the same stream (the kustomize example's billing configuration,
+/// which needs `fleet.password_file`): inject mounts every file that configuration needs
+/// and says nothing; without `trustgate.dev/fleet-secret` it says the sidecar would not
+/// start; with the Secret and no `[fleet]`, that the Secret is for nothing.
+#[test]
+fn inject_says_what_the_configuration_needs_and_no_annotation_mounts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let example = std::fs::read_to_string(root.join("inject/billing.yaml")).unwrap();
+    let config = std::fs::read_to_string(root.join("example/billing/trustgate.toml")).unwrap();
+    let indented: String = config.lines().map(|l| format!("    {l}\n")).collect();
+    let config_map = |toml: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: billing-trustgate-config\n\
+             data:\n  trustgate.toml: |\n{toml}"
+        )
+    };
+    let o = inject(&[], &format!("{example}{}", config_map(&indented)));
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        !err(&o).contains("will not start") && !err(&o).contains("no [fleet]"),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        out(&o).contains("TRUSTGATE_FLEET_PASSWORD_FILE"),
+        "{}",
+        out(&o)
+    );
+
+    let bare = example.replace(
+        "        trustgate.dev/fleet-secret: billing-fleet-redis\n",
+        "",
+    );
+    assert_ne!(bare, example, "the example names the fleet's Secret");
+    let o = inject(&[], &format!("{bare}{}", config_map(&indented)));
+    assert!(
+        err(&o).contains(
+            "ConfigMap billing-trustgate-config sets fleet.password_file, which no \
+             trustgate.dev/fleet-secret mounts"
+        ),
+        "{}",
+        err(&o)
+    );
+    let no_fleet: String = indented
+        .split("    [fleet]\n")
+        .next()
+        .unwrap()
+        .replace("rate_limit_scope = \"fleet\"", "");
+    let o = inject(&[], &format!("{example}{}", config_map(&no_fleet)));
+    assert!(
+        err(&o).contains("trustgate.dev/fleet-secret mounts billing-fleet-redis, but ConfigMap"),
+        "{}",
+        err(&o)
+    );
+}

@@ -226,18 +226,29 @@ fn percent_encode(s: &str) -> String {
 /// A real trustgate with something to show: a trusted caller, a key file that does not
 /// parse, a key URL that cannot be fetched, one good call, refusals and an outbound
 /// call to a closed port.
-async fn busy_trustgate(keys: &Keys) -> (Running, String) {
+async fn busy_trustgate(keys: &Keys, redis: &support::redis::Redis) -> (Running, String) {
     let orders = keys.make("orders");
     let billing = keys.make("billing");
     let trusted = keys.trust_dir("trusted", &[&orders]);
     std::fs::write(trusted.join("broken.pub"), "not a key\n").unwrap();
     std::fs::write(trusted.join("search.url"), "http://127.0.0.1:1/jwks.json\n").unwrap();
+    let password = keys.path().join("redis-password");
+    std::fs::write(&password, &redis.password).unwrap();
     let app = spawn_app().await;
+    // A fleet (a real Redis), people's tokens and transaction tokens: every series the
+    // dashboard's fleet and people panels read is on /metrics.
     let text = Conf::new("billing", &billing.private)
         .inbound(&trusted, app)
         .set("trust", "allow_http_fetch = true")
         .set("trust", "fetch_timeout = \"1s\"")
+        .set("trust", "transaction_token_issuers = [\"orders\"]")
         .route("elsewhere", "http://127.0.0.1:1")
+        .extra(&format!(
+            "[inbound.users]\n[fleet]\nredis = \"{}\"\npassword_file = \"{}\"\n\
+             [callers.orders]\nrate_limit = \"1000/s\"\nrate_limit_scope = \"fleet\"\n",
+            redis.url,
+            password.display()
+        ))
         .toml();
     let running = run_binary(&text, keys.path());
     let token = format!("Bearer {}", sign_as(&orders, "orders", "billing"));
@@ -256,6 +267,17 @@ async fn busy_trustgate(keys: &Keys) -> (Running, String) {
     )
     .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    for (name, value) in [
+        ("x-user-token", "not-a-token"),
+        ("txn-token", "not.a.token"),
+    ] {
+        let refused = get(
+            format!("http://{}/x", running.inbound),
+            &[("authorization", &token), (name, value)],
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    }
     let out = get(
         format!("http://{}/x", running.outbound),
         &[("host", "elsewhere")],
@@ -267,7 +289,7 @@ async fn busy_trustgate(keys: &Keys) -> (Running, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let m = get(format!("http://{admin}/metrics"), &[]).await.body;
-        if m.contains("trustgate_trust_fetch_errors_total{") {
+        if m.contains("trustgate_trust_fetch_errors_total{") && m.contains("trustgate_fleet_up 1") {
             break m;
         }
         assert!(Instant::now() < deadline, "no fetch attempt counted:\n{m}");
@@ -278,7 +300,7 @@ async fn busy_trustgate(keys: &Keys) -> (Running, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_and_dashboard_work_with_promtool_and_a_live_prometheus() {
-    if !have_prometheus() {
+    if !have_prometheus() || !support::redis::available() {
         return;
     }
     let rules = observability("trustgate-alerts.yaml");
@@ -298,14 +320,15 @@ async fn alerts_and_dashboard_work_with_promtool_and_a_live_prometheus() {
 
     // A real trustgate's metrics.
     let keys = Keys::new();
-    let (running, metrics) = busy_trustgate(&keys).await;
+    let redis = support::redis::Redis::start("observed");
+    let (running, metrics) = busy_trustgate(&keys, &redis).await;
     let exposed = parse_exposition(&metrics);
     let families: BTreeSet<&str> = exposed.iter().map(|(n, _)| family(n)).collect();
 
     // Every metric the rules and the dashboard name is one trustgate exposes.
     let rules_text = std::fs::read_to_string(&rules).unwrap();
     let rule_exprs = rule_expressions(&rules_text);
-    assert_eq!(rule_exprs.len(), 9, "{rule_exprs:?}");
+    assert_eq!(rule_exprs.len(), 10, "{rule_exprs:?}");
     let queries = dashboard_queries();
     for expr in rule_exprs.iter().chain(&queries) {
         for name in metric_names(expr) {
