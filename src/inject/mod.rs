@@ -28,6 +28,7 @@
 //! paths, routes); the ports, paths and identity inject wires are set by environment
 //! variables (`TRUSTGATE_<SECTION>_<KEY>`), which override the file, so the mounts and
 //! ports always agree with what inject wrote.
+mod config;
 mod pod;
 mod policy;
 mod service;
@@ -36,6 +37,7 @@ mod yaml;
 
 use yaml_rust2::Yaml;
 
+use self::config::{config_notes, sidecar_configs};
 use self::pod::{has_container, inject_pod, int_node, pairs, Injected};
 use self::policy::{existing_policies, network_policy};
 use self::service::retarget_service;
@@ -232,59 +234,6 @@ fn namespace_of(object: &Yaml) -> Option<String> {
 }
 
 /// The Kubernetes objects of a document: itself, or the items of a `List`.
-/// The `trustgate.toml` of every ConfigMap in the stream, by name: what the sidecar a
-/// workload names with `trustgate.dev/config` will read, when it comes in the same stream.
-fn sidecar_configs(parsed: &[Option<Yaml>]) -> std::collections::HashMap<String, String> {
-    let mut found = std::collections::HashMap::new();
-    for doc in parsed.iter().flatten() {
-        let items: Vec<&Yaml> = match get(doc, "items") {
-            Some(Yaml::Array(items)) => items.iter().collect(),
-            _ => vec![doc],
-        };
-        for object in items {
-            if get(object, "kind").and_then(text) != Some("ConfigMap") {
-                continue;
-            }
-            let name = get(object, "metadata")
-                .and_then(|m| get(m, "name"))
-                .and_then(text);
-            let toml = get(object, "data")
-                .and_then(|d| get(d, "trustgate.toml"))
-                .and_then(text);
-            if let (Some(name), Some(toml)) = (name, toml) {
-                found.insert(name.to_owned(), toml.to_owned());
-            }
-        }
-    }
-    found
-}
-
-/// What the configuration needs that the annotations do not mount: the fleet store's
-/// password file without `trustgate.dev/fleet-secret` (the sidecar would not start), or
-/// the Secret mounted for a configuration without `[fleet]`.
-fn config_notes(config: &str, st: &Settings) -> Vec<String> {
-    let Ok(table) = config.parse::<toml::Table>() else {
-        return vec![format!(
-            "ConfigMap {}: trustgate.toml is not valid TOML (`trustgate check` says where)",
-            st.config_map
-        )];
-    };
-    let fleet = table.get("fleet").and_then(toml::Value::as_table);
-    let password = fleet.is_some_and(|f| f.contains_key("password_file"));
-    match (password, &st.fleet_secret) {
-        (true, None) => vec![format!(
-            "ConfigMap {} sets fleet.password_file, which no {ANNOTATION}fleet-secret mounts: \
-             the sidecar will not start (name the Secret holding the store's password)",
-            st.config_map
-        )],
-        (false, Some(secret)) if fleet.is_none() => vec![format!(
-            "{ANNOTATION}fleet-secret mounts {secret}, but ConfigMap {} has no [fleet]",
-            st.config_map
-        )],
-        _ => Vec::new(),
-    }
-}
-
 fn objects(doc: &mut Yaml) -> Vec<&mut Yaml> {
     let is_list = get(doc, "kind").and_then(text) == Some("List");
     if is_list {

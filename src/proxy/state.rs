@@ -55,6 +55,9 @@ pub struct InboundState {
     /// [`InboundState::protected`] names and the credentials (the caller's token header,
     /// the person's, `txn-token`) — a trailer is never verified.
     pub trailers_removed: Arc<[HeaderName]>,
+    /// The token headers verified here: the caller's, and the person's where this side
+    /// takes people's tokens (any other spelling of them is screened away).
+    pub credentials: Vec<HeaderName>,
     /// `[callers.<name>]` rate and concurrency limits.
     pub limits: crate::proxy::limits::CallerLimits,
 
@@ -116,11 +119,15 @@ impl InboundState {
             .into_iter()
             .chain(inbound.users.iter().map(|u| u.token_header.clone()));
         let trailers_removed = protected.iter().cloned().chain(credentials).collect();
+        let credentials = std::iter::once(inbound.token_header.clone())
+            .chain(inbound.users.iter().map(|u| u.token_header.clone()))
+            .collect();
         InboundState {
             cfg: inbound.clone(),
             app,
             protected,
             trailers_removed,
+            credentials,
             limits: crate::proxy::limits::CallerLimits::new(&cfg.callers, fleet.clone()),
 
             policy,

@@ -47,13 +47,27 @@ struct Orders {
 }
 
 async fn orders(issuer: &Issuer, callers: &str, issuer_extra: &str) -> Orders {
+    orders_with(issuer, callers, issuer_extra, &[]).await
+}
+
+/// [`orders`], with `inbound` lines in its [inbound].
+async fn orders_with(
+    issuer: &Issuer,
+    callers: &str,
+    issuer_extra: &str,
+    inbound: &[&str],
+) -> Orders {
     let keys = Keys::new();
     let (web, orders) = (keys.make("web"), keys.make("orders"));
     let app = spawn_raw_app().await;
     let people = people(issuer).replace("audiences = [\"web\"]\n", "audiences = [\"orders\"]\n");
-    let side = Conf::new("orders", &orders.private)
+    let mut conf = Conf::new("orders", &orders.private)
         .inbound(&keys.trust_dir("orders-trusts", &[&web]), app.addr)
-        .set("trust", "transaction_token_issuers = [\"web\"]")
+        .set("trust", "transaction_token_issuers = [\"web\"]");
+    for line in inbound {
+        conf = conf.set("inbound", *line);
+    }
+    let side = conf
         .extra(&format!(
             "{people}{issuer_extra}\n[inbound.users]\ncallers = \"{callers}\"\n"
         ))
@@ -273,4 +287,64 @@ async fn explain_takes_the_persons_token_as_authorization_carries_it() {
     assert!(!out.contains("user_malformed"), "{out}{err}");
     assert!(out.contains("alice"), "{out}{err}");
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Where nothing verified a person's token — audit mode forwarding a refusal (expired,
+/// wrong audience, or valid beside a garbage service token), a public path of an
+/// enforcing edge — it stays at the sidecar, as the caller's token and `txn-token` do.
+#[tokio::test]
+async fn a_persons_token_never_passes_unverified() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let now = trustgate::proxy::unix_now();
+    let alice = for_orders(&issuer, "alice");
+    let expired = person(
+        &issuer,
+        "alice",
+        serde_json::json!({"aud": "orders", "iat": now - 400, "nbf": now - 400, "exp": now - 100}),
+    );
+    let elsewhere = person(&issuer, "alice", serde_json::json!({"aud": "billing"}));
+    let audit = orders_with(&issuer, "optional", "", &["mode = \"audit\""]).await;
+    for (person, service) in [
+        (&expired, None),
+        (&elsewhere, None),
+        (&alice, Some("garbage.service.token")),
+    ] {
+        audit.app.clear();
+        let service = service.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        let r = send(
+            audit.side.inbound(),
+            &format!("GET /x HTTP/1.1\r\nhost: orders\r\nx-user-token: {person}\r\n{service}"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "audit forwards: {}", r.body_text());
+        let head = audit.app.requests()[0].head_text().to_ascii_lowercase();
+        assert!(!head.contains("x-user-token"), "{head}");
+        assert!(!head.contains("authorization"), "{head}");
+        assert!(
+            !head.contains("x-user-subject"),
+            "audit forwards without identity: {head}"
+        );
+    }
+    let public = orders_with(&issuer, "optional", "", &["public_paths = [\"/healthz\"]"]).await;
+    let caller = sign_as(&public.web, "web", "orders");
+    let r = send(
+        public.side.inbound(),
+        &format!(
+            "POST /healthz HTTP/1.1\r\nhost: orders\r\ncontent-length: 0\r\n\
+             authorization: Bearer {caller}\r\nx-user-token: {alice}\r\nX_User_Token: {alice}\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let head = public.app.requests()[0].head_text().to_ascii_lowercase();
+    for gone in [
+        "x-user-token",
+        "x_user_token",
+        "authorization",
+        &alice.to_ascii_lowercase(),
+    ] {
+        assert!(!head.contains(gone), "{gone} reached the app: {head}");
+    }
 }

@@ -245,7 +245,12 @@ pub(crate) async fn steps<B, O: Observer<B>>(
         true => req.headers().keys().cloned().collect(),
         false => Vec::new(),
     };
-    if let Err(failure) = screen(&side.protected, side.accepts_txn, &mut req) {
+    if let Err(failure) = screen(
+        &side.protected,
+        side.accepts_txn,
+        &side.credentials,
+        &mut req,
+    ) {
         return Decision::Answer(refuse(req, failure, obs));
     }
     if O::EVERY {

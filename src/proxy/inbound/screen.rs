@@ -18,10 +18,14 @@ use crate::proxy::state::InboundState;
 /// 2. the hop-by-hop fields go, *before* trustgate sets any header of its own;
 /// 3. every header an app could read as an identity header is removed ([`scrub`]);
 /// 4. `txn-token` in any other spelling too, and in its own where this side verifies no
-///    transaction token (`accepts_txn`): the app forwards only one it was meant to get.
+///    transaction token (`accepts_txn`): the app forwards only one it was meant to get;
+/// 5. the token headers (`inbound.token_header`, the person's) in any spelling but their
+///    own: trustgate verifies the one it names, and an app server folding
+///    `X_User_Token` into `x-user-token` must not find another there.
 pub(crate) fn screen<B>(
     protected: &[HeaderName],
     accepts_txn: bool,
+    credentials: &[HeaderName],
     req: &mut Request<B>,
 ) -> Result<(), Failure> {
     if connection_tokens(req.headers()).any(|token| is_protected(token, protected)) {
@@ -38,6 +42,11 @@ pub(crate) fn screen<B>(
         .keys()
         .filter(|n| names_alike(n.as_str().as_bytes(), txn.as_str().as_bytes()))
         .filter(|n| !accepts_txn || **n != txn)
+        .chain(req.headers().keys().filter(|n| {
+            credentials
+                .iter()
+                .any(|c| *n != c && names_alike(n.as_str().as_bytes(), c.as_str().as_bytes()))
+        }))
         .cloned()
         .collect();
     for name in spelled {
@@ -80,12 +89,12 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        screen(&side.protected, false, &mut req).unwrap();
+        screen(&side.protected, false, &side.credentials, &mut req).unwrap();
         let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
         let mut req = request("GET", "/", &[("connection", "X_Service_Caller")]);
         assert_eq!(
-            screen(&side.protected, false, &mut req)
+            screen(&side.protected, false, &side.credentials, &mut req)
                 .unwrap_err()
                 .reason(),
             "connection_names_protected_header"
