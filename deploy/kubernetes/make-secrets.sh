@@ -7,7 +7,9 @@
 #                                                   URL: orders rotates with no edit here)
 #   example/orders/keys/tls/tls.{crt,key}         orders' inbound TLS certificate (openssl, from
 #   example/billing/keys/fetch-ca/ca.crt          a throwaway CA; use cert-manager in a cluster)
-#   example/billing-redis/keys/redis-password     billing's fleet store password → Secret billing-fleet-redis
+#   example/billing-redis/keys/{redis-password,users.acl}  billing's fleet store: its password,
+#                                                   the store's ACL file → Secret billing-fleet-redis
+#   example/web/keys/...                          web (the edge): its key, the CA to call orders
 # Existing keys are kept (keygen never overwrites). keys/ directories are not committed.
 #
 #   TRUSTGATE=target/release/trustgate deploy/kubernetes/make-secrets.sh
@@ -15,7 +17,7 @@
 set -euo pipefail
 TG="${TRUSTGATE:-trustgate}"
 cd "$(dirname "$0")/example"
-for svc in orders billing; do
+for svc in orders billing web; do
     mkdir -p "$svc/keys/authorized_keys"
     if [ ! -f "$svc/keys/$svc.key" ]; then
         "$TG" keygen "$svc" --out "$svc/keys" >/dev/null
@@ -24,6 +26,10 @@ done
 # orders trusts billing's key file (callbacks); billing trusts orders by URL: orders'
 # inbound listener publishes its JWKS over TLS.
 cp billing/keys/billing.pub orders/keys/authorized_keys/billing.pub
+# orders trusts web's key too: web calls orders, and mints the transaction tokens orders
+# believes (trust.transaction_token_issuers). web trusts no caller (people only).
+cp web/keys/web.pub orders/keys/authorized_keys/web.pub
+: >web/keys/authorized_keys/.keep
 rm -f billing/keys/authorized_keys/orders.pub
 echo "https://orders-app/.well-known/jwks.json" \
     >billing/keys/authorized_keys/orders.url
@@ -41,6 +47,8 @@ if [ ! -f orders/keys/tls/tls.crt ]; then
     cp "$tmp/ca.crt" billing/keys/fetch-ca/ca.crt
     rm -rf "$tmp"
 fi
+mkdir -p web/keys/fetch-ca
+cp billing/keys/fetch-ca/ca.crt web/keys/fetch-ca/ca.crt
 # billing's fleet store: its password (billing's sidecars mount it) and the store's ACL
 # file (Valkey mounts it): one user per service, limited to its key prefix and to the
 # commands trustgate runs, the password as its SHA-256; the default user off. A file, so

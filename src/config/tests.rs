@@ -519,6 +519,7 @@ fn the_kubernetes_examples_parse() {
     for text in [
         include_str!("../../deploy/kubernetes/example/orders/trustgate.toml"),
         include_str!("../../deploy/kubernetes/example/billing/trustgate.toml"),
+        include_str!("../../deploy/kubernetes/example/web/trustgate.toml"),
     ] {
         parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
