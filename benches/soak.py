@@ -315,6 +315,10 @@ upstream = "https://localhost:{ports['billing']}"
 [[outbound.routes]]
 host = "grpcsvc"
 upstream = "https://localhost:{ports['grpcsvc']}"
+[[outbound.routes]]
+host = "billing-idle"
+upstream = "https://localhost:{ports['billing_idle']}"
+audience = "billing"
 [admin]
 listen = "127.0.0.1:{ports['orders_admin']}"
 {common}""",
@@ -354,6 +358,26 @@ tls_key = "{w.leaves[2][1]}"
 listen = "127.0.0.1:{ports['grpcsvc_admin']}"
 {common}""",
     }
+    if w.redis_sock:
+        # An idle replica of billing across the store's restart: no traffic until one
+        # request after it, which the store must serve (on_error = "refuse": a dead
+        # connection would be a 503).
+        configs["billing_idle"] = f"""
+[identity]
+name = "billing"
+private_key = "{w.keys}/billing/billing.key"
+[trust]
+authorized_keys = "{v}/billing-ak"
+fetch_ca_file = "{w.ca}"
+[inbound]
+listen = "127.0.0.1:{ports['billing_idle']}"
+upstream = "http://127.0.0.1:{ports['app']}"
+tls_cert = "{v}/billing-tls/tls.crt"
+tls_key = "{v}/billing-tls/tls.key"
+[admin]
+listen = "127.0.0.1:{ports['billing_idle_admin']}"
+{fleet.replace("[fleet]", "[fleet]" + chr(10) + 'on_error = "refuse"')}
+{common}"""
     for name, text in configs.items():
         path = os.path.join(w.tmp, f"{name}.toml")
         with open(path, "w") as f:
@@ -531,7 +555,8 @@ def main():
     total = max(args.seconds, 60.0)
     tmp = tempfile.mkdtemp(prefix="tg-soak-")
     w = World(args.trustgate, tmp)
-    names = ("out", "billing", "grpcsvc", "app", "grpc_app", "jwks", "orders_admin", "billing_admin", "grpcsvc_admin")
+    names = ("out", "billing", "grpcsvc", "app", "grpc_app", "jwks", "orders_admin", "billing_admin", "grpcsvc_admin",
+             "billing_idle", "billing_idle_admin")
     ports = {n: free_port() for n in names}
     jwks = JwksServer(w, ports["jwks"])
     t = Tally()
@@ -654,7 +679,9 @@ def main():
             admin = ports["billing_admin"]
             up = lambda: metric(admin, "trustgate_fleet_up")
             rate_ok = lambda: metric(admin, "trustgate_fleet_operations_total", 'op="rate",result="ok"')
-            wait_until(lambda: up() == 1, 10, "billing's fleet up")
+            idle_admin = ports["billing_idle_admin"]
+            idle_up = lambda: metric(idle_admin, "trustgate_fleet_up")
+            wait_until(lambda: up() == 1 and idle_up() == 1, 10, "billing's fleet up")
             before = rate_ok()
             before > 0 or problems.append("no fleet rate operation before the restart")
             w.stop("redis", signal.SIGKILL)
@@ -666,6 +693,17 @@ def main():
             wait_until(lambda: up() == 1, 10, "billing's fleet back")
             back = time.time() - restarted
             wait_until(lambda: rate_ok() > before, 10, "fleet operations again")
+            # The idle replica: once it says the store is up, its first request is
+            # served by the store.
+            wait_until(lambda: idle_up() == 1, 10, "the idle replica's fleet back")
+            conn = http.client.HTTPConnection("127.0.0.1", ports["out"], timeout=15)
+            conn.request("GET", "/echo?idle=1", headers={"host": "billing-idle"})
+            r = conn.getresponse()
+            body = r.read()
+            conn.close()
+            r.status == 200 or problems.append(
+                f"the idle replica's first request after the store's restart: {r.status} {body[:120]!r}")
+            fleet_figures.update(idle_first=r.status)
             fleet_figures.update(seen=round(seen, 3), back=round(back, 3),
                                  errors=metric(admin, "trustgate_fleet_operations_total", 'op="rate",result="error"'))
             note(f"Redis killed (seen down after {seen:.3f} s) and restarted: fleet back after {back:.3f} s")
