@@ -65,6 +65,10 @@ pub struct InboundState {
     pub verified: VerifiedCache,
     /// Persons of transaction tokens seen before (same bytes, same keyring generation).
     pub persons: VerifiedCache<crate::token::Person>,
+    /// Persons of their own tokens seen before (the same: a person's request costs the
+    /// one signature its transaction token needs). Apart from `persons`: one kind of
+    /// token never answers for the other.
+    pub users_verified: VerifiedCache<crate::token::Person>,
     pub replay: ReplayCache,
     /// `inbound.replay_scope = "fleet"`: the replay cache shared through `[fleet]`.
     pub fleet_replay: Option<Arc<crate::fleet::Fleet>>,
@@ -80,6 +84,10 @@ pub struct InboundState {
     pub takes_persons: bool,
     /// `trustgate_transaction_tokens_total{action="verified",result="ok"}`, resolved once.
     pub txn_verified: Option<prometheus::IntCounter>,
+    /// `trustgate_user_tokens_total{result="valid"}` and
+    /// `trustgate_transaction_tokens_total{action="minted",result="ok"}`, resolved once
+    /// where this side takes people's tokens.
+    pub person_counters: Option<[prometheus::IntCounter; 2]>,
 }
 
 impl InboundState {
@@ -133,6 +141,10 @@ impl InboundState {
             policy,
             verified: VerifiedCache::new(inbound.verified_cache_size),
             persons: VerifiedCache::new(inbound.verified_cache_size),
+            users_verified: VerifiedCache::new(match inbound.users {
+                Some(_) => inbound.verified_cache_size,
+                None => 0,
+            }),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
             fleet_replay: fleet
                 .clone()
@@ -142,6 +154,7 @@ impl InboundState {
             takes_persons: inbound.users.is_some()
                 || !cfg.trust.transaction_token_issuers.is_empty(),
             txn_verified: None,
+            person_counters: None,
             caller_optional: inbound
                 .users
                 .as_ref()
@@ -263,6 +276,14 @@ impl State {
                     metrics
                         .transaction_tokens
                         .with_label_values(&["verified", "ok"])
+                });
+                side.person_counters = i.users.is_some().then(|| {
+                    [
+                        metrics.user_tokens.with_label_values(&["valid"]),
+                        metrics
+                            .transaction_tokens
+                            .with_label_values(&["minted", "ok"]),
+                    ]
                 });
                 side
             }),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::claims::Audience;
-use super::sign::{compact, TokenSigner};
+use super::sign::TokenSigner;
 use super::verify::{signed_by, when, Rejection, Typ};
 use crate::keys::{KeyError, Keyring, Speaks};
 
@@ -46,6 +46,25 @@ pub struct Person {
 }
 
 impl Person {
+    /// This person for one request: everything but their claims (read once, into
+    /// [`Person::tctx`], when their token was verified) and the headers made for another
+    /// request.
+    pub fn for_request(&self) -> Person {
+        Person {
+            sub: self.sub.clone(),
+            issuer: self.issuer.clone(),
+            iss: self.iss.clone(),
+            txn: self.txn.clone(),
+            tctx: self.tctx.clone(),
+            scope: self.scope.clone(),
+            claims: Value::Null,
+            minted_by: self.minted_by.clone(),
+            exp: self.exp,
+            kid: self.kid.clone(),
+            headers: Default::default(),
+        }
+    }
+
     /// A person known by subject and issuer only (to mint a transaction token for them
     /// outside a request: `trustgate token --transaction-for`, tests).
     pub fn named(sub: &str, issuer: &str) -> Person {
@@ -158,6 +177,27 @@ struct TxnClaims {
     rctx: RequestContext,
 }
 
+/// [`TxnClaims`] as minted: borrowed from the person and the signer (no copy per request).
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    txn: &'a str,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    tctx: &'a Map<String, Value>,
+    rctx: MintedContext<'a>,
+}
+
+#[derive(Serialize)]
+struct MintedContext<'a> {
+    req_wl: &'a str,
+    user_iss: &'a str,
+}
+
 #[derive(Serialize, Deserialize)]
 struct RequestContext {
     /// The workload that minted it.
@@ -246,9 +286,9 @@ pub fn mint_txn(
         .fill(&mut id)
         .map_err(|_| KeyError::Sign("no randomness for txn".into()))?;
     let txn = URL_SAFE_NO_PAD.encode(id);
-    let claims = TxnClaims {
-        iss: signer.identity().to_owned(),
-        aud: Audience::One(trust_domain.to_owned()),
+    let claims = MintedClaims {
+        iss: signer.identity(),
+        aud: trust_domain,
         iat: now,
         // Never outliving the person's own token (`exp` 0: a person named outside a
         // request, whose token nobody verified here).
@@ -256,20 +296,17 @@ pub fn mint_txn(
             0 => now.saturating_add(ttl.as_secs()),
             until => now.saturating_add(ttl.as_secs()).min(until),
         },
-        txn: txn.clone(),
-        sub: person.sub.clone(),
-        scope: person.scope.clone(),
-        tctx: tctx.clone(),
-        rctx: RequestContext {
-            req_wl: signer.identity().to_owned(),
-            user_iss: person.iss.clone(),
+        txn: &txn,
+        sub: &person.sub,
+        scope: person.scope.as_deref(),
+        tctx: &tctx,
+        rctx: MintedContext {
+            req_wl: signer.identity(),
+            user_iss: &person.iss,
         },
     };
-    let key = signer.key();
-    let header =
-        serde_json::json!({"alg": key.alg.as_str(), "typ": "txntoken+jwt", "kid": key.kid});
     let payload = serde_json::to_vec(&claims).map_err(|e| KeyError::Sign(e.to_string()))?;
-    let token = compact(key, &URL_SAFE_NO_PAD.encode(header.to_string()), &payload)?;
+    let token = signer.txn_compact(&payload)?;
     person.txn = Some(txn);
     person.tctx = tctx;
     Ok(token)

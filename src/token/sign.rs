@@ -17,6 +17,8 @@ pub struct TokenSigner {
     ttl: Duration,
     /// The encoded JOSE header, the same for every token of this key.
     header_b64: String,
+    /// The same for the transaction tokens it mints (`typ: txntoken+jwt`).
+    txn_header_b64: String,
     rng: SystemRandom,
 }
 
@@ -34,11 +36,15 @@ impl TokenSigner {
     pub fn new(identity: String, key: Arc<SigningKey>, ttl: Duration) -> Self {
         let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid});
         let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        let txn =
+            serde_json::json!({"alg": key.alg.as_str(), "typ": "txntoken+jwt", "kid": key.kid});
+        let txn_header_b64 = URL_SAFE_NO_PAD.encode(txn.to_string());
         TokenSigner {
             identity,
             key,
             ttl,
             header_b64,
+            txn_header_b64,
             rng: SystemRandom::new(),
         }
     }
@@ -57,6 +63,11 @@ impl TokenSigner {
 
     pub fn key(&self) -> &Arc<SigningKey> {
         &self.key
+    }
+
+    /// A transaction token's compact form: its header (made once), `payload`, signed.
+    pub(super) fn txn_compact(&self, payload: &[u8]) -> Result<String, KeyError> {
+        compact(&self.key, &self.txn_header_b64, payload)
     }
 
     /// A token for `aud`, valid from `now` for the signer's ttl, with a fresh 128-bit `jti`.

@@ -348,3 +348,85 @@ async fn a_persons_token_never_passes_unverified() {
         assert!(!head.contains(gone), "{gone} reached the app: {head}");
     }
 }
+
+/// A person's token is verified once and then answered from the cache — which never
+/// outlives the keyring generation (the issuer's key revoked: refused as soon as the
+/// reload lands, then every time) nor the token (refused once `exp` and the leeway have
+/// passed, exactly as without a cache).
+#[tokio::test]
+async fn a_cached_person_is_refused_when_revoked_or_expired() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let orders = keys.make("orders");
+    let app = spawn_raw_app().await;
+    let revoked = keys.path().join("revoked");
+    std::fs::write(&revoked, "# none\n").unwrap();
+    let people = people(&issuer).replace("audiences = [\"web\"]\n", "audiences = [\"orders\"]\n");
+    let side = Conf::new("orders", &orders.private)
+        .inbound(&keys.trust_dir("orders-trusts", &[]), app.addr)
+        .set("trust", format!("revoked = \"{}\"", revoked.display()))
+        .set("trust", "leeway = \"1s\"")
+        .extra(&format!(
+            "{people}[inbound.users]\ncallers = \"optional\"\n"
+        ))
+        .start()
+        .await;
+    let ask = |token: String| {
+        let to = side.inbound();
+        async move {
+            send(
+                to,
+                &format!("GET /x HTTP/1.1\r\nhost: orders\r\nx-user-token: {token}\r\n"),
+            )
+            .await
+        }
+    };
+    // Expiry: a token with two seconds left, asked again and again.
+    let now = trustgate::proxy::unix_now();
+    let short = person(
+        &issuer,
+        "alice",
+        serde_json::json!({"aud": "orders", "iat": now, "exp": now + 2}),
+    );
+    assert_eq!(ask(short.clone()).await.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused_at = loop {
+        let r = ask(short.clone()).await;
+        if r.status == 401 {
+            assert_eq!(reason(&r), "user_expired");
+            break trustgate::proxy::unix_now();
+        }
+        assert!(std::time::Instant::now() < deadline, "still served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refused_at <= now + 2 + 1 + 1,
+        "refused at {refused_at}, exp {} + leeway 1 s",
+        now + 2
+    );
+
+    // Revocation: a token served (and cached), then its key revoked.
+    let alice = for_orders(&issuer, "alice");
+    for _ in 0..3 {
+        assert_eq!(ask(alice.clone()).await.status, 200);
+    }
+    std::fs::write(&revoked, "people-ec-1\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ask(alice.clone()).await;
+        if r.status == 401 {
+            assert_eq!(reason(&r), "user_revoked");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cached person outlived the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(reason(&ask(alice.clone()).await), "user_revoked");
+    }
+}

@@ -34,7 +34,7 @@ pub(crate) async fn person<B>(
 ) -> Result<Option<Arc<Person>>, Failure> {
     let users = side.cfg.users.as_ref();
     if let Some(u) = users {
-        if let Some(mut p) = own_token(state, u, req, now).await? {
+        if let Some(mut p) = own_token(state, side, u, req, now).await? {
             if !u.mint_transaction_token && side.accepts_txn {
                 if let Some(t) = transaction_token(state, side, req, now)? {
                     if t.sub != p.sub || t.iss != p.iss {
@@ -71,6 +71,7 @@ pub(crate) async fn person<B>(
 /// unless forwarded, and exchanged for a transaction token where this side mints them.
 async fn own_token<B>(
     state: &Arc<State>,
+    side: &InboundState,
     u: &Users,
     req: &mut Request<B>,
     now: u64,
@@ -81,7 +82,7 @@ async fn own_token<B>(
         other => other.and_then(check_token),
     };
     let verified = match raw {
-        Ok(token) => verify_person(state, token, now).await,
+        Ok(token) => verify_person(state, side, token, now).await,
         Err(r) => Err(Failure::User(r)),
     };
     let mut p = match verified {
@@ -98,34 +99,67 @@ async fn own_token<B>(
             return Err(f);
         }
     };
-    counted("valid");
-    // The transaction's context, from the person's claims: minted into the transaction
-    // token here, and to the app's context headers either way.
-    for (name, pointer) in &u.context {
-        if let Some(v) = pointer.lookup(&p.claims) {
-            p.tctx.insert(name.clone(), v.clone());
-        }
+    match &side.person_counters {
+        Some([valid, _]) => valid.inc(),
+        None => counted("valid"),
     }
     if !u.forward_user_token {
         req.headers_mut().remove(&u.token_header);
     }
     if u.mint_transaction_token {
         let minted = mint(state, u, &mut p, now);
-        let result = if minted.is_ok() { "ok" } else { "internal" };
-        state
-            .metrics
-            .transaction_tokens
-            .with_label_values(&["minted", result])
-            .inc();
+        match (&minted, &side.person_counters) {
+            (Ok(_), Some([_, ok])) => ok.inc(),
+            (Ok(_), None) => counted_minted(state, "ok"),
+            (Err(_), _) => counted_minted(state, "internal"),
+        }
         // An arriving transaction token is replaced, never passed on beside the new one.
         req.headers_mut().insert(TXN_TOKEN, minted?);
     }
     Ok(Some(p))
 }
 
-async fn verify_person(state: &Arc<State>, token: &str, now: u64) -> Result<Person, Failure> {
+fn counted_minted(state: &State, result: &str) {
+    state
+        .metrics
+        .transaction_tokens
+        .with_label_values(&["minted", result])
+        .inc();
+}
+
+/// A person's token verified — or one seen before (the same bytes, verified against the
+/// same keyring generation, not expired: a revocation or a rotation is a new generation)
+/// answered from the cache. The person is the request's own copy, to add the
+/// transaction's context and id to.
+async fn verify_person(
+    state: &Arc<State>,
+    side: &InboundState,
+    token: &str,
+    now: u64,
+) -> Result<Person, Failure> {
     let leeway = state.cfg.trust.leeway;
-    let once = || verify_user(token, &state.trust.snapshot().keyring, leeway, now);
+    let snapshot = state.trust.snapshot();
+    if let Some(p) = side
+        .users_verified
+        .get(token.as_bytes(), snapshot.generation, now)
+    {
+        return Ok(p.for_request());
+    }
+    let once = || {
+        let snapshot = state.trust.snapshot();
+        let mut p = verify_user(token, &snapshot.keyring, leeway, now)?;
+        // The transaction's context, from the person's claims, once per token: minted
+        // into the transaction token here, and to the app's context headers either way.
+        for (name, pointer) in side.cfg.users.iter().flat_map(|u| &u.context) {
+            if let Some(v) = pointer.lookup(&p.claims) {
+                p.tctx.insert(name.clone(), v.clone());
+            }
+        }
+        let p = Arc::new(p);
+        side.users_verified
+            .insert(token, p.clone(), snapshot.generation, now);
+        Ok(p.for_request())
+    };
     let first = match once() {
         Err(r @ Rejection::UnknownKey) if state.trust.has_sources() => r,
         other => return other.map_err(Failure::User),
@@ -149,11 +183,14 @@ fn mint(state: &State, u: &Users, p: &mut Person, now: u64) -> Result<HeaderValu
         .trust
         .signer()
         .ok_or_else(|| Failure::Internal("no signing key loaded to mint with".into()))?;
-    let tctx = p.tctx.clone();
+    // Moved into the token's claims and back into the person (not copied).
+    let tctx = std::mem::take(&mut p.tctx);
     let domain = &state.cfg.identity.trust_domain;
     let token = mint_txn(&signer, p, tctx, domain, u.transaction_ttl, now)
         .map_err(|e| Failure::Internal(e.to_string()))?;
-    HeaderValue::from_str(&token).map_err(|e| Failure::Internal(e.to_string()))
+    // The token's own bytes, not a copy (base64url and dots: a valid header value).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(token))
+        .map_err(|e| Failure::Internal(e.to_string()))
 }
 
 /// A transaction token (`txn-token`, exactly one), from an identity listed in
