@@ -241,24 +241,8 @@ pub(crate) async fn steps<B, O: Observer<B>>(
     obs: &mut O,
 ) -> Decision<Request<B>> {
     let cfg = &side.cfg;
-    let before: Vec<HeaderName> = match O::EVERY {
-        true => req.headers().keys().cloned().collect(),
-        false => Vec::new(),
-    };
-    if let Err(failure) = screen(
-        &side.protected,
-        side.accepts_txn,
-        &side.credentials,
-        &mut req,
-    ) {
+    if let Err(failure) = screen_observed(side, &mut req, obs) {
         return Decision::Answer(refuse(req, failure, obs));
-    }
-    if O::EVERY {
-        let removed: Vec<HeaderName> = before
-            .into_iter()
-            .filter(|n| !req.headers().contains_key(n))
-            .collect();
-        obs.screened(&removed);
     }
     let line = target::request_line(&mut req, cfg.merge_slashes);
     obs.target(&req, line.as_ref().err());
@@ -296,17 +280,48 @@ pub(crate) async fn steps<B, O: Observer<B>>(
         }
     };
     // A side that takes no person (no [inbound.users], no minter listed) asks nothing.
+    // Boxed: people's sides only; its future would otherwise size every request's.
+    let has_caller = verified.is_some();
     let person = match side.takes_persons {
-        false => None,
-        true => match person::person(state, side, &mut req, verified.is_some(), unix_now()).await {
-            Ok(p) => p,
-            Err(failure) => {
-                return reject(side, req, failure, who(verified.as_deref(), None), obs);
-            }
-        },
+        false => Ok(None),
+        true => {
+            Box::pin(person::person(
+                state,
+                side,
+                &mut req,
+                has_caller,
+                unix_now(),
+            ))
+            .await
+        }
+    };
+    let person = match person {
+        Ok(p) => p,
+        Err(failure) => return reject(side, req, failure, who(verified.as_deref(), None), obs),
     };
     obs.person(person.as_deref());
     decide(side, req, verified, person, obs).await
+}
+
+/// The screen ([`screen`]), and what it removed told to an observer that wants it.
+fn screen_observed<B, O: Observer<B>>(
+    side: &InboundState,
+    req: &mut Request<B>,
+    obs: &mut O,
+) -> Result<(), Failure> {
+    let before: Vec<HeaderName> = match O::EVERY {
+        true => req.headers().keys().cloned().collect(),
+        false => Vec::new(),
+    };
+    screen(&side.protected, side.accepts_txn, &side.credentials, req)?;
+    if O::EVERY {
+        let removed: Vec<HeaderName> = before
+            .into_iter()
+            .filter(|n| !req.headers().contains_key(n))
+            .collect();
+        obs.screened(&removed);
+    }
+    Ok(())
 }
 
 /// Who a request concerned, for the access log: its caller (`-`: none) and the person.
@@ -333,8 +348,14 @@ async fn decide<B, O: Observer<B>>(
         return reject(side, req, failure, who(v, person.as_ref()), obs);
     }
     if let Some(v) = v {
-        let admitted = match obs.admit(side, &v.caller).await {
-            Ok(()) if side.cfg.require_request_binding => obs.first_use(side, v).await,
+        // Boxed where there is something to wait for (limits, a single use): those
+        // futures (a fleet's round trip) would otherwise size every request's.
+        let admitted = match !O::EVERY && side.limits.is_empty() {
+            true => Ok(()),
+            false => Box::pin(obs.admit(side, &v.caller)).await,
+        };
+        let admitted = match admitted {
+            Ok(()) if side.cfg.require_request_binding => Box::pin(obs.first_use(side, v)).await,
             other => other,
         };
         if let Err(failure) = admitted {
