@@ -29,8 +29,6 @@ mkdir -p "$WORK/trusted" && cp "$WORK/keys/orders.pub" "$WORK/trusted/"
 billing_config "$WORK/billing.toml" "$IN" "$UP" "$ADMIN" 'public_paths = ["/pub"]'
 TOKEN=$("$AFTER" token --key "$WORK/keys/orders.key" --iss orders --aud billing --ttl 300s)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
 
 # run BIN NAME PATH [wrk args] → "req/s cpu-us-per-request"
 measure() {

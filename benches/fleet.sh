@@ -27,8 +27,6 @@ fi
 cargo build --release --quiet
 TG="$PWD/target/release/trustgate"
 . benches/lib.sh
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
 
 UP=$(port)
 start_upstream "$UP"

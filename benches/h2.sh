@@ -124,7 +124,6 @@ start() { # wait-url command...
     exit 1
 }
 stop() { kill "$FRONT" 2>/dev/null || true; wait "$FRONT" 2>/dev/null || true; }
-TICK=$(getconf CLK_TCK)
 RESULTS="$WORK/results"
 : >"$RESULTS"
 

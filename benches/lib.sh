@@ -10,6 +10,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The CPU time (utime + stime, in clock ticks of TICK per second) a process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() {

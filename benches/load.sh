@@ -93,8 +93,6 @@ start_front() { # cpu wait-url command...
     exit 1
 }
 stop_front() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # The RSS (KiB) of process PID halfway through a run of wrk holding 1 000 busy connections.
 busy_rss() { # pid url [wrk args...]

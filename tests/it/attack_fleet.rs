@@ -14,6 +14,21 @@ use http::StatusCode;
 use support::redis::Redis;
 use support::*;
 
+/// `n` replicas requiring request-bound tokens whose single use is fleet-wide
+/// (`fleet_extra` in [fleet], `extra` after it), once every replica has reached the store.
+async fn single_use_fleet(n: usize, redis: &Redis, fleet_extra: &str, extra: &str) -> Fleet {
+    let f = fleet_with(
+        n,
+        redis,
+        &["require_request_binding = true", "replay_scope = \"fleet\""],
+        fleet_extra,
+        extra,
+    )
+    .await;
+    wait_fleet_up(&f, 1.0, Duration::from_secs(10)).await;
+    f
+}
+
 /// A bound token for `GET path` from orders whose `jti` is `jti` (any size).
 fn bound_with_jti(f: &Fleet, path: &str, jti: &str) -> String {
     let key = trustgate::keys::load_signing_key(&f.orders.private).unwrap();
@@ -39,16 +54,14 @@ async fn refused_requests_leave_nothing_in_the_store() {
         return;
     }
     let redis = Redis::start("s3cret-fleet");
-    let f = fleet_with(
+    let f = single_use_fleet(
         1,
         &redis,
-        &["require_request_binding = true", "replay_scope = \"fleet\""],
         "",
         "[[inbound.deny]]\nname = \"no-admin\"\npaths = [\"/admin/*\"]\n\
          [callers.orders]\nrate_limit = \"3/h\"\nburst = 3\n",
     )
     .await;
-    wait_fleet_up(&f, 1.0, Duration::from_secs(10)).await;
     let side = &f.replicas[0];
     for i in 0..20 {
         let path = format!("/admin/{i}");
@@ -89,15 +102,7 @@ async fn a_token_used_during_an_outage_is_still_single_use_after_it() {
         return;
     }
     let redis = Redis::start("s3cret-fleet");
-    let f = fleet_with(
-        2,
-        &redis,
-        &["require_request_binding = true", "replay_scope = \"fleet\""],
-        "replay_on_error = \"local\"",
-        "",
-    )
-    .await;
-    wait_fleet_up(&f, 1.0, Duration::from_secs(10)).await;
+    let f = single_use_fleet(2, &redis, "replay_on_error = \"local\"", "").await;
     let (a, b) = (&f.replicas[0], &f.replicas[1]);
     redis.pause(true);
     // The first request finds the store frozen (its command waits in the socket, and the
@@ -137,15 +142,13 @@ async fn an_idle_replica_serves_its_first_request_after_a_restart() {
         return;
     }
     let mut redis = Redis::start("s3cret-fleet");
-    let f = fleet_with(
+    let f = single_use_fleet(
         1,
         &redis,
-        &["require_request_binding = true", "replay_scope = \"fleet\""],
         "on_error = \"refuse\"",
         "[callers.orders]\nrate_limit = \"100000/s\"\nrate_limit_scope = \"fleet\"\n",
     )
     .await;
-    wait_fleet_up(&f, 1.0, Duration::from_secs(10)).await;
     let side = &f.replicas[0];
     let a = call(side, "/pay", &bound(&f.orders, "orders", "/pay")).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
@@ -306,15 +309,7 @@ async fn the_backlog_of_an_outage_reaches_the_store() {
         return;
     }
     let mut redis = Redis::start("s3cret-fleet");
-    let f = fleet_with(
-        1,
-        &redis,
-        &["require_request_binding = true", "replay_scope = \"fleet\""],
-        "replay_on_error = \"local\"",
-        "",
-    )
-    .await;
-    wait_fleet_up(&f, 1.0, Duration::from_secs(10)).await;
+    let f = single_use_fleet(1, &redis, "replay_on_error = \"local\"", "").await;
     let side = &f.replicas[0];
     redis.kill();
     let tokens: Vec<String> = (0..50)
