@@ -16,6 +16,7 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     check_limits(cfg, p);
     check_listeners(cfg, p);
     check_fleet(cfg, p);
+    super::authz::check(cfg, p);
 }
 
 /// `[fleet]` and the scopes that need it: a fleet scope without a store, or with nothing
@@ -137,7 +138,9 @@ fn check_identity(cfg: &Config, p: &mut Problems) {
 
 /// Each side's own checks, and what a side needs of the rest.
 fn check_sides(cfg: &mut Config, p: &mut Problems) {
-    if cfg.inbound.as_ref().is_some_and(|i| !i.enabled) {
+    // `enabled = false` keeps the rules only for an authorizer (`[authz]`).
+    super::authz::prepare(cfg);
+    if cfg.authz.is_none() && cfg.inbound.as_ref().is_some_and(|i| !i.enabled) {
         cfg.inbound = None;
     }
     check_caller_limits(cfg, p);
@@ -208,8 +211,12 @@ fn check_limits(cfg: &Config, p: &mut Problems) {
 /// No two listeners on one address (port 0 excepted: each gets its own).
 fn check_listeners(cfg: &Config, p: &mut Problems) {
     let mut listeners: Vec<(&str, SocketAddr)> = vec![("admin.listen", cfg.admin.listen)];
-    if let Some(i) = &cfg.inbound {
+    if let Some(i) = cfg.inbound.as_ref().filter(|i| i.enabled) {
         listeners.push(("inbound.listen", i.listen));
+    }
+    if let Some(a) = &cfg.authz {
+        listeners.extend(a.listen.map(|l| ("authz.listen", l)));
+        listeners.extend(a.http_listen.map(|l| ("authz.http_listen", l)));
     }
     if let Some(o) = &cfg.outbound {
         listeners.push(("outbound.listen", o.listen));

@@ -16,6 +16,7 @@
 //! A new key: a field in its section here (with its default), and the code that uses it.
 #[macro_use]
 mod declare;
+mod authz;
 mod check;
 mod claims;
 mod fleet;
@@ -33,6 +34,7 @@ use http::{HeaderName, Uri};
 use serde::Deserialize;
 
 pub use crate::rule::{PathPattern, Rule};
+pub use authz::Authz;
 pub use claims::{ClaimHeader, ClaimPointer, Sources};
 pub use fleet::{check_url as check_fleet_url, Fleet, OnError, Scope};
 pub use parse::ConfigError;
@@ -108,6 +110,8 @@ pub struct Config {
     pub callers: BTreeMap<String, Caller>,
     /// `None` when the `[fleet]` section is absent: every limit and cache per sidecar.
     pub fleet: Option<Fleet>,
+    /// `None` when the `[authz]` section is absent: no external authorizer.
+    pub authz: Option<Authz>,
     pub admin: Admin,
     pub limits: Limits,
     pub log: Log,

@@ -361,6 +361,7 @@ sections! {
     limits: Limits,
     log: Log,
     fleet: super::Fleet,
+    authz: super::Authz,
 }
 
 /// Variables with the prefix that are not configuration keys.
@@ -505,7 +506,7 @@ macro_rules! env_kind {
 
 env_kind!(Str: String, std::time::Duration, std::net::SocketAddr, http::HeaderName);
 env_kind!(Str: AppUpstream, AppExposure, InboundMode, LogFormat, UpstreamProtocol);
-env_kind!(Str: http::Uri, Option<http::Uri>, crate::keys::IssuerKind);
+env_kind!(Str: http::Uri, Option<http::Uri>, crate::keys::IssuerKind, Option<std::net::SocketAddr>);
 env_kind!(Bool: bool, Option<bool>);
 env_kind!(Int: u16, u32, u64, usize);
 env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>, Vec<PathPattern>);

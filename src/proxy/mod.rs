@@ -15,6 +15,7 @@
 //! [`Proxy`] ties them together: bind everything (nothing half-started), then serve until
 //! told to stop, then drain.
 pub mod answer;
+pub mod authz;
 pub mod forward;
 pub mod inbound;
 pub mod limits;
@@ -79,6 +80,8 @@ pub struct Proxy {
     watcher: Option<DirWatch>,
     inbound: Option<(TcpListener, Option<TlsAcceptor>)>,
     outbound: Option<TcpListener>,
+    /// `[authz]`'s listeners (gRPC, HTTP mode) and their TLS.
+    authz: Vec<(server::Side, TcpListener, Option<TlsAcceptor>)>,
     admin: TcpListener,
 }
 
@@ -87,6 +90,9 @@ pub struct Proxy {
 pub struct Addrs {
     pub inbound: Option<SocketAddr>,
     pub outbound: Option<SocketAddr>,
+    /// `authz.listen` (gRPC) and `authz.http_listen` (Envoy's HTTP mode).
+    pub authz: Option<SocketAddr>,
+    pub authz_http: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -163,11 +169,8 @@ impl Proxy {
         watcher: Option<DirWatch>,
         registry: Registry,
     ) -> Result<Proxy, StartError> {
-        let metrics = Metrics::for_sides(
-            registry,
-            cfg.inbound.as_ref().is_some_and(|i| i.enabled),
-            cfg.outbound.is_some(),
-        )?;
+        // (An inbound section kept with `enabled = false` serves the authorizer.)
+        let metrics = Metrics::for_sides(registry, cfg.inbound.is_some(), cfg.outbound.is_some())?;
         let (tls, certs) = match cfg.inbound.as_ref().and_then(|i| i.tls()) {
             Some(t) => {
                 let (acceptor, certs) = crate::tls::server_acceptor(&t)?;
@@ -177,10 +180,11 @@ impl Proxy {
         };
         let state = shared_state(Arc::new(cfg), loaded, metrics)?;
         let cfg = &state.cfg;
-        let inbound = match &cfg.inbound {
+        let inbound = match cfg.inbound.as_ref().filter(|i| i.enabled) {
             Some(i) => Some((bind("inbound.listen", i.listen).await?, tls)),
             None => None,
         };
+        let authz = bind_authz(cfg).await?;
         let outbound = match &cfg.outbound {
             Some(o) => Some(bind("outbound.listen", o.listen).await?),
             None => None,
@@ -192,6 +196,7 @@ impl Proxy {
             watcher,
             inbound,
             outbound,
+            authz,
             admin,
         })
     }
@@ -200,11 +205,18 @@ impl Proxy {
         Addrs {
             inbound: self.inbound.as_ref().and_then(|(l, _)| l.local_addr().ok()),
             outbound: self.outbound.as_ref().and_then(|l| l.local_addr().ok()),
+            authz: self.authz_addr(server::Side::Authz),
+            authz_http: self.authz_addr(server::Side::AuthzHttp),
             admin: self
                 .admin
                 .local_addr()
                 .unwrap_or_else(|_| self.state.cfg.admin.listen),
         }
+    }
+
+    fn authz_addr(&self, side: server::Side) -> Option<SocketAddr> {
+        let (_, l, _) = self.authz.iter().find(|(s, _, _)| *s == side)?;
+        l.local_addr().ok()
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -218,7 +230,13 @@ impl Proxy {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let state = self.state;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let traffic = spawn_traffic(&state, self.inbound, self.outbound, &stop_rx);
+        let mut traffic = spawn_traffic(&state, self.inbound, self.outbound, &stop_rx);
+        for (side, listener, tls) in self.authz {
+            let (state, stop) = (state.clone(), stop_rx.clone());
+            traffic.push(tokio::spawn(server::run_listener(
+                side, listener, tls, state, stop,
+            )));
+        }
         let (admin_tx, admin_rx) = watch::channel(false);
         let admin = tokio::spawn(server::run_listener(
             Side::Admin,
@@ -285,6 +303,29 @@ impl Proxy {
         let _ = admin.await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// `[authz]`'s listeners, bound with their TLS (the same for both).
+async fn bind_authz(
+    cfg: &Config,
+) -> Result<Vec<(server::Side, TcpListener, Option<TlsAcceptor>)>, StartError> {
+    let Some(a) = &cfg.authz else {
+        return Ok(Vec::new());
+    };
+    let tls = match a.tls() {
+        Some(t) => Some(crate::tls::server_acceptor(&t)?.0),
+        None => None,
+    };
+    let mut bound = Vec::new();
+    if let Some(addr) = a.listen {
+        let l = bind("authz.listen", addr).await?;
+        bound.push((server::Side::Authz, l, tls.clone()));
+    }
+    if let Some(addr) = a.http_listen {
+        let l = bind("authz.http_listen", addr).await?;
+        bound.push((server::Side::AuthzHttp, l, tls));
+    }
+    Ok(bound)
 }
 
 /// The inbound and outbound listeners' tasks, until `stop` turns true.

@@ -118,6 +118,8 @@ words! {
         BadMethod = "bad_method",
         /// Inbound: CONNECT (405: the app's 200 would open a tunnel through the sidecar).
         MethodNotAllowed = "method_not_allowed",
+        /// A header field an authorizer was described that is not one (`[authz]`).
+        BadHeader = "bad_header",
     }
 }
 
@@ -135,6 +137,7 @@ impl BadRequest {
                 "a method with lower-case letters: app frameworks upper-case it, send it in upper case"
             }
             BadRequest::MethodNotAllowed => "CONNECT is not allowed through the inbound",
+            BadRequest::BadHeader => "a header field name or value that is not one",
             other => other.code(),
         }
     }

@@ -25,6 +25,10 @@ pub enum Side {
     Inbound,
     Outbound,
     Admin,
+    /// `authz.listen`: Envoy's `Authorization/Check` over gRPC.
+    Authz,
+    /// `authz.http_listen`: Envoy's HTTP mode.
+    AuthzHttp,
 }
 
 impl Side {
@@ -33,6 +37,8 @@ impl Side {
             Side::Inbound => "inbound",
             Side::Outbound => "outbound",
             Side::Admin => "admin",
+            Side::Authz => "authz",
+            Side::AuthzHttp => "authz_http",
         }
     }
 }
@@ -365,6 +371,8 @@ async fn serve_conn<I>(
                     None => crate::http::not_found(),
                 },
                 Side::Admin => crate::proxy::operator::admin::handle(&state, req).await,
+                Side::Authz => crate::proxy::authz::grpc::handle(&state, req).await,
+                Side::AuthzHttp => crate::proxy::authz::http::handle(&state, req).await,
             };
             drop(in_flight);
             Ok::<_, Infallible>(resp)

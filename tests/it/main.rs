@@ -5,6 +5,7 @@ mod support;
 
 // The proxy, end to end.
 mod affinity;
+mod authz;
 mod grpc;
 mod proxy;
 mod tls;

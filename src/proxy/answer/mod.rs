@@ -63,6 +63,14 @@ pub enum Who {
 }
 
 impl Who {
+    /// The caller (`-`: none), the person's subject and transaction id, if any.
+    pub fn names(&self) -> (&str, Option<&str>, Option<&str>) {
+        match self {
+            Who::For(c, _, p) => (c, Some(p.sub.as_str()), p.txn.as_deref()),
+            other => (other.as_str(), None, None),
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
             Who::Caller(c, _) | Who::For(c, _, _) => c,
@@ -101,6 +109,10 @@ impl Verdict {
 
     pub fn outcome(&self) -> Outcome {
         self.outcome
+    }
+
+    pub fn who(&self) -> Option<&Who> {
+        self.who.as_ref()
     }
 
     /// Forwarded: the upstream's response, or why there is none.
@@ -147,6 +159,10 @@ impl Handled {
 
     pub fn outcome(&self) -> Outcome {
         self.verdict.outcome
+    }
+
+    pub fn who(&self) -> Option<&Who> {
+        self.verdict.who()
     }
 
     /// The failure this answer is, if it is one.

@@ -129,12 +129,33 @@ pub(crate) trait Observer<B>: Observe {
     fn refused(&mut self, _req: Request<B>) {}
 }
 
-/// The proxy's observer: audit rules counted (`trustgate_policy_audit_total{rule,result}`)
-/// and logged, limits consumed (the caller's [`InFlight`] kept until its answer ends),
-/// rejections counted, a refused upload drained.
-struct Serve<'a> {
-    state: &'a State,
-    in_flight: Option<InFlight>,
+/// The proxy's observer, and the authorizer's ([`crate::proxy::authz`]): audit rules
+/// counted (`trustgate_policy_audit_total{rule,result}`) and logged, limits consumed (the
+/// caller's [`InFlight`] kept until its answer ends), rejections counted, a refused upload
+/// drained.
+pub(crate) struct Serve<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) in_flight: Option<InFlight>,
+}
+
+/// What becomes of a refused request's body: the proxy's is drained ([`Observer::refused`]);
+/// the authorizer's request has none (`()`).
+pub(crate) trait Refused: Sized {
+    fn refused(_req: Request<Self>) {}
+}
+
+impl Refused for () {}
+
+impl Refused for Incoming {
+    /// A refused request's body: drained in the background so that an HTTP/1.1 client
+    /// still uploading reads the refusal instead of a connection reset (see
+    /// [`crate::proxy::forward::body`]). Not for a client waiting for `100 Continue`: it has not sent the
+    /// body, and reading would make hyper promise a `100` after all.
+    fn refused(req: Request<Incoming>) {
+        if req.version() != Version::HTTP_2 && !expects_continue(&req) {
+            crate::proxy::forward::body::linger(req.into_body());
+        }
+    }
 }
 
 impl Observe for Serve<'_> {
@@ -157,12 +178,12 @@ impl Observe for Serve<'_> {
     }
 }
 
-impl Observer<Incoming> for Serve<'_> {
+impl<B: Refused> Observer<B> for Serve<'_> {
     fn token(
         &mut self,
         state: &State,
         side: &InboundState,
-        req: &Request<Incoming>,
+        req: &Request<B>,
         result: &Result<Option<Arc<Verified>>, Failure>,
     ) {
         let Err(failure) = result else { return };
@@ -207,7 +228,7 @@ impl Observer<Incoming> for Serve<'_> {
         }
     }
 
-    fn rejected(&mut self, req: &Request<Incoming>, answer: &Answer, forwarded: bool) {
+    fn rejected(&mut self, req: &Request<B>, answer: &Answer, forwarded: bool) {
         self.state
             .metrics
             .inbound_rejections
@@ -221,14 +242,8 @@ impl Observer<Incoming> for Serve<'_> {
         }
     }
 
-    /// A refused request's body: drained in the background so that an HTTP/1.1 client
-    /// still uploading reads the refusal instead of a connection reset (see
-    /// [`crate::proxy::forward::body`]). Not for a client waiting for `100 Continue`: it has not sent the
-    /// body, and reading would make hyper promise a `100` after all.
-    fn refused(&mut self, req: Request<Incoming>) {
-        if req.version() != Version::HTTP_2 && !expects_continue(&req) {
-            crate::proxy::forward::body::linger(req.into_body());
-        }
+    fn refused(&mut self, req: Request<B>) {
+        B::refused(req)
     }
 }
 

@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, the real binary for process-level tests, and small HTTP clients.
 
 pub mod attack;
+pub mod envoy;
 pub mod raw;
 pub mod redis;
 

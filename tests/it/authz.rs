@@ -1,0 +1,296 @@
+//! Inside Envoy (`[authz]`, DESIGN.md "Inside Envoy"): the real Envoy in front of an app,
+//! trustgate as its external authorizer over gRPC and over Envoy's HTTP mode, and the same
+//! table of requests through trustgate's own proxy. Every door gives the same status, the
+//! same reason and the same identity headers at the app, as the app received them.
+use std::net::SocketAddr;
+
+use crate::support;
+use support::envoy::{self, Envoy, Mode};
+use support::raw::{exchange, spawn_raw_app, RawApp, RawResponse};
+use support::{sign_as, Conf, Keys, Sidecar};
+
+/// Which way a request reaches the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Door {
+    Proxy,
+    Envoy(Mode),
+}
+
+struct Tokens {
+    orders: String,
+    search: String,
+    rogue: String,
+    elsewhere: String,
+}
+
+/// One case: a name, the request's target and extra header lines.
+struct Case {
+    name: &'static str,
+    target: &'static str,
+    headers: Vec<String>,
+}
+
+/// What a door made of a case: status, the JSON reason, the challenge and `Retry-After`
+/// present, and the identity and credential headers the app received (name as sent,
+/// lower-cased by the door or not, and value), sorted.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    status: u16,
+    reason: String,
+    challenge: bool,
+    retry_after: bool,
+    app_saw: Option<Vec<(String, String)>>,
+}
+
+fn cases(t: &Tokens) -> Vec<Case> {
+    let bearer = |tok: &str| format!("Authorization: Bearer {tok}");
+    vec![
+        Case {
+            name: "a valid caller",
+            target: "/orders/1",
+            headers: vec![bearer(&t.orders)],
+        },
+        Case {
+            name: "identity spoofed in three spellings beside a valid token",
+            target: "/orders/2",
+            headers: vec![
+                bearer(&t.orders),
+                "X-Service-Caller: admin".into(),
+                "X_Service_Caller: admin".into(),
+                "x-service-caller-roles: root".into(),
+                "X-Service-Caller-Anything: 1".into(),
+            ],
+        },
+        Case {
+            name: "no token",
+            target: "/orders/3",
+            headers: vec!["X-Service-Caller: admin".into()],
+        },
+        Case {
+            name: "not a token",
+            target: "/orders/4",
+            headers: vec!["Authorization: Bearer not.a.token".into()],
+        },
+        Case {
+            name: "a key nobody trusts",
+            target: "/orders/5",
+            headers: vec![bearer(&t.rogue)],
+        },
+        Case {
+            name: "another service's audience",
+            target: "/orders/6",
+            headers: vec![bearer(&t.elsewhere)],
+        },
+        Case {
+            name: "a deny rule",
+            target: "/debug/vars",
+            headers: vec![bearer(&t.orders)],
+        },
+        Case {
+            name: "a public path keeps the token at the sidecar",
+            target: "/healthz",
+            headers: vec![bearer(&t.orders), "X-Service-Caller: admin".into()],
+        },
+        Case {
+            name: "a limited caller's first request",
+            target: "/orders/7",
+            headers: vec![bearer(&t.search)],
+        },
+        Case {
+            name: "a limited caller's second request",
+            target: "/orders/8",
+            headers: vec![bearer(&t.search)],
+        },
+    ]
+}
+
+/// The sidecar every door runs with — the proxy on `inbound.listen`, the authorizer on
+/// both of its listeners — and the tokens the table sends.
+fn setup(keys: &Keys, app: SocketAddr) -> (String, Tokens) {
+    let billing = keys.make("billing");
+    let orders = keys.make("orders");
+    let search = keys.make("search");
+    let rogue = keys.make("rogue");
+    let trusted = keys.trust_dir("authorized_keys", &[&orders, &search]);
+    let toml = Conf::new("billing", &billing.private)
+        .inbound(&trusted, app)
+        .set("inbound", "public_paths = [\"/healthz\"]")
+        .extra(
+            "[authz]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [[inbound.deny]]\nname = \"no-debug\"\npaths = [\"/debug\", \"/debug/*\"]\n\
+             [callers.orders]\nroles = [\"reader\"]\n\
+             [callers.search]\nrate_limit = \"1/h\"\nburst = 1\n",
+        )
+        .toml();
+    let tokens = Tokens {
+        orders: sign_as(&orders, "orders", "billing"),
+        search: sign_as(&search, "search", "billing"),
+        rogue: sign_as(&rogue, "orders", "billing"),
+        elsewhere: sign_as(&orders, "orders", "inventory"),
+    };
+    (toml, tokens)
+}
+
+/// The identity and credential headers among what the app received.
+fn identity_headers(app: &RawApp) -> Option<Vec<(String, String)>> {
+    let seen = app.requests();
+    let last = seen.last()?;
+    let mut h: Vec<(String, String)> = last
+        .headers()
+        .into_iter()
+        .filter(|(n, _)| {
+            let n = n.to_ascii_lowercase().replace('_', "-");
+            n.starts_with("x-service-caller") || n == "authorization" || n.starts_with("x-user")
+        })
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .collect();
+    h.sort();
+    Some(h)
+}
+
+async fn send(addr: SocketAddr, case: &Case) -> RawResponse {
+    let mut head = format!("GET {} HTTP/1.1\r\nHost: billing\r\n", case.target);
+    for h in &case.headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    exchange(addr, head.as_bytes())
+        .await
+        .unwrap_or_else(|| panic!("{}: no answer", case.name))
+}
+
+/// The table through one door, on a sidecar of its own (limits start full).
+async fn through(door: Door) -> Vec<Outcome> {
+    let keys = Keys::new();
+    let app = spawn_raw_app().await;
+    let (toml, t) = setup(&keys, app.addr);
+    let sidecar = Sidecar::start(&toml).await;
+    let envoy = match door {
+        Door::Proxy => None,
+        Door::Envoy(mode) => {
+            let authz = match mode {
+                Mode::Grpc => sidecar.addrs.authz.unwrap(),
+                Mode::Http => sidecar.addrs.authz_http.unwrap(),
+            };
+            Some(Envoy::start(mode, app.addr, authz).await)
+        }
+    };
+    let addr = envoy.as_ref().map_or(sidecar.inbound(), |e| e.listen);
+    let mut outcomes = Vec::new();
+    for case in cases(&t) {
+        app.clear();
+        let r = send(addr, &case).await;
+        let reason = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|j| j["reason"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        outcomes.push(Outcome {
+            status: r.status,
+            reason,
+            challenge: r.header("www-authenticate").is_some(),
+            retry_after: r.header("retry-after").is_some(),
+            app_saw: identity_headers(&app),
+        });
+        if let Some(e) = &envoy {
+            if r.status >= 500 {
+                eprintln!("{}: envoy said {}\n{}", case.name, r.head, e.stderr());
+            }
+        }
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_answers_through_trustgate_and_through_envoy_with_trustgate_as_its_authorizer() {
+    if !envoy::available() {
+        return;
+    }
+    let proxy = through(Door::Proxy).await;
+    let expected = [
+        (200, ""),
+        (200, ""),
+        (401, "missing"),
+        (401, "malformed"),
+        (401, "unknown_key"),
+        (401, "wrong_audience"),
+        (403, "policy"),
+        (200, ""),
+        (200, ""),
+        (429, "rate_limited"),
+    ];
+    let keys = Keys::new();
+    let (_, t) = setup(&keys, "127.0.0.1:1".parse().unwrap());
+    let names: Vec<&str> = cases(&t).iter().map(|c| c.name).collect();
+    for ((name, o), (status, reason)) in names.iter().zip(&proxy).zip(expected) {
+        assert_eq!(
+            (o.status, o.reason.as_str()),
+            (status, reason),
+            "proxy: {name}"
+        );
+    }
+    let valid = proxy[1].app_saw.as_ref().unwrap();
+    assert_eq!(
+        valid,
+        &[
+            ("x-service-caller".to_owned(), "orders".to_owned()),
+            ("x-service-caller-roles".to_owned(), "reader".to_owned())
+        ],
+        "the spoofed spellings are gone, the token too"
+    );
+    assert_eq!(
+        proxy[7].app_saw.as_deref(),
+        Some(&[][..]),
+        "public: no token"
+    );
+    assert!(proxy[2].challenge && proxy[9].retry_after);
+    for mode in [Mode::Grpc, Mode::Http] {
+        let envoy = through(Door::Envoy(mode)).await;
+        for ((name, p), e) in names.iter().zip(&proxy).zip(&envoy) {
+            assert_eq!(p, e, "{name}: the proxy and Envoy ({mode:?}) differ");
+        }
+    }
+}
+
+/// Envoy's access log names the caller from the authorizer's dynamic metadata (gRPC) or
+/// the headers it copies into it (HTTP mode); with trustgate gone, Envoy refuses (fail
+/// closed: `failure_mode_allow: false`) and the app sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_logs_the_caller_and_refuses_when_its_authorizer_is_gone() {
+    if !envoy::available() {
+        return;
+    }
+    for mode in [Mode::Grpc, Mode::Http] {
+        let keys = Keys::new();
+        let app = spawn_raw_app().await;
+        let (toml, t) = setup(&keys, app.addr);
+        let sidecar = Sidecar::start(&toml).await;
+        let authz = match mode {
+            Mode::Grpc => sidecar.addrs.authz.unwrap(),
+            Mode::Http => sidecar.addrs.authz_http.unwrap(),
+        };
+        let envoy = Envoy::start(mode, app.addr, authz).await;
+        let valid = Case {
+            name: "valid",
+            target: "/orders/1",
+            headers: vec![format!("Authorization: Bearer {}", t.orders)],
+        };
+        assert_eq!(send(envoy.listen, &valid).await.status, 200, "{mode:?}");
+        let logged = support::eventually(std::time::Duration::from_secs(15), || {
+            envoy
+                .access_lines()
+                .iter()
+                .any(|l| l.starts_with("200 caller=orders ") && l.ends_with("path=/orders/1"))
+        })
+        .await;
+        assert!(logged, "{mode:?}: {:?}", envoy.access_lines());
+        sidecar.shutdown().await;
+        app.clear();
+        let r = send(envoy.listen, &valid).await;
+        assert_eq!(
+            r.status, 403,
+            "{mode:?}: Envoy's answer when the check fails"
+        );
+        assert!(app.requests().is_empty(), "{mode:?}: the app was reached");
+    }
+}
