@@ -25,11 +25,11 @@ pub(crate) fn people(issuer: &Issuer) -> String {
 
 pub(crate) struct Chain {
     pub(crate) web: Sidecar,
-    orders: Sidecar,
+    pub(crate) orders: Sidecar,
     billing: Sidecar,
     pub(crate) apps: [RawApp; 3],
     _keys: Keys,
-    web_config: std::path::PathBuf,
+    pub(crate) web_config: std::path::PathBuf,
     billing_config: std::path::PathBuf,
     pub(crate) web_key: GeneratedFiles,
     orders_key: GeneratedFiles,

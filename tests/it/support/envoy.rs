@@ -133,7 +133,9 @@ impl Envoy {
     }
 }
 
-/// The bootstrap the examples use (`deploy/envoy/envoy.yaml`), with this test's ports.
+/// The bootstrap the examples use (`deploy/envoy/envoy.yaml`), with this test's ports. In
+/// HTTP mode Envoy copies only the headers `allowed_upstream_headers` names: trustgate's
+/// own, and this deployment's context header (`x-tenant`, as the end-user tests configure).
 fn bootstrap(
     mode: Mode,
     listen: u16,
@@ -157,6 +159,7 @@ fn bootstrap(
                     - {{ prefix: x-user- }}
                     - {{ exact: txn-token }}
                     - {{ exact: x-transaction-id }}
+                    - {{ exact: x-tenant }}
                   allowed_client_headers:
                     patterns:
                     - {{ exact: www-authenticate }}
