@@ -48,6 +48,12 @@ echo "injected inject/billing.yaml: $(cat "$OUT/inject.err" | tr '\n' ' ')"
 python3 "$HERE/check-policies.py" <"$OUT/example.yaml"
 # Every document of every rendering, strictly, against one Kubernetes version.
 kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$OUT/base.yaml" "$OUT/example.yaml" "$OUT/injected.yaml"
+# The authorizer's examples (Istio, Envoy Gateway): their Kubernetes kinds strictly, their
+# custom resources against the fields those APIs document (no CRD schemas offline).
+kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$HERE"/authz/*.yaml 2>&1 \
+    | grep -v "Couldn't find schema for kind \(AuthorizationPolicy\|ServiceEntry\|SecurityPolicy\)" || true
+kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$HERE"/authz/*.yaml >/dev/null
+python3 "$HERE/authz/check-crs.py" "$HERE"/authz/*.yaml
 # The native sidecar form must survive rendering.
 grep -q 'restartPolicy: Always' "$OUT/example.yaml"
 echo "manifests valid for Kubernetes $K8S_VERSION (strict)"

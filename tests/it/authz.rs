@@ -430,3 +430,34 @@ async fn a_persons_token_at_an_edge_behind_envoy_mints_a_transaction_token_the_n
         assert_eq!(crate::end_users::one(&c.apps[1], "x-user-subject"), "alice");
     }
 }
+
+/// The examples as shipped: Envoy's own validation of the bootstrap, and trustgate's
+/// check of the authorizer's configuration (its key files aside).
+#[test]
+fn the_envoy_example_validates_and_its_trustgate_config_is_an_authorizer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/envoy/trustgate.toml")).unwrap();
+    let cfg = trustgate::config::from_toml_str(&text, "trustgate.toml", Vec::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let authz = cfg.authz.as_ref().unwrap();
+    assert_eq!(authz.listen, Some("127.0.0.1:9191".parse().unwrap()));
+    assert!(
+        !cfg.inbound.as_ref().unwrap().enabled,
+        "no inbound listener"
+    );
+    let yaml = std::fs::read_to_string(root.join("deploy/envoy/envoy.yaml")).unwrap();
+    assert!(yaml.contains("port_value: 9191") && yaml.contains("failure_mode_allow: false"));
+    if !envoy::available() {
+        return;
+    }
+    let out = std::process::Command::new(envoy::binary())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(root.join("deploy/envoy/envoy.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
