@@ -105,6 +105,10 @@ pub struct Metrics {
     /// Transaction tokens `minted` (at the edge) or `verified` (downstream), by result
     /// (`ok`, or the reason: `txn_expired`, ...).
     pub transaction_tokens: IntCounterVec,
+    /// The external authorizer's checks (`[authz]`), by `mode` (`grpc`, `http`) and
+    /// `result` (`allowed`, `refused`); each is also one inbound request of
+    /// `trustgate_requests_total`, with its outcome.
+    pub authz_checks: IntCounterVec,
     pub request_duration: HistogramVec,
     pub trusted_keys: IntGauge,
     pub keyring_reloads: IntCounterVec,
@@ -196,6 +200,12 @@ impl Metrics {
                 "trustgate_inbound_rejections_total",
                 "Inbound requests refused (or, in audit mode, that would have been), by reason.",
                 &["reason"],
+                r
+            )?,
+            authz_checks: register_int_counter_vec_with_registry!(
+                "trustgate_authz_checks_total",
+                "Checks answered as Envoy's external authorizer, by mode (grpc, http) and result (allowed, refused).",
+                &["mode", "result"],
                 r
             )?,
             policy_audit: register_int_counter_vec_with_registry!(

@@ -109,6 +109,7 @@ impl Authorization for Authorizer {
             Ok(req) => super::check(&self.state, side, req).await,
             Err(failure) => super::refusal(&self.state, failure).await,
         };
+        answered.count(&self.state, "grpc");
         Ok(tonic::Response::new(response(answered)))
     }
 }

@@ -44,6 +44,7 @@ pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body
         Ok(req) => super::check(state, side, req).await,
         Err(failure) => super::refusal(state, failure).await,
     };
+    answered.count(state, "http");
     match answered {
         Answered::Allowed(Allowed { set, remove, .. }) => {
             let mut resp = Response::new(crate::http::empty());

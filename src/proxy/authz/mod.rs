@@ -109,6 +109,21 @@ pub fn request<'a>(
     Ok(req)
 }
 
+impl Answered {
+    /// Counted in `trustgate_authz_checks_total{mode,result}`.
+    pub fn count(&self, state: &State, mode: &str) {
+        let result = match self {
+            Answered::Allowed(_) => "allowed",
+            Answered::Refused(..) => "refused",
+        };
+        state
+            .metrics
+            .authz_checks
+            .with_label_values(&[mode, result])
+            .inc();
+    }
+}
+
 /// The HTTP version Envoy names (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`).
 pub fn version(protocol: &str) -> Version {
     match protocol {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use http::Request;
 
 use super::bearer::{check_token, extract_token, locate_token};
+use super::verify::{self, Refused};
 use super::Who;
 use crate::config::OnError;
 use crate::proxy::rescue::Failure;
 use crate::proxy::state::{InboundState, State};
 use crate::token::{self, unix_now, Rejection, Verified};
-use crate::trust::KidRefusal;
 
 /// Steps 2–7 of the contract ([`verify_token`]); a kid nobody knows, in a token claiming
 /// an identity whose keys live at a URL, may first fetch that URL once (bounded, see
@@ -69,47 +69,27 @@ async fn verified<B>(
     req: &Request<B>,
     now: u64,
 ) -> Result<Arc<Verified>, Failure> {
-    // A kid nobody trusts, or one trusted only for sources other than the one the token
-    // claims (another source publishing the same kid): the claimed source may have it.
-    let first = match verify_token(state, side, req, now) {
-        Err(r @ (Rejection::UnknownKey | Rejection::IssuerMismatch))
-            if state.trust.has_sources() =>
-        {
-            r
-        }
-        other => return other.map_err(Failure::Unauthenticated),
-    };
-    let unknown = || Failure::Unauthenticated(first);
-    let peeked = extract_token(req.headers(), &side.cfg.token_header)
-        .ok()
-        .and_then(token::peek);
-    let Some(claimed) = peeked else {
-        return Err(unknown());
-    };
-    let again = || verify_token(state, side, req, now);
-    // Boxed: this rare path's future would otherwise size every request's.
-    match Box::pin(state.trust.unknown_kid(&claimed, again)).await {
-        Ok(v) => Ok(v),
-        Err(KidRefusal::Unknown) => Err(unknown()),
-        Err(KidRefusal::Unavailable) if first == Rejection::UnknownKey => {
-            Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
-        }
-        Err(KidRefusal::Unavailable) => Err(unknown()),
-        Err(KidRefusal::Rejected(r)) => Err(Failure::Unauthenticated(r)),
-    }
+    let raw =
+        locate_token(req.headers(), &side.cfg.token_header).map_err(Failure::Unauthenticated)?;
+    let attempt = || verify_token(state, side, req, raw, now);
+    verify::with_refetch(state, raw, attempt)
+        .await
+        .map_err(|refused| match refused {
+            Refused::Token(r) => Failure::Unauthenticated(r),
+            Refused::KeysUnavailable(iss) => Failure::KeysUnavailable(iss),
+        })
 }
 
-/// Exactly one token, verified against this request's keyring snapshot, request binding
-/// where required (replay: [`first_use`], once per request). A token seen before is answered from the verified-token
-/// cache (same bytes, same keyring generation) before its bytes are even checked: they
-/// equal bytes that passed every check.
+/// The token `raw` verified against this request's keyring snapshot, request binding
+/// where required (replay: [`first_use`], once per request); one seen before from the
+/// verified-token cache ([`verify::cached`]).
 fn verify_token<B>(
     state: &State,
     side: &InboundState,
     req: &Request<B>,
+    raw: &[u8],
     now: u64,
 ) -> Result<Arc<Verified>, Rejection> {
-    let raw = locate_token(req.headers(), &side.cfg.token_header)?;
     // One snapshot for the whole decision.
     let trust = state.trust.snapshot();
     if side.cfg.require_request_binding {
@@ -120,14 +100,16 @@ fn verify_token<B>(
         v.check_binding(req.method().as_str(), pq)?;
         return Ok(Arc::new(v));
     }
-    if let Some(v) = side.verified.get(raw, trust.generation, now) {
+    let (v, hit) = verify::cached(&side.verified, raw, trust.generation, now, || {
+        let token = check_token(raw)?;
+        Ok((
+            token::verify(token, &trust.keyring, &side.policy, now)?,
+            token,
+        ))
+    })?;
+    if hit {
         state.metrics.verified_cache_hits.inc();
-        return Ok(v);
     }
-    let token = check_token(raw)?;
-    let v = Arc::new(token::verify(token, &trust.keyring, &side.policy, now)?);
-    side.verified
-        .insert(token, v.clone(), trust.generation, now);
     Ok(v)
 }
 

@@ -16,20 +16,25 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 mod authn;
+mod authorize;
 mod bearer;
 pub mod person;
+mod present;
 mod screen;
 pub mod target;
+mod verify;
 
 use authn::{authenticate, revoked_caller};
 pub(crate) use authn::{first_use, refusal_facts};
+pub(crate) use authorize::authorize;
 pub use bearer::extract_token;
 use bearer::locate_token;
+pub(crate) use present::present_caller;
 pub(crate) use screen::screen;
 use screen::withhold_credentials;
 
@@ -37,14 +42,13 @@ use crate::config::{InboundMode, Rule, UpstreamProtocol};
 use crate::http::path::{rule_path, stripped_rule_path};
 use crate::http::Body;
 use crate::metrics::Outcome;
-use crate::policy::{self, List, Miss, Observe, Subject, Verdict as PolicyVerdict};
+use crate::policy::{List, Miss, Observe, Subject};
 use crate::proxy::answer::{self, Decision, Direction, Handled, Seen, Verdict, Who};
 use crate::proxy::forward::client::Protocol;
 use crate::proxy::forward::{expects_continue, forward, Downstream, Hop, HostHeader};
 use crate::proxy::limits::InFlight;
 use crate::proxy::rescue::{Answer, Failure};
-use crate::proxy::state::{Granted, InboundState, State};
-use crate::rule::{CallerFacts, RequestFacts};
+use crate::proxy::state::{InboundState, State};
 use crate::token::{unix_now, Person, Rejection, Verified};
 
 /// Where this service's public keys are published (`inbound.publish_jwks`).
@@ -447,94 +451,11 @@ fn app_protocol<B>(setting: UpstreamProtocol, req: &Request<B>) -> Protocol {
     }
 }
 
-/// The policy (step 8 of the contract, [`crate::policy`]): deny rules, then allow rules;
-/// audit rules counted and logged through `obs`.
-pub(crate) fn authorize<B, O: Observe>(
-    side: &InboundState,
-    verified: Option<&Verified>,
-    granted: Option<Granted>,
-    person: Option<&Person>,
-    req: &Request<B>,
-    obs: &mut O,
-) -> Result<(), Failure> {
-    let cfg = &side.cfg;
-    if cfg.allow.is_empty() && cfg.deny.is_empty() {
-        return Ok(());
-    }
-    let subject = Subject {
-        caller: verified.map(|verified| CallerFacts {
-            verified,
-            roles: granted.map_or(&[], |g| g.roles()),
-        }),
-        request: RequestFacts::of(req, person),
-    };
-    // A path with `;parameters` must be allowed as written and as servlet containers
-    // route it (parameters removed): the first reading that is refused decides.
-    let mut stripped = subject;
-    let readings = [
-        Some(subject),
-        stripped_rule_path(req).map(|p| {
-            stripped.request.path = p;
-            stripped
-        }),
-    ];
-    let refused = readings.iter().flatten().find_map(|s| {
-        let rule = match policy::decide(cfg, s, obs) {
-            PolicyVerdict::Allowed(_) => return None,
-            PolicyVerdict::Denied(rule) => Some(rule.name.clone()),
-            PolicyVerdict::NoAllowMatched => None,
-        };
-        Some((rule, s.request.path))
-    });
-    let Some((rule, path)) = refused else {
-        return Ok(());
-    };
-    Err(Failure::Forbidden {
-        caller: verified.map_or_else(|| "-".to_owned(), |v| v.caller.to_string()),
-        method: req.method().to_string(),
-        path: path.to_owned(),
-        rule,
-    })
-}
-
-/// What the app is told: who called, with which roles, the signed context and the claim
-/// headers. The claim headers withheld (a claim the app would read differently from the
-/// rules: see [`policy::claim_header_value`]) are returned, for the caller to count.
-pub(crate) fn present_caller<'s>(
-    side: &'s InboundState,
-    headers: &mut HeaderMap,
-    v: &Verified,
-    granted: Granted,
-) -> Vec<&'s HeaderName> {
-    let inbound = &side.cfg;
-    headers.remove(&inbound.token_header);
-    headers.insert(CALLER, v.caller_header.clone());
-    // A caller without roles gets no roles header at all (an empty one reads as "a
-    // role named ''" to some apps), nor does `roles = []`; any copy from the network is
-    // gone already ([`scrub`], the first step).
-    match granted.header() {
-        Some(joined) => {
-            headers.insert(CALLER_ROLES, joined.clone());
-        }
-        None => debug_assert!(!headers.contains_key(CALLER_ROLES), "not scrubbed"),
-    }
-    if let Some(ctx) = &v.claims.ctx {
-        for name in &inbound.signed_headers {
-            if let Some(value) = ctx.get(name.as_str()) {
-                if let Ok(value) = HeaderValue::from_str(value) {
-                    headers.insert(name.clone(), value);
-                }
-            }
-        }
-    }
-    // Claims to the app (any copy from the network is gone already).
-    policy::claim_headers(&inbound.claim_headers, v, headers)
-}
-
 #[cfg(test)]
 mod tests {
     use super::bearer::tests::headers;
     use super::*;
+    use crate::policy;
 
     pub(super) fn side(extra: &str) -> InboundState {
         let text = format!(

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Request};
 
 use super::bearer::{check_token, locate_token};
+use super::verify::{self, Refused};
 use crate::config::{Users, UsersMode};
 use crate::proxy::rescue::Failure;
 use crate::proxy::state::{InboundState, State};
-use crate::token::{self, mint_txn, verify_txn, verify_user, Person, Rejection, TxnPolicy};
-use crate::trust::KidRefusal;
+use crate::token::{mint_txn, verify_txn, verify_user, Person, Rejection, TxnPolicy};
 
 pub use crate::http::{TRANSACTION_ID, TXN_TOKEN, USER_ISSUER, USER_SUBJECT};
 
@@ -127,10 +127,9 @@ fn counted_minted(state: &State, result: &str) {
         .inc();
 }
 
-/// A person's token verified — or one seen before (the same bytes, verified against the
-/// same keyring generation, not expired: a revocation or a rotation is a new generation)
-/// answered from the cache. The person is the request's own copy, to add the
-/// transaction's context and id to.
+/// A person's token verified ([`verify::cached`], [`verify::with_refetch`]: as callers'
+/// tokens are). The person is the request's own copy, to add the transaction's context
+/// and id to.
 async fn verify_person(
     state: &Arc<State>,
     side: &InboundState,
@@ -138,43 +137,28 @@ async fn verify_person(
     now: u64,
 ) -> Result<Person, Failure> {
     let leeway = state.cfg.trust.leeway;
-    let snapshot = state.trust.snapshot();
-    if let Some(p) = side
-        .users_verified
-        .get(token.as_bytes(), snapshot.generation, now)
-    {
-        return Ok(p.for_request());
-    }
-    let once = || {
+    let attempt = || {
         let snapshot = state.trust.snapshot();
-        let mut p = verify_user(token, &snapshot.keyring, leeway, now)?;
-        // The transaction's context, from the person's claims, once per token: minted
-        // into the transaction token here, and to the app's context headers either way.
-        for (name, pointer) in side.cfg.users.iter().flat_map(|u| &u.context) {
-            if let Some(v) = pointer.lookup(&p.claims) {
-                p.tctx.insert(name.clone(), v.clone());
+        let cache = &side.users_verified;
+        let (p, _) = verify::cached(cache, token.as_bytes(), snapshot.generation, now, || {
+            let mut p = verify_user(token, &snapshot.keyring, leeway, now)?;
+            // The transaction's context, from the person's claims, once per token:
+            // minted into the transaction token here, and to the app's context headers.
+            for (name, pointer) in side.cfg.users.iter().flat_map(|u| &u.context) {
+                if let Some(v) = pointer.lookup(&p.claims) {
+                    p.tctx.insert(name.clone(), v.clone());
+                }
             }
-        }
-        let p = Arc::new(p);
-        side.users_verified
-            .insert(token, p.clone(), snapshot.generation, now);
+            Ok((p, token))
+        })?;
         Ok(p.for_request())
     };
-    let first = match once() {
-        Err(r @ Rejection::UnknownKey) if state.trust.has_sources() => r,
-        other => return other.map_err(Failure::User),
-    };
-    let Some(claimed) = token::peek(token) else {
-        return Err(Failure::User(first));
-    };
-    match Box::pin(state.trust.unknown_kid(&claimed, once)).await {
-        Ok(p) => Ok(p),
-        Err(KidRefusal::Unknown) => Err(Failure::User(first)),
-        Err(KidRefusal::Unavailable) => {
-            Err(Failure::KeysUnavailable(claimed.iss.unwrap_or_default()))
-        }
-        Err(KidRefusal::Rejected(r)) => Err(Failure::User(r)),
-    }
+    verify::with_refetch(state, token.as_bytes(), attempt)
+        .await
+        .map_err(|refused| match refused {
+            Refused::Token(r) => Failure::User(r),
+            Refused::KeysUnavailable(iss) => Failure::KeysUnavailable(iss),
+        })
 }
 
 /// The transaction token for `p`: its context from `[inbound.users] context`.
@@ -231,9 +215,6 @@ fn verify_cached(
     now: u64,
 ) -> Result<Arc<Person>, Rejection> {
     let snapshot = state.trust.snapshot();
-    if let Some(p) = side.persons.get(token.as_bytes(), snapshot.generation, now) {
-        return Ok(p);
-    }
     let trust = &state.cfg.trust;
     let policy = TxnPolicy {
         issuers: &trust.transaction_token_issuers,
@@ -241,9 +222,13 @@ fn verify_cached(
         leeway: trust.leeway,
         max_ttl: trust.max_transaction_ttl,
     };
-    let p = Arc::new(verify_txn(token, &snapshot.keyring, &policy, now)?);
-    side.persons
-        .insert(token, p.clone(), snapshot.generation, now);
+    let (p, _) = verify::cached(
+        &side.persons,
+        token.as_bytes(),
+        snapshot.generation,
+        now,
+        || Ok((verify_txn(token, &snapshot.keyring, &policy, now)?, token)),
+    )?;
     Ok(p)
 }
 
