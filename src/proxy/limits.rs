@@ -122,8 +122,7 @@ impl CallerLimits {
             match fleet.rate(caller, q).await {
                 Ok(None) => return Ok(in_flight),
                 Ok(Some(retry_after)) => return Err(limited(Limit::Rate { retry_after })),
-                Err(_) if fleet.on_error == OnError::Local => {}
-                Err(_) => return Err(Failure::FleetUnavailable("rate")),
+                Err(_) => fleet_fallback(fleet.on_error, "rate")?,
             }
         }
         if let Some(rate) = &l.rate {
@@ -135,6 +134,16 @@ impl CallerLimits {
             }
         }
         Ok(in_flight)
+    }
+}
+
+/// A fleet operation the store could not answer (`op`: `rate`, `replay`), decided in one
+/// place for limits and single use: `Ok` — this sidecar decides with its own state
+/// (`on_error` / `replay_on_error = "local"`) — or 503 `fleet_unavailable`.
+pub(crate) fn fleet_fallback(on_error: OnError, op: &'static str) -> Result<(), Failure> {
+    match on_error {
+        OnError::Local => Ok(()),
+        OnError::Refuse => Err(Failure::FleetUnavailable(op)),
     }
 }
 

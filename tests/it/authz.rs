@@ -461,3 +461,43 @@ fn the_envoy_example_validates_and_its_trustgate_config_is_an_authorizer() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The authorizer over TLS with client certificates (`authz.tls_cert`, `tls_key`,
+/// `client_ca`): Envoy with the CA's client certificate is answered; Envoy without one
+/// cannot reach it and refuses (fail closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_envoy_needs_its_client_certificate() {
+    if !envoy::available() {
+        return;
+    }
+    let keys = Keys::new();
+    let app = spawn_raw_app().await;
+    let (toml, t) = setup(&keys, app.addr);
+    let tls = |n: &str| support::tls_fixture(n).display().to_string();
+    let toml = toml.replace(
+        "[authz]\n",
+        &format!(
+            "[authz]\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+            tls("server.crt"),
+            tls("server.key"),
+            tls("ca.crt")
+        ),
+    );
+    let sidecar = Sidecar::start(&toml).await;
+    let authz = sidecar.addrs.authz.unwrap();
+    let valid = get_with(
+        "/orders/1",
+        vec![format!("Authorization: Bearer {}", t.orders)],
+    );
+    let with_cert = Envoy::start_tls(Mode::Grpc, app.addr, authz, Some(true)).await;
+    let r = send(with_cert.listen, &valid).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, with_cert.stderr());
+    assert_eq!(
+        identity_headers(&app).unwrap()[0],
+        ("x-service-caller".to_owned(), "orders".to_owned())
+    );
+    app.clear();
+    let without = Envoy::start_tls(Mode::Grpc, app.addr, authz, Some(false)).await;
+    assert_eq!(send(without.listen, &valid).await.status, 403);
+    assert!(app.requests().is_empty(), "the app was reached");
+}

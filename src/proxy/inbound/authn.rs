@@ -9,7 +9,7 @@ use http::Request;
 use super::bearer::{check_token, extract_token, locate_token};
 use super::verify::{self, Refused};
 use super::Who;
-use crate::config::OnError;
+use crate::proxy::limits::fleet_fallback;
 use crate::proxy::rescue::Failure;
 use crate::proxy::state::{InboundState, State};
 use crate::token::{self, unix_now, Rejection, Verified};
@@ -46,7 +46,8 @@ pub(crate) async fn first_use(side: &InboundState, v: &Verified, now: u64) -> Re
         match fleet.first_use(&v.caller, jti, ttl).await {
             Ok(true) => return Ok(()),
             Ok(false) => return Err(refused(Rejection::Replayed)),
-            Err(_) if fleet.replay_on_error == OnError::Local => {
+            Err(_) => {
+                fleet_fallback(fleet.replay_on_error, "replay")?;
                 // This sidecar's own cache decides; the store learns it when it is back.
                 side.replay
                     .check_and_insert(jti, v.claims.exp, now)
@@ -54,7 +55,6 @@ pub(crate) async fn first_use(side: &InboundState, v: &Verified, now: u64) -> Re
                 fleet.accepted_alone(&v.caller, jti, ttl);
                 return Ok(());
             }
-            Err(_) => return Err(Failure::FleetUnavailable("replay")),
         }
     }
     side.replay

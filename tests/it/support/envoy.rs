@@ -66,10 +66,24 @@ impl Envoy {
     /// Envoy on a free port in front of `app`, asking `authz` (trustgate's `authz.listen`
     /// for `Mode::Grpc`, `authz.http_listen` for `Mode::Http`). Returns once it is ready.
     pub async fn start(mode: Mode, app: SocketAddr, authz: SocketAddr) -> Envoy {
+        Envoy::start_tls(mode, app, authz, None).await
+    }
+
+    /// [`Envoy::start`], reaching the authorizer over TLS (the fixture CA; `Some(true)`:
+    /// with the fixture client certificate).
+    pub async fn start_tls(
+        mode: Mode,
+        app: SocketAddr,
+        authz: SocketAddr,
+        tls: Option<bool>,
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
         let (listen, admin) = (free_port(), free_port());
-        let yaml = bootstrap(mode, listen, admin, app, authz, &access_log);
+        let mut yaml = bootstrap(mode, listen, admin, app, authz, &access_log);
+        if let Some(client_cert) = tls {
+            yaml.push_str(&upstream_tls(client_cert));
+        }
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, &yaml).unwrap();
         let child = Command::new(binary())
@@ -131,6 +145,34 @@ impl Envoy {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("envoy.err")).unwrap_or_default()
     }
+}
+
+/// TLS from Envoy to the authorizer (appended to the last cluster, the authorizer's).
+fn upstream_tls(client_cert: bool) -> String {
+    let f = |n: &str| super::tls_fixture(n).display().to_string();
+    let cert = match client_cert {
+        true => format!(
+            "        tls_certificates:\n        - {{ certificate_chain: {{ filename: {} }}, private_key: {{ filename: {} }} }}\n",
+            f("client.crt"),
+            f("client.key")
+        ),
+        false => String::new(),
+    };
+    format!(
+        "    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context: {{ trusted_ca: {{ filename: {ca} }} }}
+{cert}",
+        ca = f("ca.crt"),
+        cert = cert
+            .replace("        tls_certificates", "          tls_certificates")
+            .replace("        - {", "          - {"),
+    )
 }
 
 /// The bootstrap the examples use (`deploy/envoy/envoy.yaml`), with this test's ports. In
