@@ -141,6 +141,14 @@ pub enum Command {
         /// (annotation `trustgate.dev/admin-port`).
         #[arg(long, default_value_t = 15000)]
         admin_port: u16,
+        /// Beside an existing Envoy or Istio sidecar, as its external authorizer (gRPC on
+        /// 127.0.0.1, `--authz-port`) instead of in front of the app (annotation
+        /// `trustgate.dev/authz: enabled`; `disabled` opts a workload out).
+        #[arg(long)]
+        authz: bool,
+        /// The authorizer's port with `--authz` (annotation `trustgate.dev/authz-port`).
+        #[arg(long, default_value_t = 9191)]
+        authz_port: u16,
     },
     /// Validate a configuration and its key files (exit 1 with every problem, each with
     /// its key and file).
@@ -290,11 +298,14 @@ pub fn run_offline(command: Command) -> anyhow::Result<ExitCode> {
             inbound_port,
             outbound_port,
             admin_port,
+            authz,
+            authz_port,
         } => {
             let opts = trustgate::inject::Options {
                 inbound_port,
                 outbound_port,
                 admin_port,
+                authz_port: authz.then_some(authz_port),
                 image: image.unwrap_or_else(|| trustgate::inject::Options::default().image),
             };
             inject(file.as_deref(), &opts)

@@ -59,6 +59,9 @@ pub struct Options {
     pub inbound_port: u16,
     pub outbound_port: u16,
     pub admin_port: u16,
+    /// `--authz`: beside an Envoy or Istio sidecar, as its external authorizer on this
+    /// loopback port, instead of in front of the app.
+    pub authz_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             inbound_port: 8443,
             outbound_port: 15001,
             admin_port: 15000,
+            authz_port: None,
         }
     }
 }
@@ -307,6 +311,8 @@ struct Settings {
     projected_audiences: Vec<String>,
     /// `trustgate.dev/kubernetes-issuer`: this pod's token and CA in the sidecar.
     pod_token: bool,
+    /// `--authz` / `trustgate.dev/authz-port`: Envoy's authorizer on this port.
+    authz_port: Option<i64>,
 }
 
 /// What the sidecar serves in front of the app.
@@ -318,6 +324,8 @@ enum Serve {
     Socket(String),
     /// Nothing: no port to serve, no inbound listener.
     OutboundOnly,
+    /// Envoy's external authorizer on this loopback port: Envoy (Istio's) serves the app.
+    Authz(i64),
 }
 
 /// The volume an app socket lives in, shared by the app containers and the sidecar.
@@ -397,7 +405,8 @@ fn inject_object(
         injected.notes.extend(config_notes(text, &settings));
     }
     let line = report_line(&what, &settings, &injected);
-    if settings.network_policy {
+    // Behind Envoy the mesh decides who reaches the pod: no policy of inject's.
+    if settings.network_policy && !matches!(injected.serve, Serve::Authz(_)) {
         *policy = Some(policy_for(
             template,
             &name,
@@ -411,7 +420,7 @@ fn inject_object(
         Serve::Port(p) => Some(p),
         _ => None,
     };
-    if injected.serve != Serve::OutboundOnly {
+    if matches!(injected.serve, Serve::Port(_) | Serve::Socket(_)) {
         pods.push(InjectedPod {
             namespace,
             labels,
@@ -496,6 +505,12 @@ fn settings(
         },
         projected_audiences: tokens::projected_audiences(ann)?,
         pod_token: tokens::pod_token(ann)?,
+        authz_port: match ann("authz").as_deref() {
+            Some("disabled" | "false") => None,
+            on => port_annotation(ann, "authz-port")?
+                .or(opts.authz_port.map(i64::from))
+                .or(on.map(|_| 9191)),
+        },
         identity,
     })
 }
@@ -556,6 +571,12 @@ fn report_line(what: &str, settings: &Settings, injected: &Injected) -> String {
         Serve::Socket(path) => format!(
             "{what}: injected (identity {}, app socket {path} behind inbound {})",
             settings.identity, settings.inbound_port
+        ),
+        Serve::Authz(port) => format!(
+            "{what}: injected as Envoy's external authorizer (identity {}, 127.0.0.1:{port}); \
+             point the mesh's extension provider and a CUSTOM AuthorizationPolicy at it \
+             (deploy/kubernetes/authz/istio.yaml)",
+            settings.identity
         ),
         Serve::OutboundOnly => format!(
             "{what}: injected outbound-only (identity {}): it declares no port to serve, so \

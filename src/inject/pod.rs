@@ -61,6 +61,7 @@ pub(super) fn inject_pod(spec: &mut Yaml, st: &Settings) -> Result<Injected, Str
     let declared = declared_ports(spec, st, &sidecar_ports)?;
     let declared_port = st.app_port.or(declared.first().map(|d| d.1));
     let serve = match (&st.app_socket, declared_port) {
+        _ if st.authz_port.is_some() => Serve::Authz(st.authz_port.unwrap_or(9191)),
         (Some(path), _) => Serve::Socket(path.clone()),
         (None, Some(port)) => Serve::Port(port),
         (None, None) => Serve::OutboundOnly,
@@ -313,8 +314,23 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
     let upstream = match serve {
         Serve::Port(port) => Some(format!("http://127.0.0.1:{port}")),
         Serve::Socket(path) => Some(format!("unix://{path}")),
-        Serve::OutboundOnly => None,
+        Serve::OutboundOnly | Serve::Authz(_) => None,
     };
+    if let Serve::Authz(port) = serve {
+        // The inbound's rules are the verdict; Envoy is the listener in front of the app.
+        env.extend([
+            (
+                "TRUSTGATE_TRUST_AUTHORIZED_KEYS",
+                "/etc/trustgate/authorized_keys".to_owned(),
+            ),
+            ("TRUSTGATE_INBOUND_APP_EXPOSURE", "off".to_owned()),
+            ("TRUSTGATE_AUTHZ_LISTEN", format!("127.0.0.1:{port}")),
+        ]);
+        mounts.push(mount(
+            "trustgate-authorized-keys",
+            "/etc/trustgate/authorized_keys",
+        ));
+    }
     match upstream {
         Some(upstream) => {
             env.push((
@@ -402,7 +418,7 @@ fn sidecar_ports(st: &Settings, serve: &Serve) -> Vec<Yaml> {
         ("name", s("trustgate-admin")),
         ("containerPort", int_node(st.admin_port)),
     ])];
-    if *serve != Serve::OutboundOnly {
+    if matches!(serve, Serve::Port(_) | Serve::Socket(_)) {
         ports.insert(
             0,
             map([

@@ -481,3 +481,64 @@ fn inject_says_what_the_configuration_needs_and_no_annotation_mounts() {
         err(&o)
     );
 }
+
+/// `--authz`: beside an existing Envoy (Istio's) as its external authorizer — the
+/// authorizer's listener on loopback, no inbound listener, the Services and the app's
+/// ingress left to the mesh — valid Kubernetes, injecting twice is injecting once; an
+/// annotation does the same for one workload.
+#[test]
+fn beside_envoy_inject_authz_adds_an_authorizer_and_leaves_services_and_ingress_to_the_mesh() {
+    let input = fixtures().join("deployment.yaml");
+    let o = inject(&["--authz", input.to_str().unwrap()], "");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    for want in [
+        "name: TRUSTGATE_AUTHZ_LISTEN\n              value: \"127.0.0.1:9191\"",
+        "name: TRUSTGATE_INBOUND_ENABLED\n              value: \"false\"",
+        "name: TRUSTGATE_INBOUND_APP_EXPOSURE\n              value: \"off\"",
+        "name: TRUSTGATE_TRUST_AUTHORIZED_KEYS",
+        "mountPath: /etc/trustgate/authorized_keys",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    assert!(
+        !text.contains("trustgate-in"),
+        "no inbound port, no Service moved"
+    );
+    assert!(!text.contains("kind: NetworkPolicy"), "the mesh's ingress");
+    assert!(!text.contains("TRUSTGATE_INBOUND_UPSTREAM"));
+    assert!(
+        err(&o)
+            .contains("injected as Envoy's external authorizer (identity billing, 127.0.0.1:9191)"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(out(&inject(&["--authz", "-"], &text)), text, "twice = once");
+    // One workload by annotation, on a port of its own.
+    let annotated = std::fs::read_to_string(&input).unwrap().replacen(
+        "      annotations:\n",
+        "      annotations:\n        trustgate.dev/authz-port: \"9300\"\n",
+        1,
+    );
+    assert!(
+        annotated.contains("authz-port"),
+        "the fixture's shape changed"
+    );
+    let text = out(&inject(&["-"], &annotated));
+    assert!(text.contains("value: \"127.0.0.1:9300\""), "{text}");
+    if !support::have_tool(
+        "kubernetes-validate",
+        &["--version"],
+        "pip install kubernetes-validate",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("authz.yaml");
+    std::fs::write(&path, &text).unwrap();
+    support::assert_runs(
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", "1.33"])
+            .arg(&path),
+    );
+}
