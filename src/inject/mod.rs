@@ -660,6 +660,7 @@ mod tests {
             outbound_port: 9001,
             admin_port: 9000,
             image: "img:1".into(),
+            authz_port: None,
         };
         let done = inject(DEPLOY, &opts).unwrap();
         for want in [

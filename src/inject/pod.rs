@@ -317,19 +317,7 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
         Serve::OutboundOnly | Serve::Authz(_) => None,
     };
     if let Serve::Authz(port) = serve {
-        // The inbound's rules are the verdict; Envoy is the listener in front of the app.
-        env.extend([
-            (
-                "TRUSTGATE_TRUST_AUTHORIZED_KEYS",
-                "/etc/trustgate/authorized_keys".to_owned(),
-            ),
-            ("TRUSTGATE_INBOUND_APP_EXPOSURE", "off".to_owned()),
-            ("TRUSTGATE_AUTHZ_LISTEN", format!("127.0.0.1:{port}")),
-        ]);
-        mounts.push(mount(
-            "trustgate-authorized-keys",
-            "/etc/trustgate/authorized_keys",
-        ));
+        authz_env(*port, &mut env, &mut mounts);
     }
     match upstream {
         Some(upstream) => {
@@ -380,6 +368,23 @@ fn sidecar_env(st: &Settings, serve: &Serve) -> (Vec<(&'static str, String)>, Ve
             .map(|(name, path)| mount(name, path)),
     );
     (env, mounts)
+}
+
+/// Envoy's authorizer: the inbound's rules are the verdict, Envoy the listener in front
+/// of the app.
+fn authz_env(port: i64, env: &mut Vec<(&'static str, String)>, mounts: &mut Vec<Yaml>) {
+    env.extend([
+        (
+            "TRUSTGATE_TRUST_AUTHORIZED_KEYS",
+            "/etc/trustgate/authorized_keys".to_owned(),
+        ),
+        ("TRUSTGATE_INBOUND_APP_EXPOSURE", "off".to_owned()),
+        ("TRUSTGATE_AUTHZ_LISTEN", format!("127.0.0.1:{port}")),
+    ]);
+    mounts.push(mount(
+        "trustgate-authorized-keys",
+        "/etc/trustgate/authorized_keys",
+    ));
 }
 
 /// Variables naming files in a mounted directory.
