@@ -109,6 +109,8 @@ pub struct Metrics {
     /// `result` (`allowed`, `refused`); each is also one inbound request of
     /// `trustgate_requests_total`, with its outcome.
     pub authz_checks: IntCounterVec,
+    /// DPoP proofs checked (RFC 9449), by `result` (`valid`, or the reason: `stale`, ...).
+    pub dpop_proofs: IntCounterVec,
     pub request_duration: HistogramVec,
     pub trusted_keys: IntGauge,
     pub keyring_reloads: IntCounterVec,
@@ -206,6 +208,12 @@ impl Metrics {
                 "trustgate_authz_checks_total",
                 "Checks answered as Envoy's external authorizer, by mode (grpc, http) and result (allowed, refused).",
                 &["mode", "result"],
+                r
+            )?,
+            dpop_proofs: register_int_counter_vec_with_registry!(
+                "trustgate_dpop_proofs_total",
+                "DPoP proofs checked with people's tokens bound to a key, by result (valid, or the reason: missing, stale, replayed, ...).",
+                &["result"],
                 r
             )?,
             policy_audit: register_int_counter_vec_with_registry!(

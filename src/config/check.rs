@@ -17,6 +17,7 @@ pub(super) fn check(cfg: &mut Config, p: &mut Problems) {
     check_listeners(cfg, p);
     check_fleet(cfg, p);
     super::authz::check(cfg, p);
+    super::dpop::check(cfg, p);
 }
 
 /// `[fleet]` and the scopes that need it: a fleet scope without a store, or with nothing
@@ -64,10 +65,14 @@ fn check_fleet(cfg: &mut Config, p: &mut Problems) {
         if !fleet {
             p.add("inbound.replay_scope", none);
         }
-        if !i.require_request_binding {
+        let dpop = i
+            .users
+            .as_ref()
+            .is_some_and(|u| u.dpop != super::DpopMode::Off);
+        if !i.require_request_binding && !dpop {
             p.add(
                 "inbound.replay_scope",
-                "is \"fleet\" but inbound.require_request_binding is false: only request-bound tokens are single-use",
+                "is \"fleet\" but inbound.require_request_binding is false and no DPoP proof is checked here: only request-bound tokens and DPoP proofs are single-use",
             );
         }
     }

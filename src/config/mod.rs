@@ -19,6 +19,7 @@ mod declare;
 mod authz;
 mod check;
 mod claims;
+mod dpop;
 mod fleet;
 mod headers;
 mod parse;
@@ -36,6 +37,7 @@ use serde::Deserialize;
 pub use crate::rule::{PathPattern, Rule};
 pub use authz::Authz;
 pub use claims::{ClaimHeader, ClaimPointer, Sources};
+pub use dpop::DpopMode;
 pub use fleet::{check_url as check_fleet_url, Fleet, OnError, Scope};
 pub use parse::ConfigError;
 pub use platform::{IssuerConfig, ISSUER_FROM_POD, POD_CA_FILE, POD_SA_DIR, POD_TOKEN_FILE};
@@ -394,6 +396,16 @@ section! {
         /// Header to the app → `tctx` member.
         #[serde(deserialize_with = "values::context_headers")]
         pub context_headers: Vec<(HeaderName, String)> = Vec::new(),
+        /// DPoP (RFC 9449): `"bound"` — a token bound to a key (`cnf.jkt`) needs a valid
+        /// proof and the `DPoP` scheme; `"required"` — every person's token must be bound;
+        /// `"off"` — `cnf` ignored (a migration only).
+        pub dpop: DpopMode = DpopMode::Bound,
+        /// The scheme and authority clients call (`"https://api.example.com"`): a proof's
+        /// `htu` must be one of them followed by the request's path.
+        pub dpop_origins: Vec<String> = Vec::new(),
+        /// How long a proof is fresh after its `iat` (and the replay window).
+        #[serde(with = "humantime_serde")]
+        pub dpop_max_age: Duration = secs(60),
     }
 }
 

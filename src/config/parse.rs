@@ -513,7 +513,7 @@ env_kind!(List: Vec<String>, Vec<http::HeaderName>, Vec<std::net::IpAddr>, Vec<P
 env_kind!(Table: Vec<ClaimHeader>, std::collections::BTreeMap<String, String>);
 env_kind!(Table: Vec<(String, super::ClaimPointer)>, Vec<(http::HeaderName, String)>);
 env_kind!(Table: Option<super::Users>);
-env_kind!(Str: super::UsersMode, super::Scope, super::OnError);
+env_kind!(Str: super::UsersMode, super::Scope, super::OnError, super::DpopMode);
 env_kind!(Path: Option<FilePath>);
 
 /// The rules' keys are [`Rule::FIELDS`] (and `name`, `audit`): none is a file path.

@@ -21,6 +21,10 @@ pub enum Failure {
     /// A person's token was refused: 401 `user_<reason>`.
     #[error("person's token rejected: {0}")]
     User(Rejection),
+    /// A DPoP proof (or a bound token without one) was refused: 401 `user_dpop_<reason>`,
+    /// with a `DPoP` challenge.
+    #[error("DPoP proof refused: {0}")]
+    Dpop(crate::token::dpop::DpopRejection),
     /// A transaction token was refused: 401 `txn_<reason>`.
     #[error("transaction token rejected: {0}")]
     Txn(Rejection),
@@ -177,6 +181,9 @@ pub struct Answer {
     /// `WWW-Authenticate: Bearer error="invalid_token", error_description="<reason>"`
     /// (RFC 6750 §3).
     pub challenge: bool,
+    /// The challenge is DPoP's instead (RFC 9449 §7.1):
+    /// `DPoP error="invalid_dpop_proof", algs="…", error_description="<reason>"`.
+    pub dpop: bool,
     /// `Retry-After`, in seconds.
     pub retry_after: Option<u64>,
     /// In `inbound.mode = "audit"`: forwarded without identity instead of refused (a
@@ -205,6 +212,7 @@ fn row(
         message: message.into(),
         grpc,
         challenge: false,
+        dpop: false,
         retry_after: None,
         forward_in_audit: false,
         warn: false,
@@ -242,6 +250,10 @@ impl Failure {
             Failure::Unauthenticated(r) => refused(r.reason()),
             Failure::User(r) => refused(r.user_reason()),
             Failure::Txn(r) => refused(r.txn_reason()),
+            Failure::Dpop(r) => Answer {
+                dpop: true,
+                ..refused(r.user_reason())
+            },
             Failure::UserRequired => refused("user_token_required"),
             Failure::Forbidden { .. } => {
                 let (r, e) = ("policy", "forbidden");
@@ -337,10 +349,17 @@ pub fn render(a: &Answer, grpc: bool) -> Response<Body> {
     let mut resp = json_response(a.status, a.error, &a.message);
     let headers = resp.headers_mut();
     if a.challenge {
-        let challenge = format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            a.reason
-        );
+        let challenge = match a.dpop {
+            true => format!(
+                "DPoP error=\"invalid_dpop_proof\", algs=\"{}\", error_description=\"{}\"",
+                crate::token::dpop::ALGS,
+                a.reason
+            ),
+            false => format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                a.reason
+            ),
+        };
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             headers.insert(WWW_AUTHENTICATE, v);
         }
@@ -414,6 +433,7 @@ fn upstream(e: &UpstreamError) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::dpop::DpopRejection;
     use http_body_util::BodyExt as _;
 
     async fn body_of(resp: Response<Body>) -> serde_json::Value {
@@ -438,9 +458,10 @@ mod tests {
             Failure::Txn(_) => 10,
             Failure::UserRequired => 11,
             Failure::FleetUnavailable(_) => 12,
+            Failure::Dpop(_) => 13,
         }
     }
-    const VARIANTS: usize = 13;
+    const VARIANTS: usize = 14;
 
     /// Every failure: every variant, with every reason its inner enums have.
     fn every_failure() -> Vec<Failure> {
@@ -451,6 +472,7 @@ mod tests {
         all.extend(BadRequest::ALL.iter().map(|b| Failure::BadRequest(*b)));
         all.extend(Rejection::ALL.iter().map(|r| Failure::User(*r)));
         all.extend(Rejection::ALL.iter().map(|r| Failure::Txn(*r)));
+        all.extend(DpopRejection::ALL.iter().map(|r| Failure::Dpop(*r)));
         all.push(Failure::UserRequired);
         for rule in [None, Some("no-admin".to_owned())] {
             all.push(Failure::Forbidden {
@@ -509,6 +531,7 @@ mod tests {
                 Failure::Unauthenticated(_)
                 | Failure::User(_)
                 | Failure::Txn(_)
+                | Failure::Dpop(_)
                 | Failure::UserRequired => (401, "invalid_token", 16, true, false),
                 Failure::Forbidden { .. } => (403, "forbidden", 7, true, false),
                 Failure::Limited { .. } => (429, "too_many_requests", 8, true, false),
@@ -547,6 +570,7 @@ mod tests {
                 Failure::Unauthenticated(r) => r.reason(),
                 Failure::User(r) => r.user_reason(),
                 Failure::Txn(r) => r.txn_reason(),
+                Failure::Dpop(r) => r.user_reason(),
                 Failure::UserRequired => "user_token_required",
                 Failure::BadRequest(b) => b.code(),
                 Failure::Limited { limit, .. } => limit.reason(),
@@ -563,12 +587,15 @@ mod tests {
             assert_eq!(plain.status().as_u16(), status, "{name}");
             let challenge = plain.headers().get(WWW_AUTHENTICATE).cloned();
             let retry = plain.headers().get(http::header::RETRY_AFTER).cloned();
-            match challenge {
-                Some(c) => assert_eq!(
-                    c.to_str().unwrap(),
-                    format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""),
-                    "{name}"
+            let want = match f {
+                Failure::Dpop(_) => format!(
+                    "DPoP error=\"invalid_dpop_proof\", algs=\"{}\", error_description=\"{reason}\"",
+                    crate::token::dpop::ALGS
                 ),
+                _ => format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""),
+            };
+            match challenge {
+                Some(c) => assert_eq!(c.to_str().unwrap(), want, "{name}"),
                 None => assert_ne!(status, 401, "{name}"),
             }
             match retry {

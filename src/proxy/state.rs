@@ -123,9 +123,13 @@ impl InboundState {
             .chain(&PERSON_HEADERS)
             .cloned()
             .collect();
-        let credentials = [inbound.token_header.clone(), crate::http::TXN_TOKEN]
-            .into_iter()
-            .chain(inbound.users.iter().map(|u| u.token_header.clone()));
+        let credentials = [
+            inbound.token_header.clone(),
+            crate::http::TXN_TOKEN,
+            http::HeaderName::from_static("dpop"),
+        ]
+        .into_iter()
+        .chain(inbound.users.iter().map(|u| u.token_header.clone()));
         let trailers_removed = protected.iter().cloned().chain(credentials).collect();
         let credentials = std::iter::once(inbound.token_header.clone())
             .chain(inbound.users.iter().map(|u| u.token_header.clone()))

@@ -7,6 +7,7 @@
 //! seconds) so that tests can replay fixed tokens.
 mod cache;
 mod claims;
+pub mod dpop;
 mod peek;
 mod person;
 mod sign;

@@ -40,6 +40,9 @@ pub struct Person {
     /// verified-token cache).
     pub exp: u64,
     pub kid: String,
+    /// The key their token is bound to (`cnf.jkt`, RFC 9449): a proof signed by it must
+    /// come with the token (at the edge only).
+    pub jkt: Option<String>,
     /// The headers that name them to the app, made on first use and kept with them (a
     /// cached transaction token names the same person request after request).
     pub headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
@@ -61,6 +64,7 @@ impl Person {
             minted_by: self.minted_by.clone(),
             exp: self.exp,
             kid: self.kid.clone(),
+            jkt: self.jkt.clone(),
             headers: Default::default(),
         }
     }
@@ -79,6 +83,7 @@ impl Person {
             minted_by: None,
             exp: 0,
             kid: String::new(),
+            jkt: None,
             headers: Default::default(),
         }
     }
@@ -98,6 +103,15 @@ struct UserClaims {
     nbf: Option<u64>,
     #[serde(default)]
     scope: Option<String>,
+    /// The confirmation (RFC 7800): `jkt` for a DPoP-bound token (RFC 9449 §6.1).
+    #[serde(default)]
+    cnf: Option<Confirmation>,
+}
+
+#[derive(Deserialize)]
+struct Confirmation {
+    #[serde(default)]
+    jkt: Option<String>,
 }
 
 /// A person's token: signed by a user issuer's key (never a caller's or a peer's), `typ`
@@ -157,6 +171,7 @@ pub fn verify_user(
         minted_by: None,
         exp: c.exp,
         kid: trusted.key.kid.clone(),
+        jkt: c.cnf.and_then(|c| c.jkt),
         headers: Default::default(),
     })
 }
@@ -258,6 +273,7 @@ pub fn verify_txn(
         minted_by: Some(c.iss),
         exp: c.exp,
         kid: trusted.key.kid.clone(),
+        jkt: None,
         headers: Default::default(),
     })
 }

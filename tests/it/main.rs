@@ -25,6 +25,7 @@ mod trust_url;
 // Who may call what: rules, claim headers, per-caller limits, explain.
 mod explain;
 // The person behind the call: people's tokens at the edge, transaction tokens after it.
+mod dpop;
 mod end_users;
 mod policy;
 // The fleet: limits and single-use tokens across replicas, on a real Redis.

@@ -12,12 +12,37 @@ pub fn extract_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'
     check_token(locate_token(headers, name)?)
 }
 
+/// How a token arrived: `Bearer`, `DPoP` (RFC 9449 §7.1: a person's token bound to a
+/// key), or without a scheme (in a header other than `authorization`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    Dpop,
+    Bare,
+}
+
 /// Where the token is: exactly one field, within the size limit, its scheme stripped.
 /// Its bytes are not checked yet ([`check_token`]).
 pub(crate) fn locate_token<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Result<&'a [u8], Rejection> {
+    locate(headers, name, false).map(|(token, _)| token)
+}
+
+/// A person's token ([`locate_token`]), where `DPoP` is a scheme too, and which one it had.
+pub(crate) fn locate_user_token<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<(&'a [u8], Scheme), Rejection> {
+    locate(headers, name, true)
+}
+
+fn locate<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    dpop: bool,
+) -> Result<(&'a [u8], Scheme), Rejection> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(Rejection::Missing)?;
     if values.next().is_some() {
@@ -27,7 +52,7 @@ pub(crate) fn locate_token<'a>(
         return Err(Rejection::TooLarge);
     }
     let value = value.as_bytes().trim_ascii();
-    let token = match bearer(value) {
+    let (token, scheme) = match scheme(value, dpop) {
         Some(t) => t,
         // Bytes beyond ASCII say "malformed" before anything says "missing".
         None if !value.is_ascii() => return Err(Rejection::Malformed),
@@ -41,12 +66,12 @@ pub(crate) fn locate_token<'a>(
             return Err(Rejection::Malformed)
         }
         None if *name == AUTHORIZATION => return Err(Rejection::Missing),
-        None => value,
+        None => (value, Scheme::Bare),
     };
     if token.is_empty() {
         return Err(Rejection::Missing);
     }
-    Ok(token)
+    Ok((token, scheme))
 }
 
 /// A token's bytes, checked only when the verified-token cache does not know them: ASCII
@@ -63,13 +88,16 @@ pub(crate) fn check_token(token: &[u8]) -> Result<&str, Rejection> {
     std::str::from_utf8(token).map_err(|_| Rejection::Malformed)
 }
 
-/// `Bearer` (any case), one or more spaces, the credentials.
-fn bearer(value: &[u8]) -> Option<&[u8]> {
+/// `Bearer` (any case) — or `DPoP`, where `dpop` — one or more spaces, the credentials.
+fn scheme(value: &[u8], dpop: bool) -> Option<(&[u8], Scheme)> {
     let space = value.iter().position(|&b| b == b' ')?;
     let (scheme, rest) = value.split_at(space);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
+    let scheme = match scheme {
+        s if s.eq_ignore_ascii_case(b"bearer") => Scheme::Bearer,
+        s if dpop && s.eq_ignore_ascii_case(b"dpop") => Scheme::Dpop,
+        _ => return None,
+    };
+    Some((rest.trim_ascii(), scheme))
 }
 
 #[cfg(test)]

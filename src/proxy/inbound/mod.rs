@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 mod authn;
 mod authorize;
 mod bearer;
+mod dpop;
 pub mod person;
 mod present;
 mod screen;
@@ -391,6 +392,8 @@ async fn decide<B, O: Observer<B>>(
     if let Some(p) = p {
         person::present(side, req.headers_mut(), p);
     }
+    // A DPoP proof is a credential, checked or not.
+    req.headers_mut().remove(dpop::DPOP);
     obs.presented(v.map_or("-", |v| &v.caller), req.headers(), &withheld);
     Decision::Forward(Verdict::new(Outcome::Ok).by(who(v, person.as_ref())), req)
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Request};
 
-use super::bearer::{check_token, locate_token};
+use super::bearer::{check_token, locate_user_token, Scheme};
+use super::dpop;
 use super::verify::{self, Refused};
 use crate::config::{Users, UsersMode};
 use crate::proxy::rescue::Failure;
@@ -77,15 +78,18 @@ async fn own_token<B>(
     now: u64,
 ) -> Result<Option<Person>, Failure> {
     let counted = |result: &str| state.metrics.user_tokens.with_label_values(&[result]).inc();
-    let raw = match locate_token(req.headers(), &u.token_header) {
+    let (raw, scheme) = match locate_user_token(req.headers(), &u.token_header) {
         Err(Rejection::Missing) => return Ok(None),
-        other => other.and_then(check_token),
+        Err(r) => (Err(r), Scheme::Bare),
+        Ok((raw, scheme)) => (check_token(raw), scheme),
     };
     let verified = match raw {
-        Ok(token) => verify_person(state, side, token, now).await,
+        Ok(token) => verify_person(state, side, token, now)
+            .await
+            .map(|p| (p, token)),
         Err(r) => Err(Failure::User(r)),
     };
-    let mut p = match verified {
+    let (mut p, token) = match verified {
         Ok(p) => p,
         Err(f) => {
             counted(f.reason());
@@ -103,6 +107,8 @@ async fn own_token<B>(
         Some([valid, _]) => valid.inc(),
         None => counted("valid"),
     }
+    // A token bound to a key passes only with its proof.
+    dpop::sender(state, side, u, req, (token, scheme), &p, now).await?;
     if !u.forward_user_token {
         req.headers_mut().remove(&u.token_header);
     }

@@ -57,12 +57,13 @@ pub(crate) fn screen<B>(
 
 /// A request forwarded without a verdict on its credentials (a public path, audit mode's
 /// refusal): the caller's token, the person's (unless `forward_user_token`) and a
-/// transaction token nobody verified here stay at the sidecar.
+/// transaction token nobody verified here and a DPoP proof stay at the sidecar.
 pub(super) fn withhold_credentials(side: &InboundState, headers: &mut HeaderMap) {
     let users = side.cfg.users.as_ref().filter(|u| !u.forward_user_token);
     let user = users.map(|u| &u.token_header);
     let credential =
         |n: &HeaderName| *n == side.cfg.token_header || *n == person::TXN_TOKEN || Some(n) == user;
+    let credential = |n: &HeaderName| credential(n) || *n == super::dpop::DPOP;
     let present: Vec<HeaderName> = headers.keys().filter(|n| credential(n)).cloned().collect();
     for name in present {
         headers.remove(name);

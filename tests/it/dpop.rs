@@ -1,0 +1,328 @@
+//! DPoP at the edge (RFC 9449, DESIGN.md "Sender-constrained tokens"): a person's token
+//! from the Python OIDC provider bound to a client key (`cnf.jkt`), proofs made by
+//! jwcrypto (never by trustgate), raw bytes in, what the app received asserted as it
+//! arrived. A bound token is worth nothing without a fresh proof of its key, and the
+//! RFC's negative cases are each refused with their reason.
+use crate::end_users::{people, person, reason, send};
+use crate::platform::Issuer;
+use crate::support;
+
+use support::raw::{spawn_raw_app, RawApp};
+use support::*;
+
+const ORIGIN: &str = "https://api.example.com";
+
+/// A proof made by `tests/it/support/dpop_proof.py` (jwcrypto) from `spec`.
+fn proof(dir: &std::path::Path, spec: serde_json::Value) -> String {
+    let mut spec = spec;
+    spec["dir"] = dir.display().to_string().into();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/dpop_proof.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+struct Edge {
+    side: Sidecar,
+    app: RawApp,
+    _keys: Keys,
+}
+
+/// web: people's tokens in `Authorization` (callers optional), DPoP origins set; `users`
+/// lines added to `[inbound.users]`.
+async fn edge(issuer: &Issuer, users: &str, inbound: &[&str]) -> Edge {
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let app = spawn_raw_app().await;
+    let mut conf = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("web-trusts", &[]), app.addr)
+        .set("inbound", "token_header = \"x-service-token\"");
+    for line in inbound {
+        conf = conf.set("inbound", *line);
+    }
+    let side = conf
+        .extra(&format!(
+            "{}[inbound.users]\ncallers = \"optional\"\ntoken_header = \"authorization\"\n\
+             dpop_origins = [\"{ORIGIN}\"]\n{users}",
+            people(issuer)
+        ))
+        .start()
+        .await;
+    Edge {
+        side,
+        app,
+        _keys: keys,
+    }
+}
+
+fn head(scheme: &str, token: &str, proofs: &[&str]) -> String {
+    let mut h =
+        format!("GET /orders?page=2 HTTP/1.1\r\nhost: web\r\nauthorization: {scheme} {token}\r\n");
+    for p in proofs {
+        h.push_str(&format!("DPoP: {p}\r\n"));
+    }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_token_passes_only_with_a_fresh_proof_of_its_key() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let jkt = proof(d, serde_json::json!({"thumbprint": true}));
+    let token = person(&issuer, "alice", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let edge = edge(&issuer, "", &[]).await;
+    let now = trustgate::proxy::unix_now();
+    let htu = format!("{ORIGIN}/orders");
+    let good = |extra: serde_json::Value| {
+        let mut spec = serde_json::json!({"htm": "GET", "htu": htu, "token": token});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        proof(d, spec)
+    };
+
+    // The proof of its key, with the DPoP scheme: the app gets the person, and neither the
+    // token nor the proof.
+    let r = send(
+        edge.side.inbound(),
+        &head("DPoP", &token, &[&good(serde_json::json!({}))]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let seen = edge.app.requests().pop().unwrap();
+    assert_eq!(seen.values("x-user-subject"), ["alice"]);
+    assert!(seen.values("dpop").is_empty() && seen.values("authorization").is_empty());
+    // A query in htu (and a fragment) is ignored; the origin is compared normalised.
+    let q = good(serde_json::json!({"htu": "HTTPS://API.example.com:443/orders?page=9#x"}));
+    assert_eq!(
+        send(edge.side.inbound(), &head("DPoP", &token, &[&q]))
+            .await
+            .status,
+        200
+    );
+
+    let replayed = good(serde_json::json!({"jti": "once"}));
+    assert_eq!(
+        send(edge.side.inbound(), &head("DPoP", &token, &[&replayed]))
+            .await
+            .status,
+        200
+    );
+    let other_key = {
+        proof(d, serde_json::json!({"key": "other", "thumbprint": true}));
+        good(serde_json::json!({"key": "other"}))
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("no proof", head("DPoP", &token, &[]), "user_dpop_missing"),
+        (
+            "two proofs",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({})), &good(serde_json::json!({}))],
+            ),
+            "user_dpop_malformed",
+        ),
+        (
+            "typ JWT",
+            head("DPoP", &token, &[&good(serde_json::json!({"typ": "JWT"}))]),
+            "user_dpop_malformed",
+        ),
+        (
+            "alg none",
+            head("DPoP", &token, &[&good(serde_json::json!({"alg": "none"}))]),
+            "user_dpop_malformed",
+        ),
+        (
+            "HS256",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"alg": "HS256"}))],
+            ),
+            "user_dpop_malformed",
+        ),
+        (
+            "a private key in jwk",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"private_jwk": true}))],
+            ),
+            "user_dpop_malformed",
+        ),
+        (
+            "signed by another key than its jwk",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"jwk_key": "other"}))],
+            ),
+            "user_dpop_bad_signature",
+        ),
+        (
+            "another method",
+            head("DPoP", &token, &[&good(serde_json::json!({"htm": "POST"}))]),
+            "user_dpop_wrong_method",
+        ),
+        (
+            "another origin",
+            head(
+                "DPoP",
+                &token,
+                &[&good(
+                    serde_json::json!({"htu": "https://evil.example.com/orders"}),
+                )],
+            ),
+            "user_dpop_wrong_uri",
+        ),
+        (
+            "another path",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"htu": format!("{ORIGIN}/admin")}))],
+            ),
+            "user_dpop_wrong_uri",
+        ),
+        (
+            "stale iat",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"iat": now - 300}))],
+            ),
+            "user_dpop_stale",
+        ),
+        (
+            "future iat",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"iat": now + 300}))],
+            ),
+            "user_dpop_stale",
+        ),
+        (
+            "a replayed jti",
+            head("DPoP", &token, &[&replayed]),
+            "user_dpop_replayed",
+        ),
+        (
+            "another token's ath",
+            head(
+                "DPoP",
+                &token,
+                &[&good(serde_json::json!({"token": "another.token.here"}))],
+            ),
+            "user_dpop_token_mismatch",
+        ),
+        (
+            "another key's proof",
+            head("DPoP", &token, &[&other_key]),
+            "user_dpop_key_mismatch",
+        ),
+        (
+            "a bound token as Bearer, with its proof",
+            head("Bearer", &token, &[&good(serde_json::json!({}))]),
+            "user_dpop_bearer_scheme",
+        ),
+        (
+            "a bound token as Bearer, stolen (no proof)",
+            head("Bearer", &token, &[]),
+            "user_dpop_bearer_scheme",
+        ),
+    ];
+    edge.app.clear();
+    for (name, head, want) in cases {
+        let r = send(edge.side.inbound(), &head).await;
+        assert_eq!(
+            (r.status, reason(&r).as_str()),
+            (401, want),
+            "{name}: {}",
+            r.body_text()
+        );
+        let challenge = r.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("DPoP error=\"invalid_dpop_proof\", algs=\"ES256"),
+            "{name}: {challenge}"
+        );
+    }
+    assert!(
+        edge.app.requests().is_empty(),
+        "a refused request reached the app"
+    );
+    let metrics = get(format!("http://{}/metrics", edge.side.admin()), &[])
+        .await
+        .body;
+    for line in [
+        "trustgate_dpop_proofs_total{result=\"valid\"} 3",
+        "trustgate_dpop_proofs_total{result=\"bearer_scheme\"} 2",
+        "trustgate_dpop_proofs_total{result=\"replayed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+}
+
+/// `dpop = "required"`: an unbound token is refused; under the default an unbound token
+/// passes as a bearer token, but not with the DPoP scheme; and an edge without
+/// `dpop_origins` refuses a bound token rather than passing it unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_tokens_and_edges_without_origins() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jkt = proof(dir.path(), serde_json::json!({"thumbprint": true}));
+    let unbound = person(&issuer, "bob", serde_json::json!({}));
+    let bound = person(&issuer, "alice", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let open = edge(&issuer, "", &[]).await;
+    let r = send(open.side.inbound(), &head("Bearer", &unbound, &[])).await;
+    assert_eq!(
+        r.status,
+        200,
+        "an unbound token is a bearer token: {}",
+        r.body_text()
+    );
+    let r = send(open.side.inbound(), &head("DPoP", &unbound, &[])).await;
+    assert_eq!(reason(&r), "user_dpop_unbound");
+    let strict = edge(&issuer, "dpop = \"required\"\n", &[]).await;
+    let r = send(strict.side.inbound(), &head("Bearer", &unbound, &[])).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "user_dpop_unbound"));
+
+    // No origins: the bound token is refused, never passed unchecked.
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let app = spawn_raw_app().await;
+    let bare = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("t", &[]), app.addr)
+        .set("inbound", "token_header = \"x-service-token\"")
+        .extra(&format!(
+            "{}[inbound.users]\ncallers = \"optional\"\ntoken_header = \"authorization\"\n",
+            people(&issuer)
+        ))
+        .start()
+        .await;
+    let p = proof(
+        dir.path(),
+        serde_json::json!({"htm": "GET", "htu": format!("{ORIGIN}/orders"), "token": bound}),
+    );
+    let r = send(bare.inbound(), &head("DPoP", &bound, &[&p])).await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (401, "user_dpop_unconfigured")
+    );
+    assert!(app.requests().is_empty());
+}
