@@ -326,3 +326,143 @@ async fn unbound_tokens_and_edges_without_origins() {
     );
     assert!(app.requests().is_empty());
 }
+
+/// npm's oidc-provider (with `features.dPoP`) and npm's `dpop` client, started by
+/// `tests/it/support/node/dpop_provider.mjs`: the client's token and proofs.
+struct RealClient {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    issuer: String,
+    jwks_url: String,
+    token: String,
+}
+
+impl Drop for RealClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RealClient {
+    fn start() -> Option<RealClient> {
+        use std::io::BufRead;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/node");
+        let installed = dir.join("node_modules/oidc-provider").exists()
+            && dir.join("node_modules/dpop").exists();
+        if !installed {
+            assert!(
+                std::env::var("TRUSTGATE_REQUIRE_INTEROP").as_deref() != Ok("1"),
+                "TRUSTGATE_REQUIRE_INTEROP=1 but {} has no node_modules (npm install there)",
+                dir.display()
+            );
+            eprintln!("SKIPPED: npm install in {} first", dir.display());
+            return None;
+        }
+        let mut child = std::process::Command::new("node")
+            .arg(dir.join("dpop_provider.mjs"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // oidc-provider prints notices on stdout too: the client's line is the JSON one.
+        let first = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|l| l.starts_with('{'))
+            .expect("the provider's token");
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(v["token_type"], "DPoP", "{first}");
+        let s = |k: &str| v[k].as_str().unwrap().to_owned();
+        Some(RealClient {
+            issuer: s("issuer"),
+            jwks_url: s("jwks_url"),
+            token: s("access_token"),
+            child,
+            lines,
+        })
+    }
+
+    /// The client's proof for `htm htu`.
+    fn proof(&mut self, htm: &str, htu: &str) -> String {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{htm} {htu}").unwrap();
+        stdin.flush().unwrap();
+        self.lines.next().unwrap().unwrap()
+    }
+}
+
+/// The Done-when of DPoP: a real OpenID provider's DPoP-bound token, with a real client's
+/// proofs, works through trustgate; the same token stolen (as `Bearer`, or replaying a
+/// proof already used, or a proof for another request) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_providers_bound_token_works_with_a_real_clients_proofs_and_not_stolen() {
+    let Some(mut client) = RealClient::start() else {
+        return;
+    };
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let app = spawn_raw_app().await;
+    let side = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("t", &[]), app.addr)
+        .set("inbound", "token_header = \"x-service-token\"")
+        .set("trust", "allow_http_fetch = true")
+        .extra(&format!(
+            "[[trust.issuers]]\nname = \"shop-idp\"\nkind = \"oidc\"\nusers = true\n\
+             issuer = \"{}\"\njwks_url = \"{}\"\naudiences = [\"web\"]\n\
+             [inbound.users]\ncallers = \"optional\"\ntoken_header = \"authorization\"\n\
+             dpop_origins = [\"{ORIGIN}\"]\n",
+            client.issuer, client.jwks_url
+        ))
+        .start()
+        .await;
+    let token = client.token.clone();
+    let htu = format!("{ORIGIN}/orders");
+    let ask = |proofs: Vec<String>, scheme: &'static str| {
+        let refs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+        head(scheme, &token, &refs)
+    };
+    let p = client.proof("GET", &htu);
+    let r = send(side.inbound(), &ask(vec![p.clone()], "DPoP")).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let seen = app.requests().pop().unwrap();
+    assert_eq!(seen.values("x-user-subject"), ["shop"]);
+    assert!(seen.values("dpop").is_empty() && seen.values("authorization").is_empty());
+    for _ in 0..3 {
+        let p = client.proof("GET", &htu);
+        assert_eq!(
+            send(side.inbound(), &ask(vec![p], "DPoP")).await.status,
+            200
+        );
+    }
+    app.clear();
+    let stolen = [
+        (ask(vec![], "Bearer"), "user_dpop_bearer_scheme"),
+        (ask(vec![], "DPoP"), "user_dpop_missing"),
+        (ask(vec![p], "DPoP"), "user_dpop_replayed"),
+        (
+            ask(vec![client.proof("POST", &htu)], "DPoP"),
+            "user_dpop_wrong_method",
+        ),
+        (
+            ask(
+                vec![client.proof("GET", &format!("{ORIGIN}/admin"))],
+                "DPoP",
+            ),
+            "user_dpop_wrong_uri",
+        ),
+    ];
+    for (head, want) in stolen {
+        let r = send(side.inbound(), &head).await;
+        assert_eq!(
+            (r.status, reason(&r).as_str()),
+            (401, want),
+            "{}",
+            r.body_text()
+        );
+    }
+    assert!(app.requests().is_empty());
+}
