@@ -501,3 +501,62 @@ async fn over_tls_envoy_needs_its_client_certificate() {
     assert_eq!(send(without.listen, &valid).await.status, 403);
     assert!(app.requests().is_empty(), "the app was reached");
 }
+
+/// DPoP through the authorizer door: a bound person's token with its proof passes Envoy
+/// (the proof removed before the app), the same token as `Bearer` is refused with the
+/// DPoP challenge — the proxy's steps, the proxy's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_holds_through_envoy() {
+    if !envoy::available() {
+        return;
+    }
+    let Some(issuer) = crate::platform::Issuer::start() else {
+        return;
+    };
+    use crate::dpop::{head, proof, ORIGIN};
+    let dir = tempfile::tempdir().unwrap();
+    let jkt = proof(dir.path(), serde_json::json!({"thumbprint": true}));
+    let token =
+        crate::end_users::person(&issuer, "alice", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let app = spawn_raw_app().await;
+    let toml = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("t", &[]), app.addr)
+        .set("inbound", "token_header = \"x-service-token\"")
+        .extra(&format!(
+            "{}[inbound.users]\ncallers = \"optional\"\ntoken_header = \"authorization\"\n\
+             dpop_origins = [\"{ORIGIN}\"]\n\
+             [authz]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n",
+            crate::end_users::people(&issuer)
+        ))
+        .toml();
+    for mode in [Mode::Grpc, Mode::Http] {
+        let (_side, envoy) = behind_envoy(mode, &toml, app.addr).await;
+        let p = proof(
+            dir.path(),
+            serde_json::json!({"htm": "GET", "htu": format!("{ORIGIN}/orders"), "token": token}),
+        );
+        app.clear();
+        let r = crate::end_users::send(envoy.listen, &head("DPoP", &token, &[&p])).await;
+        assert_eq!(r.status, 200, "{mode:?}: {}", r.body_text());
+        let seen = app.requests().pop().unwrap();
+        assert_eq!(seen.values("x-user-subject"), ["alice"], "{mode:?}");
+        assert!(
+            seen.values("dpop").is_empty(),
+            "{mode:?}: the proof reached the app"
+        );
+        assert!(seen.values("authorization").is_empty(), "{mode:?}");
+        app.clear();
+        let r = crate::end_users::send(envoy.listen, &head("Bearer", &token, &[])).await;
+        assert_eq!(
+            (r.status, crate::end_users::reason(&r).as_str()),
+            (401, "user_dpop_bearer_scheme"),
+            "{mode:?}"
+        );
+        assert!(r
+            .header("www-authenticate")
+            .is_some_and(|c| c.starts_with("DPoP error=\"invalid_dpop_proof\"")));
+        assert!(app.requests().is_empty());
+    }
+}

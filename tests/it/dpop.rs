@@ -10,10 +10,10 @@ use crate::support;
 use support::raw::{spawn_raw_app, RawApp};
 use support::*;
 
-const ORIGIN: &str = "https://api.example.com";
+pub(crate) const ORIGIN: &str = "https://api.example.com";
 
 /// A proof made by `tests/it/support/dpop_proof.py` (jwcrypto) from `spec`.
-fn proof(dir: &std::path::Path, spec: serde_json::Value) -> String {
+pub(crate) fn proof(dir: &std::path::Path, spec: serde_json::Value) -> String {
     let mut spec = spec;
     spec["dir"] = dir.display().to_string().into();
     let script =
@@ -64,7 +64,7 @@ async fn edge(issuer: &Issuer, users: &str, inbound: &[&str]) -> Edge {
     }
 }
 
-fn head(scheme: &str, token: &str, proofs: &[&str]) -> String {
+pub(crate) fn head(scheme: &str, token: &str, proofs: &[&str]) -> String {
     let mut h =
         format!("GET /orders?page=2 HTTP/1.1\r\nhost: web\r\nauthorization: {scheme} {token}\r\n");
     for p in proofs {
@@ -465,4 +465,53 @@ async fn a_real_providers_bound_token_works_with_a_real_clients_proofs_and_not_s
         );
     }
     assert!(app.requests().is_empty());
+}
+
+/// Under `replay_scope = "fleet"` a proof used at one replica is refused at another that
+/// shares the store (a real redis-server): the replay cache is the fleet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_used_at_one_replica_is_refused_at_another() {
+    if !support::redis::available() {
+        return;
+    }
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let redis = support::redis::Redis::start("pw-dpop");
+    let password = redis.dir.path().join("password");
+    std::fs::write(&password, &redis.password).unwrap();
+    let fleet = format!(
+        "[fleet]\nredis = \"{}\"\npassword_file = \"{}\"\ntimeout = \"500ms\"\n",
+        redis.url,
+        password.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let jkt = proof(dir.path(), serde_json::json!({"thumbprint": true}));
+    let token = person(&issuer, "alice", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let a = edge(&issuer, &fleet, &["replay_scope = \"fleet\""]).await;
+    let b = edge(&issuer, &fleet, &["replay_scope = \"fleet\""]).await;
+    for e in [&a, &b] {
+        let metrics = format!("http://{}/metrics", e.side.admin());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !get(metrics.clone(), &[])
+            .await
+            .body
+            .contains("trustgate_fleet_up 1")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fleet never came up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let p = proof(
+        dir.path(),
+        serde_json::json!({"htm": "GET", "htu": format!("{ORIGIN}/orders"), "token": token}),
+    );
+    let r = send(a.side.inbound(), &head("DPoP", &token, &[&p])).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let r = send(b.side.inbound(), &head("DPoP", &token, &[&p])).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "user_dpop_replayed"));
+    assert!(b.app.requests().is_empty());
 }
