@@ -188,6 +188,10 @@ pub struct ExplainArgs {
     /// A transaction token the request carries (in `txn-token`).
     #[arg(long)]
     txn_token: Option<String>,
+    /// A DPoP proof the request carries (in `DPoP`; the person's token in `Authorization`
+    /// then goes with the `DPoP` scheme).
+    #[arg(long)]
+    dpop: Option<String>,
     /// GET, POST, ...
     method: String,
     /// The request target: path and query.
@@ -519,6 +523,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         headers,
         user_token,
         txn_token,
+        dpop,
     } = args;
     let usage = |msg: String| {
         eprintln!("error: {msg}");
@@ -564,6 +569,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         who,
         user_token,
         txn_token,
+        dpop,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

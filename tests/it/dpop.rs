@@ -515,3 +515,42 @@ async fn a_proof_used_at_one_replica_is_refused_at_another() {
     assert_eq!((r.status, reason(&r).as_str()), (401, "user_dpop_replayed"));
     assert!(b.app.requests().is_empty());
 }
+
+/// `trustgate explain --user-token T --dpop PROOF` runs the same DPoP step: the proof
+/// passes; without it the bound token goes as `Bearer` and is refused with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_checks_the_proof() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jkt = proof(dir.path(), serde_json::json!({"thumbprint": true}));
+    let token = person(&issuer, "alice", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let keys = Keys::new();
+    let web = keys.make("web");
+    let text = Conf::new("web", &web.private)
+        .inbound(&keys.trust_dir("t", &[]), "127.0.0.1:1")
+        .set("inbound", "token_header = \"x-service-token\"")
+        .extra(&format!(
+            "{}[inbound.users]\ncallers = \"optional\"\ntoken_header = \"authorization\"\n\
+             dpop_origins = [\"{ORIGIN}\"]\n",
+            people(&issuer)
+        ))
+        .toml();
+    let config = keys.path().join("web.toml");
+    std::fs::write(&config, text).unwrap();
+    let p = proof(
+        dir.path(),
+        serde_json::json!({"htm": "GET", "htu": format!("{ORIGIN}/orders"), "token": token}),
+    );
+    let (code, out, err) = crate::policy::explain(
+        &config,
+        &["--user-token", &token, "--dpop", &p, "GET", "/orders"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("alice"), "{out}");
+    let (code, out, err) =
+        crate::policy::explain(&config, &["--user-token", &token, "GET", "/orders"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("user_dpop_bearer_scheme"), "{out}");
+}

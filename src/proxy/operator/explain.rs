@@ -38,6 +38,9 @@ pub struct Question {
     pub user_token: Option<String>,
     /// A transaction token, in `txn-token`.
     pub txn_token: Option<String>,
+    /// A DPoP proof (in `DPoP`), for a person's token bound to a key: that token then
+    /// goes with the `DPoP` scheme.
+    pub dpop: Option<String>,
 }
 
 /// The steps, one line each, and the answer.
@@ -384,9 +387,21 @@ fn request(side: &InboundState, identity: &str, q: &Question) -> Result<Request<
     );
     for (name, token) in [(user_header, &q.user_token), (TXN_TOKEN, &q.txn_token)] {
         if let Some(token) = token {
-            let value = field(&name, token)?;
+            let value = match (&q.dpop, name == http::header::AUTHORIZATION) {
+                (Some(_), true) if !token.contains(' ') => {
+                    HeaderValue::from_str(&format!("DPoP {token}"))
+                        .map_err(|_| "the token is not a header value")?
+                }
+                _ => field(&name, token)?,
+            };
             req.headers_mut().insert(name, value);
         }
+    }
+    if let Some(proof) = &q.dpop {
+        let value =
+            HeaderValue::from_str(proof.trim()).map_err(|_| "the proof is not a header value")?;
+        req.headers_mut()
+            .insert(HeaderName::from_static("dpop"), value);
     }
     Ok(req)
 }
