@@ -72,6 +72,8 @@ pub struct InboundState {
     pub replay: ReplayCache,
     /// `inbound.replay_scope = "fleet"`: the replay cache shared through `[fleet]`.
     pub fleet_replay: Option<Arc<crate::fleet::Fleet>>,
+    /// The keys of the DPoP proofs seen, by header (one parse per client key).
+    pub dpop_keys: crate::token::dpop::ProofKeys,
     /// Roles by caller, and the `x-service-caller-roles` value joined once.
     pub roles: HashMap<String, (Vec<String>, HeaderValue)>,
     /// `trust.transaction_token_issuers` names someone: `txn-token` is verified and
@@ -150,6 +152,7 @@ impl InboundState {
                 None => 0,
             }),
             replay: ReplayCache::new(inbound.replay_cache_size, cfg.trust.leeway),
+            dpop_keys: crate::token::dpop::ProofKeys::new(1024),
             fleet_replay: fleet
                 .clone()
                 .filter(|_| inbound.replay_scope == crate::config::Scope::Fleet),

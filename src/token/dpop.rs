@@ -2,12 +2,17 @@
 //! with a fresh proof signed by that key. The proof's checks, in the RFC's order (§4.3),
 //! as pure functions of the proof, the request and the access token; the single use of a
 //! proof's `jti` is the caller's ([`crate::proxy::inbound`] keeps the replay caches).
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use aws_lc_rs::digest;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+
+use crate::keys::{KeyAlg, VerifyingKey};
 
 words! {
     /// Why a DPoP proof (or a bound token without one) was refused: the reason
@@ -101,28 +106,54 @@ struct Claims {
 /// step 7: the key must not be private).
 const PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
-/// The RFC's checks of one proof (§4.3), in its order: a JWT; `typ` `dpop+jwt`; an
-/// asymmetric `alg`; a public `jwk` that verifies the signature; `jti`, `htm`, `htu`,
-/// `iat`; `ath` the hash of `access_token`; the key's thumbprint `jkt`.
-/// `method` and `path` are the request's as it arrived (the client signed those).
-pub fn verify_proof(
-    proof: &str,
-    method: &str,
-    path: &str,
-    access_token: &str,
-    jkt: &str,
-    policy: &ProofPolicy<'_>,
-    now: u64,
-) -> Result<Proof, DpopRejection> {
+/// A proof's key, from its header: what verifies it and its RFC 7638 thumbprint.
+struct ProofKey {
+    alg: Algorithm,
+    /// ES256, EdDSA: parsed once for aws-lc; the others through `decoding`.
+    verifying: Option<VerifyingKey>,
+    decoding: DecodingKey,
+    jkt: String,
+}
+
+/// The keys of the proofs seen, by their header's bytes (a client's proofs all carry the
+/// same header: `typ`, `alg`, `jwk`): the header parsed, the key checked and its
+/// thumbprint computed once per client, not per request. Bounded: emptied when full.
+pub struct ProofKeys {
+    capacity: usize,
+    keys: Mutex<HashMap<Box<str>, Arc<ProofKey>>>,
+}
+
+impl ProofKeys {
+    pub fn new(capacity: usize) -> Self {
+        ProofKeys {
+            capacity,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, header_b64: &str) -> Result<Arc<ProofKey>, DpopRejection> {
+        let lock = || self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = lock().get(header_b64) {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(proof_key(header_b64)?);
+        let mut keys = lock();
+        if keys.len() >= self.capacity {
+            keys.clear();
+        }
+        keys.insert(header_b64.into(), key.clone());
+        Ok(key)
+    }
+}
+
+/// The header's checks (§4.3 steps 4–7): `typ` `dpop+jwt`, an asymmetric `alg`, a public
+/// `jwk` (no private members) usable with it.
+fn proof_key(header_b64: &str) -> Result<ProofKey, DpopRejection> {
     use DpopRejection as R;
-    let mut parts = proof.split('.');
-    let (Some(h), Some(c), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(R::Malformed);
-    };
-    let json = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| R::Malformed);
-    let header: Header = serde_json::from_slice(&json(h)?).map_err(|_| R::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| R::Malformed)?;
+    let header: Header = serde_json::from_slice(&bytes).map_err(|_| R::Malformed)?;
     if header.typ.as_deref() != Some("dpop+jwt") {
         return Err(R::Malformed);
     }
@@ -133,13 +164,60 @@ pub fn verify_proof(
     }
     let jwk: Jwk =
         serde_json::from_value(serde_json::Value::Object(jwk)).map_err(|_| R::Malformed)?;
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| R::Malformed)?;
-    let message = &proof[..h.len() + 1 + c.len()];
-    match jsonwebtoken::crypto::verify(sig, message.as_bytes(), &key, alg) {
-        Ok(true) => {}
-        _ => return Err(R::BadSignature),
+    let jkt = jwk
+        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+        .map_err(|_| R::Malformed)?;
+    let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| R::Malformed)?;
+    let verifying = match alg {
+        Algorithm::ES256 => Some(KeyAlg::Es256),
+        Algorithm::EdDSA => Some(KeyAlg::EdDsa),
+        _ => None,
     }
-    let claims: Claims = serde_json::from_slice(&json(c)?).map_err(|_| R::Malformed)?;
+    .and_then(|a| VerifyingKey::from_public_jwk(jwk, a).ok())
+    .filter(|v| v.parsed.is_some());
+    Ok(ProofKey {
+        alg,
+        verifying,
+        decoding,
+        jkt,
+    })
+}
+
+/// The RFC's checks of one proof (§4.3), in its order: a JWT; `typ` `dpop+jwt`; an
+/// asymmetric `alg`; a public `jwk` that verifies the signature; `jti`, `htm`, `htu`,
+/// `iat`; `ath` the hash of `access_token`; the key's thumbprint `jkt`.
+/// `method` and `path` are the request's as it arrived (the client signed those).
+pub fn verify_proof(
+    proof: &str,
+    (method, path): (&str, &str),
+    access_token: &str,
+    jkt: &str,
+    policy: &ProofPolicy<'_>,
+    keys: &ProofKeys,
+    now: u64,
+) -> Result<Proof, DpopRejection> {
+    use DpopRejection as R;
+    let mut parts = proof.split('.');
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(R::Malformed);
+    };
+    let key = keys.get(h)?;
+    let message = &proof.as_bytes()[..h.len() + 1 + c.len()];
+    let valid = match key.verifying.as_ref().and_then(|v| v.parsed.as_ref()) {
+        Some(parsed) => {
+            let mut raw = [0u8; 64];
+            matches!(URL_SAFE_NO_PAD.decode_slice(sig, &mut raw), Ok(64))
+                && parsed.verify_sig(message, &raw).is_ok()
+        }
+        None => jsonwebtoken::crypto::verify(sig, message, &key.decoding, key.alg).unwrap_or(false),
+    };
+    if !valid {
+        return Err(R::BadSignature);
+    }
+    let claims = URL_SAFE_NO_PAD.decode(c).map_err(|_| R::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&claims).map_err(|_| R::Malformed)?;
     let jti = claims
         .jti
         .filter(|j| !j.is_empty() && j.len() <= 256)
@@ -158,10 +236,7 @@ pub fn verify_proof(
     if claims.ath.as_deref() != Some(ath(access_token).as_str()) {
         return Err(R::TokenMismatch);
     }
-    let thumb = jwk
-        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
-        .map_err(|_| R::Malformed)?;
-    if thumb != jkt {
+    if key.jkt != jkt {
         return Err(R::KeyMismatch);
     }
     Ok(Proof { jti, iat })

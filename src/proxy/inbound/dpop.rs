@@ -87,8 +87,17 @@ async fn check<B>(
     // What the client signed: the target as it sent it, not the canonical form.
     let target = crate::http::path::arrived_target(req);
     let method = req.method().as_str();
-    let proof = verify_proof(proof.trim(), method, target, token, jkt, &policy, now)
-        .map_err(Failure::Dpop)?;
+    let keys = &side.dpop_keys;
+    let proof = verify_proof(
+        proof.trim(),
+        (method, target),
+        token,
+        jkt,
+        &policy,
+        keys,
+        now,
+    )
+    .map_err(Failure::Dpop)?;
     first_use(side, jkt, &proof, &policy, now).await?;
     Ok(true)
 }
