@@ -51,13 +51,39 @@ async fn provider(key: &SigningKey) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The person's token, as the provider issues it (ES256, for audience web).
-fn person_token(key: &SigningKey, provider: SocketAddr, now: u64) -> anyhow::Result<String> {
+/// The person's token, as the provider issues it (ES256, for audience web), bound to the
+/// client's key (`cnf.jkt`: RFC 9449): worth nothing without a proof of that key.
+fn person_token(
+    key: &SigningKey,
+    client: &SigningKey,
+    provider: SocketAddr,
+    now: u64,
+) -> anyhow::Result<String> {
     let claims = serde_json::json!({
         "iss": format!("http://{provider}"), "sub": "alice", "aud": "web",
         "iat": now, "exp": now + 300, "tenant": "acme", "email": "alice@example.com",
+        "cnf": { "jkt": client.kid },
     });
     super::signed(key, &claims)
+}
+
+/// Where the demo's client believes it calls web (behind an ingress): the proofs' origin.
+const ORIGIN: &str = "https://shop.example";
+
+/// The client's DPoP proof for `GET path` with `token` (RFC 9449 §4.2).
+fn proof(client: &SigningKey, path: &str, token: &str, now: u64) -> anyhow::Result<String> {
+    let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": client.public_jwk()});
+    let claims = serde_json::json!({
+        "jti": format!("demo-{now}-{path}"), "htm": "GET", "htu": format!("{ORIGIN}{path}"),
+        "iat": now, "ath": trustgate::token::dpop::ath(token),
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = URL_SAFE_NO_PAD.encode(client.sign(input.as_bytes())?);
+    Ok(format!("{input}.{signature}"))
 }
 
 /// A sidecar from configuration text, bound; its inbound and outbound addresses.
@@ -129,7 +155,7 @@ pub async fn step(dir: &Path) -> anyhow::Result<bool> {
     );
     let web_text = config("web", &web.private, &trusts("web", &[])?, apps[0], &format!(
         "[inbound.users]\ncallers = \"optional\"\nmint_transaction_token = true\n\
-         context = {{ tenant = \"/tenant\" }}\n\
+         context = {{ tenant = \"/tenant\" }}\ndpop_origins = [\"{ORIGIN}\"]\n\
          [[outbound.routes]]\nhost = \"orders\"\nupstream = \"http://{orders_in}\"\naudience = \"orders2\"\n\
          [[trust.issuers]]\nname = \"people\"\nkind = \"oidc\"\nusers = true\n\
          issuer = \"http://{provider}\"\naudiences = [\"web\"]\n"));
@@ -169,13 +195,20 @@ async fn calls(
 ) -> anyhow::Result<bool> {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let person = person_token(people_key, provider, unix_now())?;
+    let dpop_client = keys::generate(KeyAlg::Es256)?;
+    let now = unix_now();
+    let person = person_token(people_key, &dpop_client, provider, now)?;
     let mut ok = true;
-    // 1. The person's token at the edge: the app gets the person and a transaction token.
+    ok &= stolen(&client, web_in, &person).await?;
+    // 1. The person's token at the edge, with the client's proof: the app gets the person
+    // and a transaction token.
     let a = call(
         &client,
         format!("http://{web_in}/profile"),
-        &[("x-user-token", person)],
+        &[
+            ("x-user-token", format!("DPoP {person}")),
+            ("dpop", proof(&dpop_client, "/profile", &person, now)?),
+        ],
     )
     .await?;
     let web = saw(&a);
@@ -184,7 +217,7 @@ async fn calls(
         && web["x-user-subject"] == "alice"
         && web["person_token_reached_app"] == false
         && !txn.is_empty();
-    ok &= tick(at_edge, "a person: alice's token (from the provider) at web, the edge",
+    ok &= tick(at_edge, "a person: alice's DPoP-bound token (from the provider) and her client's proof at web, the edge",
         &format!("web's app sees x-user-subject: {}, x-transaction-id: {}, a txn-token, never alice's token",
             web["x-user-subject"], web["x-transaction-id"]));
     // 2. web's app calls orders, orders' app calls billing, each passing txn-token on.
@@ -232,6 +265,26 @@ async fn calls(
         &format!("answer: {} {}", a.status.as_u16(), a.body),
     );
     Ok(ok)
+}
+
+/// The person's token stolen: bound to the client's key, without a proof it is worth
+/// nothing.
+async fn stolen(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    web_in: SocketAddr,
+    person: &str,
+) -> anyhow::Result<bool> {
+    let a = call(
+        client,
+        format!("http://{web_in}/profile"),
+        &[("x-user-token", format!("Bearer {person}"))],
+    )
+    .await?;
+    Ok(tick(
+        a.status == StatusCode::UNAUTHORIZED && a.body.contains("user_dpop_bearer_scheme"),
+        "alice's token stolen: bound to her client's key (DPoP), sent without a proof",
+        &format!("answer: {} {}", a.status.as_u16(), a.body),
+    ))
 }
 
 fn tick(ok: bool, title: &str, line: &str) -> bool {

@@ -436,13 +436,14 @@ fn demo_runs_every_scenario_and_exits_0() {
         .filter_map(|l| l.trim().strip_prefix("answer: "))
         .collect();
     let ticked = out.lines().filter(|l| l.starts_with("✔ ")).count();
-    assert_eq!((ticked, answers.len()), (8, 6), "{out}");
+    assert_eq!((ticked, answers.len()), (9, 7), "{out}");
     let expected = [
         "200 {",
         "401 {\"error\":\"invalid_token\",\"reason\":\"bad_signature\"}",
         "401 {\"error\":\"invalid_token\",\"reason\":\"unknown_key\"}",
         "403 {\"error\":\"forbidden\",\"reason\":\"policy\"}",
         "200 {",
+        "401 {\"error\":\"invalid_token\",\"reason\":\"user_dpop_bearer_scheme\"}",
         "401 {\"error\":\"invalid_token\",\"reason\":\"txn_bad_signature\"}",
     ];
     for (answer, want) in answers.iter().zip(expected) {
