@@ -25,6 +25,9 @@ pub enum Failure {
     /// with a `DPoP` challenge.
     #[error("DPoP proof refused: {0}")]
     Dpop(crate::token::dpop::DpopRejection),
+    /// The same, for a caller's token bound to a key: 401 `dpop_<reason>`.
+    #[error("caller's DPoP proof refused: {0}")]
+    CallerDpop(crate::token::dpop::DpopRejection),
     /// A transaction token was refused: 401 `txn_<reason>`.
     #[error("transaction token rejected: {0}")]
     Txn(Rejection),
@@ -250,10 +253,8 @@ impl Failure {
             Failure::Unauthenticated(r) => refused(r.reason()),
             Failure::User(r) => refused(r.user_reason()),
             Failure::Txn(r) => refused(r.txn_reason()),
-            Failure::Dpop(r) => Answer {
-                dpop: true,
-                ..refused(r.user_reason())
-            },
+            Failure::Dpop(r) => dpop_refused(r.user_reason()),
+            Failure::CallerDpop(r) => dpop_refused(r.caller_reason()),
             Failure::UserRequired => refused("user_token_required"),
             Failure::Forbidden { .. } => {
                 let (r, e) = ("policy", "forbidden");
@@ -395,6 +396,14 @@ fn refused(reason: &'static str) -> Answer {
         .forward_in_audit()
 }
 
+/// A 401 with the DPoP challenge (RFC 9449 §7.1).
+fn dpop_refused(reason: &'static str) -> Answer {
+    Answer {
+        dpop: true,
+        ..refused(reason)
+    }
+}
+
 /// The rows of upstream failures: 504 for a timeout, 502 for the others.
 fn upstream(e: &UpstreamError) -> Answer {
     let (outcome, reason, status, message, grpc) = match e {
@@ -459,9 +468,10 @@ mod tests {
             Failure::UserRequired => 11,
             Failure::FleetUnavailable(_) => 12,
             Failure::Dpop(_) => 13,
+            Failure::CallerDpop(_) => 14,
         }
     }
-    const VARIANTS: usize = 14;
+    const VARIANTS: usize = 15;
 
     /// Every failure: every variant, with every reason its inner enums have.
     fn every_failure() -> Vec<Failure> {
@@ -473,6 +483,7 @@ mod tests {
         all.extend(Rejection::ALL.iter().map(|r| Failure::User(*r)));
         all.extend(Rejection::ALL.iter().map(|r| Failure::Txn(*r)));
         all.extend(DpopRejection::ALL.iter().map(|r| Failure::Dpop(*r)));
+        all.extend(DpopRejection::ALL.iter().map(|r| Failure::CallerDpop(*r)));
         all.push(Failure::UserRequired);
         for rule in [None, Some("no-admin".to_owned())] {
             all.push(Failure::Forbidden {
@@ -532,6 +543,7 @@ mod tests {
                 | Failure::User(_)
                 | Failure::Txn(_)
                 | Failure::Dpop(_)
+                | Failure::CallerDpop(_)
                 | Failure::UserRequired => (401, "invalid_token", 16, true, false),
                 Failure::Forbidden { .. } => (403, "forbidden", 7, true, false),
                 Failure::Limited { .. } => (429, "too_many_requests", 8, true, false),
@@ -571,6 +583,7 @@ mod tests {
                 Failure::User(r) => r.user_reason(),
                 Failure::Txn(r) => r.txn_reason(),
                 Failure::Dpop(r) => r.user_reason(),
+                Failure::CallerDpop(r) => r.caller_reason(),
                 Failure::UserRequired => "user_token_required",
                 Failure::BadRequest(b) => b.code(),
                 Failure::Limited { limit, .. } => limit.reason(),
@@ -588,7 +601,7 @@ mod tests {
             let challenge = plain.headers().get(WWW_AUTHENTICATE).cloned();
             let retry = plain.headers().get(http::header::RETRY_AFTER).cloned();
             let want = match f {
-                Failure::Dpop(_) => format!(
+                Failure::Dpop(_) | Failure::CallerDpop(_) => format!(
                     "DPoP error=\"invalid_dpop_proof\", algs=\"{}\", error_description=\"{reason}\"",
                     crate::token::dpop::ALGS
                 ),

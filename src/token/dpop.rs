@@ -46,7 +46,12 @@ words! {
 }
 
 impl DpopRejection {
-    /// The 401's reason and the access log's.
+    /// A caller's token's reason (`dpop_<word>`).
+    pub fn caller_reason(self) -> &'static str {
+        &self.user_reason()["user_".len()..]
+    }
+
+    /// A person's token's: the 401's reason and the access log's.
     pub fn user_reason(self) -> &'static str {
         // Spelled out (snake case of each word) so that the reasons are constants.
         match self {

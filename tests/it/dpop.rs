@@ -554,3 +554,56 @@ async fn explain_checks_the_proof() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("user_dpop_bearer_scheme"), "{out}");
 }
+
+/// A caller's token from an issuer, bound to a key (`cnf.jkt`): the same rule as a
+/// person's — with the `DPoP` scheme and its proof it is the caller; as `Bearer` (stolen)
+/// it is refused `dpop_bearer_scheme`; an unbound caller's token as `Bearer` is as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_bound_token_needs_its_proof_too() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jkt = proof(dir.path(), serde_json::json!({"thumbprint": true}));
+    let keys = Keys::new();
+    let billing = keys.make("billing");
+    let app = spawn_raw_app().await;
+    let side = Conf::new("billing", &billing.private)
+        .inbound(&keys.trust_dir("t", &[]), app.addr)
+        .extra(&format!(
+            "[[trust.issuers]]\nname = \"idp\"\nkind = \"oidc\"\nissuer = \"{}/oidc\"\n\
+             ca_file = \"{}\"\nmax_token_ttl = \"15m\"\ncallers = {{ \"client-123\" = \"reports\" }}\n\
+             [inbound.users]\ndpop_origins = [\"{ORIGIN}\"]\n",
+            issuer.url(),
+            tls_fixture("ca.crt").display(),
+        ))
+        .start()
+        .await;
+    let bound = issuer.mint("oidc", "oidc", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let plain = issuer.mint("oidc", "oidc", serde_json::json!({}));
+    let p = proof(
+        dir.path(),
+        serde_json::json!({"htm": "GET", "htu": format!("{ORIGIN}/orders"), "token": bound}),
+    );
+    let r = send(side.inbound(), &head("DPoP", &bound, &[&p])).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(
+        app.requests().pop().unwrap().values("x-service-caller"),
+        ["reports"]
+    );
+    app.clear();
+    let r = send(side.inbound(), &head("Bearer", &bound, &[])).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "dpop_bearer_scheme"));
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|c| c.starts_with("DPoP ")));
+    let r = send(side.inbound(), &head("Bearer", &plain, &[])).await;
+    assert_eq!(
+        r.status,
+        200,
+        "an unbound caller's token: {}",
+        r.body_text()
+    );
+    let r = send(side.inbound(), &head("DPoP", &plain, &[])).await;
+    assert_eq!(reason(&r), "dpop_unbound");
+}

@@ -6,14 +6,14 @@ use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 
 use crate::token::{Rejection, MAX_TOKEN_BYTES};
 
-/// Exactly one token. With `authorization` the scheme must be `Bearer`; any other
+/// Exactly one token. With `authorization` the scheme must be `Bearer` (or `DPoP`); any other
 /// configured header carries the bare token (a `Bearer ` prefix is tolerated).
 pub fn extract_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Rejection> {
     check_token(locate_token(headers, name)?)
 }
 
-/// How a token arrived: `Bearer`, `DPoP` (RFC 9449 §7.1: a person's token bound to a
-/// key), or without a scheme (in a header other than `authorization`).
+/// How a token arrived: `Bearer`, `DPoP` (RFC 9449 §7.1: a token bound to a key), or
+/// without a scheme (in a header other than `authorization`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Scheme {
     Bearer,
@@ -27,22 +27,19 @@ pub(crate) fn locate_token<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Result<&'a [u8], Rejection> {
-    locate(headers, name, false).map(|(token, _)| token)
+    locate(headers, name).map(|(token, _)| token)
 }
 
-/// A person's token ([`locate_token`]), where `DPoP` is a scheme too, and which one it had.
+/// A token ([`locate_token`]) and the scheme it came with (`DPoP` for a token bound to a
+/// key, RFC 9449 §7.1: [`super::dpop`] holds it to that).
 pub(crate) fn locate_user_token<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Result<(&'a [u8], Scheme), Rejection> {
-    locate(headers, name, true)
+    locate(headers, name)
 }
 
-fn locate<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-    dpop: bool,
-) -> Result<(&'a [u8], Scheme), Rejection> {
+fn locate<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<(&'a [u8], Scheme), Rejection> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(Rejection::Missing)?;
     if values.next().is_some() {
@@ -52,7 +49,7 @@ fn locate<'a>(
         return Err(Rejection::TooLarge);
     }
     let value = value.as_bytes().trim_ascii();
-    let (token, scheme) = match scheme(value, dpop) {
+    let (token, scheme) = match scheme(value) {
         Some(t) => t,
         // Bytes beyond ASCII say "malformed" before anything says "missing".
         None if !value.is_ascii() => return Err(Rejection::Malformed),
@@ -88,13 +85,13 @@ pub(crate) fn check_token(token: &[u8]) -> Result<&str, Rejection> {
     std::str::from_utf8(token).map_err(|_| Rejection::Malformed)
 }
 
-/// `Bearer` (any case) — or `DPoP`, where `dpop` — one or more spaces, the credentials.
-fn scheme(value: &[u8], dpop: bool) -> Option<(&[u8], Scheme)> {
+/// `Bearer` or `DPoP` (any case), one or more spaces, the credentials.
+fn scheme(value: &[u8]) -> Option<(&[u8], Scheme)> {
     let space = value.iter().position(|&b| b == b' ')?;
     let (scheme, rest) = value.split_at(space);
     let scheme = match scheme {
         s if s.eq_ignore_ascii_case(b"bearer") => Scheme::Bearer,
-        s if dpop && s.eq_ignore_ascii_case(b"dpop") => Scheme::Dpop,
+        s if s.eq_ignore_ascii_case(b"dpop") => Scheme::Dpop,
         _ => return None,
     };
     Some((rest.trim_ascii(), scheme))

@@ -13,23 +13,105 @@ use crate::proxy::limits::fleet_fallback;
 use crate::proxy::rescue::Failure;
 use crate::proxy::state::{InboundState, State};
 use crate::token::dpop::{verify_proof, DpopRejection, Proof, ProofPolicy};
-use crate::token::Person;
 
 /// The proof's header.
 pub const DPOP: HeaderName = HeaderName::from_static("dpop");
 
-/// The person's token as `presented` (its bytes and scheme; verified as `p`) and its proof, if
-/// it is bound to a key or must be; counted in `trustgate_dpop_proofs_total{result}`.
+/// What a side asks of tokens bound to a key: `[inbound.users]`'s settings, or (no such
+/// section) the defaults — bound tokens need a proof, and with no origins to check one
+/// against, they are refused.
+struct Rules<'a> {
+    mode: DpopMode,
+    origins: &'a [String],
+    max_age: Duration,
+}
+
+impl<'a> Rules<'a> {
+    fn of(users: Option<&'a Users>) -> Self {
+        match users {
+            Some(u) => Rules {
+                mode: u.dpop,
+                origins: &u.dpop_origins,
+                max_age: u.dpop_max_age,
+            },
+            None => Rules {
+                mode: DpopMode::Bound,
+                origins: &[],
+                max_age: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// A token as presented (its bytes and scheme) and the key it is bound to, if any.
+pub(crate) struct Presented<'a> {
+    pub token: &'a str,
+    pub scheme: Scheme,
+    pub jkt: Option<&'a str>,
+}
+
+/// The person's token as `presented` (verified: its `cnf.jkt` in `presented.jkt`) and its
+/// proof, if it is bound to a key or must be; counted in `trustgate_dpop_proofs_total`.
 pub(crate) async fn sender<B>(
     state: &State,
     side: &InboundState,
     u: &Users,
     req: &Request<B>,
-    presented: (&str, Scheme),
-    p: &Person,
+    presented: Presented<'_>,
     now: u64,
 ) -> Result<(), Failure> {
-    let result = check(state, side, u, req, presented, p, now).await;
+    let result = check(state, side, &Rules::of(Some(u)), req, presented, now).await;
+    counted(state, result)
+}
+
+/// A caller's token bound to a key (`cnf.jkt` in a token from an issuer): the same rule
+/// as a person's (DESIGN.md: "the same rule applies to a caller's token"); refused with
+/// `dpop_<reason>`. A caller's token that is not bound passes as a bearer token — unless
+/// it came with the `DPoP` scheme.
+pub(crate) async fn caller<B>(
+    state: &State,
+    side: &InboundState,
+    req: &Request<B>,
+    v: &crate::token::Verified,
+    now: u64,
+) -> Result<(), Failure> {
+    let Some((token, scheme, jkt)) = caller_bound(side, req, v) else {
+        return Ok(());
+    };
+    let mut rules = Rules::of(side.cfg.users.as_ref());
+    // `required` is about people's tokens.
+    if rules.mode == DpopMode::Required {
+        rules.mode = DpopMode::Bound;
+    }
+    let presented = Presented { token, scheme, jkt };
+    let result = check(state, side, &rules, req, presented, now).await;
+    counted(state, result).map_err(|f| match f {
+        Failure::Dpop(r) => Failure::CallerDpop(r),
+        other => other,
+    })
+}
+
+/// A caller's token that is bound to a key (only an issuer's can be: trustgate's own
+/// tokens carry no `cnf`) or came with the `DPoP` scheme: its bytes, scheme and key.
+/// `None` for every other request — the usual one, which asks nothing more.
+pub(crate) fn caller_bound<'r, B>(
+    side: &InboundState,
+    req: &'r Request<B>,
+    v: &'r crate::token::Verified,
+) -> Option<(&'r str, Scheme, Option<&'r str>)> {
+    let jkt = match v.issuer {
+        Some(_) => v.claims_json().pointer("/cnf/jkt").and_then(|j| j.as_str()),
+        None => None,
+    };
+    let (raw, scheme) =
+        super::bearer::locate_user_token(req.headers(), &side.cfg.token_header).ok()?;
+    if jkt.is_none() && scheme != Scheme::Dpop {
+        return None;
+    }
+    Some((std::str::from_utf8(raw).ok()?, scheme, jkt))
+}
+
+fn counted(state: &State, result: Result<bool, Failure>) -> Result<(), Failure> {
     let word = match &result {
         Ok(false) => return Ok(()),
         Ok(true) => "valid",
@@ -39,7 +121,7 @@ pub(crate) async fn sender<B>(
     state.metrics.dpop_proofs.with_label_values(&[word]).inc();
     if let Err(Failure::Dpop(DpopRejection::Unconfigured)) = &result {
         tracing::warn!(
-            "a person's token bound to a key (cnf.jkt) arrived, and [inbound.users] has no \
+            "a token bound to a key (cnf.jkt) arrived, and [inbound.users] has no \
              dpop_origins to check its proof against: refused (set dpop_origins to the \
              origins clients call, or dpop = \"off\" during a migration)"
         );
@@ -51,15 +133,15 @@ pub(crate) async fn sender<B>(
 async fn check<B>(
     state: &State,
     side: &InboundState,
-    u: &Users,
+    rules: &Rules<'_>,
     req: &Request<B>,
-    (token, scheme): (&str, Scheme),
-    p: &Person,
+    presented: Presented<'_>,
     now: u64,
 ) -> Result<bool, Failure> {
     use DpopRejection as R;
     let refused = |r| Err(Failure::Dpop(r));
-    let jkt = match (u.dpop, p.jkt.as_deref()) {
+    let Presented { token, scheme, jkt } = presented;
+    let jkt = match (rules.mode, jkt) {
         (DpopMode::Off, _) => return Ok(false),
         // An unbound token presented as bound is not what the client thinks it holds.
         (DpopMode::Required, None) => return refused(R::Unbound),
@@ -70,7 +152,7 @@ async fn check<B>(
     if scheme == Scheme::Bearer {
         return refused(R::BearerScheme);
     }
-    if u.dpop_origins.is_empty() {
+    if rules.origins.is_empty() {
         return refused(R::Unconfigured);
     }
     let mut proofs = req.headers().get_all(DPOP).iter();
@@ -80,8 +162,8 @@ async fn check<B>(
         (Some(v), None) => v.to_str().map_err(|_| Failure::Dpop(R::Malformed))?,
     };
     let policy = ProofPolicy {
-        origins: &u.dpop_origins,
-        max_age: u.dpop_max_age.as_secs(),
+        origins: rules.origins,
+        max_age: rules.max_age.as_secs(),
         leeway: state.cfg.trust.leeway.as_secs(),
     };
     // What the client signed: the target as it sent it, not the canonical form.

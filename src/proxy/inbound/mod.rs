@@ -299,6 +299,14 @@ pub(crate) async fn steps<B, O: Observer<B>>(
             return reject(side, req, failure, who, obs);
         }
     };
+    // A caller's token bound to a key passes only with its proof (boxed: rare).
+    if let Some(v) = verified.as_deref() {
+        if dpop::caller_bound(side, &req, v).is_some() {
+            if let Err(failure) = Box::pin(dpop::caller(state, side, &req, v, unix_now())).await {
+                return reject(side, req, failure, who(Some(v), None), obs);
+            }
+        }
+    }
     // A side that takes no person (no [inbound.users], no minter listed) asks nothing.
     // Boxed: people's sides only; its future would otherwise size every request's.
     let has_caller = verified.is_some();

@@ -108,7 +108,12 @@ async fn own_token<B>(
         None => counted("valid"),
     }
     // A token bound to a key passes only with its proof.
-    dpop::sender(state, side, u, req, (token, scheme), &p, now).await?;
+    let presented = dpop::Presented {
+        token,
+        scheme,
+        jkt: p.jkt.as_deref(),
+    };
+    dpop::sender(state, side, u, req, presented, now).await?;
     if !u.forward_user_token {
         req.headers_mut().remove(&u.token_header);
     }
