@@ -12,7 +12,7 @@ secs="${1:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-for target in token_verify key_files config path_policy claims; do
+for target in token_verify key_files config path_policy claims dpop_proof; do
     mkdir -p "$scratch/$target"
     cp -r "corpus/$target/." "$scratch/$target/"
     echo "--- fuzz $target for ${secs}s"

@@ -314,6 +314,15 @@ fn self_asserted_token(orders: &keys::GeneratedFiles, now: u64) -> anyhow::Resul
 /// A JWT of `claims` signed with `key`, as another party would make it.
 pub(crate) fn signed(key: &keys::SigningKey, claims: &serde_json::Value) -> anyhow::Result<String> {
     let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid});
+    signed_with(key, &header, claims)
+}
+
+/// A JWS of `claims` under `header`, signed with `key`.
+pub(crate) fn signed_with(
+    key: &keys::SigningKey,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> anyhow::Result<String> {
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),

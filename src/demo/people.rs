@@ -77,13 +77,7 @@ fn proof(client: &SigningKey, path: &str, token: &str, now: u64) -> anyhow::Resu
         "jti": format!("demo-{now}-{path}"), "htm": "GET", "htu": format!("{ORIGIN}{path}"),
         "iat": now, "ath": trustgate::token::dpop::ath(token),
     });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = URL_SAFE_NO_PAD.encode(client.sign(input.as_bytes())?);
-    Ok(format!("{input}.{signature}"))
+    super::signed_with(client, &header, &claims)
 }
 
 /// A sidecar from configuration text, bound; its inbound and outbound addresses.
