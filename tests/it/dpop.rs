@@ -607,3 +607,32 @@ async fn a_callers_bound_token_needs_its_proof_too() {
     let r = send(side.inbound(), &head("DPoP", &plain, &[])).await;
     assert_eq!(reason(&r), "dpop_unbound");
 }
+
+/// Crossed with the other modes: on a public path and in audit mode (a refused proof
+/// forwarded without identity) neither the proof nor the bound token reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proof_or_bound_token_reaches_the_app_on_a_public_path_or_in_audit_mode() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jkt = proof(dir.path(), serde_json::json!({"thumbprint": true}));
+    let token = person(&issuer, "alice", serde_json::json!({"cnf": {"jkt": jkt}}));
+    let p = proof(
+        dir.path(),
+        serde_json::json!({"htm": "GET", "htu": format!("{ORIGIN}/orders"), "token": token}),
+    );
+    let public = edge(&issuer, "", &["public_paths = [\"/orders\"]"]).await;
+    let audit = edge(&issuer, "", &["mode = \"audit\""]).await;
+    for (name, e, scheme) in [("public", &public, "DPoP"), ("audit", &audit, "Bearer")] {
+        let r = send(e.side.inbound(), &head(scheme, &token, &[&p])).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body_text());
+        let seen = e.app.requests().pop().expect("forwarded");
+        for header in ["dpop", "authorization", "x-user-subject"] {
+            assert!(
+                seen.values(header).is_empty(),
+                "{name}: {header} reached the app"
+            );
+        }
+    }
+}
